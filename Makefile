@@ -1,0 +1,54 @@
+# Nydus-Go build, test and benchmark entry points.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X github.com/nydus-go/nydus/internal/version.GitCommit=$(GIT_COMMIT)
+FUZZTIME ?= 10s
+
+.PHONY: all build deps test unit lint fuzz interop demo bench-build clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+# Debian packages the tests and benchmarks need (CI runs as root).
+deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    zstd erofs-utils debootstrap >/dev/null; \
+	fi
+	$(GO) mod download
+
+lint:
+	@out=$$(gofmt -l cmd pkg internal test 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+unit: build
+	NYDUS_IMAGE=$(BIN)/nydus-image $(GO) test -count=1 ./...
+
+fuzz:
+	@for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' pkg | xargs -n1 dirname | sort -u); do \
+	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$spec/*_test.go | sed 's/func //'); do \
+	    echo "fuzz $$spec $$f"; \
+	    $(GO) test ./$$spec -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) || exit 1; \
+	  done; \
+	done
+
+interop: build
+	cd test/interop && NYDUS_IMAGE=$(BIN)/nydus-image $(GO) test -count=1 ./...
+
+# The README's test command: everything CI runs.
+test: deps lint unit fuzz interop
+
+# The README's main job: build, check, inspect and unpack a demo image.
+demo: build
+	./scripts/demo.sh
+
+bench-build: build
+	./scripts/bench-build.sh
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/nydus-go/nydus/internal/atomicfile"
+	"github.com/nydus-go/nydus/pkg/rafs"
+)
+
+// output is a destination file: a FIFO or character device is written in
+// place, strictly sequentially; anything else atomically.
+type output struct {
+	io.Writer
+	path   string
+	direct *os.File
+	atomic *atomicfile.File
+}
+
+func isStream(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && (st.Mode()&os.ModeNamedPipe != 0 || st.Mode()&os.ModeCharDevice != 0)
+}
+
+func createOutput(path string) (*output, error) {
+	if isStream(path) {
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", path, err)
+		}
+		return &output{Writer: f, path: path, direct: f}, nil
+	}
+	f, err := atomicfile.Create(path, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	bw := bufio.NewWriterSize(f, 1<<20)
+	return &output{Writer: bw, path: path, atomic: f}, nil
+}
+
+// commit publishes the output (under newPath if not empty).
+func (o *output) commit(newPath string) error {
+	if o.direct != nil {
+		return o.direct.Close()
+	}
+	if bw, ok := o.Writer.(*bufio.Writer); ok {
+		if err := bw.Flush(); err != nil {
+			o.atomic.Abort()
+			return fmt.Errorf("write %s: %w", o.path, err)
+		}
+	}
+	if newPath != "" {
+		return o.atomic.CommitAs(newPath)
+	}
+	return o.atomic.Commit()
+}
+
+// abort discards a regular-file output.
+func (o *output) abort() {
+	if o.direct != nil {
+		o.direct.Close()
+		return
+	}
+	o.atomic.Abort()
+}
+
+// openBootstrap opens and validates a bootstrap file.
+func openBootstrap(ctx context.Context, path string) (*rafs.Reader, *os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open bootstrap: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("stat bootstrap %s: %w", path, err)
+	}
+	rd, err := rafs.Open(ctx, f, st.Size())
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("bootstrap %s: %w", path, err)
+	}
+	return rd, f, nil
+}
+
+// parseSize parses a decimal or 0x-prefixed hex size.
+func parseSize(flag, s string) (uint64, error) {
+	var v uint64
+	var err error
+	if strings.HasPrefix(s, "0x") || strings.HasPrefix(s, "0X") {
+		v, err = strconv.ParseUint(s[2:], 16, 64)
+	} else {
+		v, err = strconv.ParseUint(s, 10, 64)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("invalid --%s %q: not a decimal or 0x-prefixed hex number", flag, s)
+	}
+	return v, nil
+}
+
+// parseChunkDict accepts "bootstrap=PATH" or a bare PATH.
+func parseChunkDict(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	if i := strings.IndexByte(s, '='); i >= 0 {
+		if s[:i] != "bootstrap" {
+			return "", fmt.Errorf("invalid --chunk-dict %q: only bootstrap=PATH is supported", s)
+		}
+		return s[i+1:], nil
+	}
+	return s, nil
+}
+
+// readPrefetch reads prefetch paths from stdin until EOF.
+func readPrefetch(r io.Reader) ([]string, error) {
+	var out []string
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		if !strings.HasPrefix(line, "/") {
+			logger.Warn("prefetch pattern is not an absolute path; ignored", "pattern", line)
+			continue
+		}
+		out = append(out, filepath.Clean(line))
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read prefetch patterns from stdin: %w", err)
+	}
+	return out, nil
+}
+
+// writeJSON writes v to path atomically (pretty-printed).
+func writeJSON(path string, v any) error {
+	if path == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	if isStream(path) {
+		return os.WriteFile(path, b, 0o644)
+	}
+	return atomicfile.WriteFile(path, b, 0o644)
+}

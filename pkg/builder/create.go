@@ -1,0 +1,356 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"runtime"
+	"strings"
+
+	"github.com/nydus-go/nydus/pkg/blob"
+	"github.com/nydus-go/nydus/pkg/compress"
+	"github.com/nydus-go/nydus/pkg/digester"
+	"github.com/nydus-go/nydus/pkg/rafs"
+)
+
+// Options configure a layer build.
+type Options struct {
+	// ChunkSize is the chunk size (default 1 MiB).
+	ChunkSize uint32
+	// Compressor compresses chunks (default zstd).
+	Compressor compress.Algorithm
+	// Digester hashes chunks (blake3 or sha256).
+	Digester digester.Algorithm
+	// Whiteout selects how whiteout entries are interpreted.
+	Whiteout WhiteoutSpec
+	// InlineMeta embeds the bootstrap in the blob (`--blob-inline-meta`).
+	InlineMeta bool
+	// TOC appends a table of contents to the blob (`--features blob-toc`).
+	TOC bool
+	// Parent is a bootstrap the layer is built on top of; its tree is the
+	// lower layer and its chunks are reused.
+	Parent *rafs.Reader
+	// ChunkDict is a bootstrap whose chunks are reused when identical.
+	ChunkDict *rafs.Reader
+	// Prefetch lists absolute paths recorded in the prefetch table.
+	Prefetch []string
+	// Workers is the number of compression goroutines (default GOMAXPROCS).
+	Workers int
+	// BlobCache, when set, receives the uncompressed chunk data at its
+	// aligned uncompressed offset (the `<blob_id>.blob.data` file).
+	BlobCache io.WriterAt
+	// Warn receives non-fatal diagnostics (nil: dropped).
+	Warn func(msg string)
+}
+
+// Result describes a finished build.
+type Result struct {
+	// Bootstrap is the RAFS v6 bootstrap (also embedded in the blob when
+	// InlineMeta is set; there it carries the placeholder blob id).
+	Bootstrap []byte
+	// BlobID is the sha256 hex of the written blob ("" if none).
+	BlobID string
+	// BlobSize is the size of the written blob.
+	BlobSize uint64
+	// HasBlob reports whether the blob is referenced by the bootstrap.
+	HasBlob bool
+	// Blobs lists the ids of all blobs the bootstrap references.
+	Blobs []string
+	// BlobMeta is the `<blob_id>.blob.meta` cache file content.
+	BlobMeta []byte
+	// UncompressedSize is the size of the blob's uncompressed data.
+	UncompressedSize uint64
+	// Stats counts files, chunks and deduplicated bytes.
+	Stats Stats
+}
+
+func (o *Options) defaults() error {
+	if o.ChunkSize == 0 {
+		o.ChunkSize = rafs.DefaultChunkSize
+	}
+	if err := ValidateSize("chunk size", uint64(o.ChunkSize)); err != nil {
+		return err
+	}
+	if o.Whiteout == "" {
+		o.Whiteout = WhiteoutOCI
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	switch o.Compressor {
+	case compress.None, compress.Lz4Block, compress.Zstd:
+	default:
+		return fmt.Errorf("compressor %s cannot be used to build blobs (use none, lz4_block or zstd)", o.Compressor)
+	}
+	return nil
+}
+
+// ValidateSize checks a chunk or batch size: a power of two in
+// [0x1000, 0x1000000].
+func ValidateSize(what string, v uint64) error {
+	if v < rafs.MinChunkSize || v > rafs.MaxChunkSize || v&(v-1) != 0 {
+		return fmt.Errorf("invalid %s %#x: must be a power of two between 0x1000 and 0x1000000", what, v)
+	}
+	return nil
+}
+
+// base holds what a layer is built against: the lower tree, the blob
+// table so far and the digests of reusable chunks.
+type base struct {
+	tree  *rafs.Node
+	blobs []rafs.BlobInfo
+	known map[digester.Digest]rafs.ChunkInfo
+}
+
+func loadBase(ctx context.Context, o *Options) (*base, error) {
+	b := &base{known: map[digester.Digest]rafs.ChunkInfo{}}
+	blobIdx := map[string]uint32{}
+	add := func(rd *rafs.Reader, what string, keepTree bool) error {
+		if rd.ChunkSize() != o.ChunkSize {
+			return fmt.Errorf("%s has chunk size %#x, build uses %#x", what, rd.ChunkSize(), o.ChunkSize)
+		}
+		if rd.Ext.Flags.Digester() != o.Digester {
+			return fmt.Errorf("%s uses digester %s, build uses %s", what, rd.Ext.Flags.Digester(), o.Digester)
+		}
+		tree, err := rd.Load(ctx, rafs.LoadOptions{})
+		if err != nil {
+			return fmt.Errorf("load %s: %w", what, err)
+		}
+		remap := make([]uint32, len(rd.Blobs))
+		for i, bi := range rd.Blobs {
+			idx, ok := blobIdx[bi.BlobID]
+			if !ok {
+				idx = uint32(len(b.blobs))
+				blobIdx[bi.BlobID] = idx
+				bi.Index = idx
+				b.blobs = append(b.blobs, bi)
+			}
+			remap[i] = idx
+		}
+		seen := map[*rafs.Inode]bool{}
+		tree.Walk(func(_ string, n *rafs.Node) error {
+			if seen[n.Inode] {
+				return nil
+			}
+			seen[n.Inode] = true
+			for i := range n.Inode.Chunks {
+				c := &n.Inode.Chunks[i]
+				c.BlobIndex = remap[c.BlobIndex]
+				if _, ok := b.known[c.Digest]; !ok {
+					b.known[c.Digest] = *c
+				}
+			}
+			return nil
+		})
+		if keepTree {
+			b.tree = tree
+		}
+		return nil
+	}
+	if o.Parent != nil {
+		if err := add(o.Parent, "parent bootstrap", true); err != nil {
+			return nil, err
+		}
+	}
+	if o.ChunkDict != nil {
+		if err := add(o.ChunkDict, "chunk dictionary", false); err != nil {
+			return nil, err
+		}
+	}
+	if len(b.blobs) >= rafs.MaxBlobs {
+		return nil, fmt.Errorf("parent and chunk dictionary reference %d blobs; the limit is %d", len(b.blobs), rafs.MaxBlobs)
+	}
+	return b, nil
+}
+
+// Create builds one layer from an uncompressed tar stream, writing the
+// data blob strictly sequentially to blobOut (which may be a pipe).
+func Create(ctx context.Context, tarStream io.Reader, blobOut io.Writer, o Options) (*Result, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	b, err := loadBase(ctx, &o)
+	if err != nil {
+		return nil, err
+	}
+	newIdx := uint32(len(b.blobs))
+	bw := blob.NewWriter(blobOut, blob.WriterOptions{
+		Compressor: o.Compressor,
+		Digester:   o.Digester,
+		TOC:        o.TOC,
+	})
+	pl := newPipeline(o.ChunkSize, o.Compressor, o.Digester, o.Workers, newIdx, b.known, bw, o.BlobCache)
+	upper, rerr := readTar(ctx, tarStream, pl)
+	cerr := pl.close()
+	if rerr != nil {
+		return nil, rerr
+	}
+	if cerr != nil {
+		return nil, cerr
+	}
+
+	var tree *rafs.Node
+	if b.tree != nil || o.Whiteout != WhiteoutNone {
+		tree = applyLayer(b.tree, upper, o.Whiteout)
+	} else {
+		tree = upper
+	}
+
+	// Section after the chunk data: CI table, digests.
+	meta, err := bw.WriteMeta(pl.cis, pl.digests)
+	if err != nil {
+		return nil, err
+	}
+	uncompressed := pl.uncompOff
+	own := rafs.BlobInfo{
+		BlobID:             rafs.PlaceholderBlobID,
+		Index:              newIdx,
+		ChunkSize:          o.ChunkSize,
+		ChunkCount:         uint32(len(pl.cis)),
+		Compressor:         o.Compressor,
+		Digester:           o.Digester,
+		Features:           meta.Features,
+		CompressedSize:     meta.Offset,
+		UncompressedSize:   uncompressed,
+		CICompressor:       meta.CICompressor,
+		CIOffset:           meta.CIOffset,
+		CICompressedSize:   meta.CICompressedSize,
+		CIUncompressedSize: meta.CIUncompressedSize,
+	}
+	if o.InlineMeta {
+		own.Features |= blob.FeatureInlinedFSMeta
+	}
+	hasOwn := len(pl.cis) > 0 || o.InlineMeta
+	blobs := b.blobs
+	if hasOwn {
+		blobs = append(append([]rafs.BlobInfo(nil), b.blobs...), own)
+	}
+	if !o.InlineMeta {
+		// The blob id of a separate blob is the digest of the whole
+		// blob, known only once it is complete.
+		res, err := bw.Close()
+		if err != nil {
+			return nil, err
+		}
+		if hasOwn {
+			blobs[newIdx].BlobID = res.BlobID
+			blobs[newIdx].CompressedSize = res.Size
+			blobs[newIdx].TOCSize = res.TOCSize
+			blobs[newIdx].TOCDigest = res.TOCDigest
+		}
+		boot, used, err := marshalTree(tree, blobs, &o, nil)
+		if err != nil {
+			return nil, err
+		}
+		return &Result{Bootstrap: boot, BlobID: res.BlobID, BlobSize: res.Size, HasBlob: hasOwn, Blobs: used,
+			BlobMeta: meta.CacheFile, UncompressedSize: uncompressed, Stats: pl.stats}, nil
+	}
+	boot, used, err := marshalTree(tree, blobs, &o, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := bw.WriteBootstrap(boot); err != nil {
+		return nil, err
+	}
+	res, err := bw.Close()
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Bootstrap: boot, BlobID: res.BlobID, BlobSize: res.Size, HasBlob: hasOwn, Blobs: used,
+		BlobMeta: meta.CacheFile, UncompressedSize: uncompressed, Stats: pl.stats}, nil
+}
+
+// marshalTree compacts the blob table to the blobs the tree references
+// (in order of first reference) and writes the bootstrap.
+func marshalTree(tree *rafs.Node, blobs []rafs.BlobInfo, o *Options, keep map[string]bool) ([]byte, []string, error) {
+	remap := map[uint32]uint32{}
+	var out []rafs.BlobInfo
+	// Keep explicitly requested blobs first (e.g. an inline-meta blob
+	// with no chunks), then referenced ones in BFS order.
+	order := bfs(tree)
+	for i, bi := range blobs {
+		if keep[bi.BlobID] || (bi.Features&blob.FeatureInlinedFSMeta != 0 && uint32(i) == uint32(len(blobs)-1) && o.InlineMeta) {
+			remap[uint32(i)] = uint32(len(out))
+			bi.Index = uint32(len(out))
+			out = append(out, bi)
+		}
+	}
+	for _, ino := range order {
+		for i := range ino.Chunks {
+			c := &ino.Chunks[i]
+			idx, ok := remap[c.BlobIndex]
+			if !ok {
+				if int(c.BlobIndex) >= len(blobs) {
+					return nil, nil, fmt.Errorf("chunk refers to unknown blob %d", c.BlobIndex)
+				}
+				idx = uint32(len(out))
+				remap[c.BlobIndex] = idx
+				bi := blobs[c.BlobIndex]
+				bi.Index = idx
+				out = append(out, bi)
+			}
+			c.BlobIndex = idx
+		}
+	}
+	var prefetch []*rafs.Inode
+	for _, p := range o.Prefetch {
+		n := lookup(tree, p)
+		if n == nil {
+			if o.Warn != nil {
+				o.Warn(fmt.Sprintf("prefetch path %s does not exist in the image; ignored", p))
+			}
+			continue
+		}
+		prefetch = append(prefetch, n.Inode)
+	}
+	boot, err := rafs.Marshal(tree, rafs.WriterOptions{
+		ChunkSize: o.ChunkSize,
+		Flags:     rafs.FlagsFor(o.Compressor, o.Digester) | rafs.FlagExplicitUIDGID,
+		Blobs:     out,
+		Prefetch:  prefetch,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	ids := make([]string, len(out))
+	for i, bi := range out {
+		ids[i] = bi.BlobID
+	}
+	return boot, ids, nil
+}
+
+// bfs returns the unique inodes of a tree in breadth-first order.
+func bfs(root *rafs.Node) []*rafs.Inode {
+	var out []*rafs.Inode
+	seen := map[*rafs.Inode]bool{}
+	q := []*rafs.Node{root}
+	for len(q) > 0 {
+		n := q[0]
+		q = q[1:]
+		if seen[n.Inode] {
+			continue
+		}
+		seen[n.Inode] = true
+		out = append(out, n.Inode)
+		q = append(q, n.Children...)
+	}
+	return out
+}
+
+func lookup(root *rafs.Node, p string) *rafs.Node {
+	p = path.Clean("/" + p)
+	n := root
+	if p == "/" {
+		return n
+	}
+	for _, name := range strings.Split(p[1:], "/") {
+		if n = n.Child(name); n == nil {
+			return nil
+		}
+	}
+	return n
+}
+
+var errNoSource = errors.New("no source")

@@ -1,0 +1,9 @@
+// Package builder turns layer tarballs and directories into Nydus data
+// blobs and RAFS v6 bootstraps, and merges per-layer bootstraps into one
+// image bootstrap (the library behind `nydus-image create` and `merge`).
+//
+// Chunks are deduplicated against everything already written: earlier
+// chunks of the same layer, a parent bootstrap and a chunk dictionary.
+// Output is reproducible: the same input yields identical bytes, whatever
+// the number of compression workers.
+package builder

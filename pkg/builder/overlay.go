@@ -1,0 +1,123 @@
+package builder
+
+import (
+	"strings"
+
+	"github.com/nydus-go/nydus/pkg/rafs"
+)
+
+// OCI whiteout names.
+const (
+	whiteoutPrefix = ".wh."
+	whiteoutOpaque = ".wh..wh..opq"
+	overlayOpaque  = "trusted.overlay.opaque"
+)
+
+// whiteoutBoth applies OCI and overlayfs whiteouts, as merge does.
+const whiteoutBoth WhiteoutSpec = "oci+overlayfs"
+
+func isOpaque(dir *rafs.Node, spec WhiteoutSpec) bool {
+	if spec == whiteoutBoth {
+		return isOpaque(dir, WhiteoutOCI) || isOpaque(dir, WhiteoutOverlayfs)
+	}
+	switch spec {
+	case WhiteoutOCI:
+		return dir.Child(whiteoutOpaque) != nil
+	case WhiteoutOverlayfs:
+		for _, x := range dir.Inode.Xattrs {
+			if x.Name == overlayOpaque && string(x.Value) == "y" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// whiteoutTarget returns the name a whiteout entry hides, or ok=false.
+func whiteoutTarget(c *rafs.Node, spec WhiteoutSpec) (string, bool) {
+	if spec == whiteoutBoth {
+		if t, ok := whiteoutTarget(c, WhiteoutOCI); ok {
+			return t, ok
+		}
+		return whiteoutTarget(c, WhiteoutOverlayfs)
+	}
+	switch spec {
+	case WhiteoutOCI:
+		if c.Name == whiteoutOpaque {
+			return "", true
+		}
+		if strings.HasPrefix(c.Name, whiteoutPrefix) {
+			return c.Name[len(whiteoutPrefix):], true
+		}
+	case WhiteoutOverlayfs:
+		if c.Inode.Mode&rafs.ModeType == rafs.ModeChar && c.Inode.Rdev == 0 {
+			return c.Name, true
+		}
+	}
+	return "", false
+}
+
+// stripOpaqueXattr drops the overlayfs opaque marker from a merged dir.
+func stripOpaqueXattr(ino *rafs.Inode) {
+	out := ino.Xattrs[:0:0]
+	for _, x := range ino.Xattrs {
+		if x.Name != overlayOpaque {
+			out = append(out, x)
+		}
+	}
+	ino.Xattrs = out
+}
+
+// applyLayer overlays upper onto lower in place, applying the whiteouts
+// of spec, and returns the merged root. Whiteout entries never appear in
+// the result. With spec none, upper entries are overlaid literally.
+func applyLayer(lower, upper *rafs.Node, spec WhiteoutSpec) *rafs.Node {
+	if lower == nil {
+		lower = &rafs.Node{Inode: newDir()}
+	}
+	lower.Inode = upper.Inode
+	mergeDir(lower, upper, spec)
+	return lower
+}
+
+func mergeDir(l, u *rafs.Node, spec WhiteoutSpec) {
+	if isOpaque(u, spec) {
+		l.Children = nil
+	}
+	if spec == WhiteoutOverlayfs || spec == whiteoutBoth {
+		stripOpaqueXattr(l.Inode)
+	}
+	for _, c := range u.Children {
+		if target, ok := whiteoutTarget(c, spec); ok {
+			if target != "" {
+				l.RemoveChild(target)
+			}
+			continue
+		}
+		old := l.Child(c.Name)
+		if old != nil && old.Inode.IsDir() && c.Inode.IsDir() {
+			old.Inode = c.Inode
+			mergeDir(old, c, spec)
+			continue
+		}
+		l.SetChild(clean(c, spec))
+	}
+}
+
+// clean returns c with whiteout entries removed from its subtree.
+func clean(c *rafs.Node, spec WhiteoutSpec) *rafs.Node {
+	if !c.Inode.IsDir() || spec == WhiteoutNone {
+		return c
+	}
+	n := &rafs.Node{Name: c.Name, Inode: c.Inode}
+	if spec == WhiteoutOverlayfs || spec == whiteoutBoth {
+		stripOpaqueXattr(n.Inode)
+	}
+	for _, k := range c.Children {
+		if _, ok := whiteoutTarget(k, spec); ok {
+			continue
+		}
+		n.Children = append(n.Children, clean(k, spec))
+	}
+	return n
+}

@@ -1,0 +1,297 @@
+package builder
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/nydus-go/nydus/pkg/rafs"
+	"golang.org/x/sys/unix"
+)
+
+// fileSink receives the data of regular files as the tar is read.
+type fileSink interface {
+	addFile(ctx context.Context, name string, ino *rafs.Inode, r io.Reader) error
+}
+
+// WhiteoutSpec selects how whiteout entries of a layer are interpreted.
+type WhiteoutSpec string
+
+// Whiteout specifications accepted by create.
+const (
+	// WhiteoutOCI treats `.wh.NAME` and `.wh..wh..opq` as whiteouts.
+	WhiteoutOCI WhiteoutSpec = "oci"
+	// WhiteoutOverlayfs treats char 0/0 devices and directories with
+	// trusted.overlay.opaque=y as whiteouts.
+	WhiteoutOverlayfs WhiteoutSpec = "overlayfs"
+	// WhiteoutNone keeps whiteout entries as ordinary files.
+	WhiteoutNone WhiteoutSpec = "none"
+)
+
+// ParseWhiteoutSpec validates a --whiteout-spec value.
+func ParseWhiteoutSpec(s string) (WhiteoutSpec, error) {
+	switch WhiteoutSpec(s) {
+	case WhiteoutOCI, WhiteoutOverlayfs, WhiteoutNone:
+		return WhiteoutSpec(s), nil
+	}
+	return "", fmt.Errorf("invalid whiteout spec %q (want oci, overlayfs or none)", s)
+}
+
+// newDir returns a directory inode with upstream's defaults for implicit
+// parents: mode 0755, owner 0:0, mtime 0.
+func newDir() *rafs.Inode { return &rafs.Inode{Mode: rafs.ModeDir | 0o755} }
+
+// cleanName normalises a tar entry name into path components, rejecting
+// names that escape the root or contain NUL.
+func cleanName(name string) ([]string, error) {
+	if strings.IndexByte(name, 0) >= 0 {
+		return nil, fmt.Errorf("entry name %q contains NUL", name)
+	}
+	var parts []string
+	for _, p := range strings.Split(name, "/") {
+		switch p {
+		case "", ".":
+			continue
+		case "..":
+			return nil, fmt.Errorf("entry name %q contains '..'", name)
+		}
+		if len(p) > 255 {
+			return nil, fmt.Errorf("entry name %q has a component longer than 255 bytes", name)
+		}
+		parts = append(parts, p)
+	}
+	return parts, nil
+}
+
+// tarTree builds a tree from a tar stream, handing file data to sink.
+type tarTree struct {
+	root *rafs.Node
+	sink fileSink
+}
+
+func (t *tarTree) lookupDir(parts []string, create bool) (*rafs.Node, error) {
+	n := t.root
+	for i, p := range parts {
+		c := n.Child(p)
+		if c == nil {
+			if !create {
+				return nil, nil
+			}
+			c = &rafs.Node{Name: p, Inode: newDir()}
+			n.SetChild(c)
+		} else if !c.Inode.IsDir() {
+			if !create {
+				return nil, nil
+			}
+			// A later directory entry below a non-directory: the
+			// non-directory is replaced, as tar extraction would.
+			c = &rafs.Node{Name: p, Inode: newDir()}
+			n.SetChild(c)
+		}
+		_ = i
+		n = c
+	}
+	return n, nil
+}
+
+// readTar ingests a whole tar stream.
+func readTar(ctx context.Context, r io.Reader, sink fileSink) (*rafs.Node, error) {
+	t := &tarTree{root: &rafs.Node{Inode: newDir()}, sink: sink}
+	tr := tar.NewReader(r)
+	for index := 0; ; index++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("tar entry %d: %w", index, describeTarErr(err))
+		}
+		if err := t.add(ctx, hdr, tr); err != nil {
+			return nil, fmt.Errorf("tar entry %d %q: %w", index, hdr.Name, err)
+		}
+	}
+	return t.root, nil
+}
+
+func describeTarErr(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("truncated tar stream: %w", err)
+	}
+	return err
+}
+
+func (t *tarTree) add(ctx context.Context, hdr *tar.Header, tr *tar.Reader) error {
+	switch hdr.Typeflag {
+	case tar.TypeXGlobalHeader:
+		return nil
+	}
+	parts, err := cleanName(hdr.Name)
+	if err != nil {
+		return err
+	}
+	ino, err := inodeFromHeader(hdr)
+	if err != nil {
+		return err
+	}
+	if len(parts) == 0 {
+		// The root itself: only a directory may update it.
+		if hdr.Typeflag != tar.TypeDir {
+			return errors.New("root entry is not a directory")
+		}
+		t.root.Inode = ino
+		return nil
+	}
+	parent, err := t.lookupDir(parts[:len(parts)-1], true)
+	if err != nil {
+		return err
+	}
+	name := parts[len(parts)-1]
+	switch hdr.Typeflag {
+	case tar.TypeLink:
+		lparts, err := cleanName(hdr.Linkname)
+		if err != nil {
+			return fmt.Errorf("hard link target: %w", err)
+		}
+		target := t.find(lparts)
+		if target == nil {
+			return fmt.Errorf("hard link target %q does not exist in this layer", hdr.Linkname)
+		}
+		if target.Inode.IsDir() {
+			return fmt.Errorf("hard link target %q is a directory", hdr.Linkname)
+		}
+		if target == parent.Child(name) {
+			return nil
+		}
+		parent.SetChild(&rafs.Node{Name: name, Inode: target.Inode})
+		return nil
+	case tar.TypeDir:
+		if old := parent.Child(name); old != nil && old.Inode.IsDir() {
+			// Duplicate directory: the later attributes win, children stay.
+			old.Inode.Mode, old.Inode.UID, old.Inode.GID = ino.Mode, ino.UID, ino.GID
+			old.Inode.Mtime, old.Inode.MtimeNsec, old.Inode.Xattrs = ino.Mtime, ino.MtimeNsec, ino.Xattrs
+			return nil
+		}
+		parent.SetChild(&rafs.Node{Name: name, Inode: ino})
+		return nil
+	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse, tar.TypeCont:
+		if hdr.Size < 0 {
+			return fmt.Errorf("negative size %d", hdr.Size)
+		}
+		ino.Size = uint64(hdr.Size)
+		p := strings.Join(parts, "/")
+		if err := t.sink.addFile(ctx, "/"+p, ino, tr); err != nil {
+			return err
+		}
+	}
+	parent.SetChild(&rafs.Node{Name: name, Inode: ino})
+	return nil
+}
+
+func (t *tarTree) find(parts []string) *rafs.Node {
+	n := t.root
+	for _, p := range parts {
+		if !n.Inode.IsDir() {
+			return nil
+		}
+		n = n.Child(p)
+		if n == nil {
+			return nil
+		}
+	}
+	return n
+}
+
+// inodeFromHeader converts tar metadata into an inode (without data).
+func inodeFromHeader(hdr *tar.Header) (*rafs.Inode, error) {
+	perm := uint32(hdr.Mode) & 0o7777
+	ino := &rafs.Inode{
+		UID: uint32(hdr.Uid),
+		GID: uint32(hdr.Gid),
+	}
+	if hdr.Uid < 0 || hdr.Gid < 0 || hdr.Uid > 0xffffffff || hdr.Gid > 0xffffffff {
+		return nil, fmt.Errorf("uid/gid %d/%d out of range", hdr.Uid, hdr.Gid)
+	}
+	mt := hdr.ModTime
+	if !mt.IsZero() && mt.Unix() > 0 {
+		ino.Mtime = uint64(mt.Unix())
+		ino.MtimeNsec = uint32(mt.Nanosecond())
+	}
+	switch hdr.Typeflag {
+	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse, tar.TypeCont, tar.TypeLink:
+		ino.Mode = rafs.ModeRegular | perm
+	case tar.TypeDir:
+		ino.Mode = rafs.ModeDir | perm
+	case tar.TypeSymlink:
+		ino.Mode = rafs.ModeSymlink | 0o777
+		if hdr.Linkname == "" {
+			return nil, errors.New("symlink with an empty target")
+		}
+		if len(hdr.Linkname) > 4095 {
+			return nil, fmt.Errorf("symlink target is %d bytes, longer than 4095", len(hdr.Linkname))
+		}
+		if strings.IndexByte(hdr.Linkname, 0) >= 0 {
+			return nil, errors.New("symlink target contains NUL")
+		}
+		ino.Symlink = hdr.Linkname
+		ino.Size = uint64(len(hdr.Linkname))
+	case tar.TypeChar:
+		ino.Mode = rafs.ModeChar | perm
+		ino.Rdev = uint32(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))
+	case tar.TypeBlock:
+		ino.Mode = rafs.ModeBlock | perm
+		ino.Rdev = uint32(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))
+	case tar.TypeFifo:
+		ino.Mode = rafs.ModeFifo | perm
+	default:
+		return nil, fmt.Errorf("unsupported tar entry type %q", string(hdr.Typeflag))
+	}
+	xs, err := xattrsFromPAX(hdr.PAXRecords)
+	if err != nil {
+		return nil, err
+	}
+	ino.Xattrs = xs
+	return ino, nil
+}
+
+func xattrsFromPAX(recs map[string]string) ([]rafs.Xattr, error) {
+	var xs []rafs.Xattr
+	for k, v := range recs {
+		var name string
+		switch {
+		case strings.HasPrefix(k, "SCHILY.xattr."):
+			name = strings.TrimPrefix(k, "SCHILY.xattr.")
+		case strings.HasPrefix(k, "LIBARCHIVE.xattr."):
+			// libarchive percent-encodes names and base64s values; only
+			// the SCHILY form is authoritative when both are present.
+			continue
+		default:
+			continue
+		}
+		if _, _, ok := rafs.XattrIndex(name); !ok {
+			return nil, fmt.Errorf("xattr %q: namespace not supported by RAFS v6 (user., trusted., security., system.posix_acl_*)", name)
+		}
+		xs = append(xs, rafs.Xattr{Name: name, Value: []byte(v)})
+	}
+	sort.Slice(xs, func(i, j int) bool { return xs[i].Name < xs[j].Name })
+	return xs, nil
+}
+
+// validUTF8Name is used in diagnostics only.
+func validUTF8Name(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strconv.Quote(s)
+}
+
+var _ = path.Clean
