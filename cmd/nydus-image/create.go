@@ -183,7 +183,7 @@ func runCreate(ctx context.Context, f *createFlags, source string, stdin io.Read
 	if f.blob == "" && f.blobDir == "" {
 		return errors.New("one of --blob or --blob-dir is required")
 	}
-	opts := builder.Options{Warn: func(m string) { logger.Warn(m) }}
+	opts := builder.Options{InlineMeta: inline, TOC: toc, Warn: func(m string) { logger.Warn(m) }}
 	var err error
 	if opts.Compressor, err = compress.ParseAlgorithm(f.compressor); err != nil {
 		return fmt.Errorf("invalid --compressor: %w", err)

@@ -176,11 +176,14 @@ func Create(ctx context.Context, tarStream io.Reader, blobOut io.Writer, o Optio
 		return nil, err
 	}
 	newIdx := uint32(len(b.blobs))
-	bw := blob.NewWriter(blobOut, blob.WriterOptions{
+	bw, err := blob.NewWriter(blobOut, blob.WriterOptions{
 		Compressor: o.Compressor,
-		Digester:   o.Digester,
+		InlineMeta: o.InlineMeta,
 		TOC:        o.TOC,
 	})
+	if err != nil {
+		return nil, err
+	}
 	pl := newPipeline(o.ChunkSize, o.Compressor, o.Digester, o.Workers, newIdx, b.known, bw, o.BlobCache)
 	upper, rerr := readTar(ctx, tarStream, pl)
 	cerr := pl.close()
@@ -198,80 +201,87 @@ func Create(ctx context.Context, tarStream io.Reader, blobOut io.Writer, o Optio
 		tree = upper
 	}
 
-	// Section after the chunk data: CI table, digests.
-	meta, err := bw.WriteMeta(pl.cis, pl.digests)
+	hasOwn := len(pl.cis) > 0 || o.InlineMeta
+	ownInfo := func(r blob.Result, id string) rafs.BlobInfo {
+		return rafs.BlobInfo{
+			BlobID:             id,
+			Index:              newIdx,
+			ChunkSize:          o.ChunkSize,
+			ChunkCount:         uint32(len(pl.cis)),
+			Compressor:         o.Compressor,
+			Digester:           o.Digester,
+			Features:           r.Features,
+			CompressedSize:     uint64(r.Size),
+			UncompressedSize:   pl.uncompOff,
+			TOCSize:            r.TOCSize,
+			TOCDigest:          r.TOCDigest,
+			CICompressor:       r.CICompressor,
+			CIOffset:           r.CIOffset,
+			CICompressedSize:   r.CICompressedSize,
+			CIUncompressedSize: r.CIUncompressedSize,
+		}
+	}
+	withOwn := func(own rafs.BlobInfo) []rafs.BlobInfo {
+		if !hasOwn {
+			return b.blobs
+		}
+		return append(append([]rafs.BlobInfo(nil), b.blobs...), own)
+	}
+	keep := -1
+	if o.InlineMeta {
+		// An inline-meta blob stays in the table even without chunks:
+		// it carries the layer's bootstrap.
+		keep = int(newIdx)
+	}
+	fp := blob.FinishParams{ChunkInfos: pl.cis}
+	if o.TOC {
+		fp.ChunkDigests = pl.digests
+	}
+	var boot []byte
+	var used []string
+	if o.InlineMeta {
+		fp.BootstrapFunc = func(r blob.Result) ([]byte, error) {
+			var err error
+			boot, used, err = marshalTree(tree, withOwn(ownInfo(r, rafs.PlaceholderBlobID)), &o, keep)
+			return boot, err
+		}
+	}
+	res, err := bw.Finish(fp)
 	if err != nil {
 		return nil, err
-	}
-	uncompressed := pl.uncompOff
-	own := rafs.BlobInfo{
-		BlobID:             rafs.PlaceholderBlobID,
-		Index:              newIdx,
-		ChunkSize:          o.ChunkSize,
-		ChunkCount:         uint32(len(pl.cis)),
-		Compressor:         o.Compressor,
-		Digester:           o.Digester,
-		Features:           meta.Features,
-		CompressedSize:     meta.Offset,
-		UncompressedSize:   uncompressed,
-		CICompressor:       meta.CICompressor,
-		CIOffset:           meta.CIOffset,
-		CICompressedSize:   meta.CICompressedSize,
-		CIUncompressedSize: meta.CIUncompressedSize,
-	}
-	if o.InlineMeta {
-		own.Features |= blob.FeatureInlinedFSMeta
-	}
-	hasOwn := len(pl.cis) > 0 || o.InlineMeta
-	blobs := b.blobs
-	if hasOwn {
-		blobs = append(append([]rafs.BlobInfo(nil), b.blobs...), own)
 	}
 	if !o.InlineMeta {
-		// The blob id of a separate blob is the digest of the whole
-		// blob, known only once it is complete.
-		res, err := bw.Close()
+		// A separate blob is named by the sha256 of its content, known
+		// only once it is complete.
+		boot, used, err = marshalTree(tree, withOwn(ownInfo(res, res.BlobID())), &o, keep)
 		if err != nil {
 			return nil, err
 		}
-		if hasOwn {
-			blobs[newIdx].BlobID = res.BlobID
-			blobs[newIdx].CompressedSize = res.Size
-			blobs[newIdx].TOCSize = res.TOCSize
-			blobs[newIdx].TOCDigest = res.TOCDigest
+	}
+	out := &Result{Bootstrap: boot, BlobID: res.BlobID(), BlobSize: uint64(res.Size), HasBlob: hasOwn,
+		Blobs: used, UncompressedSize: pl.uncompOff, Stats: pl.stats}
+	if len(pl.cis) > 0 {
+		var ci []byte
+		for _, c := range pl.cis {
+			ci = blob.AppendChunkInfo(ci, c, false)
 		}
-		boot, used, err := marshalTree(tree, blobs, &o, nil)
-		if err != nil {
+		if out.BlobMeta, err = blob.MarshalMetaFile(res.MetaHeader, ci); err != nil {
 			return nil, err
 		}
-		return &Result{Bootstrap: boot, BlobID: res.BlobID, BlobSize: res.Size, HasBlob: hasOwn, Blobs: used,
-			BlobMeta: meta.CacheFile, UncompressedSize: uncompressed, Stats: pl.stats}, nil
 	}
-	boot, used, err := marshalTree(tree, blobs, &o, nil)
-	if err != nil {
-		return nil, err
-	}
-	if err := bw.WriteBootstrap(boot); err != nil {
-		return nil, err
-	}
-	res, err := bw.Close()
-	if err != nil {
-		return nil, err
-	}
-	return &Result{Bootstrap: boot, BlobID: res.BlobID, BlobSize: res.Size, HasBlob: hasOwn, Blobs: used,
-		BlobMeta: meta.CacheFile, UncompressedSize: uncompressed, Stats: pl.stats}, nil
+	return out, nil
 }
 
 // marshalTree compacts the blob table to the blobs the tree references
 // (in order of first reference) and writes the bootstrap.
-func marshalTree(tree *rafs.Node, blobs []rafs.BlobInfo, o *Options, keep map[string]bool) ([]byte, []string, error) {
+func marshalTree(tree *rafs.Node, blobs []rafs.BlobInfo, o *Options, keep int) ([]byte, []string, error) {
 	remap := map[uint32]uint32{}
 	var out []rafs.BlobInfo
 	// Keep explicitly requested blobs first (e.g. an inline-meta blob
 	// with no chunks), then referenced ones in BFS order.
 	order := bfs(tree)
 	for i, bi := range blobs {
-		if keep[bi.BlobID] || (bi.Features&blob.FeatureInlinedFSMeta != 0 && uint32(i) == uint32(len(blobs)-1) && o.InlineMeta) {
+		if i == keep {
 			remap[uint32(i)] = uint32(len(out))
 			bi.Index = uint32(len(out))
 			out = append(out, bi)

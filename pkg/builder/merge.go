@@ -183,7 +183,7 @@ func Merge(ctx context.Context, sources []MergeSource, o MergeOptions) (*MergeRe
 
 	opts.Prefetch = o.Prefetch
 	opts.Warn = o.Warn
-	boot, used, err := marshalTree(tree, blobs, &opts, nil)
+	boot, used, err := marshalTree(tree, blobs, &opts, -1)
 	if err != nil {
 		return nil, err
 	}

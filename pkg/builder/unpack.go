@@ -8,7 +8,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/nydus-go/nydus/pkg/compress"
 	"github.com/nydus-go/nydus/pkg/digester"
 	"github.com/nydus-go/nydus/pkg/rafs"
 	"golang.org/x/sys/unix"
@@ -140,4 +139,4 @@ func readVerified(ctx context.Context, rd *rafs.Reader, src ChunkSource, dig dig
 	return data, nil
 }
 
-var _ = compress.None
+

@@ -195,8 +195,9 @@ func CompressIfSmaller(algo Algorithm, dst, src []byte) ([]byte, bool, error) {
 // zstdStreamThreshold is the size above which Decompress decodes zstd
 // through a stream, so that memory grows only as data is actually produced
 // instead of being reserved up front for a size claimed by untrusted
-// metadata.
-const zstdStreamThreshold = 64 << 20
+// metadata. It is the largest chunk size (16 MiB), so chunks always take
+// the faster DecodeAll path.
+const zstdStreamThreshold = 16 << 20
 
 // Decompress decompresses src, which must expand to exactly size bytes, and
 // returns the result in dst's backing array if it is large enough (else in a
@@ -245,6 +246,10 @@ func Decompress(algo Algorithm, dst, src []byte, size int) ([]byte, error) {
 			}
 			defer zr.Close()
 			return readExact(zr, dst, size, "zstd")
+		}
+		var fh zstd.Header
+		if err := fh.Decode(src); err == nil && fh.HasFCS && !fh.Skippable && fh.FrameContentSize > uint64(size) {
+			return nil, fmt.Errorf("decompress zstd: frame declares %d bytes, want %d: %w", fh.FrameContentSize, size, ErrSizeMismatch)
 		}
 		dec, err := zstdDecoder()
 		if err != nil {
