@@ -185,7 +185,7 @@ func Create(ctx context.Context, tarStream io.Reader, blobOut io.Writer, o Optio
 		return nil, err
 	}
 	pl := newPipeline(o.ChunkSize, o.Compressor, o.Digester, o.Workers, newIdx, b.known, bw, o.BlobCache)
-	upper, rerr := readTar(ctx, tarStream, pl)
+	upper, rerr := readTar(ctx, tarStream, pl, o.Warn)
 	cerr := pl.close()
 	if rerr != nil {
 		return nil, rerr

@@ -6,11 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path"
 	"sort"
-	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/nydus-go/nydus/pkg/rafs"
 	"golang.org/x/sys/unix"
@@ -74,6 +71,7 @@ func cleanName(name string) ([]string, error) {
 type tarTree struct {
 	root *rafs.Node
 	sink fileSink
+	warn func(string)
 }
 
 func (t *tarTree) lookupDir(parts []string, create bool) (*rafs.Node, error) {
@@ -102,15 +100,25 @@ func (t *tarTree) lookupDir(parts []string, create bool) (*rafs.Node, error) {
 }
 
 // readTar ingests a whole tar stream.
-func readTar(ctx context.Context, r io.Reader, sink fileSink) (*rafs.Node, error) {
-	t := &tarTree{root: &rafs.Node{Inode: newDir()}, sink: sink}
-	tr := tar.NewReader(r)
+func readTar(ctx context.Context, r io.Reader, sink fileSink, warn func(string)) (*rafs.Node, error) {
+	if warn == nil {
+		warn = func(string) {}
+	}
+	t := &tarTree{root: &rafs.Node{Inode: newDir()}, sink: sink, warn: warn}
+	tail := &tailReader{r: r}
+	tr := tar.NewReader(tail)
 	for index := 0; ; index++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
+			// archive/tar also reports a clean EOF for a stream cut at an
+			// entry boundary; require the end-of-archive marker unless
+			// the stream is empty.
+			if tail.n > 0 && !tail.endMarker() {
+				return nil, fmt.Errorf("tar stream ends after %d bytes without the end-of-archive marker: truncated tar", tail.n)
+			}
 			break
 		}
 		if err != nil {
@@ -139,9 +147,12 @@ func (t *tarTree) add(ctx context.Context, hdr *tar.Header, tr *tar.Reader) erro
 	if err != nil {
 		return err
 	}
-	ino, err := inodeFromHeader(hdr)
+	ino, skipped, err := inodeFromHeader(hdr)
 	if err != nil {
 		return err
+	}
+	for _, x := range skipped {
+		t.warn(fmt.Sprintf("tar entry %q: xattr %q dropped: RAFS v6 stores only user., trusted., security. and system.posix_acl_* attributes", hdr.Name, x))
 	}
 	if len(parts) == 0 {
 		// The root itself: only a directory may update it.
@@ -212,14 +223,14 @@ func (t *tarTree) find(parts []string) *rafs.Node {
 }
 
 // inodeFromHeader converts tar metadata into an inode (without data).
-func inodeFromHeader(hdr *tar.Header) (*rafs.Inode, error) {
+func inodeFromHeader(hdr *tar.Header) (*rafs.Inode, []string, error) {
 	perm := uint32(hdr.Mode) & 0o7777
 	ino := &rafs.Inode{
 		UID: uint32(hdr.Uid),
 		GID: uint32(hdr.Gid),
 	}
 	if hdr.Uid < 0 || hdr.Gid < 0 || hdr.Uid > 0xffffffff || hdr.Gid > 0xffffffff {
-		return nil, fmt.Errorf("uid/gid %d/%d out of range", hdr.Uid, hdr.Gid)
+		return nil, nil, fmt.Errorf("uid/gid %d/%d out of range", hdr.Uid, hdr.Gid)
 	}
 	mt := hdr.ModTime
 	if !mt.IsZero() && mt.Unix() > 0 {
@@ -234,13 +245,13 @@ func inodeFromHeader(hdr *tar.Header) (*rafs.Inode, error) {
 	case tar.TypeSymlink:
 		ino.Mode = rafs.ModeSymlink | 0o777
 		if hdr.Linkname == "" {
-			return nil, errors.New("symlink with an empty target")
+			return nil, nil, errors.New("symlink with an empty target")
 		}
 		if len(hdr.Linkname) > 4095 {
-			return nil, fmt.Errorf("symlink target is %d bytes, longer than 4095", len(hdr.Linkname))
+			return nil, nil, fmt.Errorf("symlink target is %d bytes, longer than 4095", len(hdr.Linkname))
 		}
 		if strings.IndexByte(hdr.Linkname, 0) >= 0 {
-			return nil, errors.New("symlink target contains NUL")
+			return nil, nil, errors.New("symlink target contains NUL")
 		}
 		ino.Symlink = hdr.Linkname
 		ino.Size = uint64(len(hdr.Linkname))
@@ -253,18 +264,14 @@ func inodeFromHeader(hdr *tar.Header) (*rafs.Inode, error) {
 	case tar.TypeFifo:
 		ino.Mode = rafs.ModeFifo | perm
 	default:
-		return nil, fmt.Errorf("unsupported tar entry type %q", string(hdr.Typeflag))
+		return nil, nil, fmt.Errorf("unsupported tar entry type %q", string(hdr.Typeflag))
 	}
-	xs, err := xattrsFromPAX(hdr.PAXRecords)
-	if err != nil {
-		return nil, err
-	}
+	xs, skipped := xattrsFromPAX(hdr.PAXRecords)
 	ino.Xattrs = xs
-	return ino, nil
+	return ino, skipped, nil
 }
 
-func xattrsFromPAX(recs map[string]string) ([]rafs.Xattr, error) {
-	var xs []rafs.Xattr
+func xattrsFromPAX(recs map[string]string) (xs []rafs.Xattr, skipped []string) {
 	for k, v := range recs {
 		var name string
 		switch {
@@ -277,21 +284,55 @@ func xattrsFromPAX(recs map[string]string) ([]rafs.Xattr, error) {
 		default:
 			continue
 		}
-		if _, _, ok := rafs.XattrIndex(name); !ok {
-			return nil, fmt.Errorf("xattr %q: namespace not supported by RAFS v6 (user., trusted., security., system.posix_acl_*)", name)
+		if _, pl, ok := rafs.XattrIndex(name); !ok || len(name)-pl > 255 || len(v) > 0xffff {
+			skipped = append(skipped, name)
+			continue
 		}
 		xs = append(xs, rafs.Xattr{Name: name, Value: []byte(v)})
 	}
 	sort.Slice(xs, func(i, j int) bool { return xs[i].Name < xs[j].Name })
-	return xs, nil
+	sort.Strings(skipped)
+	return xs, skipped
 }
 
-// validUTF8Name is used in diagnostics only.
-func validUTF8Name(s string) string {
-	if utf8.ValidString(s) {
-		return s
+// tailReader remembers the last 1024 bytes read, to check that a tar
+// stream ends with the two zero blocks of the end-of-archive marker.
+type tailReader struct {
+	r    io.Reader
+	n    int64
+	tail [1024]byte
+	fill int
+}
+
+func (t *tailReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if n > 0 {
+		t.n += int64(n)
+		b := p[:n]
+		if len(b) >= len(t.tail) {
+			copy(t.tail[:], b[len(b)-len(t.tail):])
+			t.fill = len(t.tail)
+		} else {
+			keep := len(t.tail) - len(b)
+			copy(t.tail[:], t.tail[len(b):])
+			copy(t.tail[keep:], b)
+			t.fill = min(t.fill+len(b), len(t.tail))
+		}
 	}
-	return strconv.Quote(s)
+	return n, err
 }
 
-var _ = path.Clean
+// endMarker reports whether the last bytes read contain a zero block
+// pair at a 512-byte boundary (archive/tar stops reading right after it,
+// possibly with padding behind).
+func (t *tailReader) endMarker() bool {
+	if t.fill < len(t.tail) || t.n%512 != 0 {
+		return false
+	}
+	for _, c := range t.tail {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -138,5 +138,3 @@ func readVerified(ctx context.Context, rd *rafs.Reader, src ChunkSource, dig dig
 	}
 	return data, nil
 }
-
-

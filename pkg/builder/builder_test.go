@@ -1,0 +1,258 @@
+package builder
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nydus-go/nydus/internal/treetest"
+	"github.com/nydus-go/nydus/pkg/compress"
+	"github.com/nydus-go/nydus/pkg/digester"
+	"github.com/nydus-go/nydus/pkg/rafs"
+)
+
+// memBlob is a blob written to memory, readable as a ChunkSource.
+type memBlob struct {
+	data []byte
+	comp compress.Algorithm
+}
+
+func (m *memBlob) ReadChunk(ctx context.Context, id string, c rafs.ChunkInfo) ([]byte, error) {
+	end := c.CompressedOffset + uint64(c.CompressedSize)
+	if end > uint64(len(m.data)) {
+		return nil, errors.New("chunk beyond blob")
+	}
+	raw := m.data[c.CompressedOffset:end]
+	if !c.IsCompressed() {
+		return append([]byte(nil), raw...), nil
+	}
+	return compress.Decompress(m.comp, nil, raw, int(c.UncompressedSize))
+}
+
+type built struct {
+	res  *Result
+	blob []byte
+	rd   *rafs.Reader
+}
+
+func build(t testing.TB, layer []byte, o Options) *built {
+	t.Helper()
+	var out bytes.Buffer
+	res, err := Create(context.Background(), bytes.NewReader(layer), &out, o)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	boot := res.Bootstrap
+	rd, err := rafs.Open(context.Background(), bytes.NewReader(boot), int64(len(boot)))
+	if err != nil {
+		t.Fatalf("open output bootstrap: %v", err)
+	}
+	return &built{res: res, blob: out.Bytes(), rd: rd}
+}
+
+func unpack(t testing.TB, b *built, comp compress.Algorithm) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	if err := Unpack(context.Background(), b.rd, &memBlob{b.blob, comp}, &out, UnpackOptions{}); err != nil {
+		t.Fatalf("Unpack: %v", err)
+	}
+	return out.Bytes()
+}
+
+func tree(t testing.TB, tarBytes []byte) treetest.Tree {
+	t.Helper()
+	tr, err := treetest.FromTar(bytes.NewReader(tarBytes), treetest.Options{})
+	if err != nil {
+		t.Fatalf("read tar: %v", err)
+	}
+	return tr
+}
+
+// TestRoundTrip: tar → create → unpack → tar gives the same tree, and
+// building the unpacked tar again gives the same bootstrap and blob.
+func TestRoundTrip(t *testing.T) {
+	layer := treetest.Tar(treetest.Sample())
+	for _, comp := range []compress.Algorithm{compress.Zstd, compress.Lz4Block, compress.None} {
+		for _, dig := range []digester.Algorithm{digester.Blake3, digester.Sha256} {
+			t.Run(comp.String()+"/"+dig.String(), func(t *testing.T) {
+				o := Options{Compressor: comp, Digester: dig, Whiteout: WhiteoutNone, ChunkSize: 0x10000}
+				b := build(t, layer, o)
+				out := unpack(t, b, comp)
+				if d := treetest.Diff(tree(t, layer), tree(t, out)); d != "" {
+					t.Fatalf("unpacked tree differs:\n%s", d)
+				}
+				// The unpacked tar is in canonical order, so building it
+				// again is a fixed point: same bootstrap, same blob.
+				b2 := build(t, out, o)
+				out2 := unpack(t, b2, comp)
+				if !bytes.Equal(out, out2) {
+					t.Fatal("unpacking the rebuilt image changed the tar")
+				}
+				b3 := build(t, out2, o)
+				if !bytes.Equal(b2.res.Bootstrap, b3.res.Bootstrap) {
+					t.Fatal("rebuilding the unpacked tar changed the bootstrap")
+				}
+				if !bytes.Equal(b2.blob, b3.blob) {
+					t.Fatal("rebuilding the unpacked tar changed the blob")
+				}
+			})
+		}
+	}
+}
+
+func TestReproducibleAcrossWorkers(t *testing.T) {
+	layer := treetest.Tar(treetest.Sample())
+	var first *built
+	for _, w := range []int{1, 2, 7} {
+		for _, toc := range []bool{false, true} {
+			b := build(t, layer, Options{Workers: w, InlineMeta: toc, TOC: toc, ChunkSize: 0x4000})
+			if !toc {
+				if first == nil {
+					first = b
+				} else if !bytes.Equal(first.blob, b.blob) || !bytes.Equal(first.res.Bootstrap, b.res.Bootstrap) {
+					t.Fatalf("output with %d workers differs", w)
+				}
+			}
+		}
+	}
+}
+
+func TestDedupWithinLayer(t *testing.T) {
+	b := build(t, treetest.Tar(treetest.Sample()), Options{Whiteout: WhiteoutNone})
+	s := b.res.Stats
+	// big.bin and big-copy.bin share all 4 chunks; the 2 MiB of zeros
+	// are two identical chunks.
+	if s.DedupChunks != 5 {
+		t.Fatalf("dedup chunks = %d, stats %+v", s.DedupChunks, s)
+	}
+	if s.StoredBytes+s.DedupBytes != s.Bytes {
+		t.Fatalf("byte accounting: %+v", s)
+	}
+	if b.res.Stats.Files != 17 {
+		t.Fatalf("files = %d", b.res.Stats.Files)
+	}
+}
+
+func TestParentAndChunkDictDedup(t *testing.T) {
+	base := treetest.Tar([]treetest.File{treetest.Reg("a", 0o644, treetest.Random(5, 5<<20))})
+	pb := build(t, base, Options{})
+	upper := treetest.Tar([]treetest.File{
+		treetest.Reg("copy-of-a", 0o644, treetest.Random(5, 5<<20)),
+		treetest.Reg("new", 0o644, []byte("new data")),
+	})
+	ub := build(t, upper, Options{Parent: pb.rd})
+	if ub.res.Stats.DedupChunks != 5 || ub.res.Stats.UniqueChunks != 1 {
+		t.Fatalf("parent dedup stats %+v", ub.res.Stats)
+	}
+	if len(ub.rd.Blobs) != 2 || ub.rd.Blobs[0].BlobID != pb.res.BlobID {
+		t.Fatalf("blob table %+v", ub.rd.Blobs)
+	}
+	// The merged view has the parent's file too.
+	if _, err := ub.rd.Lookup(context.Background(), "/a"); err != nil {
+		t.Fatal(err)
+	}
+	db := build(t, upper, Options{ChunkDict: pb.rd})
+	if db.res.Stats.DedupChunks != 5 {
+		t.Fatalf("chunk dict dedup stats %+v", db.res.Stats)
+	}
+	if _, err := db.rd.Lookup(context.Background(), "/a"); err == nil {
+		t.Fatal("chunk dictionary tree leaked into the layer")
+	}
+	// A deleted-then-readded file costs nothing in a later layer.
+	readd := treetest.Tar([]treetest.File{treetest.Reg(".wh.a", 0o644, nil), treetest.Reg("b", 0o644, treetest.Random(5, 5<<20))})
+	rb := build(t, readd, Options{Parent: pb.rd})
+	if rb.res.Stats.UniqueChunks != 0 || rb.res.HasBlob {
+		t.Fatalf("re-added data stored again: %+v", rb.res.Stats)
+	}
+	if _, err := rb.rd.Lookup(context.Background(), "/a"); err == nil {
+		t.Fatal("whiteout did not remove /a")
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	good := treetest.Tar([]treetest.File{treetest.Reg("f", 0o644, bytes.Repeat([]byte("x"), 5000))})
+	cases := []struct {
+		name  string
+		input []byte
+		want  string
+	}{
+		{"truncated data", good[:1800], "ends at offset"},
+		{"truncated at entry boundary", good[:1024], "without the end-of-archive marker"},
+		{"truncated header", good[:300], "tar entry 0"},
+		{"garbage", bytes.Repeat([]byte{0xAB}, 2048), "tar entry 0"},
+		{"hard link to missing target", treetest.Tar([]treetest.File{{Header: hdrLink("l", "missing")}}), `hard link target "missing" does not exist`},
+		{"dotdot name", treetest.Tar([]treetest.File{treetest.Reg("../escape", 0o644, []byte("x"))}), `"../escape": entry name`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Create(context.Background(), bytes.NewReader(tc.input), io.Discard, Options{})
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestUnpackDetectsCorruptChunk(t *testing.T) {
+	b := build(t, treetest.Tar([]treetest.File{treetest.Reg("f", 0o644, treetest.Random(9, 100000))}), Options{Compressor: compress.None})
+	b.blob[500] ^= 0xff
+	err := Unpack(context.Background(), b.rd, &memBlob{b.blob, compress.None}, io.Discard, UnpackOptions{})
+	if !errors.Is(err, ErrDigestMismatch) || !strings.Contains(err.Error(), "/f: chunk 0") {
+		t.Fatalf("corruption not reported: %v", err)
+	}
+	_, err = Check(context.Background(), b.rd, &memBlob{b.blob, compress.None})
+	var ce *ChunkError
+	if !errors.As(err, &ce) || ce.Path != "/f" || ce.Chunk != 0 {
+		t.Fatalf("Check: %v", err)
+	}
+}
+
+func TestUpstreamFixtureData(t *testing.T) {
+	ctx := context.Background()
+	dir := "../../../shared/fixtures/nydus"
+	boot, err := os.ReadFile(filepath.Join(dir, "bootstrap/rafs-v6-2.2.boot"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, err := rafs.Open(ctx, bytes.NewReader(boot), int64(len(boot)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &FileSource{File: filepath.Join(dir, "blobs/be7d77eeb719f70884758d1aa800ed0fb09d701aaec469964e9d54325f0d5fef"), Compressor: compress.Zstd}
+	defer src.Close()
+	var out bytes.Buffer
+	if err := Unpack(ctx, rd, src, &out, UnpackOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tr := tree(t, out.Bytes())
+	want := map[string]int64{"/lib.rs": 16931, "/sync_io.rs": 13400}
+	for p, size := range want {
+		e := tr[p]
+		if e == nil || e.Size != size {
+			t.Fatalf("%s: %+v", p, e)
+		}
+		t.Logf("%s sha256 %s", p, e.SHA256)
+	}
+	if !strings.HasPrefix(tr["/lib.rs"].SHA256, libRSPrefix) || !strings.HasPrefix(tr["/sync_io.rs"].SHA256, syncIORSPrefix) {
+		t.Fatalf("content digests changed: %s %s", tr["/lib.rs"].SHA256, tr["/sync_io.rs"].SHA256)
+	}
+	sum, err := Check(ctx, rd, src)
+	if err != nil || sum.Files != 2 || sum.UniqueChunks != 2 {
+		t.Fatalf("check: %+v %v", sum, err)
+	}
+}
+
+func hdrLink(name, target string) (h tarHdr) {
+	h.Typeflag = '1'
+	h.Name = name
+	h.Linkname = target
+	return
+}
