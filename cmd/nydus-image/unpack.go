@@ -187,14 +187,8 @@ func (s *httpProxySource) ReadChunk(ctx context.Context, blobID string, c rafs.C
 	if resp.StatusCode != http.StatusPartialContent && resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("http-proxy backend: blob %s: HTTP %s", blobID, resp.Status)
 	}
-	body := bufio.NewReader(resp.Body)
-	if resp.StatusCode == http.StatusOK {
-		if _, err := io.CopyN(io.Discard, body, int64(c.CompressedOffset)); err != nil {
-			return nil, fmt.Errorf("http-proxy backend: blob %s: %w", blobID, err)
-		}
-	}
-	buf := make([]byte, c.CompressedSize)
-	if _, err := io.ReadFull(body, buf); err != nil {
+	buf, err := rangeBody(resp, c.CompressedOffset, uint64(c.CompressedSize))
+	if err != nil {
 		return nil, fmt.Errorf("http-proxy backend: blob %s chunk %d: %w", blobID, c.Index, err)
 	}
 	if !c.IsCompressed() {
@@ -300,4 +294,38 @@ func runStat(ctx context.Context, boot, dir, target, outJSON string) error {
 		return nil
 	}
 	return writeJSON(outJSON, report)
+}
+
+// rangeBody extracts [off, off+size) from a response to a Range request.
+// A 206 body is the range. A 200 body is either the range (nydus-snapshotter's
+// content proxy answers ranges with 200) or the whole object; the two are
+// told apart by the body's length.
+func rangeBody(resp *http.Response, off, size uint64) ([]byte, error) {
+	body := bufio.NewReader(resp.Body)
+	buf := make([]byte, size)
+	if _, err := io.ReadFull(body, buf); err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusPartialContent {
+		return buf, nil
+	}
+	var one [1]byte
+	if n, _ := io.ReadFull(body, one[:]); n == 0 {
+		return buf, nil // the body was exactly the range
+	}
+	// The server ignored Range and sent the whole object.
+	const maxSkip = 1 << 34
+	if off > maxSkip {
+		return nil, fmt.Errorf("server ignored the Range header and offset %d is too far to skip", off)
+	}
+	all := append(buf, one[0])
+	rest, err := io.ReadAll(io.LimitReader(body, int64(off+size)-int64(len(all))))
+	if err != nil {
+		return nil, err
+	}
+	all = append(all, rest...)
+	if uint64(len(all)) < off+size {
+		return nil, io.ErrUnexpectedEOF
+	}
+	return all[off : off+size], nil
 }

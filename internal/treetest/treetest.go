@@ -326,3 +326,59 @@ func (t Tree) Remove(p string) {
 	delete(t, p)
 	removeChildren(t, p)
 }
+
+// ApplyOCI returns lower with the OCI layer upper applied: `.wh.NAME`
+// removes NAME, `.wh..wh..opq` empties its directory, other entries
+// replace what is below them. Neither whiteout appears in the result.
+func ApplyOCI(lower, upper Tree) Tree {
+	out := Tree{}
+	for p, e := range lower {
+		out[p] = e
+	}
+	// Opaque markers first: they hide only lower content.
+	for p := range upper {
+		if path.Base(p) == ".wh..wh..opq" {
+			removeChildren(out, path.Dir(p))
+		}
+	}
+	for p, e := range upper {
+		base := path.Base(p)
+		switch {
+		case base == ".wh..wh..opq":
+			continue
+		case strings.HasPrefix(base, ".wh."):
+			out.Remove(path.Join(path.Dir(p), base[len(".wh."):]))
+			continue
+		}
+		if old := out[p]; old != nil && old.Type == tar.TypeDir && e.Type != tar.TypeDir {
+			removeChildren(out, p)
+		}
+		if old := out[p]; old != nil && old.Type == tar.TypeDir && e.implicitDir() {
+			continue // tar extraction keeps an existing directory
+		}
+		out[p] = e
+	}
+	// Recompute hard link groups over the merged paths.
+	groups := map[string][]string{}
+	for p, e := range out {
+		if e.Links != "" {
+			groups[e.Links] = append(groups[e.Links], p)
+		}
+	}
+	for p, e := range out {
+		if e.Links != "" {
+			g := groups[e.Links]
+			sort.Strings(g)
+			c := *e
+			c.Links = strings.Join(g, ",")
+			out[p] = &c
+		}
+	}
+	return out
+}
+
+// implicitDir reports whether e has the attributes of a parent directory
+// that its layer did not list.
+func (e *Entry) implicitDir() bool {
+	return e.Type == tar.TypeDir && e.Mode == 0o755 && e.UID == 0 && e.GID == 0 && e.Mtime == 0 && len(e.Xattrs) == 0
+}

@@ -107,6 +107,8 @@ func (br *Reader) open() error {
 		if metaLoc, hdrLoc, digestLoc, err = br.fromTarSections(); err != nil {
 			return err
 		}
+	case string(last[tarMagic:tarMagic+5]) == "ustar":
+		return fmt.Errorf("last tar header at offset %d: %w", br.size-TarHeaderSize, tarErr)
 	default:
 		br.layout = LayoutPlain
 		if br.size < MetaHeaderSize {
@@ -269,7 +271,7 @@ func (br *Reader) loadMeta(metaLoc, hdrLoc location) error {
 	}
 	h, err := UnmarshalMetaHeader(hb)
 	if err != nil {
-		return fmt.Errorf("at offset %d: %w", hdrLoc.off, err)
+		return fmt.Errorf("read blob meta at offset %d: %w", hdrLoc.off, err)
 	}
 	if h.Features.Has(FeatureEncrypted) {
 		return fmt.Errorf("encrypted blob meta: %w", ErrUnsupported)

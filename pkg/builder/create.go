@@ -273,35 +273,34 @@ func Create(ctx context.Context, tarStream io.Reader, blobOut io.Writer, o Optio
 }
 
 // marshalTree compacts the blob table to the blobs the tree references
-// (in order of first reference) and writes the bootstrap.
+// (plus blob index keep, if >= 0), keeping their original order, so that
+// layer blobs stay in layer order, and writes the bootstrap.
 func marshalTree(tree *rafs.Node, blobs []rafs.BlobInfo, o *Options, keep int) ([]byte, []string, error) {
-	remap := map[uint32]uint32{}
-	var out []rafs.BlobInfo
-	// Keep explicitly requested blobs first (e.g. an inline-meta blob
-	// with no chunks), then referenced ones in BFS order.
 	order := bfs(tree)
+	used := make([]bool, len(blobs))
+	if keep >= 0 && keep < len(blobs) {
+		used[keep] = true
+	}
+	for _, ino := range order {
+		for _, c := range ino.Chunks {
+			if int(c.BlobIndex) >= len(blobs) {
+				return nil, nil, fmt.Errorf("chunk refers to unknown blob %d", c.BlobIndex)
+			}
+			used[c.BlobIndex] = true
+		}
+	}
+	remap := make([]uint32, len(blobs))
+	var out []rafs.BlobInfo
 	for i, bi := range blobs {
-		if i == keep {
-			remap[uint32(i)] = uint32(len(out))
+		if used[i] {
+			remap[i] = uint32(len(out))
 			bi.Index = uint32(len(out))
 			out = append(out, bi)
 		}
 	}
 	for _, ino := range order {
 		for i := range ino.Chunks {
-			c := &ino.Chunks[i]
-			idx, ok := remap[c.BlobIndex]
-			if !ok {
-				if int(c.BlobIndex) >= len(blobs) {
-					return nil, nil, fmt.Errorf("chunk refers to unknown blob %d", c.BlobIndex)
-				}
-				idx = uint32(len(out))
-				remap[c.BlobIndex] = idx
-				bi := blobs[c.BlobIndex]
-				bi.Index = idx
-				out = append(out, bi)
-			}
-			c.BlobIndex = idx
+			ino.Chunks[i].BlobIndex = remap[ino.Chunks[i].BlobIndex]
 		}
 	}
 	var prefetch []*rafs.Inode

@@ -75,7 +75,9 @@ func applyLayer(lower, upper *rafs.Node, spec WhiteoutSpec) *rafs.Node {
 	if lower == nil {
 		lower = &rafs.Node{Inode: newDir()}
 	}
-	lower.Inode = upper.Inode
+	if !isImplicitDir(upper.Inode) {
+		lower.Inode = upper.Inode
+	}
 	mergeDir(lower, upper, spec)
 	return lower
 }
@@ -96,7 +98,9 @@ func mergeDir(l, u *rafs.Node, spec WhiteoutSpec) {
 		}
 		old := l.Child(c.Name)
 		if old != nil && old.Inode.IsDir() && c.Inode.IsDir() {
-			old.Inode = c.Inode
+			if !isImplicitDir(c.Inode) {
+				old.Inode = c.Inode
+			}
 			mergeDir(old, c, spec)
 			continue
 		}
@@ -120,4 +124,15 @@ func clean(c *rafs.Node, spec WhiteoutSpec) *rafs.Node {
 		n.Children = append(n.Children, clean(k, spec))
 	}
 	return n
+}
+
+// isImplicitDir reports whether a directory carries exactly the default
+// attributes the builder gives parents that a layer tar does not list
+// (see newDir). Like tar extraction, which creates missing parents but
+// leaves existing ones alone, such a directory does not override the
+// attributes of the directory below it.
+func isImplicitDir(ino *rafs.Inode) bool {
+	d := newDir()
+	return ino.Mode == d.Mode && ino.UID == 0 && ino.GID == 0 && ino.Mtime == 0 &&
+		ino.MtimeNsec == 0 && len(ino.Xattrs) == 0
 }
