@@ -186,6 +186,13 @@ func Create(ctx context.Context, tarStream io.Reader, blobOut io.Writer, o Optio
 	}
 	pl := newPipeline(o.ChunkSize, o.Compressor, o.Digester, o.Workers, newIdx, b.known, bw, o.BlobCache)
 	upper, rerr := readTar(ctx, tarStream, pl, o.Warn)
+	if rerr == nil {
+		// Read the source to its end, so that a compressed source's
+		// checksum trailer is verified.
+		if _, err := io.Copy(io.Discard, tarStream); err != nil {
+			rerr = fmt.Errorf("after the end of the tar archive: %w", err)
+		}
+	}
 	cerr := pl.close()
 	if rerr != nil {
 		return nil, rerr
