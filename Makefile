@@ -33,7 +33,7 @@ fuzz:
 	@for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' pkg | xargs -n1 dirname | sort -u); do \
 	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$spec/*_test.go | sed 's/func //'); do \
 	    echo "fuzz $$spec $$f"; \
-	    $(GO) test ./$$spec -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) || exit 1; \
+	    $(GO) test ./$$spec -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 100x || exit 1; \
 	  done; \
 	done
 

@@ -40,6 +40,8 @@ func (rd *Reader) Load(ctx context.Context, opts LoadOptions) (*Node, error) {
 	count := 0
 	cs := uint64(rd.Ext.ChunkSize)
 	var root *Node
+	// Chunk index arrays of distinct inodes occupy distinct bytes.
+	chunkBudget := uint64(rd.size) / ChunkAddrSize
 	err = rd.Walk(ctx, func(p string, di *DiskInode) error {
 		count++
 		if count > max {
@@ -65,6 +67,10 @@ func (rd *Reader) Load(ctx context.Context, opts LoadOptions) (*Node, error) {
 				if err != nil {
 					return fmt.Errorf("%s: %w", p, err)
 				}
+				if uint64(len(addrs)) > chunkBudget {
+					return fmt.Errorf("%s: chunk index arrays of different inodes overlap", p)
+				}
+				chunkBudget -= uint64(len(addrs))
 				ino.Chunks = make([]ChunkInfo, len(addrs))
 				for i, a := range addrs {
 					c, ok := byIndex[key{a.BlobIndex, a.CIIndex}]

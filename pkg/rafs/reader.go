@@ -383,6 +383,9 @@ func (rd *Reader) data(ino *DiskInode, limit uint64) ([]byte, error) {
 	if ino.Size > limit {
 		return nil, fmt.Errorf("inode %d: data size %d exceeds limit %d", ino.Nid, ino.Size, limit)
 	}
+	if ino.Size > uint64(rd.size) {
+		return nil, fmt.Errorf("inode %d: data size %d is larger than the bootstrap", ino.Nid, ino.Size)
+	}
 	out := make([]byte, ino.Size)
 	switch ino.Layout {
 	case LayoutFlatPlain:
@@ -614,10 +617,16 @@ func (rd *Reader) Walk(ctx context.Context, fn WalkFunc) error {
 	}
 	onPath := map[uint64]bool{}
 	visitedDirs := map[uint64]bool{}
-	return rd.walk(ctx, "/", root, onPath, visitedDirs, fn)
+	// Every entry but the root has its own dirent of at least 13 bytes,
+	// so a valid tree has fewer entries than that bound.
+	budget := rd.size/(DirentSize+1) + 1
+	return rd.walk(ctx, "/", root, onPath, visitedDirs, &budget, fn)
 }
 
-func (rd *Reader) walk(ctx context.Context, p string, ino *DiskInode, onPath, visited map[uint64]bool, fn WalkFunc) error {
+func (rd *Reader) walk(ctx context.Context, p string, ino *DiskInode, onPath, visited map[uint64]bool, budget *int64, fn WalkFunc) error {
+	if *budget--; *budget < 0 {
+		return fmt.Errorf("more entries than a bootstrap of %d bytes can hold: overlapping directories", rd.size)
+	}
 	if err := fn(p, ino); err != nil {
 		return err
 	}
@@ -646,7 +655,7 @@ func (rd *Reader) walk(ctx context.Context, p string, ino *DiskInode, onPath, vi
 		if p != "/" {
 			cp = p + "/" + e.Name
 		}
-		if err := rd.walk(ctx, cp, child, onPath, visited, fn); err != nil {
+		if err := rd.walk(ctx, cp, child, onPath, visited, budget, fn); err != nil {
 			return err
 		}
 	}
