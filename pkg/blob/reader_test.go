@@ -164,3 +164,29 @@ func TestReadChunkErrors(t *testing.T) {
 		t.Error("wrong algorithm accepted")
 	}
 }
+
+func TestReaderConcurrent(t *testing.T) {
+	b := buildBlob(t, 9, 30, WriterOptions{Compressor: compress.Zstd, TOC: true}, true, nil)
+	r := openBytes(t, b.blob)
+	done := make(chan error)
+	for g := range 4 {
+		go func() {
+			for i, ci := range r.ChunkInfos() {
+				if (i+g)%2 == 0 {
+					continue
+				}
+				got, err := r.ReadChunk(ci, compress.Zstd, nil)
+				if err != nil || !bytes.Equal(got, b.chunks[i]) {
+					done <- errors.New("concurrent read mismatch")
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+}

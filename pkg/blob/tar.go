@@ -125,7 +125,7 @@ func tarSignedChecksum(h *[TarHeaderSize]byte) int64 {
 func parseTarNumber(f []byte) (uint64, error) {
 	if len(f) > 0 && f[0]&0x80 != 0 {
 		if f[0] == 0xff {
-			return 0, fmt.Errorf("negative base-256 number")
+			return 0, fmt.Errorf("negative base-256 number: %w", ErrCorrupt)
 		}
 		var v uint64
 		for i, b := range f {
@@ -133,7 +133,7 @@ func parseTarNumber(f []byte) (uint64, error) {
 				b &= 0x7f
 			}
 			if v>>56 != 0 {
-				return 0, fmt.Errorf("base-256 number overflows 64 bits")
+				return 0, fmt.Errorf("base-256 number overflows 64 bits: %w", ErrCorrupt)
 			}
 			v = v<<8 | uint64(b)
 		}
@@ -145,7 +145,7 @@ func parseTarNumber(f []byte) (uint64, error) {
 	}
 	v, err := strconv.ParseUint(string(s), 8, 63)
 	if err != nil {
-		return 0, fmt.Errorf("invalid octal number %q", s)
+		return 0, fmt.Errorf("invalid octal number %q: %w", s, ErrCorrupt)
 	}
 	return v, nil
 }
@@ -179,7 +179,7 @@ func ParseTarHeader(b []byte) (TarEntry, error) {
 	}
 	want, err := parseTarNumber(h[tarChksum : tarChksum+8])
 	if err != nil {
-		return TarEntry{}, fmt.Errorf("tar header: checksum field: %v: %w", err, ErrCorrupt)
+		return TarEntry{}, fmt.Errorf("tar header: checksum field: %w", err)
 	}
 	if want != uint64(tarChecksum(h)) && int64(want) != tarSignedChecksum(h) {
 		return TarEntry{}, fmt.Errorf("tar header: checksum %d does not match computed %d: %w", want, tarChecksum(h), ErrCorrupt)
@@ -197,7 +197,7 @@ func ParseTarHeader(b []byte) (TarEntry, error) {
 	e.Name = string(name)
 	size, err := parseTarNumber(h[tarSize : tarSize+12])
 	if err != nil {
-		return TarEntry{}, fmt.Errorf("tar header %q: size field: %v: %w", e.Name, err, ErrCorrupt)
+		return TarEntry{}, fmt.Errorf("tar header %q: size field: %w", e.Name, err)
 	}
 	if size > 1<<62 {
 		return TarEntry{}, fmt.Errorf("tar header %q: size %d too large: %w", e.Name, size, ErrCorrupt)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"strings"
 
 	"github.com/nydus-go/nydus/pkg/compress"
 	"github.com/nydus-go/nydus/pkg/digester"
@@ -23,7 +22,7 @@ const maxChunkData = 1 << 40
 // InlineMetaBlobID is the placeholder blob id upstream stores in the blob
 // table of a bootstrap inlined in its own data blob (64 'x'); merge
 // replaces it with the layer digest.
-var InlineMetaBlobID = strings.Repeat("x", 64)
+const InlineMetaBlobID = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 
 // WriterOptions selects the blob layout, mirroring nydus-image create.
 type WriterOptions struct {
@@ -65,8 +64,9 @@ type FinishParams struct {
 	// BootstrapFunc is called after the chunk metadata is written and
 	// returns the bootstrap to inline. It receives the blob state at that
 	// point, which is what upstream records in an inlined bootstrap's blob
-	// table: Size (the compressed_size), features, CI location, and no
-	// ToC (blob id InlineMetaBlobID).
+	// table: Size (used as compressed_size), chunk count, sizes, features
+	// and CI location, with blob id InlineMetaBlobID and no ToC size or
+	// digest. Its Digest, BlobHash and TOC fields are zero.
 	BootstrapFunc func(Result) ([]byte, error)
 }
 
@@ -97,11 +97,16 @@ type Result struct {
 	// MetaHeader is the header written after the CI array; zero if the
 	// blob has no chunks.
 	MetaHeader MetaHeader
-	// CICompressor, CIOffset, CICompressedSize and CIUncompressedSize
-	// locate the CI array (copies of the MetaHeader fields).
-	CICompressor       compress.Algorithm
-	CIOffset           uint64
-	CICompressedSize   uint64
+	// CICompressor is the compressor of the stored CI array (the blob
+	// table's ci_compressor; none if compression did not shrink it).
+	CICompressor compress.Algorithm
+	// CIOffset is the offset of the CI array (ci_offset).
+	CIOffset uint64
+	// CICompressedSize is the stored size of the CI array
+	// (ci_compressed_size).
+	CICompressedSize uint64
+	// CIUncompressedSize is the size of the uncompressed CI data,
+	// including batch contexts (ci_uncompressed_size).
 	CIUncompressedSize uint64
 	// TOC is the ToC written, if any.
 	TOC TOC

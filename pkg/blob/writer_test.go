@@ -502,3 +502,9 @@ func TestWriterErrors(t *testing.T) {
 		t.Errorf("finish after write error: %v", err)
 	}
 }
+
+func TestInlineMetaBlobID(t *testing.T) {
+	if InlineMetaBlobID != strings.Repeat("x", 64) {
+		t.Error("placeholder blob id")
+	}
+}

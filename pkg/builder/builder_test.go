@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/nydus-go/nydus/internal/treetest"
+	"github.com/nydus-go/nydus/pkg/blob"
 	"github.com/nydus-go/nydus/pkg/compress"
 	"github.com/nydus-go/nydus/pkg/digester"
 	"github.com/nydus-go/nydus/pkg/rafs"
@@ -255,4 +256,61 @@ func hdrLink(name, target string) (h tarHdr) {
 	h.Name = name
 	h.Linkname = target
 	return
+}
+
+// TestUpstreamTOCFixture reads upstream's layer blob with a ToC: the CI
+// table, the chunk digests and the inline bootstrap come from the blob
+// itself, and every file of the inline bootstrap is read and verified.
+func TestUpstreamTOCFixture(t *testing.T) {
+	ctx := context.Background()
+	p := "../../../shared/fixtures/nydus/toc/2fa78cad554b75ac91a4a125ed148d0ddeb25efa4aaa8bd80e5dc292690a4dca"
+	raw, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br, err := blob.Open(bytes.NewReader(raw), int64(len(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	toc, ok := br.TOC()
+	if !ok || len(toc.Entries) != 4 {
+		t.Fatalf("ToC: %+v", toc)
+	}
+	if cis := br.ChunkInfos(); len(cis) != 3 {
+		t.Fatalf("CI table has %d entries, want 3", len(cis))
+	}
+	boot, err := br.Bootstrap()
+	if err != nil || len(boot) != 20480 {
+		t.Fatalf("inline bootstrap: %d bytes, %v", len(boot), err)
+	}
+	rd, err := rafs.Open(ctx, bytes.NewReader(boot), int64(len(boot)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rd.Blobs) != 1 || !strings.HasPrefix(rd.Blobs[0].BlobID, "d788a0ea") {
+		t.Fatalf("inline bootstrap blobs: %+v", rd.Blobs)
+	}
+	src := &FileSource{File: p, Compressor: rd.Ext.Flags.Compressor()}
+	defer src.Close()
+	var out bytes.Buffer
+	if err := Unpack(ctx, rd, src, &out, UnpackOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tr := tree(t, out.Bytes())
+	var files []string
+	var total int64
+	for p, e := range tr {
+		if e.Type == '0' {
+			files = append(files, p)
+			total += e.Size
+		}
+	}
+	if len(files) == 0 || total == 0 {
+		t.Fatalf("no file data read: %v", tr)
+	}
+	t.Logf("%d files, %d bytes: %v", len(files), total, files)
+	sum, err := Check(ctx, rd, src)
+	if err != nil || sum.UniqueChunks != 3 {
+		t.Fatalf("check: %+v %v", sum, err)
+	}
 }
