@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/nydus-go/nydus/internal/atomicfile"
+	"github.com/nydus-go/nydus/pkg/blob"
 	"github.com/nydus-go/nydus/pkg/rafs"
 )
 
@@ -71,7 +74,9 @@ func (o *output) abort() {
 	o.atomic.Abort()
 }
 
-// openBootstrap opens and validates a bootstrap file.
+// openBootstrap opens and validates a bootstrap file. As an extension to
+// upstream, the file may also be a layer blob with an inline bootstrap
+// (--blob-inline-meta), whose embedded bootstrap is used.
 func openBootstrap(ctx context.Context, path string) (*rafs.Reader, *os.File, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -83,11 +88,23 @@ func openBootstrap(ctx context.Context, path string) (*rafs.Reader, *os.File, er
 		return nil, nil, fmt.Errorf("stat bootstrap %s: %w", path, err)
 	}
 	rd, err := rafs.Open(ctx, f, st.Size())
-	if err != nil {
+	if err == nil {
+		return rd, f, nil
+	}
+	if errors.Is(err, rafs.ErrNotRafsV6) {
 		f.Close()
 		return nil, nil, fmt.Errorf("bootstrap %s: %w", path, err)
 	}
-	return rd, f, nil
+	// Not a bootstrap: maybe a layer blob carrying one.
+	if br, berr := blob.Open(f, st.Size()); berr == nil {
+		if boot, berr := br.Bootstrap(); berr == nil && boot != nil {
+			if brd, berr := rafs.Open(ctx, bytes.NewReader(boot), int64(len(boot))); berr == nil {
+				return brd, f, nil
+			}
+		}
+	}
+	f.Close()
+	return nil, nil, fmt.Errorf("bootstrap %s: %w", path, err)
 }
 
 // parseSize parses a decimal or 0x-prefixed hex size.
