@@ -53,6 +53,7 @@ python3 -c 'import json,sys; print("  referenced blobs:", ", ".join(b[:12] for b
 step "dedup: build layer 2 on top of layer 1 (--parent-bootstrap): copied data is not stored again"
 "$NI" create --log-level warn -t tar-rafs --parent-bootstrap "$W/blobs/$ID1" -B "$W/l2-on-l1.boot" \
     -D "$W/blobs" -J "$W/dedup.json" "$W/layer2.tar"
+"$NI" check "$W/l2-on-l1.boot" -D "$W/blobs"
 python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["trace"]["stats"]; print("  layer 2: %d chunks, %d reused from layer 1 (%d of %d bytes)" % (s["chunks"], s["dedup_chunks"], s["dedup_bytes"], s["bytes"]))' "$W/dedup.json"
 
 step "check: validate the bootstrap and verify every chunk digest"

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/nydus-go/nydus/internal/atomicfile"
 	"github.com/nydus-go/nydus/pkg/blob"
+	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/rafs"
 )
 
@@ -89,6 +92,7 @@ func openBootstrap(ctx context.Context, path string) (*rafs.Reader, *os.File, er
 	}
 	rd, err := rafs.Open(ctx, f, st.Size())
 	if err == nil {
+		fixPlaceholderIDs(rd, path, nil)
 		return rd, f, nil
 	}
 	if errors.Is(err, rafs.ErrNotRafsV6) {
@@ -99,6 +103,7 @@ func openBootstrap(ctx context.Context, path string) (*rafs.Reader, *os.File, er
 	if br, berr := blob.Open(f, st.Size()); berr == nil {
 		if boot, berr := br.Bootstrap(); berr == nil && boot != nil {
 			if brd, berr := rafs.Open(ctx, bytes.NewReader(boot), int64(len(boot))); berr == nil {
+				fixPlaceholderIDs(brd, path, f)
 				return brd, f, nil
 			}
 		}
@@ -172,4 +177,27 @@ func writeJSON(path string, v any) error {
 		return os.WriteFile(path, b, 0o644)
 	}
 	return atomicfile.WriteFile(path, b, 0o644)
+}
+
+// fixPlaceholderIDs gives inline-meta blobs, which carry a placeholder id
+// until merge, their real id, as upstream does when loading a bootstrap:
+// the file name up to the first "." if it is a blob digest, else (for a
+// layer blob) the sha256 of the blob file itself.
+func fixPlaceholderIDs(rd *rafs.Reader, path string, blobFile *os.File) {
+	id := builder.BlobIDFromPath(path)
+	if !builder.IsBlobID(id) {
+		if blobFile == nil {
+			return
+		}
+		h := sha256.New()
+		if _, err := io.Copy(h, io.NewSectionReader(blobFile, 0, 1<<62)); err != nil {
+			return
+		}
+		id = hex.EncodeToString(h.Sum(nil))
+	}
+	for i := range rd.Blobs {
+		if rd.Blobs[i].BlobID == rafs.PlaceholderBlobID {
+			rd.Blobs[i].BlobID = id
+		}
+	}
 }
