@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +17,7 @@ import (
 	"sync"
 	"testing"
 
+	ggcr "github.com/google/go-containerregistry/pkg/registry"
 	"github.com/nydus-go/nydus/internal/treetest"
 	"golang.org/x/sys/unix"
 )
@@ -320,4 +324,58 @@ func TestCheckVerifiesChunks(t *testing.T) {
 		t.Fatalf("check did not report the corrupt chunk: %d %q", r.code, r.stderr)
 	}
 	t.Log(strings.TrimSpace(r.stderr))
+}
+
+// TestUnpackFromRegistry unpacks an image whose blob lives in a registry
+// (go-containerregistry's in-process registry; the real docker-registry
+// is exercised by the nydusify and nydusd tests).
+func TestUnpackFromRegistry(t *testing.T) {
+	dir := t.TempDir()
+	layer := treetest.Tar(treetest.Sample()[:14])
+	src := writeFile(t, filepath.Join(dir, "l.tar"), layer)
+	blobs := filepath.Join(dir, "blobs")
+	boot := filepath.Join(dir, "boot")
+	mustRun(t, "", "create", "-t", "tar-rafs", "--whiteout-spec", "none", "-B", boot, "-D", blobs, src)
+	ents, _ := os.ReadDir(blobs)
+	b, _ := os.ReadFile(filepath.Join(blobs, ents[0].Name()))
+	srv := httptest.NewServer(ggcr.New(ggcr.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	pushBlob(t, srv.URL, "demo/app", b)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	out := filepath.Join(dir, "out.tar")
+	cfg := fmt.Sprintf(`{"host":%q,"repo":"demo/app","scheme":"http","readahead":false,"proxy":{"fallback":false}}`, host)
+	mustRun(t, "", "unpack", "--bootstrap", boot, "--output", out, "--backend-type", "registry", "--backend-config", cfg)
+	got, _ := os.ReadFile(out)
+	w, _ := treetest.FromTar(bytes.NewReader(layer), treetest.Options{})
+	g, _ := treetest.FromTar(bytes.NewReader(got), treetest.Options{})
+	if d := treetest.Diff(w, g); d != "" {
+		t.Fatalf("unpacked from registry differs:\n%s", d)
+	}
+	empty := httptest.NewServer(ggcr.New(ggcr.Logger(log.New(io.Discard, "", 0))))
+	defer empty.Close()
+	r := run(t, "", "unpack", "--bootstrap", boot, "--output", out+"2", "--backend-type", "registry", "--backend-config",
+		fmt.Sprintf(`{"host":%q,"repo":"demo/missing","scheme":"http"}`, strings.TrimPrefix(empty.URL, "http://")))
+	oneLineError(t, r, "demo/missing")
+	if _, err := os.Stat(out + "2"); err == nil {
+		t.Fatal("failed unpack left its output")
+	}
+}
+
+func pushBlob(t *testing.T, base, repo string, b []byte) {
+	t.Helper()
+	resp, err := http.Post(base+"/v2/"+repo+"/blobs/uploads/", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if !strings.HasPrefix(loc, "http") {
+		loc = base + loc
+	}
+	req, _ := http.NewRequest(http.MethodPut, loc+"?digest=sha256:"+sha256hex(b), bytes.NewReader(b))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("upload: %v %v", err, resp)
+	}
+	resp.Body.Close()
 }
