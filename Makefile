@@ -28,6 +28,7 @@ lint:
 
 unit: build
 	NYDUS_IMAGE=$(BIN)/nydus-image $(GO) test -count=1 ./...
+	$(GO) test -race -short -count=1 ./pkg/...
 
 fuzz:
 	@for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' pkg | xargs -n1 dirname | sort -u); do \
