@@ -73,9 +73,9 @@ func runCheck(ctx context.Context, path, blobDir, outJSON string, verbose bool) 
 		return err
 	}
 	defer f.Close()
-	var src builder.ChunkSource
+	var src builder.RangeReader
 	if blobDir != "" {
-		fs := &builder.FileSource{Dir: blobDir, Compressor: rd.Ext.Flags.Compressor()}
+		fs := &builder.FileSource{Dir: blobDir}
 		defer fs.Close()
 		src = fs
 	}

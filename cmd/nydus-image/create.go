@@ -103,7 +103,7 @@ are read from stdin until EOF.`,
 	fl.StringVar(&f.compressor, "compressor", "zstd", "chunk compressor: none, lz4_block, zstd")
 	fl.StringVar(&f.digester, "digester", "blake3", "chunk digest algorithm: blake3, sha256")
 	fl.StringVar(&f.chunkSize, "chunk-size", "0x100000", "chunk size, a power of two from 0x1000 to 0x1000000 (decimal or hex)")
-	fl.StringVar(&f.batchSize, "batch-size", "0", "batch size for small chunks, a power of two from 0x1000 to the chunk size (accepted; chunks are stored individually)")
+	fl.StringVar(&f.batchSize, "batch-size", "0", "pack files smaller than half of this into batches compressed together; a power of two from 0x1000 to the chunk size, 0 to disable")
 	fl.BoolVar(&f.alignedChunk, "aligned-chunk", false, "align uncompressed chunk offsets to 4 KiB (always on for RAFS v6)")
 	fl.StringVarP(&f.fsVersion, "fs-version", "v", "6", "RAFS version; only 6 is supported")
 	fl.StringVar(&f.whiteout, "whiteout-spec", "oci", "whiteout specification: oci, overlayfs, none")
@@ -213,6 +213,7 @@ func runCreate(ctx context.Context, f *createFlags, source string, stdin io.Read
 		if bs > cs {
 			return fmt.Errorf("invalid --batch-size %#x: larger than --chunk-size %#x", bs, cs)
 		}
+		opts.BatchSize = uint32(bs)
 	}
 	if opts.Whiteout, err = builder.ParseWhiteoutSpec(f.whiteout); err != nil {
 		return err

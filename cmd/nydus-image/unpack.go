@@ -12,8 +12,6 @@ import (
 
 	"github.com/nydus-go/nydus/internal/version"
 	"github.com/nydus-go/nydus/pkg/builder"
-	"github.com/nydus-go/nydus/pkg/compress"
-	"github.com/nydus-go/nydus/pkg/rafs"
 	"github.com/nydus-go/nydus/pkg/registry"
 	"github.com/spf13/cobra"
 )
@@ -83,15 +81,14 @@ func runUnpack(ctx context.Context, path, output, blob, blobDir, backendType, ba
 		return err
 	}
 	defer f.Close()
-	comp := rd.Ext.Flags.Compressor()
-	var src builder.ChunkSource
+	var src builder.RangeReader
 	switch {
 	case blob != "":
-		fs := &builder.FileSource{File: blob, Compressor: comp}
+		fs := &builder.FileSource{File: blob}
 		defer fs.Close()
 		src = fs
 	case blobDir != "":
-		fs := &builder.FileSource{Dir: blobDir, Compressor: comp}
+		fs := &builder.FileSource{Dir: blobDir}
 		defer fs.Close()
 		src = fs
 	case backendType != "":
@@ -106,7 +103,7 @@ func runUnpack(ctx context.Context, path, output, blob, blobDir, backendType, ba
 		}
 		switch backendType {
 		case "http-proxy":
-			hs, err := newHTTPProxySource(cfg, comp)
+			hs, err := newHTTPProxySource(cfg)
 			if err != nil {
 				return err
 			}
@@ -122,7 +119,7 @@ func runUnpack(ctx context.Context, path, output, blob, blobDir, backendType, ba
 			if err != nil {
 				return err
 			}
-			src = &registrySource{c: cl, comp: comp}
+			src = cl
 		default:
 			return fmt.Errorf("invalid --backend-type %q (want http-proxy or registry)", backendType)
 		}
@@ -147,10 +144,9 @@ type httpProxySource struct {
 	client *http.Client
 	base   string
 	local  bool
-	comp   compress.Algorithm
 }
 
-func newHTTPProxySource(cfg []byte, comp compress.Algorithm) (*httpProxySource, error) {
+func newHTTPProxySource(cfg []byte) (*httpProxySource, error) {
 	var c struct {
 		Addr string `json:"addr"`
 		Path string `json:"path"`
@@ -161,7 +157,7 @@ func newHTTPProxySource(cfg []byte, comp compress.Algorithm) (*httpProxySource, 
 	if c.Addr == "" {
 		return nil, errors.New("invalid http-proxy backend config: field addr is empty")
 	}
-	s := &httpProxySource{comp: comp}
+	s := &httpProxySource{}
 	if strings.HasPrefix(c.Addr, "http://") || strings.HasPrefix(c.Addr, "https://") {
 		s.client = http.DefaultClient
 		s.base = strings.TrimRight(c.Addr, "/") + "/" + strings.Trim(c.Path, "/")
@@ -179,7 +175,8 @@ func newHTTPProxySource(cfg []byte, comp compress.Algorithm) (*httpProxySource, 
 	return s, nil
 }
 
-func (s *httpProxySource) ReadChunk(ctx context.Context, blobID string, c rafs.ChunkInfo) ([]byte, error) {
+// ReadRange reads n bytes at off of a blob.
+func (s *httpProxySource) ReadRange(ctx context.Context, blobID string, off, n int64) ([]byte, error) {
 	url := s.base
 	if !s.local {
 		url = strings.TrimRight(s.base, "/") + "/" + blobID
@@ -188,7 +185,7 @@ func (s *httpProxySource) ReadChunk(ctx context.Context, blobID string, c rafs.C
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", c.CompressedOffset, c.CompressedOffset+uint64(c.CompressedSize)-1))
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+n-1))
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("http-proxy backend: %w", err)
@@ -197,14 +194,11 @@ func (s *httpProxySource) ReadChunk(ctx context.Context, blobID string, c rafs.C
 	if resp.StatusCode != http.StatusPartialContent && resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("http-proxy backend: blob %s: HTTP %s", blobID, resp.Status)
 	}
-	buf, err := registry.RangeBody(resp, c.CompressedOffset, uint64(c.CompressedSize))
+	buf, err := registry.RangeBody(resp, uint64(off), uint64(n))
 	if err != nil {
-		return nil, fmt.Errorf("http-proxy backend: blob %s chunk %d: %w", blobID, c.Index, err)
+		return nil, fmt.Errorf("http-proxy backend: blob %s bytes %d-%d: %w", blobID, off, off+n-1, err)
 	}
-	if !c.IsCompressed() {
-		return buf, nil
-	}
-	return compress.Decompress(s.comp, nil, buf, int(c.UncompressedSize))
+	return buf, nil
 }
 
 func newStatCmd() *cobra.Command {
@@ -306,19 +300,3 @@ func runStat(ctx context.Context, boot, dir, target, outJSON string) error {
 	return writeJSON(outJSON, report)
 }
 
-// registrySource reads chunks from a registry with Range requests.
-type registrySource struct {
-	c    *registry.Client
-	comp compress.Algorithm
-}
-
-func (s *registrySource) ReadChunk(ctx context.Context, blobID string, c rafs.ChunkInfo) ([]byte, error) {
-	buf, err := s.c.ReadRange(ctx, blobID, int64(c.CompressedOffset), int64(c.CompressedSize))
-	if err != nil {
-		return nil, err
-	}
-	if !c.IsCompressed() {
-		return buf, nil
-	}
-	return compress.Decompress(s.comp, nil, buf, int(c.UncompressedSize))
-}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -17,22 +18,17 @@ import (
 	"github.com/nydus-go/nydus/pkg/rafs"
 )
 
-// memBlob is a blob written to memory, readable as a ChunkSource.
+// memBlob is a blob held in memory, readable as a RangeReader.
 type memBlob struct {
 	data []byte
 	comp compress.Algorithm
 }
 
-func (m *memBlob) ReadChunk(ctx context.Context, id string, c rafs.ChunkInfo) ([]byte, error) {
-	end := c.CompressedOffset + uint64(c.CompressedSize)
-	if end > uint64(len(m.data)) {
-		return nil, errors.New("chunk beyond blob")
+func (m *memBlob) ReadRange(ctx context.Context, id string, off, n int64) ([]byte, error) {
+	if off < 0 || n < 0 || off+n > int64(len(m.data)) {
+		return nil, errors.New("range beyond blob")
 	}
-	raw := m.data[c.CompressedOffset:end]
-	if !c.IsCompressed() {
-		return append([]byte(nil), raw...), nil
-	}
-	return compress.Decompress(m.comp, nil, raw, int(c.UncompressedSize))
+	return append([]byte(nil), m.data[off:off+n]...), nil
 }
 
 type built struct {
@@ -80,28 +76,33 @@ func TestRoundTrip(t *testing.T) {
 	layer := treetest.Tar(treetest.Sample())
 	for _, comp := range []compress.Algorithm{compress.Zstd, compress.Lz4Block, compress.None} {
 		for _, dig := range []digester.Algorithm{digester.Blake3, digester.Sha256} {
-			t.Run(comp.String()+"/"+dig.String(), func(t *testing.T) {
-				o := Options{Compressor: comp, Digester: dig, Whiteout: WhiteoutNone, ChunkSize: 0x10000}
-				b := build(t, layer, o)
-				out := unpack(t, b, comp)
-				if d := treetest.Diff(tree(t, layer), tree(t, out)); d != "" {
-					t.Fatalf("unpacked tree differs:\n%s", d)
-				}
-				// The unpacked tar is in canonical order, so building it
-				// again is a fixed point: same bootstrap, same blob.
-				b2 := build(t, out, o)
-				out2 := unpack(t, b2, comp)
-				if !bytes.Equal(out, out2) {
-					t.Fatal("unpacking the rebuilt image changed the tar")
-				}
-				b3 := build(t, out2, o)
-				if !bytes.Equal(b2.res.Bootstrap, b3.res.Bootstrap) {
-					t.Fatal("rebuilding the unpacked tar changed the bootstrap")
-				}
-				if !bytes.Equal(b2.blob, b3.blob) {
-					t.Fatal("rebuilding the unpacked tar changed the blob")
-				}
-			})
+			for _, batch := range []uint32{0, 0x8000} {
+				t.Run(fmt.Sprintf("%s/%s/batch-%#x", comp, dig, batch), func(t *testing.T) {
+					o := Options{Compressor: comp, Digester: dig, Whiteout: WhiteoutNone, ChunkSize: 0x10000, BatchSize: batch}
+					b := build(t, layer, o)
+					out := unpack(t, b, comp)
+					if d := treetest.Diff(tree(t, layer), tree(t, out)); d != "" {
+						t.Fatalf("unpacked tree differs:\n%s", d)
+					}
+					// The unpacked tar is in canonical order, so building it
+					// again is a fixed point: same bootstrap, same blob.
+					b2 := build(t, out, o)
+					out2 := unpack(t, b2, comp)
+					if !bytes.Equal(out, out2) {
+						t.Fatal("unpacking the rebuilt image changed the tar")
+					}
+					b3 := build(t, out2, o)
+					if !bytes.Equal(b2.res.Bootstrap, b3.res.Bootstrap) {
+						t.Fatal("rebuilding the unpacked tar changed the bootstrap")
+					}
+					if !bytes.Equal(b2.blob, b3.blob) {
+						t.Fatal("rebuilding the unpacked tar changed the blob")
+					}
+					if batch > 0 && b.res.Stats.BatchedChunks == 0 {
+						t.Fatal("no chunk was batched")
+					}
+				})
+			}
 		}
 	}
 }
@@ -227,7 +228,7 @@ func TestUpstreamFixtureData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := &FileSource{File: filepath.Join(dir, "blobs/be7d77eeb719f70884758d1aa800ed0fb09d701aaec469964e9d54325f0d5fef"), Compressor: compress.Zstd}
+	src := &FileSource{File: filepath.Join(dir, "blobs/be7d77eeb719f70884758d1aa800ed0fb09d701aaec469964e9d54325f0d5fef")}
 	defer src.Close()
 	var out bytes.Buffer
 	if err := Unpack(ctx, rd, src, &out, UnpackOptions{}); err != nil {
@@ -290,7 +291,7 @@ func TestUpstreamTOCFixture(t *testing.T) {
 	if len(rd.Blobs) != 1 || !strings.HasPrefix(rd.Blobs[0].BlobID, "d788a0ea") {
 		t.Fatalf("inline bootstrap blobs: %+v", rd.Blobs)
 	}
-	src := &FileSource{File: p, Compressor: rd.Ext.Flags.Compressor()}
+	src := &FileSource{File: p}
 	defer src.Close()
 	var out bytes.Buffer
 	if err := Unpack(ctx, rd, src, &out, UnpackOptions{}); err != nil {

@@ -18,47 +18,73 @@ type dataWriter interface {
 	WriteChunkData(p []byte) (uint64, error)
 }
 
-// job is one chunk travelling through the pipeline.
-type job struct {
-	ino    *rafs.Inode
-	idx    int
-	data   []byte // uncompressed, from the pool
-	digest digester.Digest
-	comp   []byte // compressed bytes (nil: store data raw)
-	skip   bool   // a worker saw the digest already claimed
-	err    error
-	done   chan struct{}
+// batchMember is one chunk inside a batch buffer.
+type batchMember struct {
+	ci  uint32 // CI index
+	off uint32 // offset in the batch's uncompressed buffer
 }
 
-// pipeline hashes and compresses chunks on several goroutines and
-// commits them strictly in input order, so the output does not depend on
-// scheduling.
+// job is one unit of compression: a single chunk, or a batch of small
+// chunks compressed together (upstream's BATCH blob feature).
+type job struct {
+	data    []byte        // uncompressed, from a pool
+	members []batchMember // batch members; nil for a single chunk
+	ci      uint32        // CI index of a single chunk
+	out     []byte        // stored bytes (compressed, or data itself)
+	packed  bool          // out is compressed
+	outBuf  *[]byte       // pooled buffer backing out, if any
+	err     error
+	done    chan struct{}
+}
+
+// compInfo is the committer's half of a CI entry.
+type compInfo struct {
+	off    uint64
+	size   uint32
+	packed bool
+	batch  bool
+	ctx    uint32 // batch context index
+	inOff  uint32 // offset inside the batch buffer
+}
+
+// pipeline turns file data into blob chunks. The reading goroutine
+// hashes every chunk and makes all layout decisions (dedup, CI index,
+// uncompressed offset, batch membership) in input order; workers only
+// compress; a committer writes compressed data in order. The output is
+// therefore the same whatever the number of workers.
 type pipeline struct {
 	chunkSize uint32
+	batchSize uint32
 	comp      compress.Algorithm
 	dig       digester.Algorithm
 	blobIndex uint32
 	out       dataWriter
 	cache     io.WriterAt // optional uncompressed blob.data
 
-	jobs  chan *job
-	order chan *job
-	pool  sync.Pool
-	wg    sync.WaitGroup
-	cdone chan struct{}
+	jobs    chan *job
+	order   chan *job
+	bufs    sync.Pool // chunk-size read buffers
+	batches sync.Pool // batch buffers
+	outs    sync.Pool // compression output buffers
+	wg      sync.WaitGroup
+	cdone   chan struct{}
 
-	claimed sync.Map // digest -> struct{}: some job will store it
-
-	// Owned by the committer goroutine.
+	// Owned by the reading goroutine.
 	known     map[digester.Digest]rafs.ChunkInfo
 	cis       []blob.ChunkInfo
 	digests   []digester.Digest
 	uncompOff uint64
-	compBytes uint64
+	batch     []byte
+	members   []batchMember
 	stats     Stats
-	commitErr error
-	errMu     sync.Mutex
-	firstErr  error
+
+	// Owned by the committer until close.
+	comps    []compInfo
+	contexts []blob.BatchContext
+	compOut  uint64
+
+	errMu    sync.Mutex
+	firstErr error
 }
 
 // Stats counts what a build wrote and deduplicated.
@@ -67,13 +93,14 @@ type Stats struct {
 	Chunks        int    `json:"chunks"`
 	UniqueChunks  int    `json:"unique_chunks"`
 	DedupChunks   int    `json:"dedup_chunks"`
+	BatchedChunks int    `json:"batched_chunks"`
 	Bytes         uint64 `json:"bytes"`
 	DedupBytes    uint64 `json:"dedup_bytes"`
 	StoredBytes   uint64 `json:"stored_bytes"`
 	CompressedOut uint64 `json:"compressed_bytes"`
 }
 
-func newPipeline(chunkSize uint32, comp compress.Algorithm, dig digester.Algorithm, workers int, blobIndex uint32, known map[digester.Digest]rafs.ChunkInfo, out dataWriter, cache io.WriterAt) *pipeline {
+func newPipeline(chunkSize, batchSize uint32, comp compress.Algorithm, dig digester.Algorithm, workers int, blobIndex uint32, known map[digester.Digest]rafs.ChunkInfo, out dataWriter, cache io.WriterAt) *pipeline {
 	if workers < 1 {
 		workers = 1
 	}
@@ -81,16 +108,15 @@ func newPipeline(chunkSize uint32, comp compress.Algorithm, dig digester.Algorit
 		known = map[digester.Digest]rafs.ChunkInfo{}
 	}
 	p := &pipeline{
-		chunkSize: chunkSize, comp: comp, dig: dig, blobIndex: blobIndex,
+		chunkSize: chunkSize, batchSize: batchSize, comp: comp, dig: dig, blobIndex: blobIndex,
 		out: out, cache: cache, known: known,
-		jobs:  make(chan *job, workers*2),
-		order: make(chan *job, workers*2+2),
+		jobs:  make(chan *job, workers*4),
+		order: make(chan *job, workers*4+4),
 		cdone: make(chan struct{}),
 	}
-	p.pool.New = func() any { return make([]byte, chunkSize) }
-	for d := range known {
-		p.claimed.Store(d, struct{}{})
-	}
+	p.bufs.New = func() any { return make([]byte, chunkSize) }
+	p.batches.New = func() any { return make([]byte, 0, batchSize) }
+	p.outs.New = func() any { b := make([]byte, 0, chunkSize); return &b }
 	for range workers {
 		p.wg.Add(1)
 		go p.worker()
@@ -102,30 +128,22 @@ func newPipeline(chunkSize uint32, comp compress.Algorithm, dig digester.Algorit
 func (p *pipeline) worker() {
 	defer p.wg.Done()
 	for j := range p.jobs {
-		j.digest = digester.Sum(p.dig, j.data)
-		// Digests of parent and dictionary chunks are pre-claimed, so a
-		// worker compresses only data that may be new.
-		if _, loaded := p.claimed.LoadOrStore(j.digest, struct{}{}); loaded {
-			j.skip = true
-		} else {
-			j.comp, j.err = p.compress(j.data)
+		j.out, j.packed = j.data, false
+		if p.comp != compress.None {
+			bp := p.outs.Get().(*[]byte)
+			out, packed, err := compress.CompressIfSmaller(p.comp, (*bp)[:0], j.data)
+			switch {
+			case err != nil:
+				j.err = err
+				p.outs.Put(bp)
+			case packed:
+				j.out, j.packed, j.outBuf = out, true, bp
+			default:
+				p.outs.Put(bp)
+			}
 		}
 		close(j.done)
 	}
-}
-
-func (p *pipeline) compress(data []byte) ([]byte, error) {
-	if p.comp == compress.None {
-		return nil, nil
-	}
-	c, err := compress.Compress(p.comp, nil, data)
-	if err != nil {
-		return nil, err
-	}
-	if len(c) >= len(data) {
-		return nil, nil // stored raw, as upstream does
-	}
-	return c, nil
 }
 
 func (p *pipeline) fail(err error) {
@@ -144,15 +162,24 @@ func (p *pipeline) err() error {
 
 func (p *pipeline) committer() {
 	defer close(p.cdone)
+	failed := false
 	for j := range p.order {
 		<-j.done
-		if p.commitErr == nil {
-			p.commitErr = p.commit(j)
-			if p.commitErr != nil {
-				p.fail(p.commitErr)
+		if !failed {
+			if err := p.commit(j); err != nil {
+				p.fail(err)
+				failed = true
 			}
 		}
-		p.pool.Put(j.data[:cap(j.data)])
+		if j.outBuf != nil {
+			*j.outBuf = j.out[:0]
+			p.outs.Put(j.outBuf)
+		}
+		if j.members == nil {
+			p.bufs.Put(j.data[:cap(j.data)])
+		} else {
+			p.batches.Put(j.data[:0])
+		}
 	}
 }
 
@@ -160,73 +187,44 @@ func (p *pipeline) commit(j *job) error {
 	if j.err != nil {
 		return j.err
 	}
-	size := uint32(len(j.data))
-	fileOff := uint64(j.idx) * uint64(p.chunkSize)
-	p.stats.Chunks++
-	p.stats.Bytes += uint64(size)
-	if c, ok := p.known[j.digest]; ok {
-		c.FileOffset = fileOff
-		j.ino.Chunks[j.idx] = c
-		p.stats.DedupChunks++
-		p.stats.DedupBytes += uint64(size)
-		return nil
-	}
-	comp := j.comp
-	if j.skip && comp == nil {
-		// The worker skipped compression because another job claimed
-		// the digest, but this job is the first in order: compress now.
-		var err error
-		if comp, err = p.compress(j.data); err != nil {
-			return err
-		}
-	}
-	stored := comp
-	compressed := stored != nil
-	if !compressed {
-		stored = j.data
-	}
-	off, err := p.out.WriteChunkData(stored)
+	off, err := p.out.WriteChunkData(j.out)
 	if err != nil {
 		return fmt.Errorf("write blob: %w", err)
 	}
-	if len(p.cis) >= rafs.MaxChunksPerBlob {
-		return fmt.Errorf("blob has more than %d chunks", rafs.MaxChunksPerBlob)
-	}
-	ci := blob.ChunkInfo{
-		CompressedOffset:   off,
-		CompressedSize:     uint32(len(stored)),
-		UncompressedOffset: p.uncompOff,
-		UncompressedSize:   size,
-		Compressed:         compressed,
-	}
-	if p.cache != nil {
-		if _, err := p.cache.WriteAt(j.data, int64(p.uncompOff)); err != nil {
-			return fmt.Errorf("write blob cache: %w", err)
+	p.compOut += uint64(len(j.out))
+	grow := func(ci uint32) {
+		for uint32(len(p.comps)) <= ci {
+			p.comps = append(p.comps, compInfo{})
 		}
 	}
-	info := rafs.ChunkInfo{
-		Digest:             j.digest,
-		BlobIndex:          p.blobIndex,
-		CompressedSize:     ci.CompressedSize,
-		UncompressedSize:   size,
-		CompressedOffset:   off,
-		UncompressedOffset: p.uncompOff,
-		FileOffset:         fileOff,
-		Index:              uint32(len(p.cis)),
+	if j.members == nil {
+		grow(j.ci)
+		p.comps[j.ci] = compInfo{off: off, size: uint32(len(j.out)), packed: j.packed}
+		return nil
 	}
-	if compressed {
-		info.Flags |= rafs.ChunkCompressed
+	ctx := uint32(len(p.contexts))
+	p.contexts = append(p.contexts, blob.BatchContext{CompressedSize: uint32(len(j.out)), UncompressedSize: uint32(len(j.data))})
+	for _, m := range j.members {
+		grow(m.ci)
+		p.comps[m.ci] = compInfo{off: off, size: uint32(len(j.out)), packed: j.packed, batch: true, ctx: ctx, inOff: m.off}
 	}
-	p.cis = append(p.cis, ci)
-	p.digests = append(p.digests, j.digest)
-	p.known[j.digest] = info
-	j.ino.Chunks[j.idx] = info
-	p.uncompOff += (uint64(size) + rafs.BlockSize - 1) / rafs.BlockSize * rafs.BlockSize
-	p.compBytes += uint64(len(stored))
-	p.stats.UniqueChunks++
-	p.stats.StoredBytes += uint64(size)
-	p.stats.CompressedOut += uint64(len(stored))
 	return nil
+}
+
+// submit queues a job for compression and ordered commit.
+func (p *pipeline) submit(j *job) {
+	j.done = make(chan struct{})
+	p.order <- j
+	p.jobs <- j
+}
+
+// flushBatch seals the current batch, if any.
+func (p *pipeline) flushBatch() {
+	if len(p.members) == 0 {
+		return
+	}
+	p.submit(&job{data: p.batch, members: p.members})
+	p.batch, p.members = nil, nil
 }
 
 // addFile splits r into chunks and queues them.
@@ -246,27 +244,130 @@ func (p *pipeline) addFile(ctx context.Context, name string, ino *rafs.Inode, r 
 		if remaining < sz {
 			sz = remaining
 		}
-		buf := p.pool.Get().([]byte)[:sz]
+		buf := p.bufs.Get().([]byte)[:sz]
 		if _, err := io.ReadFull(r, buf); err != nil {
-			p.pool.Put(buf[:cap(buf)])
+			p.bufs.Put(buf[:cap(buf)])
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 				return fmt.Errorf("data of %s ends at offset %d, header says %d bytes: %w", name, ino.Size-remaining, ino.Size, io.ErrUnexpectedEOF)
 			}
 			return fmt.Errorf("read data of %s at offset %d: %w", name, ino.Size-remaining, err)
 		}
-		j := &job{ino: ino, idx: i, data: buf, done: make(chan struct{})}
-		p.order <- j
-		p.jobs <- j
 		remaining -= sz
+		if err := p.addChunk(ino, i, buf, n == 1); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// close drains the pipeline and returns the first error.
+// addChunk decides the fate of one chunk, in input order.
+func (p *pipeline) addChunk(ino *rafs.Inode, idx int, data []byte, whole bool) error {
+	size := uint32(len(data))
+	d := digester.Sum(p.dig, data)
+	fileOff := uint64(idx) * uint64(p.chunkSize)
+	p.stats.Chunks++
+	p.stats.Bytes += uint64(size)
+	if c, ok := p.known[d]; ok {
+		c.FileOffset = fileOff
+		ino.Chunks[idx] = c
+		p.stats.DedupChunks++
+		p.stats.DedupBytes += uint64(size)
+		p.bufs.Put(data[:cap(data)])
+		return nil
+	}
+	if len(p.cis) >= rafs.MaxChunksPerBlob {
+		return fmt.Errorf("blob has more than %d chunks", rafs.MaxChunksPerBlob)
+	}
+	ci := uint32(len(p.cis))
+	p.cis = append(p.cis, blob.ChunkInfo{UncompressedOffset: p.uncompOff, UncompressedSize: size})
+	p.digests = append(p.digests, d)
+	info := rafs.ChunkInfo{Digest: d, BlobIndex: p.blobIndex, Index: ci,
+		UncompressedOffset: p.uncompOff, UncompressedSize: size, FileOffset: fileOff}
+	p.known[d] = info
+	ino.Chunks[idx] = info
+	if p.cache != nil {
+		if _, err := p.cache.WriteAt(data, int64(p.uncompOff)); err != nil {
+			p.bufs.Put(data[:cap(data)])
+			return fmt.Errorf("write blob cache: %w", err)
+		}
+	}
+	p.uncompOff += (uint64(size) + rafs.BlockSize - 1) / rafs.BlockSize * rafs.BlockSize
+	p.stats.UniqueChunks++
+	p.stats.StoredBytes += uint64(size)
+
+	// Upstream's rule: a file made of one chunk smaller than half the
+	// batch size joins the current batch; anything else seals it first.
+	if p.batchSize > 0 && whole && size < p.batchSize/2 {
+		if len(p.batch)+int(size) >= int(p.batchSize) {
+			p.flushBatch()
+		}
+		if p.batch == nil {
+			p.batch = p.batches.Get().([]byte)[:0]
+		}
+		p.members = append(p.members, batchMember{ci: ci, off: uint32(len(p.batch))})
+		p.batch = append(p.batch, data...)
+		p.bufs.Put(data[:cap(data)])
+		p.stats.BatchedChunks++
+		return nil
+	}
+	p.flushBatch()
+	p.submit(&job{data: data, ci: ci})
+	return nil
+}
+
+// close drains the pipeline, completes the CI entries and returns the
+// first error.
 func (p *pipeline) close() error {
+	p.flushBatch()
 	close(p.jobs)
 	p.wg.Wait()
 	close(p.order)
 	<-p.cdone
-	return p.err()
+	if err := p.err(); err != nil {
+		return err
+	}
+	p.stats.CompressedOut = p.compOut
+	if len(p.comps) != len(p.cis) {
+		return fmt.Errorf("internal error: %d chunks committed of %d", len(p.comps), len(p.cis))
+	}
+	for i := range p.cis {
+		c, ci := &p.cis[i], p.comps[i]
+		c.CompressedOffset = ci.off
+		c.Compressed = ci.packed
+		if ci.batch {
+			// A batch chunk's CI entry points at its batch: size 0, the
+			// context index and the offset inside the batch buffer.
+			c.CompressedSize = 0
+			c.Compressed = true
+			c.Flags = blob.ChunkBatch
+			c.Data = uint64(ci.ctx)<<32 | uint64(ci.inOff)
+		} else {
+			c.CompressedSize = ci.size
+		}
+	}
+	return nil
+}
+
+// chunkInfo completes a chunk of this blob with its compressed location,
+// for the bootstrap's chunk table. A batch chunk records its batch's
+// offset with size 0, flagged BATCH, like its CI entry: readers locate it
+// through the blob's CI table.
+func (p *pipeline) chunkInfo(c rafs.ChunkInfo) rafs.ChunkInfo {
+	if c.BlobIndex != p.blobIndex || int(c.Index) >= len(p.comps) {
+		return c
+	}
+	ci := p.comps[c.Index]
+	c.CompressedOffset = ci.off
+	c.CompressedSize = ci.size
+	if ci.batch {
+		c.CompressedSize = 0
+	}
+	c.Flags = 0
+	if ci.packed {
+		c.Flags |= rafs.ChunkCompressed
+	}
+	if ci.batch {
+		c.Flags |= rafs.ChunkBatch
+	}
+	return c
 }

@@ -13,13 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ChunkSource reads the data of chunks. Implementations verify what they
-// can; Unpack verifies chunk digests itself.
-type ChunkSource interface {
-	// ReadChunk returns the uncompressed data of chunk c of blob blobID.
-	ReadChunk(ctx context.Context, blobID string, c rafs.ChunkInfo) ([]byte, error)
-}
-
 // ErrDigestMismatch reports a chunk whose data does not match its digest.
 var ErrDigestMismatch = errors.New("chunk digest mismatch")
 
@@ -32,8 +25,12 @@ type UnpackOptions struct {
 // Unpack writes the filesystem of a bootstrap as a tar stream to w,
 // reading file data through src. Entry names are relative and never
 // contain "..", so extracting the stream cannot escape its target.
-func Unpack(ctx context.Context, rd *rafs.Reader, src ChunkSource, w io.Writer, opts UnpackOptions) error {
+func Unpack(ctx context.Context, rd *rafs.Reader, src RangeReader, w io.Writer, opts UnpackOptions) error {
 	root, err := rd.Load(ctx, rafs.LoadOptions{})
+	if err != nil {
+		return err
+	}
+	cr, err := NewChunkReader(ctx, rd, src)
 	if err != nil {
 		return err
 	}
@@ -102,7 +99,7 @@ func Unpack(ctx context.Context, rd *rafs.Reader, src ChunkSource, w io.Writer, 
 		}
 		if hdr.Typeflag == tar.TypeReg {
 			for i, c := range ino.Chunks {
-				data, err := readVerified(ctx, rd, src, dig, c, opts.SkipVerify)
+				data, err := readVerified(ctx, rd, cr, dig, c, opts.SkipVerify)
 				if err != nil {
 					return fmt.Errorf("%s: chunk %d: %w", p, i, err)
 				}
@@ -119,12 +116,12 @@ func Unpack(ctx context.Context, rd *rafs.Reader, src ChunkSource, w io.Writer, 
 	return tw.Close()
 }
 
-func readVerified(ctx context.Context, rd *rafs.Reader, src ChunkSource, dig digester.Algorithm, c rafs.ChunkInfo, skip bool) ([]byte, error) {
+func readVerified(ctx context.Context, rd *rafs.Reader, cr *ChunkReader, dig digester.Algorithm, c rafs.ChunkInfo, skip bool) ([]byte, error) {
 	if int(c.BlobIndex) >= len(rd.Blobs) {
 		return nil, fmt.Errorf("blob index %d out of range", c.BlobIndex)
 	}
 	bi := rd.Blobs[c.BlobIndex]
-	data, err := src.ReadChunk(ctx, bi.BlobID, c)
+	data, err := cr.ReadChunk(ctx, c)
 	if err != nil {
 		return nil, err
 	}

@@ -41,10 +41,16 @@ func (e *ChunkError) Unwrap() error { return e.Err }
 // Check walks the whole bootstrap, validating every inode, directory and
 // chunk index. With src set it also reads every chunk once and verifies
 // its digest, returning a *ChunkError for the first bad chunk.
-func Check(ctx context.Context, rd *rafs.Reader, src ChunkSource) (*Summary, error) {
+func Check(ctx context.Context, rd *rafs.Reader, src RangeReader) (*Summary, error) {
 	tree, err := rd.Load(ctx, rafs.LoadOptions{})
 	if err != nil {
 		return nil, err
+	}
+	var cr *ChunkReader
+	if src != nil {
+		if cr, err = NewChunkReader(ctx, rd, src); err != nil {
+			return nil, err
+		}
 	}
 	s := &Summary{Blobs: len(rd.Blobs)}
 	seen := map[*rafs.Inode]bool{}
@@ -79,8 +85,8 @@ func Check(ctx context.Context, rd *rafs.Reader, src ChunkSource) (*Summary, err
 			chunks[k] = true
 			s.UniqueChunks++
 			s.UniqueBytes += uint64(c.UncompressedSize)
-			if src != nil {
-				if _, err := readVerified(ctx, rd, src, dig, c, false); err != nil {
+			if cr != nil {
+				if _, err := readVerified(ctx, rd, cr, dig, c, false); err != nil {
 					return &ChunkError{Path: p, Chunk: i, BlobID: rd.Blobs[c.BlobIndex].BlobID, Err: err}
 				}
 			}

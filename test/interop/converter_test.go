@@ -138,10 +138,15 @@ func TestPackUnpackMergeThroughUpstreamConverter(t *testing.T) {
 
 		// Unpack each layer blob, both from a file and streamed through
 		// the http-proxy backend: the result equals the source layer,
-		// whiteouts included.
+		// whiteouts included. converter.Unpack hands the builder only the
+		// blob's chunk data (image.blob), not the chunk-info table that
+		// batch chunks need, so it is tested on a blob packed without
+		// batches.
+		plain := packPlain(t, work, layer)
 		for _, stream := range []bool{false, true} {
+			blob := plain.blob
 			var out bytes.Buffer
-			err := converter.Unpack(ctx, newReaderAt(p.blob), &out, converter.UnpackOption{
+			err := converter.Unpack(ctx, newReaderAt(blob), &out, converter.UnpackOption{
 				BuilderPath: builderPath, WorkDir: work, Stream: stream})
 			if err != nil {
 				t.Fatalf("layer %d: converter.Unpack(stream=%v): %v", i, stream, err)
@@ -255,4 +260,27 @@ func keys(m map[string][]byte) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// packPlain packs a layer without batches, with the converter's command
+// line (the converter's feature probe is per process, so a second
+// converter.Pack with other options is refused).
+func packPlain(t *testing.T, work string, layer []byte) packed {
+	t.Helper()
+	src := filepath.Join(work, "plain.tar")
+	out := filepath.Join(work, "plain.blob")
+	if err := os.WriteFile(src, layer, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(builderPath, "create", "--log-level", "warn", "--prefetch-policy", "fs", "--blob", out,
+		"--whiteout-spec", "none", "--fs-version", "6", "--type", "tar-rafs", "--blob-inline-meta", "--features", "blob-toc", src)
+	cmd.Stdin = strings.NewReader("/")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nydus-image create: %v\n%s", err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return packed{src: layer, blob: b, digest: digest.FromBytes(b)}
 }
