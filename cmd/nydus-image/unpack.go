@@ -299,4 +299,3 @@ func runStat(ctx context.Context, boot, dir, target, outJSON string) error {
 	}
 	return writeJSON(outJSON, report)
 }
-
