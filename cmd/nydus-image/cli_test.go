@@ -379,3 +379,29 @@ func pushBlob(t *testing.T, base, repo string, b []byte) {
 	}
 	resp.Body.Close()
 }
+
+// TestBatchAndLevel builds with batches and a non-default zstd level and
+// checks every chunk and the unpacked tree.
+func TestBatchAndLevel(t *testing.T) {
+	dir := t.TempDir()
+	layer := treetest.Tar(treetest.Sample())
+	src := writeFile(t, filepath.Join(dir, "l.tar"), layer)
+	blobs := filepath.Join(dir, "blobs")
+	boot := filepath.Join(dir, "boot")
+	json := filepath.Join(dir, "out.json")
+	mustRun(t, "", "create", "-t", "tar-rafs", "--whiteout-spec", "none", "--batch-size", "0x40000", "--compression-level", "1", "-B", boot, "-D", blobs, "-J", json, src)
+	b, _ := os.ReadFile(json)
+	if !strings.Contains(string(b), `"batched_chunks": 1`) && !regexp.MustCompile(`"batched_chunks": [1-9]`).Match(b) {
+		t.Fatalf("nothing batched: %s", b)
+	}
+	mustRun(t, "", "check", boot, "-D", blobs)
+	out := filepath.Join(dir, "out.tar")
+	mustRun(t, "", "unpack", boot, "-D", blobs, "--output", out)
+	got, _ := os.ReadFile(out)
+	w, _ := treetest.FromTar(bytes.NewReader(layer), treetest.Options{})
+	g, _ := treetest.FromTar(bytes.NewReader(got), treetest.Options{})
+	if d := treetest.Diff(w, g); d != "" {
+		t.Fatalf("batched image differs:\n%s", d)
+	}
+	oneLineError(t, run(t, "", "create", "-t", "tar-rafs", "--compression-level", "30", "-B", boot+"2", "-D", blobs, src), "compression level")
+}

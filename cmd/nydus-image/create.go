@@ -31,6 +31,7 @@ type createFlags struct {
 	inlineBoot     bool
 	features       string
 	compressor     string
+	level          int
 	digester       string
 	chunkSize      string
 	batchSize      string
@@ -101,6 +102,7 @@ are read from stdin until EOF.`,
 	fl.BoolVar(&f.inlineBoot, "inline-bootstrap", false, "alias of --blob-inline-meta")
 	fl.StringVar(&f.features, "features", "", "comma-separated blob features; only blob-toc is defined")
 	fl.StringVar(&f.compressor, "compressor", "zstd", "chunk compressor: none, lz4_block, zstd")
+	fl.IntVar(&f.level, "compression-level", 0, "zstd level 1–22 (default 3, as upstream; 1 is ~30% faster for ~6% larger output)")
 	fl.StringVar(&f.digester, "digester", "blake3", "chunk digest algorithm: blake3, sha256")
 	fl.StringVar(&f.chunkSize, "chunk-size", "0x100000", "chunk size, a power of two from 0x1000 to 0x1000000 (decimal or hex)")
 	fl.StringVar(&f.batchSize, "batch-size", "0", "pack files smaller than half of this into batches compressed together; a power of two from 0x1000 to the chunk size, 0 to disable")
@@ -183,7 +185,7 @@ func runCreate(ctx context.Context, f *createFlags, source string, stdin io.Read
 	if f.blob == "" && f.blobDir == "" {
 		return errors.New("one of --blob or --blob-dir is required")
 	}
-	opts := builder.Options{InlineMeta: inline, TOC: toc, Warn: func(m string) { logger.Warn(m) }}
+	opts := builder.Options{InlineMeta: inline, TOC: toc, CompressionLevel: f.level, Warn: func(m string) { logger.Warn(m) }}
 	var err error
 	if opts.Compressor, err = compress.ParseAlgorithm(f.compressor); err != nil {
 		return fmt.Errorf("invalid --compressor: %w", err)

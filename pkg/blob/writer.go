@@ -2,6 +2,7 @@ package blob
 
 import (
 	"crypto/sha256"
+	"encoding"
 	"errors"
 	"fmt"
 	"hash"
@@ -145,7 +146,7 @@ func NewWriter(w io.Writer, opts WriterOptions) (*Writer, error) {
 			return nil, fmt.Errorf("new blob writer: ToC: %w", err)
 		}
 	}
-	return &Writer{w: w, opts: opts, all: sha256.New(), blobHash: sha256.New()}, nil
+	return &Writer{w: w, opts: opts, all: sha256.New()}, nil
 }
 
 // Offset returns the number of bytes written so far.
@@ -158,8 +159,13 @@ func (w *Writer) write(p []byte, inBlobHash bool) error {
 		return w.err
 	}
 	n, err := w.w.Write(p)
+	// Until the first byte that blobHash leaves out, the two hashes are
+	// equal: hash once, and fork the state there.
+	if !inBlobHash && w.blobHash == nil {
+		w.blobHash = cloneHash(w.all)
+	}
 	w.all.Write(p[:n])
-	if inBlobHash {
+	if inBlobHash && w.blobHash != nil {
 		w.blobHash.Write(p[:n])
 	}
 	w.off += int64(n)
@@ -313,7 +319,7 @@ func (w *Writer) finish(p FinishParams) (Result, error) {
 				// Upstream's offset is blob_offset (0); its digest covers
 				// the chunk data and the tar header just written.
 				var sum digester.Digest
-				w.blobHash.Sum(sum[:0])
+				w.blobHashState().Sum(sum[:0])
 				if err := addEntry(SectionChunkData, compress.None, sum, 0, uint64(w.dataSize), res.UncompressedSize); err != nil {
 					return Result{}, err
 				}
@@ -391,7 +397,7 @@ func (w *Writer) finish(p FinishParams) (Result, error) {
 	}
 	res.Size = w.off
 	w.all.Sum(res.Digest[:0])
-	w.blobHash.Sum(res.BlobHash[:0])
+	w.blobHashState().Sum(res.BlobHash[:0])
 	return res, nil
 }
 
@@ -454,4 +460,30 @@ func (w *Writer) writeMeta(p FinishParams, features Features, res *Result, tarHe
 		}
 	}
 	return nil
+}
+
+// blobHashState returns the hash of everything but the chunk digest array.
+func (w *Writer) blobHashState() hash.Hash {
+	if w.blobHash == nil {
+		return w.all
+	}
+	return w.blobHash
+}
+
+// cloneHash copies a hash's state.
+func cloneHash(h hash.Hash) hash.Hash {
+	if c, ok := h.(hash.Cloner); ok {
+		if d, err := c.Clone(); err == nil {
+			return d
+		}
+	}
+	st, err := h.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		panic(fmt.Sprintf("blob: cannot copy sha256 state: %v", err))
+	}
+	d := sha256.New()
+	if err := d.(encoding.BinaryUnmarshaler).UnmarshalBinary(st); err != nil {
+		panic(fmt.Sprintf("blob: cannot copy sha256 state: %v", err))
+	}
+	return d
 }

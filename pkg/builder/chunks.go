@@ -56,6 +56,7 @@ type pipeline struct {
 	chunkSize uint32
 	batchSize uint32
 	comp      compress.Algorithm
+	level     int
 	dig       digester.Algorithm
 	blobIndex uint32
 	out       dataWriter
@@ -100,7 +101,7 @@ type Stats struct {
 	CompressedOut uint64 `json:"compressed_bytes"`
 }
 
-func newPipeline(chunkSize, batchSize uint32, comp compress.Algorithm, dig digester.Algorithm, workers int, blobIndex uint32, known map[digester.Digest]rafs.ChunkInfo, out dataWriter, cache io.WriterAt) *pipeline {
+func newPipeline(chunkSize, batchSize uint32, comp compress.Algorithm, level int, dig digester.Algorithm, workers int, blobIndex uint32, known map[digester.Digest]rafs.ChunkInfo, out dataWriter, cache io.WriterAt) *pipeline {
 	if workers < 1 {
 		workers = 1
 	}
@@ -108,7 +109,7 @@ func newPipeline(chunkSize, batchSize uint32, comp compress.Algorithm, dig diges
 		known = map[digester.Digest]rafs.ChunkInfo{}
 	}
 	p := &pipeline{
-		chunkSize: chunkSize, batchSize: batchSize, comp: comp, dig: dig, blobIndex: blobIndex,
+		chunkSize: chunkSize, batchSize: batchSize, comp: comp, level: level, dig: dig, blobIndex: blobIndex,
 		out: out, cache: cache, known: known,
 		jobs:  make(chan *job, workers*4),
 		order: make(chan *job, workers*4+4),
@@ -131,7 +132,7 @@ func (p *pipeline) worker() {
 		j.out, j.packed = j.data, false
 		if p.comp != compress.None {
 			bp := p.outs.Get().(*[]byte)
-			out, packed, err := compress.CompressIfSmaller(p.comp, (*bp)[:0], j.data)
+			out, packed, err := compress.CompressIfSmallerLevel(p.comp, p.level, (*bp)[:0], j.data)
 			switch {
 			case err != nil:
 				j.err = err

@@ -25,6 +25,10 @@ type Options struct {
 	BatchSize uint32
 	// Compressor compresses chunks (default zstd).
 	Compressor compress.Algorithm
+	// CompressionLevel is the zstd level, 1–22 (0: 3, libzstd's default
+	// and upstream's). Level 1 is about 30% faster for about 6% larger
+	// output.
+	CompressionLevel int
 	// Digester hashes chunks (blake3 or sha256).
 	Digester digester.Algorithm
 	// Whiteout selects how whiteout entries are interpreted.
@@ -87,6 +91,9 @@ func (o *Options) defaults() error {
 	}
 	if o.Whiteout == "" {
 		o.Whiteout = WhiteoutOCI
+	}
+	if o.CompressionLevel < 0 || o.CompressionLevel > 22 {
+		return fmt.Errorf("invalid compression level %d (want 1–22)", o.CompressionLevel)
 	}
 	if o.Workers <= 0 {
 		o.Workers = runtime.GOMAXPROCS(0)
@@ -197,7 +204,7 @@ func Create(ctx context.Context, tarStream io.Reader, blobOut io.Writer, o Optio
 	if err != nil {
 		return nil, err
 	}
-	pl := newPipeline(o.ChunkSize, o.BatchSize, o.Compressor, o.Digester, o.Workers, newIdx, b.known, bw, o.BlobCache)
+	pl := newPipeline(o.ChunkSize, o.BatchSize, o.Compressor, o.CompressionLevel, o.Digester, o.Workers, newIdx, b.known, bw, o.BlobCache)
 	upper, rerr := readTar(ctx, tarStream, pl, o.Warn)
 	if rerr == nil {
 		// Read the source to its end, so that a compressed source's

@@ -80,18 +80,64 @@ func ParseAlgorithm(s string) (Algorithm, error) {
 	return None, fmt.Errorf("parse compression algorithm %q: %w (want none, lz4_block, gzip or zstd)", s, ErrUnsupported)
 }
 
-// zstdEncoder is shared by all goroutines: EncodeAll is safe for concurrent
-// use. Upstream's libzstd default level is 3, which klauspost maps to
-// SpeedDefault. The frame checksum is off and empty input still yields a
-// frame, as with libzstd's ZSTD_compress.
-var zstdEncoder = sync.OnceValues(func() (*zstd.Encoder, error) {
-	return zstd.NewWriter(nil,
-		zstd.WithEncoderLevel(zstd.SpeedDefault),
-		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
-		zstd.WithEncoderCRC(false),
-		zstd.WithZeroFrames(true),
-	)
-})
+// DefaultZstdLevel is the zstd level used unless another is asked for:
+// libzstd's default, 3, as upstream uses.
+const DefaultZstdLevel = 3
+
+// zstdEncoders holds one encoder per speed class, shared by all
+// goroutines: EncodeAll is safe for concurrent use. The frame checksum is
+// off and empty input still yields a frame, as with libzstd's
+// ZSTD_compress.
+var zstdEncoders sync.Map // zstd.EncoderLevel -> func() (*zstd.Encoder, error)
+
+func zstdEncoderFor(level int) (*zstd.Encoder, error) {
+	if level <= 0 {
+		level = DefaultZstdLevel
+	}
+	el := zstd.EncoderLevelFromZstd(level)
+	f, _ := zstdEncoders.LoadOrStore(el, sync.OnceValues(func() (*zstd.Encoder, error) {
+		return zstd.NewWriter(nil,
+			zstd.WithEncoderLevel(el),
+			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
+			zstd.WithEncoderCRC(false),
+			zstd.WithZeroFrames(true),
+		)
+	}))
+	return f.(func() (*zstd.Encoder, error))()
+}
+
+func zstdEncoder() (*zstd.Encoder, error) { return zstdEncoderFor(DefaultZstdLevel) }
+
+// CompressLevel is Compress with a compression level. Only zstd has
+// levels (1–22, mapped onto the encoder's four speed classes: 1–2 fastest,
+// 3–5 default, 6–9 better, 10+ best); 0 means the default. Other
+// algorithms ignore it.
+func CompressLevel(algo Algorithm, level int, dst, src []byte) ([]byte, error) {
+	if algo != Zstd || level == 0 || level == DefaultZstdLevel {
+		return Compress(algo, dst, src)
+	}
+	enc, err := zstdEncoderFor(level)
+	if err != nil {
+		return nil, fmt.Errorf("compress zstd: create encoder: %w", err)
+	}
+	return enc.EncodeAll(src, dst[:0]), nil
+}
+
+// CompressIfSmallerLevel is CompressIfSmaller with a compression level
+// (see CompressLevel).
+func CompressIfSmallerLevel(algo Algorithm, level int, dst, src []byte) ([]byte, bool, error) {
+	if len(src) == 0 || algo == None {
+		return CompressIfSmaller(algo, dst, src)
+	}
+	out, err := CompressLevel(algo, level, dst, src)
+	if err != nil {
+		return nil, false, err
+	}
+	if len(out) >= len(src) {
+		return src, false, nil
+	}
+	return out, true, nil
+}
 
 // zstdDecoder is shared by all goroutines: DecodeAll is safe for concurrent
 // use. DecodeAll never writes past cap(dst), which bounds every allocation
