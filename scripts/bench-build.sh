@@ -240,6 +240,8 @@ add "nydus-image create --blob-inline-meta --features blob-toc" layer ours \
 	'"$N" create -t tar-rafs --blob-inline-meta --features blob-toc --fs-version 6 --whiteout-spec none --prefetch-policy fs -b "$O/c.blob" "$L" </dev/null' "$O/c.blob"
 add "nydus-image create -t tar-rafs --batch-size 0x100000" layer ours \
 	'"$N" create -t tar-rafs --batch-size 0x100000 -B "$O/d.boot" -b "$O/d.blob" "$L"' "$O/d.blob,$O/d.boot"
+add "nydus-image create -t tar-rafs --batch-size 0x100000 --compression-level 1" layer ours \
+	'"$N" create -t tar-rafs --batch-size 0x100000 --compression-level 1 -B "$O/e.boot" -b "$O/e.blob" "$L"' "$O/e.blob,$O/e.boot"
 add "zstd -3 -T0" layer zstd \
 	'zstd -3 -T0 -q -f "$L" -o "$O/layer.tar.zst"' "$O/layer.tar.zst"
 add "mkfs.erofs" layer erofs \

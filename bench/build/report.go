@@ -1,0 +1,437 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// Targets from the project's issue.
+const (
+	targetSpeedRatio = 0.8 // of `zstd -3 -T0` throughput
+	targetRSSMiB     = 256 // peak RSS on a ~1 GiB layer
+)
+
+type kvFlag struct {
+	m map[string]string
+}
+
+func (k *kvFlag) String() string { return "" }
+func (k *kvFlag) Set(s string) error {
+	key, v, ok := strings.Cut(s, "=")
+	if !ok {
+		return fmt.Errorf("want key=value, got %q", s)
+	}
+	k.m[key] = v
+	return nil
+}
+
+// row aggregates the runs of one contender.
+type row struct {
+	group, kind, label string
+	inputBytes         int64
+	walls, cpus        []float64
+	others             []float64 // cores other processes kept busy
+	rss, out           []int64
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+func (r *row) wall() float64 { return median(r.walls) }
+func (r *row) mbps() float64 { return float64(r.inputBytes) / 1e6 / r.wall() }
+func (r *row) cpuPct() float64 {
+	return 100 * median(r.cpus) / r.wall()
+}
+func (r *row) cpuSec() float64     { return median(r.cpus) }
+func (r *row) mbPerCPUs() float64  { return float64(r.inputBytes) / 1e6 / r.cpuSec() }
+func (r *row) otherCores() float64 { return median(r.others) }
+func (r *row) maxRSS() int64       { return slices.Max(r.rss) }
+func (r *row) outSize() int64 {
+	s := slices.Clone(r.out)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func cmdReport(args []string) error {
+	fs := flag.NewFlagSet("report", flag.ContinueOnError)
+	results := fs.String("results", "", "results file written by run (required)")
+	doc := fs.String("doc", "", "markdown file whose section is rewritten (required)")
+	heading := fs.String("heading", "", "the section's heading line (required)")
+	statsPath := fs.String("stats", "", "nydus-image -J report of the big layer build")
+	profile := fs.String("profile", "", "pprof -top output to include")
+	profileCum := fs.String("profile-cum", "", "pprof -top -cum output (all nodes) to summarise")
+	commands := fs.String("commands", "", "file of label<TAB>command lines")
+	kv := &kvFlag{m: map[string]string{}}
+	fs.Var(kv, "kv", "key=value facts about the run (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *results == "" || *doc == "" || *heading == "" {
+		return errors.New("-results, -doc and -heading are required")
+	}
+	rows, err := readRows(*results)
+	if err != nil {
+		return err
+	}
+	var stats map[string]float64
+	if *statsPath != "" {
+		if stats, err = readStats(*statsPath); err != nil {
+			return err
+		}
+	}
+	var cmds [][2]string
+	if *commands != "" {
+		data, err := os.ReadFile(*commands)
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			if a, b, ok := strings.Cut(l, "\t"); ok {
+				cmds = append(cmds, [2]string{a, b})
+			}
+		}
+	}
+	var prof string
+	if *profile != "" {
+		data, err := os.ReadFile(*profile)
+		if err != nil {
+			return err
+		}
+		prof = strings.TrimRight(string(data), "\n")
+	}
+	var summary string
+	if *profileCum != "" {
+		data, err := os.ReadFile(*profileCum)
+		if err != nil {
+			return err
+		}
+		summary = summariseProfile(string(data))
+	}
+	body := render(*heading, rows, kv.m, stats, cmds, prof, summary)
+	fmt.Print(body)
+	return spliceSection(*doc, *heading, body)
+}
+
+func readRows(path string) ([]*row, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var rows []*row
+	byLabel := map[string]*row{}
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		rec, err := parseRecord(line)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, n, err)
+		}
+		key := rec.group + "\x00" + rec.label
+		r := byLabel[key]
+		if r == nil {
+			r = &row{group: rec.group, kind: rec.kind, label: rec.label, inputBytes: rec.inputBytes}
+			byLabel[key] = r
+			rows = append(rows, r)
+		}
+		r.walls = append(r.walls, rec.wall)
+		r.cpus = append(r.cpus, rec.cpu)
+		r.others = append(r.others, rec.others/rec.wall)
+		r.rss = append(r.rss, rec.rssKiB)
+		r.out = append(r.out, rec.outBytes)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 {
+		return nil, fmt.Errorf("%s holds no runs", path)
+	}
+	return rows, nil
+}
+
+func readStats(path string) (map[string]float64, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var v struct {
+		Trace struct {
+			Stats map[string]float64 `json:"stats"`
+		} `json:"trace"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return v.Trace.Stats, nil
+}
+
+func ref(rows []*row, group string) *row {
+	for _, r := range rows {
+		if r.group == group && r.kind == "zstd" {
+			return r
+		}
+	}
+	return nil
+}
+
+func mib(kib int64) float64 { return float64(kib) / 1024 }
+
+// profileParts are the functions whose cumulative share of the CPU
+// profile the report quotes; missing ones (renamed, or not sampled) are
+// left out.
+var profileParts = []struct{ fn, what string }{
+	{"github.com/nydus-go/nydus/pkg/compress.Compress", "zstd compression of chunks"},
+	{"github.com/nydus-go/nydus/pkg/builder.readTar", "tar parsing and copying chunk data (reader goroutine)"},
+	{"github.com/nydus-go/nydus/pkg/digester.Sum", "BLAKE3 chunk digests"},
+	{"github.com/nydus-go/nydus/pkg/builder.(*pipeline).committer", "ordered commit (blob sha256 + write)"},
+	{"github.com/nydus-go/nydus/pkg/builder.marshalTree", "bootstrap"},
+	{"runtime.gcBgMarkWorker", "garbage collector"},
+}
+
+// summariseProfile quotes the cum% of profileParts from `pprof -top -cum`.
+func summariseProfile(text string) string {
+	cum := map[string]string{}
+	for _, l := range strings.Split(text, "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 6 && strings.HasSuffix(f[4], "%") {
+			cum[strings.Join(f[5:], " ")] = f[4]
+		}
+	}
+	var parts []string
+	for _, p := range profileParts {
+		if v, ok := cum[p.fn]; ok {
+			parts = append(parts, fmt.Sprintf("%s %s", p.what, v))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func render(heading string, rows []*row, kv map[string]string, stats map[string]float64, cmds [][2]string, prof, summary string) string {
+	var b strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&b, format, a...) }
+	get := func(k string) string {
+		if v, ok := kv[k]; ok && v != "" {
+			return v
+		}
+		return "?"
+	}
+	p("%s\n\n", heading)
+	p("Written by `scripts/bench-build.sh`; rerun it to refresh these figures.\n\n")
+	p("- Command: `%s` (work dir `%s`, outputs on %s)\n", get("command"), get("workdir"), get("outfs"))
+	p("- Date: %s; commit `%s`; %s\n", get("date"), get("commit"), get("go"))
+	p("- Machine: nproc %s (GOMAXPROCS %s), %s, kernel %s, %s RAM\n", get("nproc"), get("gomaxprocs"), get("cpu"), get("kernel"), get("mem"))
+	p("- Tools: %s; %s\n", get("zstd_version"), get("erofs_version"))
+	p("- Layer: %s\n", get("layer_desc"))
+	p("- 1 GiB layer: %s\n", get("big_desc"))
+	p("\nEach contender ran %d times, interleaved, with its input already in the page cache; the table shows the median. ", len(rows[0].walls))
+	p("Before each run the script waits (bounded) for other processes to leave the CPUs idle and retries a run during which they kept more than %s cores busy; *Others* is what they still used during the recorded runs (median, in cores). ", get("reject"))
+	p("MB/s is input bytes (the layer tar's size, for `mkfs.erofs` too, which reads the same files from the unpacked tree) / 10^6 / median wall seconds. ")
+	p("CPU is (user+sys)/wall (100%% per busy core); *MB/CPU-s* is input MB per CPU-second, which contention on the shared machine distorts much less than wall time. ")
+	p("Output is blob + bootstrap for `nydus-image -B`, the blob (bootstrap inside) for `--blob-inline-meta`, image + blob device for `mkfs.erofs --blobdev`; sizes in 10^6 bytes.\n\n")
+
+	p("| Input | Contender | Median s | Runs (s) | MB/s | Speed ÷ zstd | CPU | MB/CPU-s | Peak RSS | Output | Size ÷ zstd | Others |\n")
+	p("|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, r := range rows {
+		z := ref(rows, r.group)
+		speed, size := "–", "–"
+		if z != nil {
+			speed = fmt.Sprintf("%.2f×", r.mbps()/z.mbps())
+			if z.outSize() > 0 {
+				size = fmt.Sprintf("%.3f", float64(r.outSize())/float64(z.outSize()))
+			}
+		}
+		var runs []string
+		for _, w := range r.walls {
+			runs = append(runs, fmt.Sprintf("%.2f", w))
+		}
+		p("| %s | %s | %.3f | %s | %.1f | %s | %.0f%% | %.1f | %.0f MiB | %.1f MB | %s | %.2f |\n",
+			groupName(r.group, kv), "`"+r.label+"`", r.wall(), strings.Join(runs, " / "), r.mbps(), speed, r.cpuPct(), r.mbPerCPUs(), mib(r.maxRSS()), float64(r.outSize())/1e6, size, r.otherCores())
+	}
+	p("\n")
+
+	// Peak RSS on the big layer.
+	var bigOurs *row
+	for _, r := range rows {
+		if r.group == "big" && r.kind == "ours" {
+			bigOurs = r
+			break
+		}
+	}
+	rssOK := false
+	if bigOurs != nil {
+		rssOK = mib(bigOurs.maxRSS()) <= targetRSSMiB
+		var all []string
+		for _, k := range bigOurs.rss {
+			all = append(all, fmt.Sprintf("%.0f", mib(k)))
+		}
+		p("**Peak RSS** of `%s` on the %s (`/usr/bin/time -v`, max of %d runs): **%.0f MiB** (runs: %s MiB); target ≤ %d MiB: **%s**. Throughput there: %.1f MB/s.\n\n",
+			bigOurs.label, groupName("big", kv), len(bigOurs.rss), mib(bigOurs.maxRSS()), strings.Join(all, " / "), targetRSSMiB, verdict(rssOK), bigOurs.mbps())
+	}
+
+	// Interpretation.
+	p("Interpretation:\n\n")
+	z := ref(rows, "layer")
+	for _, r := range rows {
+		if r.group != "layer" || r.kind != "ours" || z == nil {
+			continue
+		}
+		ratio := r.mbps() / z.mbps()
+		p("- `%s`: %.1f MB/s = %.2f× `%s` (%.1f MB/s); target ≥ %.1f×: **%s**. It kept %.2f of %s cores busy (zstd: %.2f); per CPU-second it does %.2f× zstd's work; its output is %.3f× the size of zstd's.\n",
+			r.label, r.mbps(), ratio, z.label, z.mbps(), targetSpeedRatio, verdict(ratio >= targetSpeedRatio), r.cpuPct()/100, get("nproc"), z.cpuPct()/100,
+			r.mbPerCPUs()/z.mbPerCPUs(), float64(r.outSize())/float64(z.outSize()))
+	}
+	if bigOurs != nil {
+		p("- Peak RSS on the 1 GiB layer: %.0f MiB, target ≤ %d MiB: **%s**.", mib(bigOurs.maxRSS()), targetRSSMiB, verdict(rssOK))
+		if stats != nil && stats["bytes"] > 0 {
+			p(" That layer holds %.0f files; %.0f%% of its %.0f MB of file data were deduplicated chunks (the repeated copies of the rootfs), which are hashed but not compressed nor stored, so its MB/s is not comparable with the first rows'.",
+				stats["files"], 100*stats["dedup_bytes"]/stats["bytes"], stats["bytes"]/1e6)
+		}
+		p("\n")
+	}
+	if summary != "" {
+		p("- Where the builder's CPU time goes (share of CPU samples of one in-process build of the layer, see the profile below): %s.\n", summary)
+	}
+	maxOthers := 0.0
+	for _, r := range rows {
+		maxOthers = max(maxOthers, slices.Max(r.others))
+	}
+	p("- The machine is shared with other sessions' builds and tests: the script %s; other processes still used up to %.2f cores during a recorded run. ", get("contention"), maxOthers)
+	spread, spreadLabel := 0.0, ""
+	for _, r := range rows {
+		if r.kind == "erofs" || len(r.cpus) < 2 {
+			continue
+		}
+		if v := slices.Max(r.cpus)/slices.Min(r.cpus) - 1; v > spread {
+			spread, spreadLabel = v, "`"+r.label+"` on the "+groupName(r.group, kv)
+		}
+	}
+	p("Even on idle CPUs the VM is noisy: the CPU time of one and the same job varied by up to %.0f%% between its runs (%s), so ratios of single medians are good to about that much.\n", 100*spread, spreadLabel)
+	p("- `zstd -3 -T0` splits one stream into multi-MiB jobs compressed on all cores and does nothing else; the builder also parses the tar, hashes every 1 MiB chunk (BLAKE3) for dedup and the chunk table, compresses each chunk as its own zstd frame, sha256-hashes the blob, and writes the RAFS bootstrap, so matching zstd exactly is not expected.\n")
+	p("- `mkfs.erofs` (erofs-utils %s) builds an *uncompressed* image on one thread: it is a lower bound on the metadata + copy cost, not a like-for-like contender.\n", strings.TrimPrefix(get("erofs_version"), "mkfs.erofs "))
+	if strings.HasPrefix(get("outfs"), "tmpfs") {
+		p("- Outputs went to %s, so `nydus-image`'s fsync of its outputs costs nothing here; on a disk it would add the device's write time.\n", get("outfs"))
+	} else {
+		p("- Outputs went to %s; `nydus-image` fsyncs its outputs, the other tools do not, which counts against it here.\n", get("outfs"))
+	}
+
+	if len(cmds) > 0 {
+		p("\nExact commands (`$L` = layer tar, `$B` = 1 GiB layer tar, `$R` = rootfs tree, `$O` = output dir):\n\n")
+		for _, c := range cmds {
+			p("- `%s`: `%s`\n", c[0], c[1])
+		}
+	}
+	if prof != "" {
+		p("\n<details><summary>CPU profile of one in-process build of the layer (`bench/build profile`, `go tool pprof -top`)</summary>\n\n```\n%s\n```\n\n</details>\n", prof)
+	}
+	p("\n")
+	return b.String()
+}
+
+func groupName(g string, kv map[string]string) string {
+	switch g {
+	case "layer":
+		if v := kv["layer_short"]; v != "" {
+			return v
+		}
+	case "big":
+		if v := kv["big_short"]; v != "" {
+			return v
+		}
+	}
+	return g
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "not met"
+}
+
+const docHeader = `# Benchmarks
+
+Performance figures measured on the project's machines. Each section is
+written by the script named in its heading; rerun it to refresh the
+figures. Other sections are left as they are.
+
+`
+
+// spliceSection replaces the section that starts at the heading line (up
+// to the next heading of level 1 or 2 outside code fences) with body,
+// appends it if there is none, and creates the file if it is missing.
+func spliceSection(path, heading, body string) error {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		data = []byte(docHeader)
+	} else if err != nil {
+		return err
+	}
+	lines := strings.SplitAfter(string(data), "\n")
+	start, end := -1, len(lines)
+	fence := false
+	for i, l := range lines {
+		t := strings.TrimRight(l, "\r\n")
+		if strings.HasPrefix(strings.TrimSpace(t), "```") {
+			fence = !fence
+			continue
+		}
+		if fence {
+			continue
+		}
+		if start < 0 {
+			if strings.TrimRight(t, " ") == heading {
+				start = i
+			}
+			continue
+		}
+		if strings.HasPrefix(t, "## ") || strings.HasPrefix(t, "# ") {
+			end = i
+			break
+		}
+	}
+	var out string
+	if start < 0 {
+		out = strings.TrimRight(string(data), "\n") + "\n\n" + body
+	} else {
+		out = strings.Join(lines[:start], "") + body + strings.Join(lines[end:], "")
+	}
+	out = strings.TrimRight(out, "\n") + "\n"
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.WriteString(out); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
