@@ -42,6 +42,9 @@ type Options struct {
 	Parent *rafs.Reader
 	// ChunkDict is a bootstrap whose chunks are reused when identical.
 	ChunkDict *rafs.Reader
+	// ChunkDicts are further chunk dictionaries, e.g. the layers below
+	// this one in the same image (their blob ids must be real).
+	ChunkDicts []*rafs.Reader
 	// Prefetch lists absolute paths recorded in the prefetch table.
 	Prefetch []string
 	// Workers is the number of compression goroutines (default GOMAXPROCS).
@@ -175,6 +178,11 @@ func loadBase(ctx context.Context, o *Options) (*base, error) {
 	}
 	if o.ChunkDict != nil {
 		if err := add(o.ChunkDict, "chunk dictionary", false); err != nil {
+			return nil, err
+		}
+	}
+	for i, d := range o.ChunkDicts {
+		if err := add(d, fmt.Sprintf("chunk dictionary %d", i+1), false); err != nil {
 			return nil, err
 		}
 	}

@@ -36,6 +36,10 @@ type MergeOptions struct {
 	// ChunkDict is the chunk dictionary the layers were built with; its
 	// blobs are not counted as a layer's own blob.
 	ChunkDict *rafs.Reader
+	// KnownBlobs are ids of blobs that layers may reference besides
+	// their own (e.g. the blobs of lower layers they were deduplicated
+	// against); like chunk dictionary blobs they are not a layer's own.
+	KnownBlobs []string
 	// Prefetch lists absolute paths for the prefetch table.
 	Prefetch []string
 	// Warn receives non-fatal diagnostics.
@@ -76,6 +80,9 @@ func Merge(ctx context.Context, sources []MergeSource, o MergeOptions) (*MergeRe
 		return nil, fmt.Errorf("merge needs at least one source bootstrap")
 	}
 	dictBlobs := map[string]bool{}
+	for _, id := range o.KnownBlobs {
+		dictBlobs[id] = true
+	}
 	if o.ChunkDict != nil {
 		for _, b := range o.ChunkDict.Blobs {
 			dictBlobs[b.BlobID] = true
@@ -137,8 +144,12 @@ func Merge(ctx context.Context, sources []MergeSource, o MergeOptions) (*MergeRe
 		opts.Compressor = rd.Ext.Flags.Compressor()
 		remap := make([]uint32, len(rd.Blobs))
 		ownSeen := false
+		own := BlobIDFromPath(src.Path)
+		if src.OriginalBlobID != "" {
+			own = src.OriginalBlobID
+		}
 		for i, bi := range rd.Blobs {
-			if !dictBlobs[bi.BlobID] {
+			if !dictBlobs[bi.BlobID] || bi.BlobID == own {
 				if ownSeen {
 					return nil, fmt.Errorf("%s: bootstrap references more than one blob that is not in the chunk dictionary", what)
 				}

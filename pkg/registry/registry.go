@@ -202,3 +202,67 @@ func RangeBody(resp *http.Response, off, size uint64) ([]byte, error) {
 	}
 	return all[off : off+size], nil
 }
+
+// NewForRepository returns a client for repo that authenticates with a
+// keychain (e.g. authn.DefaultKeychain) over the given base transport
+// (nil: http.DefaultTransport).
+func NewForRepository(ctx context.Context, repo name.Repository, kc authn.Keychain, base http.RoundTripper) (*Client, error) {
+	if kc == nil {
+		kc = authn.DefaultKeychain
+	}
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	auth, err := kc.Resolve(repo)
+	if err != nil {
+		return nil, fmt.Errorf("registry %s: credentials: %w", repo, err)
+	}
+	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, base, []string{repo.Scope(transport.PullScope)})
+	if err != nil {
+		return nil, fmt.Errorf("registry %s: %w", repo, err)
+	}
+	return &Client{
+		cfg:   Config{Host: repo.RegistryStr(), Repo: repo.RepositoryStr(), Scheme: repo.Registry.Scheme(), RetryLimit: 2},
+		repo:  repo,
+		base:  fmt.Sprintf("%s://%s/v2/%s/blobs/", repo.Registry.Scheme(), repo.RegistryStr(), repo.RepositoryStr()),
+		httpc: &http.Client{Transport: rt},
+	}, nil
+}
+
+// ReaderAt returns an io.ReaderAt over one blob of known size, reading
+// through Range requests.
+func (c *Client) ReaderAt(ctx context.Context, digest string, size int64) *BlobReaderAt {
+	return &BlobReaderAt{ctx: ctx, c: c, digest: digest, size: size}
+}
+
+// BlobReaderAt reads a registry blob with Range requests.
+type BlobReaderAt struct {
+	ctx    context.Context
+	c      *Client
+	digest string
+	size   int64
+}
+
+// ReadAt implements io.ReaderAt.
+func (r *BlobReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if off >= r.size {
+		return 0, io.EOF
+	}
+	n := int64(len(p))
+	short := false
+	if off+n > r.size {
+		n, short = r.size-off, true
+	}
+	b, err := r.c.ReadRange(r.ctx, r.digest, off, n)
+	if err != nil {
+		return 0, err
+	}
+	copy(p, b)
+	if short {
+		return len(b), io.EOF
+	}
+	return len(b), nil
+}
+
+// Size returns the blob size.
+func (r *BlobReaderAt) Size() int64 { return r.size }

@@ -1,0 +1,883 @@
+package converter
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/nydus-go/nydus/internal/version"
+	"github.com/nydus-go/nydus/pkg/blob"
+	"github.com/nydus-go/nydus/pkg/builder"
+	"github.com/nydus-go/nydus/pkg/compress"
+	"github.com/nydus-go/nydus/pkg/digester"
+	"github.com/nydus-go/nydus/pkg/rafs"
+	"github.com/nydus-go/nydus/pkg/registry"
+)
+
+// Options configure a conversion. The zero value converts the image for
+// the running platform with upstream's defaults.
+type Options struct {
+	// Platforms selects manifests of an index (default linux/GOARCH).
+	Platforms []v1.Platform
+	// AllPlatforms converts every manifest of an index.
+	AllPlatforms bool
+	// MergePlatform writes an index holding the source manifests and
+	// the Nydus ones (marked with artifactType and os.features).
+	MergePlatform bool
+	// OCI writes OCI media types for Docker sources.
+	OCI bool
+	// Compressor, CompressionLevel, ChunkSize and BatchSize are passed
+	// to the builder (defaults: zstd, level 3, 1 MiB, no batches).
+	Compressor       compress.Algorithm
+	CompressionLevel int
+	ChunkSize        uint32
+	BatchSize        uint32
+	// Digester hashes chunks (default blake3).
+	Digester digester.Algorithm
+	// Prefetch lists absolute paths for the prefetch table.
+	Prefetch []string
+	// Independent packs every layer on its own, like upstream, instead
+	// of against the chunks of the layers below it.
+	Independent bool
+	// ChunkDict is another Nydus image whose chunks are reused.
+	ChunkDict *ChunkDict
+	// Cache is the build cache (nil: none).
+	Cache *BuildCache
+	// WorkDir holds temporary blobs (default: the OS temp dir).
+	WorkDir string
+	// Source and Target configure registry access.
+	Source, Target RegistryOptions
+	// Concurrency bounds layer downloads in flight (default 3).
+	Concurrency int
+	// Events receives progress events (nil: none).
+	Events func(Event)
+	// Log receives diagnostics (nil: discarded).
+	Log *slog.Logger
+}
+
+// Event reports conversion progress.
+type Event struct {
+	// Kind is "layer-start", "layer-progress", "layer-done",
+	// "layer-cached", "push-start", "push-done".
+	Kind     string
+	Platform string
+	Layer    int
+	Layers   int
+	Digest   string
+	Bytes    int64
+	Total    int64
+}
+
+// LayerResult describes one converted layer.
+type LayerResult struct {
+	SourceDigest string        `json:"source_digest"`
+	SourceSize   int64         `json:"source_size"`
+	ChainID      string        `json:"chain_id"`
+	BlobDigest   string        `json:"blob_digest"`
+	BlobSize     int64         `json:"blob_size"`
+	Cached       bool          `json:"cached"`
+	InImage      bool          `json:"in_image"`
+	Stats        builder.Stats `json:"stats"`
+}
+
+// ImageResult describes one converted platform image.
+type ImageResult struct {
+	Platform       string        `json:"platform"`
+	SourceDigest   string        `json:"source_digest"`
+	TargetDigest   string        `json:"target_digest"`
+	Layers         []LayerResult `json:"layers"`
+	SourceSize     int64         `json:"source_size"`
+	NydusSize      int64         `json:"nydus_size"`
+	BootstrapSize  int64         `json:"bootstrap_size"`
+	DedupBytes     uint64        `json:"dedup_bytes"`
+	DictBlobs      []string      `json:"chunk_dict_blobs,omitempty"`
+	ConvertSeconds float64       `json:"convert_seconds"`
+}
+
+// Result describes a conversion.
+type Result struct {
+	Source       string        `json:"source"`
+	Target       string        `json:"target"`
+	SourceDigest string        `json:"source_digest"`
+	TargetDigest string        `json:"target_digest"`
+	Images       []ImageResult `json:"images"`
+	Seconds      float64       `json:"seconds"`
+}
+
+func (o *Options) defaults() {
+	if o.ChunkSize == 0 {
+		o.ChunkSize = rafs.DefaultChunkSize
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 3
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Events == nil {
+		o.Events = func(Event) {}
+	}
+	if len(o.Platforms) == 0 && !o.AllPlatforms {
+		o.Platforms = []v1.Platform{{OS: "linux", Architecture: runtime.GOARCH}}
+	}
+}
+
+// PlatformString renders a platform as os/arch[/variant].
+func PlatformString(p *v1.Platform) string {
+	if p == nil {
+		return "unknown"
+	}
+	s := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		s += "/" + p.Variant
+	}
+	return s
+}
+
+// ParsePlatforms parses a comma-separated list of os/arch[/variant].
+func ParsePlatforms(s string) ([]v1.Platform, error) {
+	var out []v1.Platform
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		p, err := v1.ParsePlatform(f)
+		if err != nil || p.OS == "" || p.Architecture == "" {
+			return nil, fmt.Errorf("invalid platform %q (want os/arch[/variant])", f)
+		}
+		out = append(out, *p)
+	}
+	return out, nil
+}
+
+func (o *Options) wants(p *v1.Platform) bool {
+	if o.AllPlatforms {
+		return true
+	}
+	if p == nil {
+		return false
+	}
+	for _, w := range o.Platforms {
+		if w.OS == p.OS && w.Architecture == p.Architecture && (w.Variant == "" || w.Variant == p.Variant) {
+			return true
+		}
+	}
+	return false
+}
+
+// Convert converts the image at src into a Nydus image at dst.
+func Convert(ctx context.Context, src, dst Ref, o Options) (*Result, error) {
+	start := time.Now()
+	o.defaults()
+	work, err := os.MkdirTemp(o.WorkDir, "nydus-convert-")
+	if err != nil {
+		return nil, fmt.Errorf("work dir: %w", err)
+	}
+	defer os.RemoveAll(work)
+	s, err := openSource(ctx, src, o.Source, work)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	res := &Result{Source: src.String(), Target: dst.String(), SourceDigest: s.digest.String()}
+	c := &conv{o: &o, work: work, src: s, dst: dst}
+	if o.Cache != nil {
+		if err := o.Cache.load(ctx); err != nil {
+			return nil, err
+		}
+	}
+
+	type target struct {
+		srcDesc v1.Descriptor
+		img     *nydusImage
+		res     ImageResult
+	}
+	var targets []target
+	if s.index != nil {
+		im, err := s.index.IndexManifest()
+		if err != nil {
+			return nil, fmt.Errorf("%s: index: %w", src, err)
+		}
+		var avail []string
+		for _, d := range im.Manifests {
+			avail = append(avail, PlatformString(d.Platform))
+			if !d.MediaType.IsImage() || !o.wants(d.Platform) {
+				continue
+			}
+			img, err := s.index.Image(d.Digest)
+			if err != nil {
+				return nil, fmt.Errorf("%s: manifest %s: %w", src, d.Digest, err)
+			}
+			ni, ir, err := c.convertImage(ctx, img, d.Platform)
+			if err != nil {
+				return nil, err
+			}
+			targets = append(targets, target{d, ni, *ir})
+		}
+		if len(targets) == 0 {
+			var want []string
+			for i := range o.Platforms {
+				want = append(want, PlatformString(&o.Platforms[i]))
+			}
+			return nil, fmt.Errorf("%s: index has no manifest for %s (it has %s)", src, strings.Join(want, ","), strings.Join(avail, ", "))
+		}
+	} else {
+		cf, err := s.image.ConfigFile()
+		if err != nil {
+			return nil, fmt.Errorf("%s: config: %w", src, err)
+		}
+		p := cf.Platform()
+		ni, ir, err := c.convertImage(ctx, s.image, p)
+		if err != nil {
+			return nil, err
+		}
+		size, _ := s.image.Size()
+		raw, _ := s.image.RawManifest()
+		_ = raw
+		targets = append(targets, target{v1.Descriptor{MediaType: s.mt, Digest: s.digest, Size: size, Platform: p}, ni, *ir})
+	}
+
+	// Write the target.
+	w, err := newWriter(ctx, dst, o.Target, work)
+	if err != nil {
+		return nil, err
+	}
+	if s.index == nil && !o.MergePlatform {
+		d, err := w.writeImage(ctx, targets[0].img)
+		if err != nil {
+			return nil, err
+		}
+		targets[0].res.TargetDigest = d.String()
+		res.TargetDigest = d.String()
+	} else {
+		var entries []indexEntry
+		if o.MergePlatform {
+			for _, t := range targets {
+				entries = append(entries, indexEntry{desc: t.srcDesc, source: true})
+			}
+		}
+		for i, t := range targets {
+			d, err := w.writeManifestOnly(ctx, t.img)
+			if err != nil {
+				return nil, err
+			}
+			targets[i].res.TargetDigest = d.Digest.String()
+			d.Platform = t.srcDesc.Platform
+			entries = append(entries, indexEntry{desc: d, nydus: true})
+		}
+		dgst, err := w.writeIndex(ctx, entries, s)
+		if err != nil {
+			return nil, err
+		}
+		res.TargetDigest = dgst.String()
+	}
+	if err := w.finish(); err != nil {
+		return nil, err
+	}
+	for _, t := range targets {
+		res.Images = append(res.Images, t.res)
+	}
+	if o.Cache != nil {
+		if err := o.Cache.save(ctx); err != nil {
+			return nil, fmt.Errorf("update build cache: %w", err)
+		}
+	}
+	res.Seconds = time.Since(start).Seconds()
+	return res, nil
+}
+
+// conv holds the state of one conversion.
+type conv struct {
+	o    *Options
+	work string
+	src  *source
+	dst  Ref
+}
+
+// built is one layer after conversion.
+type built struct {
+	res     LayerResult
+	blob    v1.Layer // the blob to push
+	boot    *rafs.Reader
+	meta    []byte // <id>.blob.meta cache file (nil if no chunks)
+	chunked bool
+}
+
+// convertImage converts one platform image.
+func (c *conv) convertImage(ctx context.Context, img v1.Image, p *v1.Platform) (*nydusImage, *ImageResult, error) {
+	start := time.Now()
+	o := c.o
+	plat := PlatformString(p)
+	srcDigest, err := img.Digest()
+	if err != nil {
+		return nil, nil, err
+	}
+	mf, err := img.Manifest()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s (%s): manifest: %w", c.src.ref, plat, err)
+	}
+	rawCfg, err := img.RawConfigFile()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s (%s): config: %w", c.src.ref, plat, err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s (%s): config: %w", c.src.ref, plat, err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s (%s): layers: %w", c.src.ref, plat, err)
+	}
+	for i, l := range layers {
+		mt, err := l.MediaType()
+		if err != nil {
+			return nil, nil, err
+		}
+		switch mt {
+		case types.DockerLayer, types.OCILayer, types.OCIUncompressedLayer, types.OCILayerZStd, types.DockerUncompressedLayer:
+		case MediaTypeNydusBlob:
+			return nil, nil, fmt.Errorf("%s (%s): layer %d is already a Nydus blob: the source is a Nydus image", c.src.ref, plat, i)
+		default:
+			return nil, nil, fmt.Errorf("%s (%s): layer %d has unsupported media type %q", c.src.ref, plat, i, mt)
+		}
+	}
+	if len(cf.RootFS.DiffIDs) != len(layers) {
+		return nil, nil, fmt.Errorf("%s (%s): config lists %d diff_ids for %d layers", c.src.ref, plat, len(cf.RootFS.DiffIDs), len(layers))
+	}
+	chains := chainIDs(cf.RootFS.DiffIDs)
+
+	// Chunk dictionary.
+	var dictRd *rafs.Reader
+	if o.ChunkDict != nil {
+		dictRd = o.ChunkDict.boot
+	}
+
+	// Download layers ahead, a few at a time, while building in order.
+	fetched := make([]chan fetchResult, len(layers))
+	for i := range fetched {
+		fetched[i] = make(chan fetchResult, 1)
+	}
+	sem := make(chan struct{}, o.Concurrency)
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var fwg sync.WaitGroup
+	cachedHits := make([]*cacheHit, len(layers))
+	for i, l := range layers {
+		if o.Cache != nil {
+			cachedHits[i] = o.Cache.lookup(chains[i].String(), c.optionsKey())
+		}
+		if cachedHits[i] != nil {
+			fetched[i] <- fetchResult{}
+			continue
+		}
+		fwg.Add(1)
+		go func(i int, l v1.Layer) {
+			defer fwg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-fctx.Done():
+				fetched[i] <- fetchResult{err: fctx.Err()}
+				return
+			}
+			defer func() { <-sem }()
+			fetched[i] <- c.fetch(fctx, l, i, len(layers), plat)
+		}(i, l)
+	}
+	defer fwg.Wait()
+	defer cancel()
+
+	var done []*built
+	var dicts []*rafs.Reader
+	var known []string
+	for i, l := range layers {
+		var b *built
+		fr := <-fetched[i]
+		if fr.err != nil {
+			return nil, nil, fr.err
+		}
+		if hit := cachedHits[i]; hit != nil {
+			b, err = c.useCached(ctx, hit, l, chains[i].String())
+			if err != nil {
+				o.Log.Warn("build cache entry unusable; converting the layer", "layer", i, "err", err)
+				b = nil
+				fr = c.fetch(ctx, l, i, len(layers), plat)
+				if fr.err != nil {
+					return nil, nil, fr.err
+				}
+			} else {
+				o.Events(Event{Kind: "layer-cached", Platform: plat, Layer: i, Layers: len(layers), Digest: b.res.BlobDigest})
+			}
+		}
+		if b == nil {
+			var layerDicts []*rafs.Reader
+			if !o.Independent {
+				layerDicts = dicts
+			}
+			b, err = c.build(ctx, fr, l, i, len(layers), plat, dictRd, layerDicts)
+			if err != nil {
+				return nil, nil, err
+			}
+			b.res.ChainID = chains[i].String()
+			if o.Cache != nil && b.blob != nil {
+				o.Cache.add(b.res.ChainID, c.optionsKey(), b)
+			}
+		}
+		b.res.ChainID = chains[i].String()
+		done = append(done, b)
+		dicts = append(dicts, b.boot)
+		known = append(known, b.res.BlobDigest)
+	}
+
+	// Merge the per-layer bootstraps.
+	var srcs []builder.MergeSource
+	for _, b := range done {
+		srcs = append(srcs, builder.MergeSource{Reader: b.boot, Path: b.res.BlobDigest})
+	}
+	mopts := builder.MergeOptions{KnownBlobs: known, Prefetch: o.Prefetch, Warn: func(m string) { o.Log.Warn(m) }}
+	if dictRd != nil {
+		mopts.ChunkDict = dictRd
+	}
+	merged, err := builder.Merge(ctx, srcs, mopts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s (%s): merge layers: %w", c.src.ref, plat, err)
+	}
+
+	// Blob layers, in the merged bootstrap's blob order.
+	byID := map[string]*built{}
+	for _, b := range done {
+		byID[b.res.BlobDigest] = b
+	}
+	ir := &ImageResult{Platform: plat, SourceDigest: srcDigest.String()}
+	var blobLayers []v1.Layer
+	var diffIDs []string
+	metas := map[string][]byte{}
+	var layerDescs []v1.Descriptor
+	for _, id := range merged.Blobs {
+		var l v1.Layer
+		var meta []byte
+		var size int64
+		if b, ok := byID[id]; ok {
+			b.res.InImage = true
+			l, meta, size = b.blob, b.meta, b.res.BlobSize
+		} else if o.ChunkDict != nil {
+			dl, ok := o.ChunkDict.blobs[id]
+			if !ok {
+				return nil, nil, fmt.Errorf("merged image refers to blob %s, which no layer or chunk dictionary provides", id)
+			}
+			l, meta, size = dl.layer, dl.meta, dl.size
+			ir.DictBlobs = append(ir.DictBlobs, id)
+		} else {
+			return nil, nil, fmt.Errorf("merged image refers to unknown blob %s", id)
+		}
+		h := v1.Hash{Algorithm: "sha256", Hex: id}
+		blobLayers = append(blobLayers, l)
+		diffIDs = append(diffIDs, h.String())
+		if meta != nil {
+			metas[id] = meta
+		}
+		layerDescs = append(layerDescs, v1.Descriptor{MediaType: MediaTypeNydusBlob, Digest: h, Size: size,
+			Annotations: map[string]string{AnnotationNydusBlob: "true"}})
+		ir.NydusSize += size
+	}
+	bl, err := makeBootstrapLayer(merged.Bootstrap, metas)
+	if err != nil {
+		return nil, nil, err
+	}
+	bootDigest := v1.Hash{Algorithm: "sha256", Hex: sha256Hex(bl.gz)}
+	bootDiff, _ := v1.NewHash(bl.diffID)
+	docker := (mf.MediaType == types.DockerManifestSchema2) && !o.OCI
+	bootMT := types.MediaType(MediaTypeOCILayerGzip)
+	if docker {
+		bootMT = MediaTypeDockerLayerGzip
+	}
+	bootLayer := &blobLayer{data: bl.gz, digest: bootDigest, diffID: bootDiff, size: int64(len(bl.gz)), mt: bootMT}
+	layerDescs = append(layerDescs, v1.Descriptor{MediaType: bootMT, Digest: bootDigest, Size: int64(len(bl.gz)),
+		Annotations: map[string]string{AnnotationNydusBootstrap: "true", AnnotationFSVersion: "6"}})
+	diffIDs = append(diffIDs, bl.diffID)
+	ir.BootstrapSize = int64(len(bl.gz))
+	ir.NydusSize += int64(len(bl.gz))
+
+	// Config: the source's, with Nydus diff_ids and a history entry.
+	cfgJSON, err := nydusConfig(rawCfg, diffIDs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s (%s): config: %w", c.src.ref, plat, err)
+	}
+	cfgMT := types.OCIConfigJSON
+	manMT := types.OCIManifestSchema1
+	if docker {
+		cfgMT, manMT = types.DockerConfigJSON, types.DockerManifestSchema2
+	}
+	if o.MergePlatform {
+		cfgMT = ManifestConfigNydus
+	}
+	man := v1.Manifest{
+		SchemaVersion: 2,
+		MediaType:     manMT,
+		Config:        v1.Descriptor{MediaType: cfgMT, Digest: v1.Hash{Algorithm: "sha256", Hex: sha256Hex(cfgJSON)}, Size: int64(len(cfgJSON))},
+		Layers:        layerDescs,
+		Annotations: map[string]string{
+			AnnotationSourceDigest:   srcDigest.String(),
+			AnnotationSourceRef:      c.src.ref.String(),
+			AnnotationFSVersion:      "6",
+			AnnotationBuilderVersion: version.Version,
+		},
+	}
+	rawMan, err := json.Marshal(man)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, b := range done {
+		ir.Layers = append(ir.Layers, b.res)
+		ir.SourceSize += b.res.SourceSize
+		ir.DedupBytes += b.res.Stats.DedupBytes
+	}
+	ir.ConvertSeconds = time.Since(start).Seconds()
+	return &nydusImage{manifest: rawMan, config: cfgJSON, mt: manMT, layers: append(blobLayers, bootLayer)}, ir, nil
+}
+
+// nydusConfig rewrites the image config: diff_ids become the blob
+// digests plus the bootstrap layer's, and a history entry is appended.
+// Unknown fields are kept.
+func nydusConfig(raw []byte, diffIDs []string) ([]byte, error) {
+	var cfg map[string]any
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		return nil, err
+	}
+	cfg["rootfs"] = map[string]any{"type": "layers", "diff_ids": diffIDs}
+	hist, _ := cfg["history"].([]any)
+	hist = append(hist, map[string]any{"created_by": "Nydus Converter", "comment": "Nydus Bootstrap Layer"})
+	cfg["history"] = hist
+	return json.Marshal(cfg)
+}
+
+// chainIDs computes the OCI ChainIDs of a layer stack.
+func chainIDs(diffIDs []v1.Hash) []v1.Hash {
+	out := make([]v1.Hash, len(diffIDs))
+	for i, d := range diffIDs {
+		if i == 0 {
+			out[i] = d
+			continue
+		}
+		out[i] = v1.Hash{Algorithm: "sha256", Hex: sha256Hex([]byte(out[i-1].String() + " " + d.String()))}
+	}
+	return out
+}
+
+// optionsKey identifies the build options that change a layer's blob.
+func (c *conv) optionsKey() string {
+	o := c.o
+	mode := "chained"
+	if o.Independent {
+		mode = "independent"
+	}
+	dict := ""
+	if o.ChunkDict != nil {
+		dict = o.ChunkDict.id
+	}
+	return fmt.Sprintf("v1;%s;%s;l%d;c%#x;b%#x;%s;%s", mode, o.Compressor, o.CompressionLevel, o.ChunkSize, o.BatchSize, o.Digester, dict)
+}
+
+// fetchResult is a downloaded (or local) compressed layer.
+type fetchResult struct {
+	path string // temp file; "" when the layer is read directly
+	err  error
+}
+
+// fetch downloads a registry layer to a temporary file, verifying its
+// digest; local layers are read in place later.
+func (c *conv) fetch(ctx context.Context, l v1.Layer, i, n int, plat string) fetchResult {
+	if c.src.ref.Name == nil {
+		return fetchResult{}
+	}
+	d, _ := l.Digest()
+	size, _ := l.Size()
+	rc, err := l.Compressed()
+	if err != nil {
+		return fetchResult{err: fmt.Errorf("layer %d %s: %w", i, d, describeRemoteErr(err))}
+	}
+	defer rc.Close()
+	f, err := os.CreateTemp(c.work, "layer-*.src")
+	if err != nil {
+		return fetchResult{err: err}
+	}
+	cr := &countingReader{r: rc, report: func(b int64) {
+		c.o.Events(Event{Kind: "layer-progress", Platform: plat, Layer: i, Layers: n, Digest: d.String(), Bytes: b, Total: size * 2})
+	}}
+	if _, err := io.Copy(f, cr); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return fetchResult{err: fmt.Errorf("download layer %d %s from %s: %w", i, d, c.src.ref, describeRemoteErr(err))}
+	}
+	if err := f.Close(); err != nil {
+		return fetchResult{err: err}
+	}
+	return fetchResult{path: f.Name()}
+}
+
+// build converts one layer.
+func (c *conv) build(ctx context.Context, fr fetchResult, l v1.Layer, i, n int, plat string, dict *rafs.Reader, dicts []*rafs.Reader) (*built, error) {
+	o := c.o
+	d, _ := l.Digest()
+	size, _ := l.Size()
+	o.Events(Event{Kind: "layer-start", Platform: plat, Layer: i, Layers: n, Digest: d.String(), Total: size})
+	var rc io.ReadCloser
+	var err error
+	if fr.path != "" {
+		rc, err = os.Open(fr.path)
+		defer os.Remove(fr.path)
+	} else {
+		rc, err = l.Compressed()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("layer %d %s: %w", i, d, err)
+	}
+	defer rc.Close()
+	counted := &countingReader{r: rc, report: func(b int64) {
+		o.Events(Event{Kind: "layer-progress", Platform: plat, Layer: i, Layers: n, Digest: d.String(), Bytes: size + b, Total: size * 2})
+	}}
+	if fr.path == "" {
+		counted.report = func(b int64) {
+			o.Events(Event{Kind: "layer-progress", Platform: plat, Layer: i, Layers: n, Digest: d.String(), Bytes: b, Total: size})
+		}
+	}
+	tarStream, closeDec, err := decompress(counted)
+	if err != nil {
+		return nil, fmt.Errorf("layer %d %s: %w", i, d, err)
+	}
+	defer closeDec()
+	blobFile, err := os.CreateTemp(c.work, "blob-*")
+	if err != nil {
+		return nil, err
+	}
+	bw := bufio.NewWriterSize(blobFile, 1<<20)
+	res, err := builder.Create(ctx, tarStream, bw, builder.Options{
+		ChunkSize:        o.ChunkSize,
+		BatchSize:        o.BatchSize,
+		Compressor:       o.Compressor,
+		CompressionLevel: o.CompressionLevel,
+		Digester:         o.Digester,
+		Whiteout:         builder.WhiteoutNone,
+		InlineMeta:       true,
+		TOC:              true,
+		ChunkDict:        dict,
+		ChunkDicts:       dicts,
+		Warn:             func(m string) { o.Log.Warn(m, "layer", i) },
+	})
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := blobFile.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(blobFile.Name())
+		return nil, fmt.Errorf("layer %d %s: %w", i, d, err)
+	}
+	id := res.BlobID
+	path := filepath.Join(c.work, id)
+	if err := os.Rename(blobFile.Name(), path); err != nil {
+		return nil, err
+	}
+	boot, err := openLayerBootstrap(ctx, res.Bootstrap, id)
+	if err != nil {
+		return nil, fmt.Errorf("layer %d: %w", i, err)
+	}
+	h := v1.Hash{Algorithm: "sha256", Hex: id}
+	b := &built{
+		res:  LayerResult{SourceDigest: d.String(), SourceSize: size, BlobDigest: id, BlobSize: int64(res.BlobSize), Stats: res.Stats},
+		blob: &blobLayer{path: path, digest: h, diffID: h, size: int64(res.BlobSize), mt: MediaTypeNydusBlob},
+		boot: boot, meta: res.BlobMeta, chunked: res.Stats.UniqueChunks > 0,
+	}
+	o.Events(Event{Kind: "layer-done", Platform: plat, Layer: i, Layers: n, Digest: id, Bytes: int64(res.BlobSize)})
+	return b, nil
+}
+
+// openLayerBootstrap opens a layer's inline bootstrap and gives its own
+// blob (named by the placeholder) its real id.
+func openLayerBootstrap(ctx context.Context, boot []byte, id string) (*rafs.Reader, error) {
+	rd, err := rafs.Open(ctx, bytes.NewReader(boot), int64(len(boot)))
+	if err != nil {
+		return nil, fmt.Errorf("layer bootstrap: %w", err)
+	}
+	for i := range rd.Blobs {
+		if rd.Blobs[i].BlobID == rafs.PlaceholderBlobID {
+			rd.Blobs[i].BlobID = id
+		}
+	}
+	return rd, nil
+}
+
+// decompress detects gzip or zstd by magic; anything else is a tar.
+func decompress(r io.Reader) (io.Reader, func(), error) {
+	br := bufio.NewReaderSize(r, 1<<20)
+	magic, _ := br.Peek(4)
+	switch {
+	case len(magic) >= 2 && magic[0] == 0x1f && magic[1] == 0x8b:
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, nil, fmt.Errorf("gzip: %w", err)
+		}
+		return zr, func() { zr.Close() }, nil
+	case len(magic) == 4 && magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd:
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, nil, fmt.Errorf("zstd: %w", err)
+		}
+		return zr, zr.Close, nil
+	}
+	return br, func() {}, nil
+}
+
+// countingReader reports the bytes read so far, at most every 4 MiB.
+type countingReader struct {
+	r      io.Reader
+	n      int64
+	last   int64
+	report func(int64)
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if c.report != nil && (c.n-c.last >= 4<<20 || err == io.EOF) {
+		c.last = c.n
+		c.report(c.n)
+	}
+	return n, err
+}
+
+// ChunkDict is a Nydus image whose chunks conversions reuse.
+type ChunkDict struct {
+	boot  *rafs.Reader
+	id    string
+	blobs map[string]dictBlob
+}
+
+type dictBlob struct {
+	layer v1.Layer
+	meta  []byte
+	size  int64
+}
+
+// OpenChunkDict loads a chunk dictionary: `bootstrap:registry:REF` (a
+// Nydus image in a registry) or `bootstrap:local:PATH` (a bootstrap
+// file whose blobs must then already be in the target registry).
+func OpenChunkDict(ctx context.Context, spec string, ro RegistryOptions) (*ChunkDict, error) {
+	kind, rest, ok := strings.Cut(spec, ":")
+	if !ok || kind != "bootstrap" {
+		return nil, fmt.Errorf("invalid --chunk-dict %q (want bootstrap:registry:REF or bootstrap:local:PATH)", spec)
+	}
+	where, loc, ok := strings.Cut(rest, ":")
+	if !ok || loc == "" {
+		return nil, fmt.Errorf("invalid --chunk-dict %q (want bootstrap:registry:REF or bootstrap:local:PATH)", spec)
+	}
+	switch where {
+	case "local":
+		b, err := os.ReadFile(loc)
+		if err != nil {
+			return nil, fmt.Errorf("chunk dict: %w", err)
+		}
+		rd, err := rafs.Open(ctx, bytes.NewReader(b), int64(len(b)))
+		if err != nil {
+			return nil, fmt.Errorf("chunk dict %s: %w", loc, err)
+		}
+		return &ChunkDict{boot: rd, id: "local:" + sha256Hex(b), blobs: map[string]dictBlob{}}, nil
+	case "registry":
+		ref, err := ParseRef(loc, false, ro)
+		if err != nil || ref.Name == nil {
+			return nil, fmt.Errorf("chunk dict: invalid reference %q", loc)
+		}
+		return openRegistryDict(ctx, ref, ro)
+	}
+	return nil, fmt.Errorf("invalid --chunk-dict %q (want bootstrap:registry:REF or bootstrap:local:PATH)", spec)
+}
+
+func openRegistryDict(ctx context.Context, ref Ref, ro RegistryOptions) (*ChunkDict, error) {
+	img, err := remote.Image(ref.Name, ro.Remote(ctx)...)
+	if err != nil {
+		return nil, fmt.Errorf("chunk dict %s: %w", ref, err)
+	}
+	mf, err := img.Manifest()
+	if err != nil {
+		return nil, fmt.Errorf("chunk dict %s: %w", ref, err)
+	}
+	cd := &ChunkDict{blobs: map[string]dictBlob{}}
+	repo := ref.Name.Context()
+	var bootDesc *v1.Descriptor
+	for i, l := range mf.Layers {
+		if l.Annotations[AnnotationNydusBootstrap] == "true" {
+			bootDesc = &mf.Layers[i]
+		}
+	}
+	if bootDesc == nil {
+		return nil, fmt.Errorf("chunk dict %s is not a Nydus image (no bootstrap layer)", ref)
+	}
+	bl, err := remote.Layer(repo.Digest(bootDesc.Digest.String()), ro.Remote(ctx)...)
+	if err != nil {
+		return nil, fmt.Errorf("chunk dict %s: %w", ref, err)
+	}
+	rc, err := bl.Compressed()
+	if err != nil {
+		return nil, fmt.Errorf("chunk dict %s: bootstrap layer: %w", ref, err)
+	}
+	boot, err := ExtractBootstrap(rc, rafs.MaxMetadataSize)
+	rc.Close()
+	if err != nil {
+		return nil, fmt.Errorf("chunk dict %s: %w", ref, err)
+	}
+	rd, err := rafs.Open(ctx, bytes.NewReader(boot), int64(len(boot)))
+	if err != nil {
+		return nil, fmt.Errorf("chunk dict %s: %w", ref, err)
+	}
+	cd.boot, cd.id = rd, "registry:"+sha256Hex(boot)
+	rr, err := registry.NewForRepository(ctx, repo, ro.Keychain, ro.Transport)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range mf.Layers {
+		if l.MediaType != MediaTypeNydusBlob {
+			continue
+		}
+		rl, err := remote.Layer(repo.Digest(l.Digest.String()), ro.Remote(ctx)...)
+		if err != nil {
+			return nil, err
+		}
+		meta, _ := blobMetaFile(ctx, rr, l.Digest.String(), l.Size)
+		cd.blobs[l.Digest.Hex] = dictBlob{layer: rl, meta: meta, size: l.Size}
+	}
+	return cd, nil
+}
+
+// blobMetaFile reads a remote blob's `.blob.meta` through range reads.
+func blobMetaFile(ctx context.Context, rr *registry.Client, digest string, size int64) ([]byte, error) {
+	br, err := blob.Open(rr.ReaderAt(ctx, digest, size), size)
+	if err != nil {
+		return nil, err
+	}
+	return br.MetaFile()
+}
+
+// errNotImplemented is returned by unfinished paths.
+var errNotImplemented = errors.New("not implemented")
+
+var _ = sort.Strings
+var _ name.Reference
