@@ -18,7 +18,7 @@ build:
 deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    zstd erofs-utils debootstrap >/dev/null; \
+	    zstd erofs-utils debootstrap docker-registry >/dev/null; \
 	fi
 	$(GO) mod download
 
