@@ -42,6 +42,9 @@ type BuildCache struct {
 	ents []cacheEntry
 	// fresh holds entries added in this run, with their blob layers.
 	fresh map[string]v1.Layer
+	// pushedTo is the repository the fresh blobs were pushed to, if a
+	// registry: the cache mounts them from there instead of uploading.
+	pushedTo *name.Repository
 	dirty bool
 }
 
@@ -162,6 +165,11 @@ func (bc *BuildCache) save(ctx context.Context) error {
 		}
 		seen[e.desc.Digest] = true
 		l, ok := bc.fresh[e.desc.Digest.Hex]
+		if ok && bc.pushedTo != nil && bc.pushedTo.RegistryStr() == repo.RegistryStr() {
+			if rl, err := remote.Layer(bc.pushedTo.Digest(e.desc.Digest.String()), bc.ro.Remote(ctx)...); err == nil {
+				l = rl
+			}
+		}
 		if !ok {
 			rl, err := remote.Layer(repo.Digest(e.desc.Digest.String()), bc.ro.Remote(ctx)...)
 			if err != nil {

@@ -297,6 +297,10 @@ func Convert(ctx context.Context, src, dst Ref, o Options) (*Result, error) {
 		res.Images = append(res.Images, t.res)
 	}
 	if o.Cache != nil {
+		if dst.Name != nil {
+			repo := dst.Name.Context()
+			o.Cache.pushedTo = &repo
+		}
 		if err := o.Cache.save(ctx); err != nil {
 			return nil, fmt.Errorf("update build cache: %w", err)
 		}
