@@ -45,7 +45,7 @@ type BuildCache struct {
 	// pushedTo is the repository the fresh blobs were pushed to, if a
 	// registry: the cache mounts them from there instead of uploading.
 	pushedTo *name.Repository
-	dirty bool
+	dirty    bool
 }
 
 type cacheEntry struct {
