@@ -184,3 +184,5 @@ func TestInterruptedPushResumes(t *testing.T) {
 }
 
 var _ name.Reference
+
+func emptyIndex() v1.ImageIndex { return empty.Index }

@@ -1,0 +1,101 @@
+package converter
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/nydus-go/nydus/internal/treetest"
+	"github.com/nydus-go/nydus/pkg/registry/registrytest"
+)
+
+func TestMultiPlatform(t *testing.T) {
+	ctx := context.Background()
+	r := registrytest.Start(t, registrytest.Options{})
+	amd := treetest.Tar([]treetest.File{treetest.Reg("arch", 0o644, []byte("amd64\n"))})
+	arm := treetest.Tar([]treetest.File{treetest.Reg("arch", 0o644, []byte("arm64\n"))})
+	registrytest.PushIndex(t, r.Host+"/multi:1", map[string][][]byte{"linux/amd64": {amd}, "linux/arm64": {arm}})
+
+	// --all-platforms: an index of two Nydus manifests.
+	o := testOptions(t)
+	o.AllPlatforms = true
+	res, err := Convert(ctx, ref(t, r.Host+"/multi:1"), ref(t, r.Host+"/multi:nydus"), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Images) != 2 {
+		t.Fatalf("converted %d images", len(res.Images))
+	}
+	idx, err := remote.Index(ref(t, r.Host+"/multi:nydus").Name, plain.Remote(ctx)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, _ := idx.IndexManifest()
+	if len(im.Manifests) != 2 {
+		t.Fatalf("index has %d manifests", len(im.Manifests))
+	}
+	for _, d := range im.Manifests {
+		if d.ArtifactType != ArtifactTypeNydus || len(d.Platform.OSFeatures) != 1 || d.Platform.OSFeatures[0] != OSFeatureNydus {
+			t.Fatalf("nydus entry not marked: %+v", d)
+		}
+	}
+
+	// --merge-platform: OCI manifests first, then the Nydus ones.
+	o = testOptions(t)
+	o.MergePlatform = true
+	o.Platforms = []v1.Platform{{OS: "linux", Architecture: "arm64"}}
+	if _, err := Convert(ctx, ref(t, r.Host+"/multi:1"), ref(t, r.Host+"/multi:merged"), o); err != nil {
+		t.Fatal(err)
+	}
+	idx, _ = remote.Index(ref(t, r.Host+"/multi:merged").Name, plain.Remote(ctx)...)
+	im, _ = idx.IndexManifest()
+	if len(im.Manifests) != 2 || im.Manifests[0].ArtifactType == ArtifactTypeNydus || im.Manifests[1].ArtifactType != ArtifactTypeNydus {
+		t.Fatalf("merged index %+v", im.Manifests)
+	}
+	// The OCI manifest is usable in the target repository, and the
+	// Nydus config has the Nydus config media type.
+	if _, err := idx.Image(im.Manifests[0].Digest); err != nil {
+		t.Fatal(err)
+	}
+	nimg, _ := idx.Image(im.Manifests[1].Digest)
+	mf, _ := nimg.Manifest()
+	if mf.Config.MediaType != ManifestConfigNydus {
+		t.Fatalf("config media type %s", mf.Config.MediaType)
+	}
+}
+
+// TestOCILayoutAndArchive converts from a registry into an OCI layout
+// directory, from there into an archive, and back.
+func TestOCILayoutAndArchive(t *testing.T) {
+	ctx := context.Background()
+	r := registrytest.Start(t, registrytest.Options{})
+	l := treetest.Tar(treetest.Sample())
+	registrytest.PushImage(t, r.Host+"/app:1", [][]byte{l})
+	dir := t.TempDir()
+	// Source image into an OCI layout (our oci: extension).
+	img, _ := remote.Image(ref(t, r.Host+"/app:1").Name, plain.Remote(ctx)...)
+	p, _ := layout.Write(filepath.Join(dir, "src"), emptyIndex())
+	p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": "v1"}))
+	if _, err := Convert(ctx, ref(t, "oci:"+filepath.Join(dir, "src")+":v1"), ref(t, "oci:"+filepath.Join(dir, "out")+":nydus"), testOptions(t)); err != nil {
+		t.Fatal(err)
+	}
+	// Archive target from the layout, then push the archive to the registry.
+	arch := filepath.Join(dir, "nydus.tar")
+	dst, _ := ParseRef(arch, true, plain)
+	if _, err := Convert(ctx, ref(t, "oci:"+filepath.Join(dir, "src")+":v1"), dst, testOptions(t)); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(arch); err != nil || st.Size() == 0 {
+		t.Fatalf("archive: %v", err)
+	}
+	// A Nydus image as a source is refused with a clear error.
+	if _, err := Convert(ctx, ref(t, "oci:"+filepath.Join(dir, "out")+":nydus"), ref(t, r.Host+"/x:1"), testOptions(t)); err == nil {
+		t.Fatal("converting a Nydus image succeeded")
+	} else {
+		t.Log(err)
+	}
+}
