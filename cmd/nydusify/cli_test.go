@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nydus-go/nydus/internal/treetest"
+	"github.com/nydus-go/nydus/pkg/registry/registrytest"
+)
+
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "nydusify-cli-")
+	if err != nil {
+		panic(err)
+	}
+	bin = filepath.Join(dir, "nydusify")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func run(t *testing.T, dir string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "HOME="+dir, "DOCKER_CONFIG="+dir)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{o.String(), e.String(), code}
+}
+
+func TestConvertCLI(t *testing.T) {
+	r := registrytest.Start(t, registrytest.Options{})
+	dir := t.TempDir()
+	l1 := treetest.Tar(treetest.Sample())
+	l2 := treetest.Tar([]treetest.File{treetest.Reg("data/big-again", 0o644, treetest.Random(1, 3<<20+12345))})
+	registrytest.PushImage(t, r.Host+"/app:1", [][]byte{l1, l2})
+	out := filepath.Join(dir, "report.json")
+	res := run(t, dir, "convert", "--source", r.Host+"/app:1", "--target", r.Host+"/app:1-nydus", "--plain-http",
+		"--platform", "linux/amd64", "--output-json", out)
+	if res.code != 0 {
+		t.Fatalf("convert: %d\n%s", res.code, res.stderr)
+	}
+	// Not a terminal: plain log lines and a summary table.
+	for _, want := range []string{"layer converted", "PLATFORM", "DEDUPLICATED", "converted " + r.Host + "/app:1"} {
+		if !strings.Contains(res.stderr, want) {
+			t.Fatalf("stderr lacks %q:\n%s", want, res.stderr)
+		}
+	}
+	var rep struct {
+		Images []struct {
+			Layers []struct {
+				Stats struct {
+					DedupBytes int64 `json:"dedup_bytes"`
+				} `json:"stats"`
+			} `json:"layers"`
+			NydusSize int64 `json:"nydus_size"`
+		} `json:"images"`
+	}
+	b, _ := os.ReadFile(out)
+	if err := json.Unmarshal(b, &rep); err != nil || len(rep.Images) != 1 || rep.Images[0].Layers[1].Stats.DedupBytes < 3<<20 {
+		t.Fatalf("report %s (%v)", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "tmp")); err == nil {
+		t.Fatal("the default work dir was left behind")
+	}
+	// copy to another repository: blobs are mounted, nothing re-uploaded.
+	r.ResetStats()
+	res = run(t, dir, "copy", "--source", r.Host+"/app:1-nydus", "--target", r.Host+"/copy:1", "--plain-http")
+	if res.code != 0 {
+		t.Fatalf("copy: %s", res.stderr)
+	}
+	if st := r.Stats(); st.Mounts == 0 || st.UploadBytes > 64<<10 {
+		t.Fatalf("copy uploaded %d bytes with %d mounts", st.UploadBytes, st.Mounts)
+	}
+}
+
+func TestConvertCLIErrors(t *testing.T) {
+	r := registrytest.Start(t, registrytest.Options{})
+	dir := t.TempDir()
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"convert", "--target", "x"}, "--source"},
+		{[]string{"convert", "--source", r.Host + "/nope:1", "--target", r.Host + "/x:1", "--plain-http", "--push-retry-count", "1"}, "nope"},
+		{[]string{"convert", "--source", "a", "--target", "b", "--all-platforms", "--platform", "linux/arm64"}, "--all-platforms conflicts"},
+		{[]string{"convert", "--source", "a", "--target", "b", "--prefetch-patterns", "--prefetch-dir", "/x"}, "conflicts"},
+		{[]string{"convert", "--source", "a", "--target", "b", "--oci-ref"}, "not supported yet"},
+		{[]string{"convert", "--source", "a", "--target", "b", "--fs-version", "5"}, "only RAFS v6"},
+		{[]string{"convert", "--source", "a", "--target", "b", "--chunk-dict", "registry:x"}, "bootstrap:registry:REF"},
+		{[]string{"convert", "--source", "a", "--target", "b", "--build-cache", "c", "--build-cache-max-records", "500"}, "1–200"},
+		{[]string{"convert", "--source", "a", "--target", "b", "--compressor", "gzip"}, "--compressor"},
+		{[]string{"convert", "--source", "a", "--target", "b", "--platform", "linux"}, "invalid platform"},
+	}
+	for _, c := range cases {
+		res := run(t, dir, c.args...)
+		lines := strings.Split(strings.TrimSpace(res.stderr), "\n")
+		last := lines[len(lines)-1]
+		if res.code == 0 || !strings.Contains(last, c.want) || strings.Contains(res.stderr, "panic") {
+			t.Errorf("%v: exit %d, stderr %q; want an error containing %q", c.args, res.code, res.stderr, c.want)
+		}
+	}
+}
