@@ -24,7 +24,7 @@ type progress struct {
 func newProgress(tty bool, log *slog.Logger) *progress {
 	pr := &progress{tty: tty, log: log, bars: map[string]*mpb.Bar{}}
 	if tty {
-		pr.p = mpb.New(mpb.WithOutput(os.Stderr), mpb.WithWidth(40))
+		pr.p = mpb.New(mpb.WithOutput(os.Stderr), mpb.WithWidth(40), mpb.WithAutoRefresh())
 	}
 	return pr
 }
