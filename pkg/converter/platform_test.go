@@ -1,13 +1,21 @@
 package converter
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/compression"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/registry/registrytest"
@@ -97,5 +105,39 @@ func TestOCILayoutAndArchive(t *testing.T) {
 		t.Fatal("converting a Nydus image succeeded")
 	} else {
 		t.Log(err)
+	}
+}
+
+// TestZstdAndUncompressedLayers converts layers compressed with zstd and
+// stored uncompressed.
+func TestZstdAndUncompressedLayers(t *testing.T) {
+	ctx := context.Background()
+	r := registrytest.Start(t, registrytest.Options{})
+	l1 := treetest.Tar(treetest.Sample())
+	l2 := treetest.Tar([]treetest.File{treetest.Reg("plain", 0o644, treetest.Random(9, 100000))})
+	zl, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(l1)), nil },
+		tarball.WithCompression(compression.ZStd), tarball.WithMediaType(types.OCILayerZStd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ul := static.NewLayer(l2, types.OCIUncompressedLayer)
+	img, err := mutate.AppendLayers(empty.Image, zl, ul)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img = mutate.MediaType(img, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	cf, _ := img.ConfigFile()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	img, _ = mutate.ConfigFile(img, cf)
+	if err := remote.Write(ref(t, r.Host+"/zstd:1").Name, img, plain.Remote(ctx)...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Convert(ctx, ref(t, r.Host+"/zstd:1"), ref(t, r.Host+"/zstd:nydus"), testOptions(t)); err != nil {
+		t.Fatal(err)
+	}
+	p := pull(t, r, r.Host+"/zstd:nydus")
+	if d := treetest.Diff(expected(t, l1, l2), p.tree); d != "" {
+		t.Fatalf("tree differs:\n%s", d)
 	}
 }
