@@ -35,6 +35,8 @@ type Entry struct {
 	Xattrs  map[string]string
 	Links   string // the sorted, joined paths of all hard links of a file
 	inodeID int
+	// implicit marks a parent directory the layer did not list.
+	implicit bool
 }
 
 // Tree maps absolute paths ("/" for the root) to entries.
@@ -54,7 +56,7 @@ type Options struct {
 // replace earlier ones and hard links share an inode. Whiteouts are kept
 // as ordinary files.
 func FromTar(r io.Reader, o Options) (Tree, error) {
-	t := Tree{"/": {Type: tar.TypeDir, Mode: 0o755}}
+	t := Tree{"/": {Type: tar.TypeDir, Mode: 0o755, implicit: true}}
 	tr := tar.NewReader(r)
 	next := 1
 	for {
@@ -110,7 +112,7 @@ func FromTar(r io.Reader, o Options) (Tree, error) {
 		next++
 		// Implicit parents.
 		for d := path.Dir(p); t[d] == nil; d = path.Dir(d) {
-			t[d] = &Entry{Type: tar.TypeDir, Mode: 0o755, Xattrs: map[string]string{}}
+			t[d] = &Entry{Type: tar.TypeDir, Mode: 0o755, Xattrs: map[string]string{}, implicit: true}
 		}
 		t[p] = e
 	}
@@ -341,13 +343,13 @@ func ApplyOCI(lower, upper Tree) Tree {
 			removeChildren(out, path.Dir(p))
 		}
 	}
-	for p, e := range upper {
-		base := path.Base(p)
-		switch {
-		case base == ".wh..wh..opq":
-			continue
-		case strings.HasPrefix(base, ".wh."):
+	for p := range upper {
+		if base := path.Base(p); strings.HasPrefix(base, ".wh.") && base != ".wh..wh..opq" {
 			out.Remove(path.Join(path.Dir(p), base[len(".wh."):]))
+		}
+	}
+	for p, e := range upper {
+		if strings.HasPrefix(path.Base(p), ".wh.") {
 			continue
 		}
 		if old := out[p]; old != nil && old.Type == tar.TypeDir && e.Type != tar.TypeDir {
@@ -379,6 +381,4 @@ func ApplyOCI(lower, upper Tree) Tree {
 
 // implicitDir reports whether e has the attributes of a parent directory
 // that its layer did not list.
-func (e *Entry) implicitDir() bool {
-	return e.Type == tar.TypeDir && e.Mode == 0o755 && e.UID == 0 && e.GID == 0 && e.Mtime == 0 && len(e.Xattrs) == 0
-}
+func (e *Entry) implicitDir() bool { return e.Type == tar.TypeDir && e.implicit }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/blob"
@@ -314,4 +315,78 @@ func TestUpstreamTOCFixture(t *testing.T) {
 	if err != nil || sum.UniqueChunks != 3 {
 		t.Fatalf("check: %+v %v", sum, err)
 	}
+}
+
+// TestMergeSemantics: a whiteout hides only lower layers, even when the
+// layer's own entry sorts before it; an explicit directory entry with
+// epoch mtime (reproducible builders write those) overrides the lower
+// directory, while an implicit parent does not.
+func TestMergeSemantics(t *testing.T) {
+	ctx := context.Background()
+	lower := treetest.Tar([]treetest.File{
+		treetest.Reg("-x", 0o644, []byte("lower")),
+		owned(treetest.Dir("e/", 0o700), 5, 5),
+		owned(treetest.Dir("i/", 0o700), 6, 6),
+		treetest.Reg("i/f", 0o644, []byte("lower")),
+	})
+	epoch := treetest.Dir("e/", 0o755)
+	epoch.Header.ModTime = time.Unix(0, 0)
+	upper := treetest.Tar([]treetest.File{
+		treetest.Reg("-x", 0o644, []byte("upper")),
+		treetest.Reg(".wh.-x", 0o644, nil),
+		epoch,
+		treetest.Reg("i/g", 0o644, []byte("implicit parent")),
+	})
+	var srcs []MergeSource
+	for _, l := range [][]byte{lower, upper} {
+		b := build(t, l, Options{Whiteout: WhiteoutNone, InlineMeta: true})
+		rd := b.rd
+		for i := range rd.Blobs {
+			if rd.Blobs[i].BlobID == rafs.PlaceholderBlobID {
+				rd.Blobs[i].BlobID = b.res.BlobID
+			}
+		}
+		srcs = append(srcs, MergeSource{Reader: rd, Path: b.res.BlobID})
+		t.Cleanup(func() {})
+		blobs[b.res.BlobID] = b.blob
+	}
+	m, err := Merge(ctx, srcs, MergeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, err := rafs.Open(ctx, bytes.NewReader(m.Bootstrap), int64(len(m.Bootstrap)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := Unpack(ctx, rd, multiBlob(blobs), &out, UnpackOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	got := tree(t, out.Bytes())
+	want := treetest.ApplyOCI(tree(t, lower), tree(t, upper))
+	want["/"] = got["/"]
+	if d := treetest.Diff(want, got); d != "" {
+		t.Fatalf("merged tree differs:\n%s", d)
+	}
+	if got["/-x"] == nil || got["/e"].Mode != 0o755 || got["/e"].UID != 0 || got["/i"].Mode != 0o700 || got["/i"].UID != 6 {
+		t.Fatalf("-x %+v e %+v i %+v", got["/-x"], got["/e"], got["/i"])
+	}
+}
+
+var blobs = map[string][]byte{}
+
+// multiBlob serves several in-memory blobs by id.
+type multiBlob map[string][]byte
+
+func (m multiBlob) ReadRange(ctx context.Context, id string, off, n int64) ([]byte, error) {
+	b, ok := m[id]
+	if !ok || off+n > int64(len(b)) {
+		return nil, fmt.Errorf("blob %s range %d+%d unavailable", id, off, n)
+	}
+	return append([]byte(nil), b[off:off+n]...), nil
+}
+
+func owned(f treetest.File, uid, gid int) treetest.File {
+	f.Header.Uid, f.Header.Gid = uid, gid
+	return f
 }

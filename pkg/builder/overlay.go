@@ -89,11 +89,15 @@ func mergeDir(l, u *rafs.Node, spec WhiteoutSpec) {
 	if spec == WhiteoutOverlayfs || spec == whiteoutBoth {
 		stripOpaqueXattr(l.Inode)
 	}
+	// Whiteouts hide only what is below: apply them all before adding
+	// this layer's own entries, whatever their name order.
 	for _, c := range u.Children {
-		if target, ok := whiteoutTarget(c, spec); ok {
-			if target != "" {
-				l.RemoveChild(target)
-			}
+		if target, ok := whiteoutTarget(c, spec); ok && target != "" {
+			l.RemoveChild(target)
+		}
+	}
+	for _, c := range u.Children {
+		if _, ok := whiteoutTarget(c, spec); ok {
 			continue
 		}
 		old := l.Child(c.Name)
@@ -126,13 +130,8 @@ func clean(c *rafs.Node, spec WhiteoutSpec) *rafs.Node {
 	return n
 }
 
-// isImplicitDir reports whether a directory carries exactly the default
-// attributes the builder gives parents that a layer tar does not list
-// (see newDir). Like tar extraction, which creates missing parents but
-// leaves existing ones alone, such a directory does not override the
-// attributes of the directory below it.
-func isImplicitDir(ino *rafs.Inode) bool {
-	d := newDir()
-	return ino.Mode == d.Mode && ino.UID == 0 && ino.GID == 0 && ino.Mtime == 0 &&
-		ino.MtimeNsec == 0 && len(ino.Xattrs) == 0
-}
+// isImplicitDir reports whether a directory was created because a layer
+// tar listed entries below it but not the directory itself. Like tar
+// extraction, which creates missing parents but leaves existing ones
+// alone, such a directory does not override the directory below it.
+func isImplicitDir(ino *rafs.Inode) bool { return ino.Implicit }

@@ -111,6 +111,15 @@ func NewChunkReader(ctx context.Context, rd *rafs.Reader, rr RangeReader) (*Chun
 	return cr, nil
 }
 
+// compressor returns the compression algorithm of a blob's chunks: the
+// blob table's, which may differ between the layers of a merged image.
+func (cr *ChunkReader) compressor(idx uint32) compress.Algorithm {
+	if int(idx) < len(cr.rd.Blobs) {
+		return cr.rd.Blobs[idx].Compressor
+	}
+	return cr.comp
+}
+
 // meta loads a blob's CI table and batch contexts through the range
 // reader (cached).
 func (cr *ChunkReader) meta(ctx context.Context, idx uint32) (*blob.Meta, error) {
@@ -167,7 +176,7 @@ func (cr *ChunkReader) ReadChunk(ctx context.Context, c rafs.ChunkInfo) ([]byte,
 		if !c.IsCompressed() {
 			return raw, nil
 		}
-		out, err := compress.Decompress(cr.comp, nil, raw, int(c.UncompressedSize))
+		out, err := compress.Decompress(cr.compressor(c.BlobIndex), nil, raw, int(c.UncompressedSize))
 		if err != nil {
 			return nil, fmt.Errorf("blob %s chunk %d at offset %d: %w", bi.BlobID, c.Index, c.CompressedOffset, err)
 		}
@@ -192,7 +201,7 @@ func (cr *ChunkReader) ReadChunk(ctx context.Context, c rafs.ChunkInfo) ([]byte,
 	if uint64(loc.inOff)+uint64(c.UncompressedSize) > uint64(loc.usize) || loc.csize > uint64(loc.usize) {
 		return nil, fmt.Errorf("blob %s chunk %d: outside its batch", bi.BlobID, c.Index)
 	}
-	buf, err := cr.batch(ctx, c.BlobIndex, bi.BlobID, loc)
+	buf, err := cr.batch(ctx, c.BlobIndex, bi.BlobID, loc, cr.compressor(c.BlobIndex))
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +210,7 @@ func (cr *ChunkReader) ReadChunk(ctx context.Context, c rafs.ChunkInfo) ([]byte,
 
 // batch returns the uncompressed buffer of a batch, keeping a few recent
 // ones since neighbouring files share batches.
-func (cr *ChunkReader) batch(ctx context.Context, idx uint32, id string, loc batchLoc) ([]byte, error) {
+func (cr *ChunkReader) batch(ctx context.Context, idx uint32, id string, loc batchLoc, comp compress.Algorithm) ([]byte, error) {
 	k := [2]uint64{uint64(idx), loc.off}
 	cr.mu.Lock()
 	b, ok := cr.recent[k]
@@ -215,7 +224,7 @@ func (cr *ChunkReader) batch(ctx context.Context, idx uint32, id string, loc bat
 	}
 	b = raw
 	if loc.csize != uint64(loc.usize) {
-		if b, err = compress.Decompress(cr.comp, nil, raw, int(loc.usize)); err != nil {
+		if b, err = compress.Decompress(comp, nil, raw, int(loc.usize)); err != nil {
 			return nil, fmt.Errorf("blob %s batch at offset %d: %w", id, loc.off, err)
 		}
 	}

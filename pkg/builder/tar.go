@@ -42,8 +42,8 @@ func ParseWhiteoutSpec(s string) (WhiteoutSpec, error) {
 }
 
 // newDir returns a directory inode with upstream's defaults for implicit
-// parents: mode 0755, owner 0:0, mtime 0.
-func newDir() *rafs.Inode { return &rafs.Inode{Mode: rafs.ModeDir | 0o755} }
+// parents: mode 0755, owner 0:0, mtime 0, marked implicit.
+func newDir() *rafs.Inode { return &rafs.Inode{Mode: rafs.ModeDir | 0o755, Implicit: true} }
 
 // cleanName normalises a tar entry name into path components, rejecting
 // names that escape the root or contain NUL.

@@ -127,9 +127,13 @@ func ExtractBootstrap(r io.Reader, maxSize int64) ([]byte, error) {
 			if h.Size > maxSize {
 				return nil, fmt.Errorf("bootstrap layer: %s is %d bytes, limit %d", h.Name, h.Size, maxSize)
 			}
-			b := make([]byte, h.Size)
-			if _, err := io.ReadFull(tr, b); err != nil {
+			// Grow with the data actually read, not the size claimed.
+			b, err := io.ReadAll(io.LimitReader(tr, h.Size))
+			if err != nil {
 				return nil, fmt.Errorf("bootstrap layer: read %s: %w", h.Name, err)
+			}
+			if int64(len(b)) != h.Size {
+				return nil, fmt.Errorf("bootstrap layer: %s is truncated", h.Name)
 			}
 			return b, nil
 		}

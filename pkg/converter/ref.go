@@ -49,13 +49,15 @@ type RegistryOptions struct {
 	PlainHTTP bool
 	// SkipTLSVerify disables certificate verification.
 	SkipTLSVerify bool
-	// Retries is the number of retries of a failed request (default 3),
-	// with exponential backoff from RetryDelay (default 1 s).
+	// Retries is the number of retries of a failed request (0 means
+	// the default, 3), with exponential backoff from RetryDelay (default
+	// 1 s).
 	Retries    int
 	RetryDelay time.Duration
 	// Jobs is the number of concurrent blob uploads.
 	Jobs int
-	// Transport wraps the HTTP transport (tests count traffic with it).
+	// Transport, when set, replaces the base HTTP transport (and so
+	// SkipTLSVerify, which configures the default one).
 	Transport http.RoundTripper
 }
 

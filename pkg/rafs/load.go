@@ -54,6 +54,7 @@ func (rd *Reader) Load(ctx context.Context, opts LoadOptions) (*Node, error) {
 				Mtime: di.Mtime, MtimeNsec: di.MtimeNsec,
 				Rdev: di.Rdev(), Size: di.Size, Xattrs: di.Xattrs,
 				Nlink: di.Nlink, Ino: di.Ino,
+				Implicit: di.IsDir() && di.Ino == 0,
 			}
 			switch {
 			case di.IsSymlink():

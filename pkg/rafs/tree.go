@@ -38,6 +38,12 @@ type Inode struct {
 	// Chunks are the data chunks of a regular file, in file order.
 	Chunks []ChunkInfo
 
+	// Implicit marks a directory that a layer did not list itself (it
+	// was created for entries below it). Nydus-Go records it as i_ino 0
+	// (i_ino is informational: the runtime inode number is the nid);
+	// merge then keeps the attributes of the directory below.
+	Implicit bool
+
 	// Nlink is computed by the writer; readers fill it from disk.
 	Nlink uint32
 	// Ino is the inode number recorded on disk (i_ino); informational.

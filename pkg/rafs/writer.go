@@ -108,6 +108,9 @@ func Marshal(root *Node, opts WriterOptions) ([]byte, error) {
 	hasXattr := false
 	for i, ino := range order {
 		ino.Ino = uint32(i + 1)
+		if ino.Implicit && ino.IsDir() {
+			ino.Ino = 0
+		}
 		if len(ino.Xattrs) > 0 {
 			hasXattr = true
 			for _, x := range ino.Xattrs {

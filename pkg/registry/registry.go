@@ -181,6 +181,12 @@ func RangeBody(resp *http.Response, off, size uint64) ([]byte, error) {
 		return nil, err
 	}
 	if resp.StatusCode == http.StatusPartialContent {
+		if cr := resp.Header.Get("Content-Range"); cr != "" {
+			var start, end int64
+			if _, err := fmt.Sscanf(cr, "bytes %d-%d/", &start, &end); err != nil || uint64(start) != off || uint64(end) != off+size-1 {
+				return nil, fmt.Errorf("server answered range bytes=%d-%d with Content-Range %q", off, off+size-1, cr)
+			}
+		}
 		return buf, nil
 	}
 	var one [1]byte
