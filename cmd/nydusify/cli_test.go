@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/registry/registrytest"
 )
@@ -125,4 +127,58 @@ func TestConvertCLIErrors(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want an error containing %q", c.args, res.code, res.stderr, c.want)
 		}
 	}
+}
+
+// TestCheckCLI: check passes on a converted image and fails, naming the
+// file, when a blob is tampered in the registry's storage.
+func TestCheckCLI(t *testing.T) {
+	r := registrytest.Start(t, registrytest.Options{})
+	dir := t.TempDir()
+	l1 := treetest.Tar(treetest.Sample())
+	l2 := treetest.Tar([]treetest.File{treetest.Reg("victim/file", 0o644, treetest.Random(2, 2<<20))})
+	registrytest.PushImage(t, r.Host+"/app:1", [][]byte{l1, l2})
+	if res := run(t, dir, "convert", "--source", r.Host+"/app:1", "--target", r.Host+"/app:nydus", "--plain-http", "--platform", "linux/amd64"); res.code != 0 {
+		t.Fatalf("convert: %s", res.stderr)
+	}
+	res := run(t, dir, "check", "--source", r.Host+"/app:1", "--target", r.Host+"/app:nydus", "--plain-http", "--platform", "linux/amd64")
+	if res.code != 0 || !strings.Contains(res.stderr, "OK") || !strings.Contains(res.stderr, "identical") {
+		t.Fatalf("check: %d %s", res.code, res.stderr)
+	}
+	// Tamper with the blob holding /victim/file.
+	out := run(t, dir, "check", "--target", r.Host+"/app:nydus", "--plain-http", "--platform", "linux/amd64", "--log-level", "error")
+	_ = out
+	var blobPath string
+	for _, p := range blobLayerPaths(t, r, r.Host+"/app:nydus") {
+		if st, err := os.Stat(p); err == nil && st.Size() > 1<<20 && st.Size() < 3<<20 {
+			blobPath = p
+		}
+	}
+	if blobPath == "" {
+		t.Fatal("blob of layer 2 not found in storage")
+	}
+	b, _ := os.ReadFile(blobPath)
+	b[1000] ^= 0xff
+	os.WriteFile(blobPath, b, 0o644)
+	res = run(t, dir, "check", "--source", r.Host+"/app:1", "--target", r.Host+"/app:nydus", "--plain-http", "--platform", "linux/amd64")
+	if res.code == 0 || !strings.Contains(res.stderr, "/victim/file") {
+		t.Fatalf("tampered blob not reported with its file: %d\n%s", res.code, res.stderr)
+	}
+}
+
+func blobLayerPaths(t *testing.T, r *registrytest.Registry, s string) []string {
+	t.Helper()
+	n, err := name.ParseReference(s, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mf, _ := img.Manifest()
+	var out []string
+	for _, l := range mf.Layers {
+		out = append(out, r.BlobPath(l.Digest.String()))
+	}
+	return out
 }
