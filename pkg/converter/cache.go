@@ -45,6 +45,9 @@ type BuildCache struct {
 	// pushedTo is the repository the fresh blobs were pushed to, if a
 	// registry: the cache mounts them from there instead of uploading.
 	pushedTo *name.Repository
+	// pushed holds the digests of blobs the target manifests reference
+	// (only those exist in pushedTo).
+	pushed map[string]bool
 	dirty    bool
 }
 
@@ -165,7 +168,7 @@ func (bc *BuildCache) save(ctx context.Context) error {
 		}
 		seen[e.desc.Digest] = true
 		l, ok := bc.fresh[e.desc.Digest.Hex]
-		if ok && bc.pushedTo != nil && bc.pushedTo.RegistryStr() == repo.RegistryStr() {
+		if ok && bc.pushedTo != nil && bc.pushed[e.desc.Digest.Hex] && bc.pushedTo.RegistryStr() == repo.RegistryStr() {
 			if rl, err := remote.Layer(bc.pushedTo.Digest(e.desc.Digest.String()), bc.ro.Remote(ctx)...); err == nil {
 				l = rl
 			}

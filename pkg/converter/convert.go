@@ -300,6 +300,14 @@ func Convert(ctx context.Context, src, dst Ref, o Options) (*Result, error) {
 		if dst.Name != nil {
 			repo := dst.Name.Context()
 			o.Cache.pushedTo = &repo
+			o.Cache.pushed = map[string]bool{}
+			for _, t := range targets {
+				for _, l := range t.img.layers {
+					if d, err := l.Digest(); err == nil {
+						o.Cache.pushed[d.Hex] = true
+					}
+				}
+			}
 		}
 		if err := o.Cache.save(ctx); err != nil {
 			return nil, fmt.Errorf("update build cache: %w", err)
