@@ -6,7 +6,7 @@ GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/nydus-go/nydus/internal/version.GitCommit=$(GIT_COMMIT)
 FUZZTIME ?= 10s
 
-.PHONY: all build deps test unit lint fuzz interop demo bench-build clean
+.PHONY: all build deps test unit lint fuzz interop demo bench-build bench-convert clean
 
 all: build
 
@@ -50,6 +50,9 @@ demo: build
 
 bench-build: build
 	./scripts/bench-build.sh
+
+bench-convert: build
+	./scripts/bench-convert.sh
 
 clean:
 	rm -rf $(BIN)

@@ -48,7 +48,7 @@ type BuildCache struct {
 	// pushed holds the digests of blobs the target manifests reference
 	// (only those exist in pushedTo).
 	pushed map[string]bool
-	dirty    bool
+	dirty  bool
 }
 
 type cacheEntry struct {
