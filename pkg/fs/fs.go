@@ -1,0 +1,308 @@
+// Package fs is the FUSE-independent read-only filesystem of a mounted
+// Nydus image: inodes, directories, symlinks and xattrs come from the
+// RAFS v6 bootstrap, file data is fetched lazily chunk by chunk from a
+// blob backend, verified against its digest and kept in a chunk cache.
+// Package fusefs serves it through the kernel.
+package fs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nydus-go/nydus/pkg/builder"
+	"github.com/nydus-go/nydus/pkg/digester"
+	"github.com/nydus-go/nydus/pkg/rafs"
+	"golang.org/x/sync/singleflight"
+)
+
+// Sentinel errors, translated to errno at the FUSE edge.
+var (
+	// ErrNotFound: no such entry (ENOENT).
+	ErrNotFound = errors.New("no such file or directory")
+	// ErrNotDir: not a directory (ENOTDIR).
+	ErrNotDir = errors.New("not a directory")
+	// ErrIO: data could not be fetched or failed verification (EIO).
+	ErrIO = errors.New("input/output error")
+	// ErrNoAttr: no such extended attribute (ENODATA).
+	ErrNoAttr = errors.New("no such attribute")
+)
+
+// Backend reads byte ranges of blobs (a registry, local files, ...).
+type Backend = builder.RangeReader
+
+// ChunkCache keeps verified, uncompressed chunks. Package blobcache
+// provides one in upstream nydusd's file layout.
+type ChunkCache interface {
+	// Get returns the cached data of a chunk, or ok=false.
+	Get(ctx context.Context, blobID string, ci uint32, uncompOff int64, size int) (data []byte, ok bool, err error)
+	// Put stores verified data of a chunk.
+	Put(ctx context.Context, blobID string, ci uint32, uncompOff int64, data []byte) error
+}
+
+// Event reports something worth alerting about (verification failures,
+// backend errors).
+type Event struct {
+	Kind   string `json:"kind"`
+	BlobID string `json:"blob_id,omitempty"`
+	Chunk  uint32 `json:"chunk,omitempty"`
+	Path   string `json:"path,omitempty"`
+	Err    string `json:"error,omitempty"`
+}
+
+// Options configure a filesystem.
+type Options struct {
+	// Cache keeps fetched chunks (nil: none).
+	Cache ChunkCache
+	// Log receives one line per failure (nil: discarded).
+	Log *slog.Logger
+	// Events receives failure events (nil: dropped).
+	Events func(Event)
+}
+
+// Metrics counts a filesystem's activity.
+type Metrics struct {
+	FetchedChunks  atomic.Int64
+	FetchedBytes   atomic.Int64 // stored (compressed) bytes requested from the backend
+	CacheHits      atomic.Int64
+	DigestFailures atomic.Int64
+	BackendErrors  atomic.Int64
+	ReadBytes      atomic.Int64
+}
+
+// FS is a mounted image.
+type FS struct {
+	rd     *rafs.Reader
+	cr     *builder.ChunkReader
+	chunks map[[2]uint32]rafs.ChunkInfo
+	dig    digester.Algorithm
+	o      Options
+	sf     singleflight.Group
+	// Metrics are updated atomically.
+	Metrics Metrics
+
+	mu    sync.Mutex
+	inos  map[uint64]*Inode
+	paths map[uint64]string
+}
+
+// Inode is a cached inode with its chunk addresses.
+type Inode struct {
+	*rafs.DiskInode
+	addrs []rafs.ChunkAddr
+	path  string
+}
+
+// Open loads a bootstrap (kept in memory, validated by rafs.Open) and
+// prepares lazy reads from be.
+func Open(ctx context.Context, bootstrap []byte, be Backend, o Options) (*FS, error) {
+	rd, err := rafs.Open(ctx, bytes.NewReader(bootstrap), int64(len(bootstrap)))
+	if err != nil {
+		return nil, err
+	}
+	table, err := rd.ChunkTable(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cr, err := builder.NewChunkReader(ctx, rd, be)
+	if err != nil {
+		return nil, err
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Events == nil {
+		o.Events = func(Event) {}
+	}
+	f := &FS{rd: rd, cr: cr, dig: rd.Ext.Flags.Digester(), o: o, chunks: make(map[[2]uint32]rafs.ChunkInfo, len(table)),
+		inos: map[uint64]*Inode{}, paths: map[uint64]string{rd.RootNid(): "/"}}
+	for _, c := range table {
+		f.chunks[[2]uint32{c.BlobIndex, c.Index}] = c
+	}
+	return f, nil
+}
+
+// Reader returns the bootstrap reader.
+func (f *FS) Reader() *rafs.Reader { return f.rd }
+
+// RootNid returns the root directory's nid (its inode number).
+func (f *FS) RootNid() uint64 { return f.rd.RootNid() }
+
+// Inode returns the inode with the given nid.
+func (f *FS) Inode(ctx context.Context, nid uint64) (*Inode, error) {
+	f.mu.Lock()
+	ino, ok := f.inos[nid]
+	f.mu.Unlock()
+	if ok {
+		return ino, nil
+	}
+	di, err := f.rd.Inode(ctx, nid)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrIO, err)
+	}
+	ino = &Inode{DiskInode: di}
+	if di.IsRegular() {
+		if ino.addrs, err = f.rd.ChunkAddrs(ctx, di); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrIO, err)
+		}
+	}
+	f.mu.Lock()
+	ino.path = f.paths[nid]
+	f.inos[nid] = ino
+	f.mu.Unlock()
+	return ino, nil
+}
+
+// Lookup finds name in directory dir.
+func (f *FS) Lookup(ctx context.Context, dir uint64, name string) (*Inode, error) {
+	ents, err := f.ReadDir(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		if e.Name == name {
+			return f.Inode(ctx, e.Nid)
+		}
+	}
+	return nil, ErrNotFound
+}
+
+// ReadDir lists a directory (without "." and "..").
+func (f *FS) ReadDir(ctx context.Context, dir uint64) ([]rafs.Dirent, error) {
+	ino, err := f.Inode(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
+	if !ino.IsDir() {
+		return nil, ErrNotDir
+	}
+	ents, err := f.rd.ReadDir(ctx, ino.DiskInode)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrIO, err)
+	}
+	f.mu.Lock()
+	for _, e := range ents {
+		if _, ok := f.paths[e.Nid]; !ok {
+			p := ino.path + "/" + e.Name
+			if ino.path == "/" {
+				p = "/" + e.Name
+			}
+			f.paths[e.Nid] = p
+		}
+	}
+	f.mu.Unlock()
+	return ents, nil
+}
+
+// Readlink returns a symlink's target.
+func (f *FS) Readlink(ctx context.Context, nid uint64) (string, error) {
+	ino, err := f.Inode(ctx, nid)
+	if err != nil {
+		return "", err
+	}
+	s, err := f.rd.Readlink(ctx, ino.DiskInode)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrIO, err)
+	}
+	return s, nil
+}
+
+// Xattr returns one extended attribute.
+func (f *FS) Xattr(ctx context.Context, nid uint64, name string) ([]byte, error) {
+	ino, err := f.Inode(ctx, nid)
+	if err != nil {
+		return nil, err
+	}
+	for _, x := range ino.Xattrs {
+		if x.Name == name {
+			return x.Value, nil
+		}
+	}
+	return nil, ErrNoAttr
+}
+
+// Read reads file data at off into p, fetching missing chunks.
+func (f *FS) Read(ctx context.Context, nid uint64, p []byte, off int64) (int, error) {
+	ino, err := f.Inode(ctx, nid)
+	if err != nil {
+		return 0, err
+	}
+	if off >= int64(ino.Size) || len(p) == 0 {
+		return 0, nil
+	}
+	end := off + int64(len(p))
+	if end > int64(ino.Size) {
+		end = int64(ino.Size)
+	}
+	cs := int64(f.rd.ChunkSize())
+	n := 0
+	for pos := off; pos < end; {
+		k := pos / cs
+		if int(k) >= len(ino.addrs) {
+			return n, fmt.Errorf("%w: %s: chunk %d beyond the index", ErrIO, ino.path, k)
+		}
+		data, err := f.chunk(ctx, ino, int(k))
+		if err != nil {
+			return n, err
+		}
+		in := pos - k*cs
+		c := copy(p[n:end-off], data[in:])
+		n += c
+		pos += int64(c)
+		if c == 0 {
+			return n, fmt.Errorf("%w: %s: chunk %d is short", ErrIO, ino.path, k)
+		}
+	}
+	f.Metrics.ReadBytes.Add(int64(n))
+	return n, nil
+}
+
+// chunk returns the verified data of chunk k of a file.
+func (f *FS) chunk(ctx context.Context, ino *Inode, k int) ([]byte, error) {
+	a := ino.addrs[k]
+	info, ok := f.chunks[[2]uint32{a.BlobIndex, a.CIIndex}]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s: chunk %d (blob %d, index %d) is not in the chunk table", ErrIO, ino.path, k, a.BlobIndex, a.CIIndex)
+	}
+	bi := f.rd.Blobs[a.BlobIndex]
+	if f.o.Cache != nil {
+		data, ok, err := f.o.Cache.Get(ctx, bi.BlobID, info.Index, int64(info.UncompressedOffset), int(info.UncompressedSize))
+		if err == nil && ok {
+			f.Metrics.CacheHits.Add(1)
+			return data, nil
+		}
+	}
+	key := fmt.Sprintf("%d/%d", a.BlobIndex, a.CIIndex)
+	v, err, _ := f.sf.Do(key, func() (any, error) {
+		data, err := f.cr.ReadChunk(ctx, info)
+		if err != nil {
+			f.Metrics.BackendErrors.Add(1)
+			f.o.Log.Error("fetch chunk failed", "blob", bi.BlobID, "chunk", info.Index, "file", ino.path, "err", err)
+			f.o.Events(Event{Kind: "backend-error", BlobID: bi.BlobID, Chunk: info.Index, Path: ino.path, Err: err.Error()})
+			return nil, fmt.Errorf("%w: %s: chunk %d of blob %s: %v", ErrIO, ino.path, info.Index, bi.BlobID, err)
+		}
+		f.Metrics.FetchedChunks.Add(1)
+		f.Metrics.FetchedBytes.Add(int64(info.CompressedSize))
+		if got := digester.Sum(f.dig, data); got != info.Digest || len(data) != int(info.UncompressedSize) {
+			f.Metrics.DigestFailures.Add(1)
+			f.o.Log.Error("chunk digest mismatch", "blob", bi.BlobID, "chunk", info.Index, "file", ino.path)
+			f.o.Events(Event{Kind: "digest-mismatch", BlobID: bi.BlobID, Chunk: info.Index, Path: ino.path})
+			return nil, fmt.Errorf("%w: %s: chunk %d of blob %s failed digest verification", ErrIO, ino.path, info.Index, bi.BlobID)
+		}
+		if f.o.Cache != nil {
+			if err := f.o.Cache.Put(ctx, bi.BlobID, info.Index, int64(info.UncompressedOffset), data); err != nil {
+				f.o.Log.Warn("caching chunk failed", "blob", bi.BlobID, "chunk", info.Index, "err", err)
+			}
+		}
+		return data, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.([]byte), nil
+}
