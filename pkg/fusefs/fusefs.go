@@ -24,6 +24,9 @@ type Options struct {
 	Debug bool
 	// FsName is shown in /proc/mounts (default "nydus").
 	FsName string
+	// InoBase is added to every nid to form inode numbers, so that images
+	// sharing one FUSE mount (shared daemon mode) never collide.
+	InoBase uint64
 }
 
 // errno translates fs errors at the edge.
@@ -61,8 +64,8 @@ var (
 	_ gofs.NodeListxattrer = (*node)(nil)
 )
 
-func fillAttr(ino *nfs.Inode, out *fuse.Attr) {
-	out.Ino = ino.Nid
+func fillAttr(ino *nfs.Inode, out *fuse.Attr, base uint64) {
+	out.Ino = base + ino.Nid
 	out.Mode = ino.Mode
 	out.Size = ino.Size
 	out.Blocks = (ino.Size + 511) / 512
@@ -80,7 +83,7 @@ func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 	if err != nil {
 		return errno(err)
 	}
-	fillAttr(ino, &out.Attr)
+	fillAttr(ino, &out.Attr, n.o.InoBase)
 	out.SetTimeout(n.o.Timeout)
 	return 0
 }
@@ -90,10 +93,10 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	if err != nil {
 		return nil, errno(err)
 	}
-	fillAttr(ino, &out.Attr)
+	fillAttr(ino, &out.Attr, n.o.InoBase)
 	out.SetEntryTimeout(n.o.Timeout)
 	out.SetAttrTimeout(n.o.Timeout)
-	child := n.NewInode(ctx, &node{f: n.f, nid: ino.Nid, o: n.o}, gofs.StableAttr{Mode: ino.Mode & rafs.ModeType, Ino: ino.Nid})
+	child := n.NewInode(ctx, &node{f: n.f, nid: ino.Nid, o: n.o}, gofs.StableAttr{Mode: ino.Mode & rafs.ModeType, Ino: n.o.InoBase + ino.Nid})
 	return child, 0
 }
 
@@ -104,7 +107,7 @@ func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	}
 	out := make([]fuse.DirEntry, 0, len(ents))
 	for _, e := range ents {
-		out = append(out, fuse.DirEntry{Name: e.Name, Ino: e.Nid, Mode: direntMode(e.Type)})
+		out = append(out, fuse.DirEntry{Name: e.Name, Ino: n.o.InoBase + e.Nid, Mode: direntMode(e.Type)})
 	}
 	return gofs.NewListDirStream(out), 0
 }
@@ -178,31 +181,51 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	return uint32(copy(dest, b)), 0
 }
 
-// Mount serves f at dir and returns the server; call Unmount (or
-// server.Unmount) to stop.
-func Mount(dir string, f *nfs.FS, o Options) (*fuse.Server, error) {
+func (o *Options) defaults() {
 	if o.Timeout == 0 {
 		o.Timeout = time.Hour
 	}
 	if o.FsName == "" {
 		o.FsName = "nydus"
 	}
+}
+
+// Root returns the root node of an image, to attach below another node
+// (shared daemon mode) with NewPersistentInode and StableAttr{Mode:
+// S_IFDIR, Ino: RootIno(f, o)}.
+func Root(f *nfs.FS, o Options) gofs.InodeEmbedder {
+	o.defaults()
+	return &node{f: f, nid: f.RootNid(), o: &o}
+}
+
+// RootIno is the inode number of an image's root for the given options.
+func RootIno(f *nfs.FS, o Options) uint64 { return o.InoBase + f.RootNid() }
+
+// MountOptions are the FUSE mount options of an immutable image.
+func MountOptions(o Options, debug bool) fuse.MountOptions {
+	o.defaults()
+	return fuse.MountOptions{
+		FsName:       o.FsName,
+		Name:         "rafs",
+		AllowOther:   true,
+		DirectMount:  true,
+		Debug:        debug,
+		MaxReadAhead: 1 << 20,
+	}
+}
+
+// Mount serves f at dir and returns the server; call Unmount (or
+// server.Unmount) to stop.
+func Mount(dir string, f *nfs.FS, o Options) (*fuse.Server, error) {
+	o.defaults()
 	root := &node{f: f, nid: f.RootNid(), o: &o}
 	to := o.Timeout
 	srv, err := gofs.Mount(dir, root, &gofs.Options{
 		EntryTimeout:    &to,
 		AttrTimeout:     &to,
 		NegativeTimeout: &to,
-		MountOptions: fuse.MountOptions{
-			FsName:        o.FsName,
-			Name:          "rafs",
-			AllowOther:    true,
-			DirectMount:   true,
-			Debug:         o.Debug,
-			MaxReadAhead:  1 << 20,
-			DisableXAttrs: false,
-		},
-		RootStableAttr: &gofs.StableAttr{Ino: f.RootNid(), Mode: syscall.S_IFDIR},
+		MountOptions:    MountOptions(o, o.Debug),
+		RootStableAttr:  &gofs.StableAttr{Ino: o.InoBase + f.RootNid(), Mode: syscall.S_IFDIR},
 	})
 	if err != nil {
 		return nil, err

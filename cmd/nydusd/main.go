@@ -1,0 +1,196 @@
+// Command nydusd mounts Nydus images through FUSE and fetches their data
+// lazily, verifying every chunk. Its command line, configuration and API
+// follow upstream nydusd, so nydus-snapshotter can drive it unchanged.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/nydus-go/nydus/internal/version"
+	"github.com/nydus-go/nydus/pkg/daemon"
+	"github.com/nydus-go/nydus/pkg/daemon/api"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+type flags struct {
+	mountpoint, apisock, config, bootstrap, id, supervisor string
+	logLevel, logFile, failover, prefetchFiles, localfsDir  string
+	backendSource                                            string
+	logRotation, threads                                     int
+	upgrade, showVersion                                     bool
+}
+
+func main() {
+	f := &flags{}
+	root := &cobra.Command{
+		Use:   "nydusd [fuse] --mountpoint DIR --apisock SOCK [--config FILE] [--bootstrap FILE]",
+		Short: "Mount Nydus images lazily through FUSE",
+		Long: `nydusd mounts Nydus (RAFS v6) images through FUSE. File data is fetched
+on first read from the backend (a registry or local files), verified
+against its digest and cached.
+
+With --bootstrap it serves one image at --mountpoint (dedicated mode).
+Without it, it serves an empty directory and images are added below it
+through the API: POST /api/v1/mount?mountpoint=/NAME (shared mode).`,
+		SilenceUsage:       true,
+		SilenceErrors:      true,
+		Args:               cobra.ArbitraryArgs,
+		FParseErrWhitelist: cobra.FParseErrWhitelist{UnknownFlags: true},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if f.showVersion {
+				fmt.Print(version.String("nydusd"))
+				return nil
+			}
+			if len(args) > 0 && args[0] != "fuse" {
+				return fmt.Errorf("unsupported mode %q (only fuse is supported)", args[0])
+			}
+			return run(cmd, f)
+		},
+	}
+	fl := root.Flags()
+	fl.StringVarP(&f.mountpoint, "mountpoint", "M", "", "FUSE mountpoint")
+	fl.StringVarP(&f.apisock, "apisock", "A", "", "unix socket of the HTTP API (mode 0600)")
+	fl.StringVarP(&f.config, "config", "C", "", "nydusd configuration (v1 JSON)")
+	fl.StringVarP(&f.bootstrap, "bootstrap", "B", "", "RAFS bootstrap of the image to mount (dedicated mode)")
+	fl.StringVar(&f.id, "id", "", "daemon id (with --supervisor)")
+	fl.StringVar(&f.supervisor, "supervisor", "", "failover supervisor socket (with --id)")
+	fl.StringVarP(&f.logLevel, "log-level", "l", "info", "log level: trace, debug, info, warn, error")
+	fl.StringVarP(&f.logFile, "log-file", "L", "", "log file (default stderr)")
+	fl.IntVar(&f.logRotation, "log-rotation-size", 0, "log rotation size in MiB (accepted; logs are appended)")
+	fl.IntVar(&f.threads, "thread-num", 4, "FUSE worker threads (alias of --fuse-threads)")
+	fl.IntVar(&f.threads, "fuse-threads", 4, "FUSE worker threads")
+	fl.StringVar(&f.failover, "failover-policy", "resend", "failover policy: none, resend, flush")
+	fl.BoolVar(&f.upgrade, "upgrade", false, "start for a hot upgrade or failover takeover (not supported yet)")
+	fl.StringVar(&f.prefetchFiles, "prefetch-files", "", "file of paths to prefetch (with --bootstrap)")
+	fl.StringVarP(&f.localfsDir, "localfs-dir", "D", "", "serve blobs from this directory (localfs backend)")
+	fl.StringVar(&f.backendSource, "backend-source", "", "accepted for nydus-snapshotter compatibility; ignored")
+	fl.BoolVarP(&f.showVersion, "version", "V", false, "print the version")
+	if err := root.Execute(); err != nil {
+		fmt.Fprintf(os.Stderr, "nydusd: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+		os.Exit(1)
+	}
+}
+
+func logger(f *flags) (*slog.Logger, func(), error) {
+	lvl := slog.LevelInfo
+	switch strings.ToLower(f.logLevel) {
+	case "trace", "debug":
+		lvl = slog.LevelDebug
+	case "info":
+	case "warn", "warning":
+		lvl = slog.LevelWarn
+	case "error":
+		lvl = slog.LevelError
+	default:
+		return nil, nil, fmt.Errorf("invalid --log-level %q", f.logLevel)
+	}
+	var w io.Writer = os.Stderr
+	closer := func() {}
+	if f.logFile != "" {
+		lf, err := os.OpenFile(f.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--log-file: %w", err)
+		}
+		w, closer = lf, func() { lf.Close() }
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})), closer, nil
+}
+
+func run(cmd *cobra.Command, f *flags) error {
+	log, closeLog, err := logger(f)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	warnUnknownFlags(cmd.Flags(), log)
+	if f.mountpoint == "" {
+		return fmt.Errorf("--mountpoint is required")
+	}
+	if (f.id == "") != (f.supervisor == "") {
+		return fmt.Errorf("--id and --supervisor go together")
+	}
+	if f.upgrade {
+		return fmt.Errorf("--upgrade (hot upgrade / failover takeover) is not supported yet")
+	}
+	switch f.failover {
+	case "none", "resend", "flush":
+	default:
+		return fmt.Errorf("invalid --failover-policy %q (want none, resend or flush)", f.failover)
+	}
+	if st, err := os.Stat(f.mountpoint); err != nil || !st.IsDir() {
+		return fmt.Errorf("mountpoint %s is not a directory", f.mountpoint)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	d := daemon.New(daemon.Options{ID: f.id, Supervisor: f.supervisor, Mountpoint: f.mountpoint, Log: log,
+		Version: api.Version{PackageVer: version.Version, GitCommit: version.Commit(), BuildTime: version.BuildTime, Profile: "release", Rustc: "go"}})
+	var cfg *api.ConfigV1
+	switch {
+	case f.config != "":
+		b, err := os.ReadFile(f.config)
+		if err != nil {
+			return fmt.Errorf("--config: %w", err)
+		}
+		var unknown []string
+		if cfg, unknown, err = api.ParseConfig(b); err != nil {
+			return fmt.Errorf("%s: %w", f.config, err)
+		}
+		for _, u := range unknown {
+			log.Warn("ignoring unknown config field", "field", u)
+		}
+	case f.localfsDir != "":
+		cfg = &api.ConfigV1{Device: api.DeviceV1{Backend: api.BackendV1{Type: "localfs", Config: api.BackendConfig{Dir: f.localfsDir}}}}
+	}
+	if f.bootstrap != "" {
+		if cfg == nil {
+			return fmt.Errorf("--bootstrap needs --config or --localfs-dir")
+		}
+		if err := d.MountDedicated(ctx, f.bootstrap, cfg); err != nil {
+			return err
+		}
+	} else if err := d.StartShared(ctx); err != nil {
+		return err
+	}
+	defer d.Close()
+	if f.apisock != "" {
+		closeAPI, err := d.ServeAPI(ctx, f.apisock)
+		if err != nil {
+			return err
+		}
+		defer closeAPI()
+	}
+	log.Info("nydusd running", "mountpoint", f.mountpoint, "apisock", f.apisock, "bootstrap", f.bootstrap)
+	done := make(chan struct{})
+	go func() { d.Wait(); close(done) }()
+	select {
+	case <-ctx.Done():
+		log.Info("signal received; unmounting", "mountpoint", f.mountpoint)
+	case <-done:
+		log.Info("FUSE session ended")
+	}
+	return nil
+}
+
+// warnUnknownFlags logs flags the snapshotter may pass that we ignore.
+func warnUnknownFlags(fs *pflag.FlagSet, log *slog.Logger) {
+	for _, a := range os.Args[1:] {
+		if !strings.HasPrefix(a, "--") {
+			continue
+		}
+		name := strings.TrimPrefix(a, "--")
+		if i := strings.IndexByte(name, '='); i >= 0 {
+			name = name[:i]
+		}
+		if fs.Lookup(name) == nil {
+			log.Warn("ignoring unknown flag", "flag", "--"+name)
+		}
+	}
+}

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nydus-go/nydus/internal/treetest"
+	"github.com/nydus-go/nydus/pkg/builder"
+	"github.com/nydus-go/nydus/pkg/daemon/api"
+	"golang.org/x/sys/unix"
+)
+
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, _ := os.MkdirTemp("", "nydusd-")
+	bin = filepath.Join(dir, "nydusd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func requireFUSE(t *testing.T) {
+	t.Helper()
+	if os.Getuid() == 0 {
+		if _, err := os.Stat("/dev/fuse"); err == nil {
+			return
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("FUSE tests need root and /dev/fuse, which CI has")
+	}
+	t.Skip("needs root and /dev/fuse")
+}
+
+// image builds a layer into a bootstrap file and a blob directory.
+func image(t *testing.T, layer []byte) (boot, blobs string) {
+	t.Helper()
+	dir := t.TempDir()
+	blobs = filepath.Join(dir, "blobs")
+	os.MkdirAll(blobs, 0o755)
+	var b bytes.Buffer
+	res, err := builder.Create(context.Background(), bytes.NewReader(layer), &b, builder.Options{Whiteout: builder.WhiteoutNone, ChunkSize: 0x10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(blobs, res.BlobID), b.Bytes(), 0o644)
+	boot = filepath.Join(dir, "image.boot")
+	os.WriteFile(boot, res.Bootstrap, 0o644)
+	return boot, blobs
+}
+
+type daemonProc struct {
+	cmd  *exec.Cmd
+	sock string
+	mnt  string
+	log  *bytes.Buffer
+}
+
+func start(t *testing.T, args ...string) *daemonProc {
+	t.Helper()
+	dir := t.TempDir()
+	d := &daemonProc{sock: filepath.Join(dir, "api.sock"), mnt: filepath.Join(dir, "mnt"), log: &bytes.Buffer{}}
+	os.MkdirAll(d.mnt, 0o755)
+	all := append([]string{"fuse", "--mountpoint", d.mnt, "--apisock", d.sock, "--log-level", "info",
+		"--log-rotation-size", "100", "--failover-policy", "resend", "--some-future-flag", "x"}, args...)
+	d.cmd = exec.Command(bin, all...)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if d.cmd.ProcessState == nil {
+			d.cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { d.cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				d.cmd.Process.Kill()
+				<-done
+			}
+		}
+		unix.Unmount(d.mnt, unix.MNT_DETACH)
+	})
+	// The snapshotter waits for the socket, then polls for RUNNING.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if info, err := d.info(); err == nil && info.State == api.StateRunning {
+			return d
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("nydusd did not reach RUNNING:\n%s", d.log)
+	return nil
+}
+
+func (d *daemonProc) client() *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", d.sock)
+	}}}
+}
+
+func (d *daemonProc) info() (*api.DaemonInfo, error) {
+	resp, err := d.client().Get("http://unix/api/v1/daemon")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var info api.DaemonInfo
+	return &info, json.NewDecoder(resp.Body).Decode(&info)
+}
+
+func (d *daemonProc) do(method, path string, body any) (int, string) {
+	var rd *bytes.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	} else {
+		rd = bytes.NewReader(nil)
+	}
+	req, _ := http.NewRequest(method, "http://unix"+path, rd)
+	resp, err := d.client().Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	b.ReadFrom(resp.Body)
+	return resp.StatusCode, b.String()
+}
+
+func localfsConfig(t *testing.T, blobs string) string {
+	cfg := fmt.Sprintf(`{"device":{"id":"/1","backend":{"type":"localfs","config":{"dir":%q,"readahead":false,"proxy":{"fallback":false}}},"cache":{"type":"blobcache","config":{"work_dir":%q,"disable_indexed_map":false}}},"mode":"direct","digest_validate":false,"enable_xattr":true,"amplify_io":1048576,"fs_prefetch":{"enable":true,"prefetch_all":true,"threads_count":8,"merging_size":1048576},"our_extension":1}`, blobs, t.TempDir())
+	return cfg
+}
+
+func TestDedicatedMode(t *testing.T) {
+	requireFUSE(t)
+	layer := treetest.Tar(treetest.Sample())
+	boot, blobs := image(t, layer)
+	cfgPath := filepath.Join(t.TempDir(), "config.json")
+	os.WriteFile(cfgPath, []byte(localfsConfig(t, blobs)), 0o600)
+	d := start(t, "--bootstrap", boot, "--config", cfgPath)
+	if st, err := os.Stat(d.sock); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("api socket mode: %v %v", st.Mode(), err)
+	}
+	info, _ := d.info()
+	if info.Version.GitCommit == "" || info.Version.PackageVer == "" {
+		t.Fatalf("version: %+v", info.Version)
+	}
+	got, err := treetest.FromDir(d.mnt, treetest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := treetest.FromTar(bytes.NewReader(layer), treetest.Options{})
+	if diff := treetest.Diff(want, got); diff != "" {
+		t.Fatalf("mounted tree differs:\n%s", diff)
+	}
+	for _, w := range []string{"--some-future-flag", "our_extension"} {
+		if !strings.Contains(d.log.String(), w) {
+			t.Errorf("log does not warn about %s:\n%s", w, d.log)
+		}
+	}
+	if code, body := d.do("GET", "/api/v1/nope", nil); code != 404 || !strings.Contains(body, `"code"`) {
+		t.Fatalf("unknown API: %d %s", code, body)
+	}
+	// SIGTERM unmounts.
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.cmd.Wait()
+	var st unix.Statfs_t
+	unix.Statfs(d.mnt, &st)
+	if st.Type == 0x65735546 { // FUSE_SUPER_MAGIC
+		t.Fatal("mountpoint still mounted after SIGTERM")
+	}
+}
+
+func TestSharedMode(t *testing.T) {
+	requireFUSE(t)
+	l1 := treetest.Tar(treetest.Sample())
+	l2 := treetest.Tar([]treetest.File{treetest.Reg("only-in-two", 0o644, []byte("two"))})
+	b1, blobs1 := image(t, l1)
+	b2, blobs2 := image(t, l2)
+	d := start(t)
+	for i, m := range []struct{ boot, blobs string }{{b1, blobs1}, {b2, blobs2}} {
+		code, body := d.do("POST", fmt.Sprintf("/api/v1/mount?mountpoint=/img%d", i), api.MountRequest{FsType: "rafs", Source: m.boot, Config: localfsConfig(t, m.blobs)})
+		if code != 204 {
+			t.Fatalf("mount %d: %d %s", i, code, body)
+		}
+	}
+	got, err := treetest.FromDir(filepath.Join(d.mnt, "img0"), treetest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := treetest.FromTar(bytes.NewReader(l1), treetest.Options{})
+	if diff := treetest.Diff(want, got); diff != "" {
+		t.Fatalf("img0 differs:\n%s", diff)
+	}
+	if b, err := os.ReadFile(filepath.Join(d.mnt, "img1", "only-in-two")); err != nil || string(b) != "two" {
+		t.Fatalf("img1: %q %v", b, err)
+	}
+	if code, body := d.do("POST", "/api/v1/mount?mountpoint=/img1", api.MountRequest{Source: b2, Config: localfsConfig(t, blobs2)}); code != 409 || !strings.Contains(body, "already mounted") {
+		t.Fatalf("double mount: %d %s", code, body)
+	}
+	if code, body := d.do("POST", "/api/v1/mount?mountpoint=/bad", api.MountRequest{Source: b2, Config: `{"device":{"backend":{"type":"registry","config":{"timeout":"x"}}}}`}); code != 400 || !strings.Contains(body, "timeout") {
+		t.Fatalf("malformed config: %d %s", code, body)
+	}
+	if code, body := d.do("DELETE", "/api/v1/mount?mountpoint=/img1", nil); code != 204 {
+		t.Fatalf("umount: %d %s", code, body)
+	}
+	if _, err := os.Stat(filepath.Join(d.mnt, "img1", "only-in-two")); err == nil {
+		t.Fatal("img1 still visible after umount")
+	}
+}

@@ -1,0 +1,267 @@
+// Package api holds the wire types between nydus-snapshotter and nydusd:
+// the daemon configuration JSON (v1, as the snapshotter writes it, and
+// v2) and the bodies of the HTTP API on the daemon's unix socket. Field
+// names follow upstream nydusd exactly.
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// ConfigV1 is nydusd's v1 configuration.
+type ConfigV1 struct {
+	Device         DeviceV1   `json:"device"`
+	Mode           string     `json:"mode,omitempty"`
+	DigestValidate bool       `json:"digest_validate"`
+	IOStatsFiles   bool       `json:"iostats_files,omitempty"`
+	EnableXattr    bool       `json:"enable_xattr,omitempty"`
+	AccessPattern  bool       `json:"access_pattern,omitempty"`
+	LatestRead     bool       `json:"latest_read_files,omitempty"`
+	AmplifyIO      *uint64    `json:"amplify_io,omitempty"`
+	FSPrefetch     FSPrefetch `json:"fs_prefetch"`
+}
+
+// DeviceV1 is the v1 device section.
+type DeviceV1 struct {
+	ID      string    `json:"id,omitempty"`
+	Backend BackendV1 `json:"backend"`
+	Cache   CacheV1   `json:"cache"`
+}
+
+// BackendV1 is the v1 backend: a type and its config object.
+type BackendV1 struct {
+	Type   string        `json:"type"`
+	Config BackendConfig `json:"config"`
+}
+
+// BackendConfig holds the fields of every backend type (registry,
+// localfs, http-proxy).
+type BackendConfig struct {
+	// registry
+	Host               string `json:"host,omitempty"`
+	Repo               string `json:"repo,omitempty"`
+	Scheme             string `json:"scheme,omitempty"`
+	Auth               string `json:"auth,omitempty"`
+	RegistryToken      string `json:"registry_token,omitempty"`
+	SkipVerify         bool   `json:"skip_verify,omitempty"`
+	Timeout            int    `json:"timeout,omitempty"`
+	ConnectTimeout     int    `json:"connect_timeout,omitempty"`
+	RetryLimit         int    `json:"retry_limit,omitempty"`
+	BlobURLScheme      string `json:"blob_url_scheme,omitempty"`
+	BlobRedirectedHost string `json:"blob_redirected_host,omitempty"`
+	Proxy              *Proxy `json:"proxy,omitempty"`
+	// localfs
+	Dir       string   `json:"dir,omitempty"`
+	BlobFile  string   `json:"blob_file,omitempty"`
+	AltDirs   []string `json:"alt_dirs,omitempty"`
+	Readahead bool     `json:"readahead,omitempty"`
+	// http-proxy
+	Addr string `json:"addr,omitempty"`
+	Path string `json:"path,omitempty"`
+}
+
+// Proxy is a registry backend's proxy section.
+type Proxy struct {
+	URL           string `json:"url,omitempty"`
+	PingURL       string `json:"ping_url,omitempty"`
+	Fallback      bool   `json:"fallback"`
+	CheckInterval int    `json:"check_interval,omitempty"`
+	UseHTTP       bool   `json:"use_http,omitempty"`
+}
+
+// CacheV1 is the v1 cache section.
+type CacheV1 struct {
+	Type       string        `json:"type"`
+	Compressed bool          `json:"compressed,omitempty"`
+	Config     CacheConfigV1 `json:"config"`
+}
+
+// CacheConfigV1 is the cache's config object.
+type CacheConfigV1 struct {
+	WorkDir           string `json:"work_dir"`
+	DisableIndexedMap bool   `json:"disable_indexed_map"`
+}
+
+// FSPrefetch is the v1 prefetch section.
+type FSPrefetch struct {
+	Enable        bool   `json:"enable"`
+	ThreadsCount  int    `json:"threads_count,omitempty"`
+	MergingSize   uint64 `json:"merging_size,omitempty"`
+	BandwidthRate uint64 `json:"bandwidth_rate,omitempty"`
+	PrefetchAll   bool   `json:"prefetch_all"`
+}
+
+// ParseConfig parses a v1 JSON configuration. Like upstream it ignores
+// unknown fields; it returns their dotted paths so the daemon can log
+// each once. A malformed value is an error naming its field.
+func ParseConfig(b []byte) (*ConfigV1, []string, error) {
+	var raw map[string]any
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return nil, nil, fmt.Errorf("invalid nydusd config: %w", err)
+	}
+	if v, ok := raw["version"]; ok {
+		if f, _ := v.(float64); f == 2 {
+			return nil, nil, fmt.Errorf("nydusd config version 2 is not supported yet; use v1 JSON")
+		}
+	}
+	var c ConfigV1
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	if err := dec.Decode(&c); err != nil {
+		var te *json.UnmarshalTypeError
+		if ok := asTypeErr(err, &te); ok {
+			return nil, nil, fmt.Errorf("invalid nydusd config: field %s: want %s, got %s", te.Field, te.Type, te.Value)
+		}
+		return nil, nil, fmt.Errorf("invalid nydusd config: %w", err)
+	}
+	known := map[string]bool{}
+	collect(known, "", structKeys())
+	var unknown []string
+	walkKeys(raw, "", func(p string) {
+		if !known[p] {
+			unknown = append(unknown, p)
+		}
+	})
+	sort.Strings(unknown)
+	if c.Device.Backend.Type == "" {
+		return nil, nil, fmt.Errorf("invalid nydusd config: field device.backend.type is empty")
+	}
+	switch c.Device.Backend.Type {
+	case "registry", "localfs", "http-proxy":
+	default:
+		return nil, nil, fmt.Errorf("invalid nydusd config: field device.backend.type: unsupported backend %q (want registry, localfs or http-proxy)", c.Device.Backend.Type)
+	}
+	switch c.Device.Cache.Type {
+	case "", "blobcache", "filecache", "dummycache":
+	default:
+		return nil, nil, fmt.Errorf("invalid nydusd config: field device.cache.type: unsupported cache %q", c.Device.Cache.Type)
+	}
+	return &c, unknown, nil
+}
+
+func asTypeErr(err error, te **json.UnmarshalTypeError) bool {
+	t, ok := err.(*json.UnmarshalTypeError)
+	if ok {
+		*te = t
+	}
+	return ok
+}
+
+// structKeys lists the known dotted paths of ConfigV1.
+func structKeys() []string {
+	return []string{
+		"device", "device.id", "device.backend", "device.backend.type", "device.backend.config",
+		"device.backend.config.host", "device.backend.config.repo", "device.backend.config.scheme",
+		"device.backend.config.auth", "device.backend.config.registry_token", "device.backend.config.skip_verify",
+		"device.backend.config.timeout", "device.backend.config.connect_timeout", "device.backend.config.retry_limit",
+		"device.backend.config.blob_url_scheme", "device.backend.config.blob_redirected_host",
+		"device.backend.config.proxy", "device.backend.config.proxy.url", "device.backend.config.proxy.ping_url",
+		"device.backend.config.proxy.fallback", "device.backend.config.proxy.check_interval", "device.backend.config.proxy.use_http",
+		"device.backend.config.dir", "device.backend.config.blob_file", "device.backend.config.alt_dirs",
+		"device.backend.config.readahead", "device.backend.config.addr", "device.backend.config.path",
+		"device.cache", "device.cache.type", "device.cache.compressed", "device.cache.config",
+		"device.cache.config.work_dir", "device.cache.config.disable_indexed_map",
+		"mode", "digest_validate", "iostats_files", "enable_xattr", "access_pattern", "latest_read_files", "amplify_io",
+		"fs_prefetch", "fs_prefetch.enable", "fs_prefetch.threads_count", "fs_prefetch.merging_size",
+		"fs_prefetch.bandwidth_rate", "fs_prefetch.prefetch_all",
+	}
+}
+
+func collect(m map[string]bool, _ string, keys []string) {
+	for _, k := range keys {
+		m[k] = true
+	}
+}
+
+func walkKeys(v any, prefix string, fn func(string)) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return
+	}
+	for k, child := range obj {
+		p := k
+		if prefix != "" {
+			p = prefix + "." + k
+		}
+		fn(p)
+		walkKeys(child, p, fn)
+	}
+}
+
+// Version is the version object of DaemonInfo.
+type Version struct {
+	PackageVer string `json:"package_ver"`
+	GitCommit  string `json:"git_commit"`
+	BuildTime  string `json:"build_time"`
+	Profile    string `json:"profile"`
+	Rustc      string `json:"rustc"`
+}
+
+// DaemonInfo is the body of GET /api/v1/daemon.
+type DaemonInfo struct {
+	ID         string  `json:"id"`
+	Version    Version `json:"version"`
+	Supervisor string  `json:"supervisor,omitempty"`
+	State      string  `json:"state"`
+}
+
+// Daemon states.
+const (
+	StateInit    = "INIT"
+	StateReady   = "READY"
+	StateRunning = "RUNNING"
+	StateStopped = "STOPPED"
+)
+
+// MountRequest is the body of POST /api/v1/mount. Config is the nydusd
+// configuration as a JSON *string*.
+type MountRequest struct {
+	FsType        string   `json:"fs_type"`
+	Source        string   `json:"source"`
+	Config        string   `json:"config"`
+	PrefetchFiles []string `json:"prefetch_files,omitempty"`
+}
+
+// ErrorBody is the body of every error response.
+type ErrorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// BlobCacheMetrics is the body of GET /api/v1/metrics/blobcache.
+type BlobCacheMetrics struct {
+	ID                    string   `json:"id"`
+	UnderlyingFiles       []string `json:"underlying_files"`
+	StorePath             string   `json:"store_path"`
+	PartialHits           int64    `json:"partial_hits"`
+	WholeHits             int64    `json:"whole_hits"`
+	Total                 int64    `json:"total"`
+	EntriesCount          int64    `json:"entries_count"`
+	PrefetchDataAmount    int64    `json:"prefetch_data_amount"`
+	PrefetchRequestsCount int64    `json:"prefetch_requests_count"`
+	PrefetchWorkers       int64    `json:"prefetch_workers"`
+	BufferedBackendSize   int64    `json:"buffered_backend_size"`
+	DataAllReady          bool     `json:"data_all_ready"`
+}
+
+// FsMetrics is the body of GET /api/v1/metrics.
+type FsMetrics struct {
+	ID             string  `json:"id"`
+	NrOpens        int64   `json:"nr_opens"`
+	DataRead       int64   `json:"data_read"`
+	BlockCountRead []int64 `json:"block_count_read"`
+	FopHits        []int64 `json:"fop_hits"`
+	FopErrors      []int64 `json:"fop_errors"`
+}
+
+// BackendMetrics is the body of GET /api/v1/metrics/backend.
+type BackendMetrics struct {
+	ID              string `json:"id"`
+	BackendType     string `json:"backend_type"`
+	ReadCount       int64  `json:"read_count"`
+	ReadErrors      int64  `json:"read_errors"`
+	ReadAmountTotal int64  `json:"read_amount_total"`
+	DigestFailures  int64  `json:"digest_failures"`
+}

@@ -1,0 +1,300 @@
+// Package daemon is nydusd's core: it mounts Nydus images through FUSE,
+// either one image at the mountpoint (dedicated mode) or several images
+// below it, added and removed through the API (shared mode), and serves
+// the HTTP API nydus-snapshotter drives, on a unix socket.
+package daemon
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/nydus-go/nydus/pkg/builder"
+	"github.com/nydus-go/nydus/pkg/daemon/api"
+	nfs "github.com/nydus-go/nydus/pkg/fs"
+	"github.com/nydus-go/nydus/pkg/fusefs"
+	"github.com/nydus-go/nydus/pkg/rafs"
+	"github.com/nydus-go/nydus/pkg/registry"
+)
+
+// Options configure a daemon.
+type Options struct {
+	// ID identifies the daemon (--id).
+	ID string
+	// Supervisor is the failover supervisor socket (--supervisor).
+	Supervisor string
+	// Mountpoint is the FUSE mountpoint (--mountpoint).
+	Mountpoint string
+	// Version is reported by GET /api/v1/daemon.
+	Version api.Version
+	// Log receives diagnostics.
+	Log *slog.Logger
+	// Events receives security and failure events.
+	Events func(nfs.Event)
+	// Debug logs every FUSE request.
+	Debug bool
+}
+
+// Daemon is a running nydusd.
+type Daemon struct {
+	o     Options
+	state atomic.Value // string
+
+	mu      sync.Mutex
+	srv     *fuse.Server
+	root    *pseudoRoot
+	mounts  map[string]*instance // by API mountpoint ("/" in dedicated mode)
+	nextIno uint64
+	shared  bool
+}
+
+// instance is one mounted image.
+type instance struct {
+	fs        *nfs.FS
+	cfg       *api.ConfigV1
+	bootstrap string
+	backend   string
+	closer    func()
+}
+
+// New returns a daemon in state INIT.
+func New(o Options) *Daemon {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Events == nil {
+		o.Events = func(nfs.Event) {}
+	}
+	d := &Daemon{o: o, mounts: map[string]*instance{}, nextIno: 1}
+	d.state.Store(api.StateInit)
+	return d
+}
+
+// State returns the daemon state.
+func (d *Daemon) State() string { return d.state.Load().(string) }
+
+// SetState sets the daemon state.
+func (d *Daemon) SetState(s string) { d.state.Store(s) }
+
+// openImage loads a bootstrap and connects its backend.
+func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.ConfigV1) (*instance, error) {
+	boot, err := os.ReadFile(bootstrap)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	be, closer, err := newBackend(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	f, err := nfs.Open(ctx, boot, be, nfs.Options{Log: d.o.Log, Events: d.o.Events})
+	if err != nil {
+		closer()
+		return nil, fmt.Errorf("bootstrap %s: %w", bootstrap, err)
+	}
+	return &instance{fs: f, cfg: cfg, bootstrap: bootstrap, backend: cfg.Device.Backend.Type, closer: closer}, nil
+}
+
+// newBackend builds the blob backend of a configuration.
+func newBackend(ctx context.Context, cfg *api.ConfigV1) (nfs.Backend, func(), error) {
+	bc := cfg.Device.Backend.Config
+	switch cfg.Device.Backend.Type {
+	case "localfs":
+		if bc.Dir == "" && bc.BlobFile == "" {
+			return nil, nil, errors.New("invalid nydusd config: field device.backend.config.dir is empty")
+		}
+		fs := &builder.FileSource{Dir: bc.Dir, File: bc.BlobFile}
+		return fs, func() { fs.Close() }, nil
+	case "registry":
+		auth := bc.Auth
+		if env := os.Getenv("IMAGE_PULL_AUTH"); env != "" {
+			auth = env
+		}
+		if auth != "" {
+			if _, err := base64.StdEncoding.DecodeString(auth); err != nil {
+				return nil, nil, errors.New("invalid nydusd config: field device.backend.config.auth is not base64")
+			}
+		}
+		scheme := bc.Scheme
+		c, err := registry.New(ctx, registry.Config{Host: bc.Host, Repo: bc.Repo, Scheme: scheme, Auth: auth,
+			RegistryToken: bc.RegistryToken, SkipVerify: bc.SkipVerify, Timeout: bc.Timeout,
+			ConnectTimeout: bc.ConnectTimeout, RetryLimit: max(bc.RetryLimit, 2)})
+		if err != nil {
+			return nil, nil, err
+		}
+		return c, func() {}, nil
+	}
+	return nil, nil, fmt.Errorf("backend type %q is not supported yet", cfg.Device.Backend.Type)
+}
+
+// MountDedicated mounts one image at the mountpoint and enters RUNNING.
+func (d *Daemon) MountDedicated(ctx context.Context, bootstrap string, cfg *api.ConfigV1) error {
+	inst, err := d.openImage(ctx, bootstrap, cfg)
+	if err != nil {
+		return err
+	}
+	fo := fusefs.Options{Debug: d.o.Debug}
+	srv, err := fusefs.Mount(d.o.Mountpoint, inst.fs, fo)
+	if err != nil {
+		inst.closer()
+		return fmt.Errorf("mount %s: %w", d.o.Mountpoint, err)
+	}
+	d.mu.Lock()
+	d.srv = srv
+	d.mounts["/"] = inst
+	d.mu.Unlock()
+	d.SetState(api.StateRunning)
+	d.o.Events(nfs.Event{Kind: "mount", Path: d.o.Mountpoint})
+	return nil
+}
+
+// pseudoRoot is the root directory of a shared daemon's mount.
+type pseudoRoot struct {
+	gofs.Inode
+}
+
+func (r *pseudoRoot) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFDIR | 0o755
+	out.Nlink = 2
+	return 0
+}
+
+// StartShared mounts an empty directory at the mountpoint; images are
+// added below it with Mount.
+func (d *Daemon) StartShared(ctx context.Context) error {
+	root := &pseudoRoot{}
+	to := time.Duration(0)
+	srv, err := gofs.Mount(d.o.Mountpoint, root, &gofs.Options{
+		EntryTimeout: &to, AttrTimeout: &to,
+		MountOptions: fusefs.MountOptions(fusefs.Options{}, d.o.Debug),
+	})
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", d.o.Mountpoint, err)
+	}
+	d.mu.Lock()
+	d.srv, d.root, d.shared = srv, root, true
+	d.mu.Unlock()
+	d.SetState(api.StateRunning)
+	return nil
+}
+
+// Mount adds an image below a shared daemon's mountpoint at sub
+// ("/<snapshot id>").
+func (d *Daemon) Mount(ctx context.Context, sub string, req api.MountRequest) error {
+	name := strings.Trim(sub, "/")
+	if name == "" || strings.Contains(name, "/") || name == "." || name == ".." {
+		return &Error{Code: "EINVAL", Status: 400, Msg: fmt.Sprintf("invalid mountpoint %q: want /<name>", sub)}
+	}
+	if req.FsType != "" && req.FsType != "rafs" {
+		return &Error{Code: "EINVAL", Status: 400, Msg: fmt.Sprintf("unsupported fs_type %q (want rafs)", req.FsType)}
+	}
+	cfg, unknown, err := api.ParseConfig([]byte(req.Config))
+	if err != nil {
+		return &Error{Code: "EINVAL", Status: 400, Msg: err.Error()}
+	}
+	for _, u := range unknown {
+		d.o.Log.Warn("ignoring unknown config field", "field", u)
+	}
+	d.mu.Lock()
+	if !d.shared {
+		d.mu.Unlock()
+		return &Error{Code: "EINVAL", Status: 400, Msg: "the daemon serves one image (started with --bootstrap); mounts need a shared daemon"}
+	}
+	if _, ok := d.mounts["/"+name]; ok {
+		d.mu.Unlock()
+		return &Error{Code: "EEXIST", Status: 409, Msg: fmt.Sprintf("mountpoint /%s is already mounted", name)}
+	}
+	base := d.nextIno << 40
+	d.nextIno++
+	d.mu.Unlock()
+	inst, err := d.openImage(ctx, req.Source, cfg)
+	if err != nil {
+		return &Error{Code: "EINVAL", Status: 400, Msg: err.Error()}
+	}
+	fo := fusefs.Options{InoBase: base}
+	child := d.root.NewPersistentInode(ctx, fusefs.Root(inst.fs, fo), gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: fusefs.RootIno(inst.fs, fo)})
+	d.mu.Lock()
+	d.root.AddChild(name, child, true)
+	d.mounts["/"+name] = inst
+	d.mu.Unlock()
+	d.o.Events(nfs.Event{Kind: "mount", Path: "/" + name})
+	return nil
+}
+
+// Umount removes an image from a shared daemon.
+func (d *Daemon) Umount(ctx context.Context, sub string) error {
+	name := strings.Trim(sub, "/")
+	d.mu.Lock()
+	inst, ok := d.mounts["/"+name]
+	if !ok || !d.shared {
+		d.mu.Unlock()
+		return &Error{Code: "ENOENT", Status: 404, Msg: fmt.Sprintf("mountpoint /%s is not mounted", name)}
+	}
+	delete(d.mounts, "/"+name)
+	d.root.RmChild(name)
+	d.mu.Unlock()
+	d.root.NotifyEntry(name)
+	inst.closer()
+	d.o.Events(nfs.Event{Kind: "umount", Path: "/" + name})
+	return nil
+}
+
+// Instances returns the mounted images by API mountpoint.
+func (d *Daemon) Instances() map[string]*nfs.FS {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := map[string]*nfs.FS{}
+	for k, v := range d.mounts {
+		out[k] = v.fs
+	}
+	return out
+}
+
+// Wait blocks until the FUSE session ends.
+func (d *Daemon) Wait() {
+	d.mu.Lock()
+	srv := d.srv
+	d.mu.Unlock()
+	if srv != nil {
+		srv.Wait()
+	}
+}
+
+// Close unmounts everything.
+func (d *Daemon) Close() error {
+	d.mu.Lock()
+	srv := d.srv
+	d.srv = nil
+	insts := d.mounts
+	d.mounts = map[string]*instance{}
+	d.mu.Unlock()
+	var err error
+	if srv != nil {
+		err = srv.Unmount()
+	}
+	for _, i := range insts {
+		i.closer()
+	}
+	d.SetState(api.StateStopped)
+	return err
+}
+
+// Error is an API error with its HTTP status and upstream-style code.
+type Error struct {
+	Code   string
+	Status int
+	Msg    string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+var _ = rafs.BlockSize

@@ -1,0 +1,138 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+
+	"github.com/nydus-go/nydus/pkg/daemon/api"
+)
+
+// ServeAPI serves the HTTP API on a unix socket created with mode 0600.
+// Idle connections are never timed out: nydus-snapshotter keeps one open
+// to detect the daemon's death.
+func (d *Daemon) ServeAPI(ctx context.Context, sock string) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
+		return nil, fmt.Errorf("api socket: %w", err)
+	}
+	if st, err := os.Lstat(sock); err == nil && st.Mode()&os.ModeSocket != 0 {
+		os.Remove(sock)
+	}
+	old := umask(0o177)
+	l, err := net.Listen("unix", sock)
+	umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("api socket %s: %w", sock, err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	srv := &http.Server{Handler: d.Handler()}
+	go srv.Serve(l)
+	return func() {
+		srv.Close()
+		os.Remove(sock)
+	}, nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, err error) {
+	var e *Error
+	if errors.As(err, &e) {
+		writeJSON(w, e.Status, api.ErrorBody{Code: e.Code, Message: e.Msg})
+		return
+	}
+	writeJSON(w, http.StatusInternalServerError, api.ErrorBody{Code: "EIO", Message: err.Error()})
+}
+
+// Handler returns the API's HTTP handler.
+func (d *Daemon) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/daemon", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, api.DaemonInfo{ID: d.o.ID, Version: d.o.Version, Supervisor: d.o.Supervisor, State: d.State()})
+	})
+	mux.HandleFunc("POST /api/v1/mount", func(w http.ResponseWriter, r *http.Request) {
+		var req api.MountRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+			writeErr(w, &Error{Code: "EINVAL", Status: 400, Msg: "invalid mount request body: " + err.Error()})
+			return
+		}
+		if err := d.Mount(r.Context(), r.URL.Query().Get("mountpoint"), req); err != nil {
+			writeErr(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("DELETE /api/v1/mount", func(w http.ResponseWriter, r *http.Request) {
+		if err := d.Umount(r.Context(), r.URL.Query().Get("mountpoint")); err != nil {
+			writeErr(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("GET /api/v1/metrics", func(w http.ResponseWriter, r *http.Request) {
+		id := r.URL.Query().Get("id")
+		var out api.FsMetrics
+		for mp, f := range d.Instances() {
+			if id == "" || id == mp {
+				out.ID = mp
+				out.DataRead += f.Metrics.ReadBytes.Load()
+			}
+		}
+		writeJSON(w, 200, out)
+	})
+	mux.HandleFunc("GET /api/v1/metrics/blobcache", func(w http.ResponseWriter, r *http.Request) {
+		// The snapshotter pauses cache GC when underlying_files is empty.
+		writeJSON(w, 200, api.BlobCacheMetrics{ID: r.URL.Query().Get("id"), UnderlyingFiles: []string{}})
+	})
+	mux.HandleFunc("GET /api/v1/metrics/backend", func(w http.ResponseWriter, r *http.Request) {
+		var out api.BackendMetrics
+		for _, f := range d.Instances() {
+			out.ReadCount += f.Metrics.FetchedChunks.Load()
+			out.ReadAmountTotal += f.Metrics.FetchedBytes.Load()
+			out.ReadErrors += f.Metrics.BackendErrors.Load()
+			out.DigestFailures += f.Metrics.DigestFailures.Load()
+		}
+		writeJSON(w, 200, out)
+	})
+	mux.HandleFunc("GET /api/v1/metrics/inflight", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	})
+	for _, p := range []string{"/api/v1/daemon/fuse/sendfd", "/api/v1/daemon/fuse/takeover"} {
+		mux.HandleFunc("PUT "+p, func(w http.ResponseWriter, r *http.Request) {
+			writeErr(w, &Error{Code: "ENOSYS", Status: 501, Msg: "failover is not supported yet"})
+		})
+	}
+	mux.HandleFunc("PUT /api/v1/daemon/start", func(w http.ResponseWriter, r *http.Request) {
+		d.SetState(api.StateRunning)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("PUT /api/v1/daemon/exit", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+		go d.Close()
+	})
+	mux.HandleFunc("PUT /api/v1/config", func(w http.ResponseWriter, r *http.Request) {
+		var body map[string]string
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&body); err != nil {
+			writeErr(w, &Error{Code: "EINVAL", Status: 400, Msg: "invalid config body"})
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeErr(w, &Error{Code: "ENOENT", Status: 404, Msg: fmt.Sprintf("unknown API %s %s", r.Method, r.URL.Path)})
+	})
+	return mux
+}
