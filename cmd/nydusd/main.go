@@ -22,10 +22,10 @@ import (
 
 type flags struct {
 	mountpoint, apisock, config, bootstrap, id, supervisor string
-	logLevel, logFile, failover, prefetchFiles, localfsDir  string
-	backendSource                                            string
-	logRotation, threads                                     int
-	upgrade, showVersion                                     bool
+	logLevel, logFile, failover, prefetchFiles, localfsDir string
+	backendSource                                          string
+	logRotation, threads                                   int
+	upgrade, showVersion                                   bool
 }
 
 func main() {
