@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/nydus-go/nydus/internal/treetest"
+	"github.com/nydus-go/nydus/pkg/converter"
+	"github.com/nydus-go/nydus/pkg/registry/registrytest"
+)
+
+// TestLazyRegistryMount converts a 100+ MB image with nydusify's library
+// into Debian's docker-registry, mounts it with nydusd's registry
+// backend and reads one small file: only a few MiB are fetched.
+func TestLazyRegistryMount(t *testing.T) {
+	requireFUSE(t)
+	ctx := context.Background()
+	r := registrytest.Start(t, registrytest.Options{})
+	var files []treetest.File
+	for i := 0; i < 52; i++ {
+		files = append(files, treetest.Reg(fmt.Sprintf("data/blob%02d.bin", i), 0o644, treetest.Random(int64(i), 2<<20)))
+	}
+	files = append(files, treetest.Reg("etc/small.conf", 0o644, []byte("small file\n")))
+	layer := treetest.Tar(files)
+	registrytest.PushImage(t, r.Host+"/big:1", [][]byte{layer})
+	ro := converter.RegistryOptions{PlainHTTP: true}
+	src, _ := converter.ParseRef(r.Host+"/big:1", false, ro)
+	dst, _ := converter.ParseRef(r.Host+"/big:nydus", false, ro)
+	if _, err := converter.Convert(ctx, src, dst, converter.Options{Source: ro, Target: ro, WorkDir: t.TempDir(), BatchSize: 0x100000}); err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(dst.Name, ro.Remote(ctx)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mf, _ := img.Manifest()
+	var blobBytes int64
+	for _, l := range mf.Layers[:len(mf.Layers)-1] {
+		blobBytes += l.Size
+	}
+	ls, _ := img.Layers()
+	rc, _ := ls[len(ls)-1].Compressed()
+	boot, err := converter.ExtractBootstrap(rc, 1<<30)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bootPath := filepath.Join(t.TempDir(), "image.boot")
+	os.WriteFile(bootPath, boot, 0o644)
+	cfg := fmt.Sprintf(`{"device":{"id":"/1","backend":{"type":"registry","config":{"readahead":false,"host":%q,"repo":"big","scheme":"http","proxy":{"fallback":false},"timeout":5,"connect_timeout":5,"retry_limit":2}},"cache":{"type":"blobcache","config":{"work_dir":%q,"disable_indexed_map":false}}},"mode":"direct","digest_validate":false,"enable_xattr":true,"iostats_files":true,"amplify_io":1048576,"fs_prefetch":{"enable":false,"prefetch_all":false,"threads_count":8,"merging_size":1048576}}`, r.Host, t.TempDir())
+	cfgPath := filepath.Join(t.TempDir(), "config.json")
+	os.WriteFile(cfgPath, []byte(cfg), 0o600)
+	r.ResetStats()
+	d := start(t, "--bootstrap", bootPath, "--config", cfgPath)
+	b, err := os.ReadFile(filepath.Join(d.mnt, "etc", "small.conf"))
+	if err != nil || string(b) != "small file\n" {
+		t.Fatalf("small file: %q %v\n%s", b, err, d.log)
+	}
+	st := r.Stats()
+	t.Logf("image blobs %d bytes; fetched %d bytes in %d GETs to read one small file", blobBytes, st.BlobBytesServed, st.BlobGets)
+	if blobBytes < 100<<20 {
+		t.Fatalf("image is only %d bytes", blobBytes)
+	}
+	if st.BlobBytesServed > 2<<20+1<<20 {
+		t.Fatalf("fetched %d bytes to read one small file", st.BlobBytesServed)
+	}
+	// A big file reads correctly too.
+	got, err := os.ReadFile(filepath.Join(d.mnt, "data", "blob07.bin"))
+	if err != nil || string(got) != string(treetest.Random(7, 2<<20)) {
+		t.Fatalf("blob07: %v", err)
+	}
+	if !strings.Contains(d.log.String(), "nydusd running") {
+		t.Fatalf("log:\n%s", d.log)
+	}
+}
