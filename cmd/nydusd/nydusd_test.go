@@ -227,3 +227,5 @@ func TestSharedMode(t *testing.T) {
 		t.Fatal("img1 still visible after umount")
 	}
 }
+
+func unixUnmount(dir string) { unix.Unmount(dir, unix.MNT_DETACH) }

@@ -52,7 +52,8 @@ func TestLazyRegistryMount(t *testing.T) {
 	}
 	bootPath := filepath.Join(t.TempDir(), "image.boot")
 	os.WriteFile(bootPath, boot, 0o644)
-	cfg := fmt.Sprintf(`{"device":{"id":"/1","backend":{"type":"registry","config":{"readahead":false,"host":%q,"repo":"big","scheme":"http","proxy":{"fallback":false},"timeout":5,"connect_timeout":5,"retry_limit":2}},"cache":{"type":"blobcache","config":{"work_dir":%q,"disable_indexed_map":false}}},"mode":"direct","digest_validate":false,"enable_xattr":true,"iostats_files":true,"amplify_io":1048576,"fs_prefetch":{"enable":false,"prefetch_all":false,"threads_count":8,"merging_size":1048576}}`, r.Host, t.TempDir())
+	cacheDir := t.TempDir()
+	cfg := fmt.Sprintf(`{"device":{"id":"/1","backend":{"type":"registry","config":{"readahead":false,"host":%q,"repo":"big","scheme":"http","proxy":{"fallback":false},"timeout":5,"connect_timeout":5,"retry_limit":2}},"cache":{"type":"blobcache","config":{"work_dir":%q,"disable_indexed_map":false}}},"mode":"direct","digest_validate":true,"enable_xattr":true,"iostats_files":true,"amplify_io":1048576,"fs_prefetch":{"enable":false,"prefetch_all":false,"threads_count":8,"merging_size":1048576}}`, r.Host, cacheDir)
 	cfgPath := filepath.Join(t.TempDir(), "config.json")
 	os.WriteFile(cfgPath, []byte(cfg), 0o600)
 	r.ResetStats()
@@ -76,5 +77,25 @@ func TestLazyRegistryMount(t *testing.T) {
 	}
 	if !strings.Contains(d.log.String(), "nydusd running") {
 		t.Fatalf("log:\n%s", d.log)
+	}
+	// The snapshotter's cache GC relies on underlying_files.
+	if code, body := d.do("GET", "/api/v1/metrics/blobcache", nil); code != 200 || !strings.Contains(body, ".blob.data") || !strings.Contains(body, ".chunk_map") {
+		t.Fatalf("blobcache metrics: %d %s", code, body)
+	}
+	// kill -9, restart on the same cache: cached data is served without
+	// touching the registry, and verified (digest_validate).
+	d.cmd.Process.Kill()
+	d.cmd.Wait()
+	unixUnmount(d.mnt)
+	r.ResetStats()
+	d2 := start(t, "--bootstrap", bootPath, "--config", cfgPath)
+	for name, want := range map[string][]byte{"etc/small.conf": []byte("small file\n"), "data/blob07.bin": treetest.Random(7, 2<<20)} {
+		got, err := os.ReadFile(filepath.Join(d2.mnt, name))
+		if err != nil || string(got) != string(want) {
+			t.Fatalf("after restart, %s: %v", name, err)
+		}
+	}
+	if st := r.Stats(); st.BlobBytesServed != 0 {
+		t.Fatalf("after restart, %d bytes fetched for cached files", st.BlobBytesServed)
 	}
 }

@@ -5,6 +5,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -19,6 +20,7 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/nydus-go/nydus/pkg/blobcache"
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
 	nfs "github.com/nydus-go/nydus/pkg/fs"
@@ -43,6 +45,9 @@ type Options struct {
 	Events func(nfs.Event)
 	// Debug logs every FUSE request.
 	Debug bool
+	// CacheMaxBytes caps each cache directory (0: no cap); blobs not in
+	// use are evicted, least recently used first.
+	CacheMaxBytes int64
 }
 
 // Daemon is a running nydusd.
@@ -56,6 +61,7 @@ type Daemon struct {
 	mounts  map[string]*instance // by API mountpoint ("/" in dedicated mode)
 	nextIno uint64
 	shared  bool
+	caches  map[string]*blobcache.Cache // by work_dir
 }
 
 // instance is one mounted image.
@@ -75,7 +81,7 @@ func New(o Options) *Daemon {
 	if o.Events == nil {
 		o.Events = func(nfs.Event) {}
 	}
-	d := &Daemon{o: o, mounts: map[string]*instance{}, nextIno: 1}
+	d := &Daemon{o: o, mounts: map[string]*instance{}, nextIno: 1, caches: map[string]*blobcache.Cache{}}
 	d.state.Store(api.StateInit)
 	return d
 }
@@ -96,12 +102,60 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 	if err != nil {
 		return nil, err
 	}
-	f, err := nfs.Open(ctx, boot, be, nfs.Options{Log: d.o.Log, Events: d.o.Events})
+	rd, err := rafs.Open(ctx, bytesReader(boot), int64(len(boot)))
 	if err != nil {
 		closer()
 		return nil, fmt.Errorf("bootstrap %s: %w", bootstrap, err)
 	}
-	return &instance{fs: f, cfg: cfg, bootstrap: bootstrap, backend: cfg.Device.Backend.Type, closer: closer}, nil
+	fo := nfs.Options{Log: d.o.Log, Events: d.o.Events, Validate: cfg.DigestValidate}
+	var cc *chunkCache
+	if wd := cfg.Device.Cache.Config.WorkDir; wd != "" && cfg.Device.Cache.Type != "dummycache" && cfg.Device.Cache.Type != "" {
+		c, err := d.cache(ctx, wd, cfg.DigestValidate)
+		if err != nil {
+			closer()
+			return nil, err
+		}
+		cc = newChunkCache(c, rd)
+		fo.Cache = cc
+	}
+	f, err := nfs.Open(ctx, boot, be, fo)
+	if err != nil {
+		closer()
+		return nil, fmt.Errorf("bootstrap %s: %w", bootstrap, err)
+	}
+	done := closer
+	if cc != nil {
+		done = func() { cc.release(); closer() }
+	}
+	return &instance{fs: f, cfg: cfg, bootstrap: bootstrap, backend: cfg.Device.Backend.Type, closer: done}, nil
+}
+
+// cache returns the chunk cache of a work directory, shared by every
+// image using it.
+func (d *Daemon) cache(ctx context.Context, dir string, validate bool) (*blobcache.Cache, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c, ok := d.caches[dir]; ok {
+		return c, nil
+	}
+	c, err := blobcache.Open(ctx, blobcache.Options{Dir: dir, ValidateOnRead: validate, MaxBytes: d.o.CacheMaxBytes, Log: d.o.Log})
+	if err != nil {
+		return nil, fmt.Errorf("cache %s: %w", dir, err)
+	}
+	d.caches[dir] = c
+	return c, nil
+}
+
+// UnderlyingFiles lists the cache files of blobs in use (for the
+// snapshotter's cache GC).
+func (d *Daemon) UnderlyingFiles() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := []string{}
+	for _, c := range d.caches {
+		out = append(out, c.UnderlyingFiles()...)
+	}
+	return out
 }
 
 // newBackend builds the blob backend of a configuration.
@@ -284,6 +338,12 @@ func (d *Daemon) Close() error {
 	for _, i := range insts {
 		i.closer()
 	}
+	d.mu.Lock()
+	for _, c := range d.caches {
+		c.Close()
+	}
+	d.caches = map[string]*blobcache.Cache{}
+	d.mu.Unlock()
 	d.SetState(api.StateStopped)
 	return err
 }
@@ -297,4 +357,4 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Msg }
 
-var _ = rafs.BlockSize
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

@@ -95,7 +95,7 @@ func (d *Daemon) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /api/v1/metrics/blobcache", func(w http.ResponseWriter, r *http.Request) {
 		// The snapshotter pauses cache GC when underlying_files is empty.
-		writeJSON(w, 200, api.BlobCacheMetrics{ID: r.URL.Query().Get("id"), UnderlyingFiles: []string{}})
+		writeJSON(w, 200, api.BlobCacheMetrics{ID: r.URL.Query().Get("id"), UnderlyingFiles: d.UnderlyingFiles()})
 	})
 	mux.HandleFunc("GET /api/v1/metrics/backend", func(w http.ResponseWriter, r *http.Request) {
 		var out api.BackendMetrics

@@ -39,8 +39,10 @@ type Backend = builder.RangeReader
 // ChunkCache keeps verified, uncompressed chunks. Package blobcache
 // provides one in upstream nydusd's file layout.
 type ChunkCache interface {
-	// Get returns the cached data of a chunk, or ok=false.
-	Get(ctx context.Context, blobID string, ci uint32, uncompOff int64, size int) (data []byte, ok bool, err error)
+	// Get returns the cached data of a chunk, or ok=false. A non-nil
+	// verify re-checks cached data; a chunk failing it is dropped from
+	// the cache (ok=false) so it is fetched again.
+	Get(ctx context.Context, blobID string, ci uint32, uncompOff int64, size int, verify func([]byte) error) (data []byte, ok bool, err error)
 	// Put stores verified data of a chunk.
 	Put(ctx context.Context, blobID string, ci uint32, uncompOff int64, data []byte) error
 }
@@ -59,6 +61,10 @@ type Event struct {
 type Options struct {
 	// Cache keeps fetched chunks (nil: none).
 	Cache ChunkCache
+	// Validate re-verifies cached chunks on every read (nydusd's
+	// digest_validate); chunks fetched from the backend are always
+	// verified.
+	Validate bool
 	// Log receives one line per failure (nil: discarded).
 	Log *slog.Logger
 	// Events receives failure events (nil: dropped).
@@ -271,7 +277,19 @@ func (f *FS) chunk(ctx context.Context, ino *Inode, k int) ([]byte, error) {
 	}
 	bi := f.rd.Blobs[a.BlobIndex]
 	if f.o.Cache != nil {
-		data, ok, err := f.o.Cache.Get(ctx, bi.BlobID, info.Index, int64(info.UncompressedOffset), int(info.UncompressedSize))
+		var verify func([]byte) error
+		if f.o.Validate {
+			verify = func(b []byte) error {
+				if digester.Sum(f.dig, b) != info.Digest {
+					f.Metrics.DigestFailures.Add(1)
+					f.o.Log.Error("cached chunk digest mismatch; refetching", "blob", bi.BlobID, "chunk", info.Index, "file", ino.path)
+					f.o.Events(Event{Kind: "cache-digest-mismatch", BlobID: bi.BlobID, Chunk: info.Index, Path: ino.path})
+					return errors.New("cached chunk digest mismatch")
+				}
+				return nil
+			}
+		}
+		data, ok, err := f.o.Cache.Get(ctx, bi.BlobID, info.Index, int64(info.UncompressedOffset), int(info.UncompressedSize), verify)
 		if err == nil && ok {
 			f.Metrics.CacheHits.Add(1)
 			return data, nil

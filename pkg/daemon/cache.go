@@ -1,0 +1,85 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/nydus-go/nydus/pkg/blobcache"
+	"github.com/nydus-go/nydus/pkg/rafs"
+)
+
+// chunkCache adapts a blobcache.Cache to one image's fs.ChunkCache,
+// keeping a handle per blob for the image's lifetime.
+type chunkCache struct {
+	c     *blobcache.Cache
+	rd    *rafs.Reader
+	mu    sync.Mutex
+	blobs map[string]*blobcache.BlobCache
+}
+
+func newChunkCache(c *blobcache.Cache, rd *rafs.Reader) *chunkCache {
+	return &chunkCache{c: c, rd: rd, blobs: map[string]*blobcache.BlobCache{}}
+}
+
+func (cc *chunkCache) blob(ctx context.Context, id string) (*blobcache.BlobCache, error) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if b, ok := cc.blobs[id]; ok {
+		return b, nil
+	}
+	n := 0
+	for _, bi := range cc.rd.Blobs {
+		if bi.BlobID == id {
+			n = int(bi.ChunkCount)
+		}
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("blob %s has no chunks", id)
+	}
+	b, err := cc.c.Blob(ctx, id, n, nil)
+	if err != nil {
+		return nil, err
+	}
+	cc.blobs[id] = b
+	return b, nil
+}
+
+// Get implements fs.ChunkCache.
+func (cc *chunkCache) Get(ctx context.Context, id string, ci uint32, off int64, size int, verify func([]byte) error) ([]byte, bool, error) {
+	b, err := cc.blob(ctx, id)
+	if err != nil {
+		return nil, false, err
+	}
+	if !b.Has(ci) {
+		return nil, false, nil
+	}
+	data, err := b.ReadChunk(ctx, ci, off, size, verify)
+	if errors.Is(err, blobcache.ErrCorrupt) || errors.Is(err, blobcache.ErrNotCached) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return data, true, nil
+}
+
+// Put implements fs.ChunkCache; data was verified by the caller.
+func (cc *chunkCache) Put(ctx context.Context, id string, ci uint32, off int64, data []byte) error {
+	b, err := cc.blob(ctx, id)
+	if err != nil {
+		return err
+	}
+	return b.Put(ctx, ci, off, data, nil)
+}
+
+// release drops every blob handle.
+func (cc *chunkCache) release() {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	for _, b := range cc.blobs {
+		b.Release()
+	}
+	cc.blobs = map[string]*blobcache.BlobCache{}
+}
