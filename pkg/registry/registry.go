@@ -38,8 +38,7 @@ type Config struct {
 	// SkipVerify disables TLS certificate verification and allows a
 	// fallback to plain HTTP, as upstream does.
 	SkipVerify bool `json:"skip_verify,omitempty"`
-	// Timeout bounds one request, in seconds (default 5 for the
-	// connection, no overall limit when 0).
+	// Timeout bounds one request, in seconds (default 5, as upstream).
 	Timeout int `json:"timeout,omitempty"`
 	// ConnectTimeout bounds connection setup, in seconds.
 	ConnectTimeout int `json:"connect_timeout,omitempty"`
@@ -111,11 +110,15 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry backend %s: %w", cfg, err)
 	}
+	timeout := time.Duration(cfg.Timeout) * time.Second
+	if timeout <= 0 {
+		timeout = 5 * time.Second // upstream's default: a stalled backend fails, never hangs
+	}
 	c := &Client{
 		cfg:   cfg,
 		repo:  repo,
 		base:  fmt.Sprintf("%s://%s/v2/%s/blobs/", repo.Registry.Scheme(), repo.RegistryStr(), repo.RepositoryStr()),
-		httpc: &http.Client{Transport: rt, Timeout: time.Duration(cfg.Timeout) * time.Second},
+		httpc: &http.Client{Transport: rt, Timeout: timeout},
 	}
 	return c, nil
 }
@@ -128,6 +131,14 @@ func (c *Client) ReadRange(ctx context.Context, digest string, off, n int64) ([]
 	}
 	var last error
 	for attempt := 0; attempt <= c.cfg.RetryLimit; attempt++ {
+		if attempt > 0 {
+			// Back off 100 ms, 200 ms, 400 ms, ... before retrying.
+			select {
+			case <-time.After(time.Duration(100<<min(attempt-1, 6)) * time.Millisecond):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
 		b, err := c.readRange(ctx, digest, off, n)
 		if err == nil {
 			return b, nil
