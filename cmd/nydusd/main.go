@@ -153,7 +153,19 @@ func run(cmd *cobra.Command, f *flags) error {
 		if cfg == nil {
 			return fmt.Errorf("--bootstrap needs --config or --localfs-dir")
 		}
-		if err := d.MountDedicated(ctx, f.bootstrap, cfg); err != nil {
+		var pf []string
+		if f.prefetchFiles != "" {
+			b, err := os.ReadFile(f.prefetchFiles)
+			if err != nil {
+				return fmt.Errorf("--prefetch-files: %w", err)
+			}
+			for _, l := range strings.Split(string(b), "\n") {
+				if l = strings.TrimSpace(l); strings.HasPrefix(l, "/") {
+					pf = append(pf, l)
+				}
+			}
+		}
+		if err := d.MountDedicated(ctx, f.bootstrap, cfg, pf); err != nil {
 			return err
 		}
 	} else if err := d.StartShared(ctx); err != nil {

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/nydus-go/nydus/internal/treetest"
@@ -97,5 +99,60 @@ func TestLazyRegistryMount(t *testing.T) {
 	}
 	if st := r.Stats(); st.BlobBytesServed != 0 {
 		t.Fatalf("after restart, %d bytes fetched for cached files", st.BlobBytesServed)
+	}
+}
+
+// TestPrefetchAll: with fs_prefetch.prefetch_all, the daemon fetches the
+// whole image in the background; afterwards reads touch no backend.
+func TestPrefetchAll(t *testing.T) {
+	requireFUSE(t)
+	ctx := context.Background()
+	r := registrytest.Start(t, registrytest.Options{})
+	layer := treetest.Tar(treetest.Sample())
+	registrytest.PushImage(t, r.Host+"/pf:1", [][]byte{layer})
+	ro := converter.RegistryOptions{PlainHTTP: true}
+	src, _ := converter.ParseRef(r.Host+"/pf:1", false, ro)
+	dst, _ := converter.ParseRef(r.Host+"/pf:nydus", false, ro)
+	if _, err := converter.Convert(ctx, src, dst, converter.Options{Source: ro, Target: ro, WorkDir: t.TempDir(), BatchSize: 0x40000, Prefetch: []string{"/etc"}}); err != nil {
+		t.Fatal(err)
+	}
+	img, _ := remote.Image(dst.Name, ro.Remote(ctx)...)
+	ls, _ := img.Layers()
+	rc, _ := ls[len(ls)-1].Compressed()
+	boot, _ := converter.ExtractBootstrap(rc, 1<<30)
+	rc.Close()
+	bootPath := filepath.Join(t.TempDir(), "image.boot")
+	os.WriteFile(bootPath, boot, 0o644)
+	cfg := fmt.Sprintf(`{"device":{"backend":{"type":"registry","config":{"host":%q,"repo":"pf","scheme":"http"}},"cache":{"type":"blobcache","config":{"work_dir":%q}}},"fs_prefetch":{"enable":true,"prefetch_all":true,"threads_count":4}}`, r.Host, t.TempDir())
+	cfgPath := filepath.Join(t.TempDir(), "config.json")
+	os.WriteFile(cfgPath, []byte(cfg), 0o600)
+	d := start(t, "--bootstrap", bootPath, "--config", cfgPath)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, body := d.do("GET", "/api/v1/metrics/blobcache", nil)
+		if strings.Contains(body, `"data_all_ready":true`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("prefetch did not finish: %s\n%s", body, d.log)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.ResetStats()
+	got, err := treetest.FromDir(d.mnt, treetest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := treetest.FromTar(bytes.NewReader(layer), treetest.Options{})
+	for p := range want {
+		if strings.Contains(p, "/.wh.") {
+			delete(want, p) // whiteouts of the only layer hide nothing
+		}
+	}
+	if diff := treetest.Diff(want, got); diff != "" {
+		t.Fatalf("tree differs:\n%s", diff)
+	}
+	if st := r.Stats(); st.BlobGets != 0 {
+		t.Fatalf("%d blob GETs after prefetch", st.BlobGets)
 	}
 }

@@ -66,11 +66,27 @@ type Daemon struct {
 
 // instance is one mounted image.
 type instance struct {
-	fs        *nfs.FS
-	cfg       *api.ConfigV1
-	bootstrap string
-	backend   string
-	closer    func()
+	stopPrefetch context.CancelFunc
+	fs           *nfs.FS
+	cfg          *api.ConfigV1
+	bootstrap    string
+	backend      string
+	closer       func()
+	pctx         context.Context
+}
+
+// prefetch starts background prefetch as the configuration asks.
+func (d *Daemon) prefetch(inst *instance, files []string) {
+	pf := inst.cfg.FSPrefetch
+	if !pf.Enable {
+		return
+	}
+	paths := append(inst.fs.PrefetchTablePaths(inst.pctx), files...)
+	workers := pf.ThreadsCount
+	if workers <= 0 || workers > 64 {
+		workers = 8
+	}
+	go inst.fs.Prefetch(inst.pctx, nfs.PrefetchOptions{Paths: paths, All: pf.PrefetchAll, Workers: workers, BytesPerSecond: int64(pf.BandwidthRate)})
 }
 
 // New returns a daemon in state INIT.
@@ -123,11 +139,12 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 		closer()
 		return nil, fmt.Errorf("bootstrap %s: %w", bootstrap, err)
 	}
-	done := closer
+	pctx, stop := context.WithCancel(context.Background())
+	done := func() { stop(); closer() }
 	if cc != nil {
-		done = func() { cc.release(); closer() }
+		done = func() { stop(); cc.release(); closer() }
 	}
-	return &instance{fs: f, cfg: cfg, bootstrap: bootstrap, backend: cfg.Device.Backend.Type, closer: done}, nil
+	return &instance{fs: f, cfg: cfg, bootstrap: bootstrap, backend: cfg.Device.Backend.Type, closer: done, stopPrefetch: stop, pctx: pctx}, nil
 }
 
 // cache returns the chunk cache of a work directory, shared by every
@@ -190,8 +207,9 @@ func newBackend(ctx context.Context, cfg *api.ConfigV1) (nfs.Backend, func(), er
 	return nil, nil, fmt.Errorf("backend type %q is not supported yet", cfg.Device.Backend.Type)
 }
 
-// MountDedicated mounts one image at the mountpoint and enters RUNNING.
-func (d *Daemon) MountDedicated(ctx context.Context, bootstrap string, cfg *api.ConfigV1) error {
+// MountDedicated mounts one image at the mountpoint and enters RUNNING;
+// prefetchFiles (--prefetch-files) are fetched first when prefetch is on.
+func (d *Daemon) MountDedicated(ctx context.Context, bootstrap string, cfg *api.ConfigV1, prefetchFiles []string) error {
 	inst, err := d.openImage(ctx, bootstrap, cfg)
 	if err != nil {
 		return err
@@ -208,6 +226,7 @@ func (d *Daemon) MountDedicated(ctx context.Context, bootstrap string, cfg *api.
 	d.mu.Unlock()
 	d.SetState(api.StateRunning)
 	d.o.Events(nfs.Event{Kind: "mount", Path: d.o.Mountpoint})
+	d.prefetch(inst, prefetchFiles)
 	return nil
 }
 
@@ -281,6 +300,7 @@ func (d *Daemon) Mount(ctx context.Context, sub string, req api.MountRequest) er
 	d.mounts["/"+name] = inst
 	d.mu.Unlock()
 	d.o.Events(nfs.Event{Kind: "mount", Path: "/" + name})
+	d.prefetch(inst, req.PrefetchFiles)
 	return nil
 }
 

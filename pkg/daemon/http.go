@@ -95,7 +95,19 @@ func (d *Daemon) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /api/v1/metrics/blobcache", func(w http.ResponseWriter, r *http.Request) {
 		// The snapshotter pauses cache GC when underlying_files is empty.
-		writeJSON(w, 200, api.BlobCacheMetrics{ID: r.URL.Query().Get("id"), UnderlyingFiles: d.UnderlyingFiles()})
+		m := api.BlobCacheMetrics{ID: r.URL.Query().Get("id"), UnderlyingFiles: d.UnderlyingFiles(), DataAllReady: true}
+		for mp, f := range d.Instances() {
+			if m.ID != "" && m.ID != mp {
+				continue
+			}
+			m.PrefetchRequestsCount += f.Metrics.PrefetchedChunks.Load()
+			m.WholeHits += f.Metrics.CacheHits.Load()
+			m.Total += f.Metrics.CacheHits.Load() + f.Metrics.FetchedChunks.Load()
+			if !f.Metrics.PrefetchDone.Load() {
+				m.DataAllReady = false
+			}
+		}
+		writeJSON(w, 200, m)
 	})
 	mux.HandleFunc("GET /api/v1/metrics/backend", func(w http.ResponseWriter, r *http.Request) {
 		var out api.BackendMetrics

@@ -79,6 +79,10 @@ type Metrics struct {
 	DigestFailures atomic.Int64
 	BackendErrors  atomic.Int64
 	ReadBytes      atomic.Int64
+	// PrefetchedChunks counts chunks fetched by Prefetch; PrefetchDone
+	// is set when it finishes.
+	PrefetchedChunks atomic.Int64
+	PrefetchDone     atomic.Bool
 }
 
 // FS is a mounted image.
