@@ -177,6 +177,9 @@ func TestDedicatedMode(t *testing.T) {
 			t.Errorf("log does not warn about %s:\n%s", w, d.log)
 		}
 	}
+	if code, body := d.do("GET", "/metrics", nil); code != 200 || !strings.Contains(body, `nydusd_read_bytes_total{mountpoint="/"}`) {
+		t.Fatalf("prometheus metrics: %d %s", code, body)
+	}
 	if code, body := d.do("GET", "/api/v1/nope", nil); code != 404 || !strings.Contains(body, `"code"`) {
 		t.Fatalf("unknown API: %d %s", code, body)
 	}

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 
 	"github.com/nydus-go/nydus/pkg/daemon/api"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // ServeAPI serves the HTTP API on a unix socket created with mode 0600.
@@ -143,6 +145,9 @@ func (d *Daemon) Handler() http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newCollector(d))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, &Error{Code: "ENOENT", Status: 404, Msg: fmt.Sprintf("unknown API %s %s", r.Method, r.URL.Path)})
 	})
