@@ -25,7 +25,7 @@ type flags struct {
 	logLevel, logFile, failover, prefetchFiles, localfsDir string
 	backendSource                                          string
 	logRotation, threads                                   int
-	upgrade, showVersion                                   bool
+	upgrade, showVersion, passthrough                      bool
 }
 
 func main() {
@@ -72,6 +72,7 @@ through the API: POST /api/v1/mount?mountpoint=/NAME (shared mode).`,
 	fl.StringVar(&f.prefetchFiles, "prefetch-files", "", "file of paths to prefetch (with --bootstrap)")
 	fl.StringVarP(&f.localfsDir, "localfs-dir", "D", "", "serve blobs from this directory (localfs backend)")
 	fl.StringVar(&f.backendSource, "backend-source", "", "accepted for nydus-snapshotter compatibility; ignored")
+	fl.BoolVar(&f.passthrough, "passthrough", true, "serve fully cached files through FUSE passthrough (keeps whole-file copies in the cache work_dir)")
 	fl.BoolVarP(&f.showVersion, "version", "V", false, "print the version")
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "nydusd: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
@@ -130,7 +131,7 @@ func run(cmd *cobra.Command, f *flags) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	d := daemon.New(daemon.Options{ID: f.id, Supervisor: f.supervisor, Mountpoint: f.mountpoint, Log: log,
+	d := daemon.New(daemon.Options{ID: f.id, Supervisor: f.supervisor, Mountpoint: f.mountpoint, Log: log, Passthrough: f.passthrough,
 		Version: api.Version{PackageVer: version.Version, GitCommit: version.Commit(), BuildTime: version.BuildTime, Profile: "release", Rustc: "go"}})
 	var cfg *api.ConfigV1
 	switch {

@@ -155,7 +155,8 @@ func TestDedicatedMode(t *testing.T) {
 	layer := treetest.Tar(treetest.Sample())
 	boot, blobs := image(t, layer)
 	cfgPath := filepath.Join(t.TempDir(), "config.json")
-	os.WriteFile(cfgPath, []byte(localfsConfig(t, blobs)), 0o600)
+	cfgJSON := localfsConfig(t, blobs)
+	os.WriteFile(cfgPath, []byte(cfgJSON), 0o600)
 	d := start(t, "--bootstrap", boot, "--config", cfgPath)
 	if st, err := os.Stat(d.sock); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("api socket mode: %v %v", st.Mode(), err)
@@ -171,6 +172,28 @@ func TestDedicatedMode(t *testing.T) {
 	want, _ := treetest.FromTar(bytes.NewReader(layer), treetest.Options{})
 	if diff := treetest.Diff(want, got); diff != "" {
 		t.Fatalf("mounted tree differs:\n%s", diff)
+	}
+	// Fully read files get whole-file copies for FUSE passthrough.
+	var c struct {
+		Device struct {
+			Cache struct {
+				Config struct {
+					WorkDir string `json:"work_dir"`
+				} `json:"config"`
+			} `json:"cache"`
+		} `json:"device"`
+	}
+	json.Unmarshal([]byte(cfgJSON), &c)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ents, _ := os.ReadDir(filepath.Join(c.Device.Cache.Config.WorkDir, "nydus-go-files"))
+		if len(ents) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no whole-file copies for passthrough in the cache work_dir")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	for _, w := range []string{"--some-future-flag", "our_extension"} {
 		if !strings.Contains(d.log.String(), w) {

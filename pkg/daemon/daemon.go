@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,6 +49,11 @@ type Options struct {
 	// CacheMaxBytes caps each cache directory (0: no cap); blobs not in
 	// use are evicted, least recently used first.
 	CacheMaxBytes int64
+	// Passthrough keeps a whole-file copy of every fully read (or
+	// prefetched) file under <work_dir>/nydus-go-files and hands it to
+	// the kernel through FUSE passthrough, so later reads of the file
+	// never reach the daemon. It needs a cache work_dir.
+	Passthrough bool
 }
 
 // Daemon is a running nydusd.
@@ -133,6 +139,9 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 		}
 		cc = newChunkCache(c, rd)
 		fo.Cache = cc
+		if d.o.Passthrough {
+			fo.WholeFileDir = filepath.Join(wd, "nydus-go-files")
+		}
 	}
 	f, err := nfs.Open(ctx, boot, be, fo)
 	if err != nil {
@@ -214,7 +223,7 @@ func (d *Daemon) MountDedicated(ctx context.Context, bootstrap string, cfg *api.
 	if err != nil {
 		return err
 	}
-	fo := fusefs.Options{Debug: d.o.Debug}
+	fo := fusefs.Options{Debug: d.o.Debug, Passthrough: d.o.Passthrough}
 	srv, err := fusefs.Mount(d.o.Mountpoint, inst.fs, fo)
 	if err != nil {
 		inst.closer()
@@ -293,7 +302,7 @@ func (d *Daemon) Mount(ctx context.Context, sub string, req api.MountRequest) er
 	if err != nil {
 		return &Error{Code: "EINVAL", Status: 400, Msg: err.Error()}
 	}
-	fo := fusefs.Options{InoBase: base}
+	fo := fusefs.Options{InoBase: base, Passthrough: d.o.Passthrough}
 	child := d.root.NewPersistentInode(ctx, fusefs.Root(inst.fs, fo), gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: fusefs.RootIno(inst.fs, fo)})
 	d.mu.Lock()
 	d.root.AddChild(name, child, true)

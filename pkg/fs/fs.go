@@ -65,6 +65,9 @@ type Options struct {
 	// digest_validate); chunks fetched from the backend are always
 	// verified.
 	Validate bool
+	// WholeFileDir, when set, holds whole-file caches of fully read
+	// files, served by passthrough (see WholeFile).
+	WholeFileDir string
 	// Log receives one line per failure (nil: discarded).
 	Log *slog.Logger
 	// Events receives failure events (nil: dropped).
@@ -83,6 +86,10 @@ type Metrics struct {
 	// is set when it finishes.
 	PrefetchedChunks atomic.Int64
 	PrefetchDone     atomic.Bool
+	// WholeFiles counts whole-file caches built; DaemonReads counts read
+	// requests served by the daemon (passthrough reads never reach it).
+	WholeFiles  atomic.Int64
+	DaemonReads atomic.Int64
 }
 
 // FS is a mounted image.
@@ -96,9 +103,10 @@ type FS struct {
 	// Metrics are updated atomically.
 	Metrics Metrics
 
-	mu    sync.Mutex
-	inos  map[uint64]*Inode
-	paths map[uint64]string
+	mu         sync.Mutex
+	inos       map[uint64]*Inode
+	paths      map[uint64]string
+	prefetched map[uint64]bool
 }
 
 // Inode is a cached inode with its chunk addresses.
@@ -130,7 +138,7 @@ func Open(ctx context.Context, bootstrap []byte, be Backend, o Options) (*FS, er
 		o.Events = func(Event) {}
 	}
 	f := &FS{rd: rd, cr: cr, dig: rd.Ext.Flags.Digester(), o: o, chunks: make(map[[2]uint32]rafs.ChunkInfo, len(table)),
-		inos: map[uint64]*Inode{}, paths: map[uint64]string{rd.RootNid(): "/"}}
+		inos: map[uint64]*Inode{}, paths: map[uint64]string{rd.RootNid(): "/"}, prefetched: map[uint64]bool{}}
 	for _, c := range table {
 		f.chunks[[2]uint32{c.BlobIndex, c.Index}] = c
 	}
@@ -238,6 +246,7 @@ func (f *FS) Xattr(ctx context.Context, nid uint64, name string) ([]byte, error)
 
 // Read reads file data at off into p, fetching missing chunks.
 func (f *FS) Read(ctx context.Context, nid uint64, p []byte, off int64) (int, error) {
+	f.Metrics.DaemonReads.Add(1)
 	ino, err := f.Inode(ctx, nid)
 	if err != nil {
 		return 0, err

@@ -98,6 +98,14 @@ func (f *FS) Prefetch(ctx context.Context, o PrefetchOptions) {
 			}
 		}()
 	}
+	defer func() {
+		// Prefetched files get whole-file caches (passthrough).
+		if f.o.WholeFileDir != "" && ctx.Err() == nil {
+			for nid := range seenFiles(f) {
+				f.EnsureWholeFile(ctx, nid)
+			}
+		}
+	}()
 	seen := map[uint64]bool{}
 	feed := func(p string, ino *Inode) bool {
 		if ctx.Err() != nil {
@@ -107,6 +115,9 @@ func (f *FS) Prefetch(ctx context.Context, o PrefetchOptions) {
 			return true
 		}
 		seen[ino.Nid] = true
+		f.mu.Lock()
+		f.prefetched[ino.Nid] = true
+		f.mu.Unlock()
 		for k := range ino.addrs {
 			select {
 			case jobs <- job{ino, k}:
@@ -179,4 +190,14 @@ func (l *limiter) wait(ctx context.Context, n int64) {
 		case <-ctx.Done():
 		}
 	}
+}
+
+func seenFiles(f *FS) map[uint64]bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[uint64]bool, len(f.prefetched))
+	for k := range f.prefetched {
+		out[k] = true
+	}
+	return out
 }

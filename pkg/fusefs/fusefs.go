@@ -27,6 +27,10 @@ type Options struct {
 	// InoBase is added to every nid to form inode numbers, so that images
 	// sharing one FUSE mount (shared daemon mode) never collide.
 	InoBase uint64
+	// Passthrough serves files that have a whole-file cache through
+	// FUSE passthrough (Linux ≥ 6.9, root): the kernel reads the cache
+	// file itself.
+	Passthrough bool
 }
 
 // errno translates fs errors at the edge.
@@ -144,6 +148,13 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
 		return nil, 0, syscall.EROFS
 	}
+	// A file whose whole content is verified and cached locally is
+	// handed to the kernel (FUSE passthrough): reads bypass the daemon.
+	if n.o.Passthrough {
+		if fd, err := n.f.WholeFile(ctx, n.nid, false); err == nil && fd != nil {
+			return gofs.NewLoopbackFileFromOS(fd), 0, 0
+		}
+	}
 	return nil, fuse.FOPEN_KEEP_CACHE, 0
 }
 
@@ -151,6 +162,13 @@ func (n *node) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off in
 	c, err := n.f.Read(ctx, n.nid, dest, off)
 	if err != nil {
 		return nil, errno(err)
+	}
+	if n.o.Passthrough && c > 0 {
+		if ino, err := n.f.Inode(ctx, n.nid); err == nil && uint64(off)+uint64(c) >= ino.Size {
+			// Read to the end: every chunk is cached now; assemble the
+			// whole file in the background for the next opens.
+			go n.f.EnsureWholeFile(context.Background(), n.nid)
+		}
 	}
 	return fuse.ReadResultData(dest[:c]), 0
 }

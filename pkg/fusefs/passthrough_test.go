@@ -1,0 +1,86 @@
+package fusefs
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/nydus-go/nydus/internal/treetest"
+	"github.com/nydus-go/nydus/pkg/builder"
+	nfs "github.com/nydus-go/nydus/pkg/fs"
+)
+
+// readUncached reads a file after dropping its page cache, so every byte
+// comes either from the daemon or from a passthrough backing file.
+func readUncached(t *testing.T, p string) []byte {
+	t.Helper()
+	fd, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	if err := unix.Fadvise(int(fd.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if _, err := b.ReadFrom(fd); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestPassthroughServesWholeFileWithoutDaemon(t *testing.T) {
+	requireFUSE(t)
+	want := treetest.Random(7, 3<<20+99)
+	layer := treetest.Tar([]treetest.File{treetest.Reg("app/lib.so", 0o755, want)})
+	boot, dir := buildImage(t, layer, builder.Options{ChunkSize: 0x100000})
+	whole := t.TempDir()
+	f, err := nfs.Open(context.Background(), boot, &builder.FileSource{Dir: dir}, nfs.Options{WholeFileDir: whole})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt := t.TempDir()
+	srv, err := Mount(mnt, f, Options{Passthrough: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Unmount()
+	if srv.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH == 0 {
+		t.Fatal("kernel did not grant FUSE passthrough (needs Linux >= 6.9 and root)")
+	}
+	p := filepath.Join(mnt, "app/lib.so")
+
+	// First read: served by the daemon, which then assembles the file.
+	if got := readUncached(t, p); !bytes.Equal(got, want) {
+		t.Fatal("first read differs from source")
+	}
+	first := f.Metrics.DaemonReads.Load()
+	if first == 0 {
+		t.Fatal("first read did not reach the daemon")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for f.Metrics.WholeFiles.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("whole-file cache was not built after a full read")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ents, _ := os.ReadDir(whole)
+	if len(ents) != 1 {
+		t.Fatalf("whole-file dir has %d entries, want 1", len(ents))
+	}
+
+	// Reopen: the kernel reads the backing file; the daemon sees nothing.
+	if got := readUncached(t, p); !bytes.Equal(got, want) {
+		t.Fatal("passthrough read differs from source")
+	}
+	if n := f.Metrics.DaemonReads.Load(); n != first {
+		t.Fatalf("passthrough reopen made %d daemon reads, want 0", n-first)
+	}
+}
