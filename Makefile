@@ -6,7 +6,7 @@ GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/nydus-go/nydus/internal/version.GitCommit=$(GIT_COMMIT)
 FUZZTIME ?= 10s
 
-.PHONY: all build deps test unit lint fuzz interop demo bench-build bench-convert clean
+.PHONY: all build deps test unit lint fuzz interop demo bench-build bench-convert bench-fs clean
 
 all: build
 
@@ -53,6 +53,11 @@ bench-build: build
 
 bench-convert: build
 	./scripts/bench-convert.sh
+
+# nydusd figures (warm passthrough read, metadata walk, cold registry
+# read, shared-daemon RSS) against native ext4 in one run; needs root.
+bench-fs: deps
+	$(GO) test ./cmd/nydusd -run '^$$' -bench BenchmarkFS -benchtime 1x -timeout 30m
 
 clean:
 	rm -rf $(BIN)

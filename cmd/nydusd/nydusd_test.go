@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func requireFUSE(t *testing.T) {
+func requireFUSE(t testing.TB) {
 	t.Helper()
 	if os.Getuid() == 0 {
 		if _, err := os.Stat("/dev/fuse"); err == nil {
@@ -49,7 +49,7 @@ func requireFUSE(t *testing.T) {
 }
 
 // image builds a layer into a bootstrap file and a blob directory.
-func image(t *testing.T, layer []byte) (boot, blobs string) {
+func image(t testing.TB, layer []byte) (boot, blobs string) {
 	t.Helper()
 	dir := t.TempDir()
 	blobs = filepath.Join(dir, "blobs")
@@ -72,7 +72,7 @@ type daemonProc struct {
 	log  *bytes.Buffer
 }
 
-func start(t *testing.T, args ...string) *daemonProc {
+func start(t testing.TB, args ...string) *daemonProc {
 	t.Helper()
 	dir := t.TempDir()
 	d := &daemonProc{sock: filepath.Join(dir, "api.sock"), mnt: filepath.Join(dir, "mnt"), log: &bytes.Buffer{}}
@@ -145,7 +145,7 @@ func (d *daemonProc) do(method, path string, body any) (int, string) {
 	return resp.StatusCode, b.String()
 }
 
-func localfsConfig(t *testing.T, blobs string) string {
+func localfsConfig(t testing.TB, blobs string) string {
 	cfg := fmt.Sprintf(`{"device":{"id":"/1","backend":{"type":"localfs","config":{"dir":%q,"readahead":false,"proxy":{"fallback":false}}},"cache":{"type":"blobcache","config":{"work_dir":%q,"disable_indexed_map":false}}},"mode":"direct","digest_validate":false,"enable_xattr":true,"amplify_io":1048576,"fs_prefetch":{"enable":true,"prefetch_all":true,"threads_count":8,"merging_size":1048576},"our_extension":1}`, blobs, t.TempDir())
 	return cfg
 }

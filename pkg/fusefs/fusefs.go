@@ -104,6 +104,17 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	return child, 0
 }
 
+// OpendirHandle lets the kernel cache directory listings
+// (FOPEN_CACHE_DIR): the image never changes, so a directory is listed by
+// the daemon once.
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	ds, e := n.Readdir(ctx)
+	if e != 0 {
+		return nil, 0, e
+	}
+	return ds, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+}
+
 func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	ents, err := n.f.ReadDir(ctx, n.nid)
 	if err != nil {
@@ -229,6 +240,8 @@ func MountOptions(o Options, debug bool) fuse.MountOptions {
 		DirectMount:  true,
 		Debug:        debug,
 		MaxReadAhead: 1 << 20,
+		// Immutable image: symlink targets are cached by the kernel too.
+		EnableSymlinkCaching: true,
 	}
 }
 
