@@ -31,12 +31,7 @@ unit: build
 	$(GO) test -race -short -count=1 ./pkg/...
 
 fuzz:
-	@for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' pkg | xargs -n1 dirname | sort -u); do \
-	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$spec/*_test.go | sed 's/func //'); do \
-	    echo "fuzz $$spec $$f"; \
-	    $(GO) test ./$$spec -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 100x || exit 1; \
-	  done; \
-	done
+	FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
 
 interop: build
 	cd test/interop && NYDUS_IMAGE=$(BIN)/nydus-image $(GO) test -count=1 ./...
