@@ -10,12 +10,15 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/nydus-go/nydus/internal/version"
 	"github.com/nydus-go/nydus/pkg/daemon"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
+	nfs "github.com/nydus-go/nydus/pkg/fs"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -23,9 +26,9 @@ import (
 type flags struct {
 	mountpoint, apisock, config, bootstrap, id, supervisor string
 	logLevel, logFile, failover, prefetchFiles, localfsDir string
-	backendSource                                          string
+	backendSource, eventSink, cacheMax                     string
 	logRotation, threads                                   int
-	upgrade, showVersion, passthrough                      bool
+	upgrade, showVersion, passthrough, digestValidate      bool
 }
 
 func main() {
@@ -73,6 +76,9 @@ through the API: POST /api/v1/mount?mountpoint=/NAME (shared mode).`,
 	fl.StringVarP(&f.localfsDir, "localfs-dir", "D", "", "serve blobs from this directory (localfs backend)")
 	fl.StringVar(&f.backendSource, "backend-source", "", "accepted for nydus-snapshotter compatibility; ignored")
 	fl.BoolVar(&f.passthrough, "passthrough", true, "serve fully cached files through FUSE passthrough (keeps whole-file copies in the cache work_dir)")
+	fl.StringVar(&f.eventSink, "event-sink", os.Getenv("NYDUSD_EVENT_SINK"), "POST events (mounts, verification failures, backend errors) as JSON to this http(s):// or unix:///path URL, asynchronously (env NYDUSD_EVENT_SINK)")
+	fl.StringVar(&f.cacheMax, "cache-max-size", os.Getenv("NYDUSD_CACHE_MAX_SIZE"), "cap each cache work_dir, e.g. 10GiB; unused blobs are evicted LRU (env NYDUSD_CACHE_MAX_SIZE)")
+	fl.BoolVar(&f.digestValidate, "digest-validate", envBool("NYDUSD_DIGEST_VALIDATE"), "re-verify cached chunks on every read, overriding the config's digest_validate (env NYDUSD_DIGEST_VALIDATE)")
 	fl.BoolVarP(&f.showVersion, "version", "V", false, "print the version")
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "nydusd: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
@@ -129,9 +135,23 @@ func run(cmd *cobra.Command, f *flags) error {
 	if st, err := os.Stat(f.mountpoint); err != nil || !st.IsDir() {
 		return fmt.Errorf("mountpoint %s is not a directory", f.mountpoint)
 	}
+	cacheMax, err := parseSize(f.cacheMax)
+	if err != nil {
+		return fmt.Errorf("--cache-max-size: %w", err)
+	}
+	var events func(nfs.Event)
+	if f.eventSink != "" {
+		sink, err := daemon.NewEventSink(f.eventSink, f.id, log)
+		if err != nil {
+			return fmt.Errorf("--event-sink: %w", err)
+		}
+		defer sink.Close(2 * time.Second)
+		events = sink.Send
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	d := daemon.New(daemon.Options{ID: f.id, Supervisor: f.supervisor, Mountpoint: f.mountpoint, Log: log, Passthrough: f.passthrough,
+		Events: events, CacheMaxBytes: cacheMax, DigestValidate: f.digestValidate,
 		Version: api.Version{PackageVer: version.Version, GitCommit: version.Commit(), BuildTime: version.BuildTime, Profile: "release", Rustc: "go"}})
 	var cfg *api.ConfigV1
 	switch {
@@ -206,4 +226,38 @@ func warnUnknownFlags(fs *pflag.FlagSet, log *slog.Logger) {
 			log.Warn("ignoring unknown flag", "flag", "--"+name)
 		}
 	}
+}
+
+// envBool reads a boolean environment variable (1, true, yes).
+func envBool(name string) bool {
+	switch strings.ToLower(os.Getenv(name)) {
+	case "1", "true", "yes", "on":
+		return true
+	}
+	return false
+}
+
+// parseSize parses a byte size such as 512MiB, 10GiB, 1G or 1048576
+// ("" and "0": no limit).
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, nil
+	}
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("invalid size %q (want e.g. 512MiB or 10GiB)", s)
+	}
+	return n * mult, nil
 }

@@ -54,6 +54,9 @@ type Options struct {
 	// the kernel through FUSE passthrough, so later reads of the file
 	// never reach the daemon. It needs a cache work_dir.
 	Passthrough bool
+	// DigestValidate re-verifies cached chunks on every read for every
+	// image, whatever the image config's digest_validate says.
+	DigestValidate bool
 }
 
 // Daemon is a running nydusd.
@@ -129,10 +132,10 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 		closer()
 		return nil, fmt.Errorf("bootstrap %s: %w", bootstrap, err)
 	}
-	fo := nfs.Options{Log: d.o.Log, Events: d.o.Events, Validate: cfg.DigestValidate}
+	fo := nfs.Options{Log: d.o.Log, Events: d.o.Events, Validate: cfg.DigestValidate || d.o.DigestValidate}
 	var cc *chunkCache
 	if wd := cfg.Device.Cache.Config.WorkDir; wd != "" && cfg.Device.Cache.Type != "dummycache" && cfg.Device.Cache.Type != "" {
-		c, err := d.cache(ctx, wd, cfg.DigestValidate)
+		c, err := d.cache(ctx, wd, cfg.DigestValidate || d.o.DigestValidate)
 		if err != nil {
 			closer()
 			return nil, err
