@@ -65,6 +65,12 @@ func (cc *chunkCache) Get(ctx context.Context, id string, ci uint32, off int64, 
 	return data, true, nil
 }
 
+// Has reports whether a chunk is cached (used to skip read-ahead).
+func (cc *chunkCache) Has(ctx context.Context, id string, ci uint32) bool {
+	b, err := cc.blob(ctx, id)
+	return err == nil && b.Has(ci)
+}
+
 // Put implements fs.ChunkCache; data was verified by the caller.
 func (cc *chunkCache) Put(ctx context.Context, id string, ci uint32, off int64, data []byte) error {
 	b, err := cc.blob(ctx, id)

@@ -132,7 +132,7 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 		closer()
 		return nil, fmt.Errorf("bootstrap %s: %w", bootstrap, err)
 	}
-	fo := nfs.Options{Log: d.o.Log, Events: d.o.Events, Validate: cfg.DigestValidate || d.o.DigestValidate}
+	fo := nfs.Options{Log: d.o.Log, Events: d.o.Events, Validate: cfg.DigestValidate || d.o.DigestValidate, ReadAhead: readAhead(cfg)}
 	var cc *chunkCache
 	if wd := cfg.Device.Cache.Config.WorkDir; wd != "" && cfg.Device.Cache.Type != "dummycache" && cfg.Device.Cache.Type != "" {
 		c, err := d.cache(ctx, wd, cfg.DigestValidate || d.o.DigestValidate)
@@ -152,9 +152,9 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 		return nil, fmt.Errorf("bootstrap %s: %w", bootstrap, err)
 	}
 	pctx, stop := context.WithCancel(context.Background())
-	done := func() { stop(); closer() }
+	done := func() { stop(); f.Close(); closer() }
 	if cc != nil {
-		done = func() { stop(); cc.release(); closer() }
+		done = func() { stop(); f.Close(); cc.release(); closer() }
 	}
 	return &instance{fs: f, cfg: cfg, bootstrap: bootstrap, backend: cfg.Device.Backend.Type, closer: done, stopPrefetch: stop, pctx: pctx}, nil
 }
@@ -390,3 +390,13 @@ type Error struct {
 func (e *Error) Error() string { return e.Msg }
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+// readAhead is how far past a fetched chunk sequential reads fetch in the
+// background: amplify_io, but at least 4 MiB.
+func readAhead(cfg *api.ConfigV1) int64 {
+	ra := int64(4 << 20)
+	if cfg.AmplifyIO != nil && int64(*cfg.AmplifyIO) > ra {
+		ra = int64(*cfg.AmplifyIO)
+	}
+	return ra
+}

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/digester"
@@ -68,6 +69,10 @@ type Options struct {
 	// WholeFileDir, when set, holds whole-file caches of fully read
 	// files, served by passthrough (see WholeFile).
 	WholeFileDir string
+	// ReadAhead is how many bytes past a chunk that had to be fetched
+	// are fetched in the background too (0: none), so sequential reads
+	// overlap network, verification and cache writes.
+	ReadAhead int64
 	// Log receives one line per failure (nil: discarded).
 	Log *slog.Logger
 	// Events receives failure events (nil: dropped).
@@ -100,6 +105,10 @@ type FS struct {
 	dig    digester.Algorithm
 	o      Options
 	sf     singleflight.Group
+	raSem  chan struct{}   // bounds background read-ahead fetches
+	bg     context.Context // cancelled by Close
+	stop   context.CancelFunc
+	bgWG   sync.WaitGroup
 	// Metrics are updated atomically.
 	Metrics Metrics
 
@@ -138,11 +147,32 @@ func Open(ctx context.Context, bootstrap []byte, be Backend, o Options) (*FS, er
 		o.Events = func(Event) {}
 	}
 	f := &FS{rd: rd, cr: cr, dig: rd.Ext.Flags.Digester(), o: o, chunks: make(map[[2]uint32]rafs.ChunkInfo, len(table)),
-		inos: map[uint64]*Inode{}, paths: map[uint64]string{rd.RootNid(): "/"}, prefetched: map[uint64]bool{}}
+		raSem: make(chan struct{}, 4), inos: map[uint64]*Inode{}, paths: map[uint64]string{rd.RootNid(): "/"}, prefetched: map[uint64]bool{}}
+	f.bg, f.stop = context.WithCancel(context.Background())
 	for _, c := range table {
 		f.chunks[[2]uint32{c.BlobIndex, c.Index}] = c
 	}
 	return f, nil
+}
+
+// Context is cancelled when the filesystem is closed; background work
+// started on its behalf (read-ahead, whole-file builds) should use it.
+func (f *FS) Context() context.Context { return f.bg }
+
+// Go runs fn in the background, tracked by Close.
+func (f *FS) Go(fn func(ctx context.Context)) {
+	f.bgWG.Add(1)
+	go func() {
+		defer f.bgWG.Done()
+		fn(f.bg)
+	}()
+}
+
+// Close cancels background work (read-ahead, whole-file builds) and
+// waits for it; call it before releasing the cache.
+func (f *FS) Close() {
+	f.stop()
+	f.bgWG.Wait()
 }
 
 // Reader returns the bootstrap reader.
@@ -265,9 +295,12 @@ func (f *FS) Read(ctx context.Context, nid uint64, p []byte, off int64) (int, er
 		if int(k) >= len(ino.addrs) {
 			return n, fmt.Errorf("%w: %s: chunk %d beyond the index", ErrIO, ino.path, k)
 		}
-		data, err := f.chunk(ctx, ino, int(k))
+		data, fetched, err := f.chunkFetched(ctx, ino, int(k))
 		if err != nil {
 			return n, err
+		}
+		if fetched && f.o.ReadAhead > 0 {
+			f.readAhead(ino, int(k)+1)
 		}
 		in := pos - k*cs
 		c := copy(p[n:end-off], data[in:])
@@ -283,10 +316,51 @@ func (f *FS) Read(ctx context.Context, nid uint64, p []byte, off int64) (int, er
 
 // chunk returns the verified data of chunk k of a file.
 func (f *FS) chunk(ctx context.Context, ino *Inode, k int) ([]byte, error) {
+	data, _, err := f.chunkFetched(ctx, ino, k)
+	return data, err
+}
+
+// cacheHas is implemented by caches that can tell cheaply whether a
+// chunk is cached.
+type cacheHas interface {
+	Has(ctx context.Context, blobID string, ci uint32) bool
+}
+
+// readAhead fetches up to ReadAhead bytes of chunks of ino from chunk k
+// on, in the background, skipping cached ones. Fetches join foreground
+// reads of the same chunk (single flight) and are bounded globally.
+func (f *FS) readAhead(ino *Inode, k int) {
+	cs := int64(f.rd.ChunkSize())
+	hc, _ := f.o.Cache.(cacheHas)
+	for i := k; i < len(ino.addrs) && int64(i-k)*cs < f.o.ReadAhead; i++ {
+		a := ino.addrs[i]
+		info, ok := f.chunks[[2]uint32{a.BlobIndex, a.CIIndex}]
+		if !ok || (hc != nil && hc.Has(context.Background(), f.rd.Blobs[a.BlobIndex].BlobID, info.Index)) {
+			continue
+		}
+		select {
+		case f.raSem <- struct{}{}:
+		default:
+			return // enough in flight
+		}
+		f.bgWG.Add(1)
+		go func(i int) {
+			defer f.bgWG.Done()
+			defer func() { <-f.raSem }()
+			ctx, cancel := context.WithTimeout(f.bg, time.Minute)
+			defer cancel()
+			f.chunk(ctx, ino, i)
+		}(i)
+	}
+}
+
+// chunkFetched is chunk, also telling whether the chunk came from the
+// backend (a cache miss).
+func (f *FS) chunkFetched(ctx context.Context, ino *Inode, k int) ([]byte, bool, error) {
 	a := ino.addrs[k]
 	info, ok := f.chunks[[2]uint32{a.BlobIndex, a.CIIndex}]
 	if !ok {
-		return nil, fmt.Errorf("%w: %s: chunk %d (blob %d, index %d) is not in the chunk table", ErrIO, ino.path, k, a.BlobIndex, a.CIIndex)
+		return nil, false, fmt.Errorf("%w: %s: chunk %d (blob %d, index %d) is not in the chunk table", ErrIO, ino.path, k, a.BlobIndex, a.CIIndex)
 	}
 	bi := f.rd.Blobs[a.BlobIndex]
 	if f.o.Cache != nil {
@@ -305,7 +379,7 @@ func (f *FS) chunk(ctx context.Context, ino *Inode, k int) ([]byte, error) {
 		data, ok, err := f.o.Cache.Get(ctx, bi.BlobID, info.Index, int64(info.UncompressedOffset), int(info.UncompressedSize), verify)
 		if err == nil && ok {
 			f.Metrics.CacheHits.Add(1)
-			return data, nil
+			return data, false, nil
 		}
 	}
 	key := fmt.Sprintf("%d/%d", a.BlobIndex, a.CIIndex)
@@ -333,7 +407,7 @@ func (f *FS) chunk(ctx context.Context, ino *Inode, k int) ([]byte, error) {
 		return data, nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return v.([]byte), nil
+	return v.([]byte), true, nil
 }

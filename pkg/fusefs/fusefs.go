@@ -178,7 +178,7 @@ func (n *node) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off in
 		if ino, err := n.f.Inode(ctx, n.nid); err == nil && uint64(off)+uint64(c) >= ino.Size {
 			// Read to the end: every chunk is cached now; assemble the
 			// whole file in the background for the next opens.
-			go n.f.EnsureWholeFile(context.Background(), n.nid)
+			n.f.Go(func(ctx context.Context) { n.f.EnsureWholeFile(ctx, n.nid) })
 		}
 	}
 	return fuse.ReadResultData(dest[:c]), 0
