@@ -25,6 +25,9 @@ deps:
 lint:
 	@out=$$(gofmt -l cmd pkg internal test 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@# go.mod files must be tidy (the interop module follows the main one).
+	$(GO) mod tidy -diff
+	cd test/interop && $(GO) mod tidy -diff
 
 unit: build
 	NYDUS_IMAGE=$(BIN)/nydus-image $(GO) test -count=1 ./...
