@@ -35,9 +35,10 @@ func (f *FS) wholeKey(ino *Inode) string {
 // WholeFile returns an open whole-file cache of a regular file, building
 // it from verified chunks when build is set and the file is not there
 // yet. It returns nil when whole-file caching is off or the file is
-// empty.
+// empty. With Validate (digest_validate) it is always off: every read must
+// then be verified by the daemon, which passthrough would bypass.
 func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, error) {
-	if f.o.WholeFileDir == "" {
+	if f.o.WholeFileDir == "" || f.o.Validate {
 		return nil, nil
 	}
 	ino, err := f.Inode(ctx, nid)
@@ -90,7 +91,7 @@ func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, e
 // EnsureWholeFile builds a regular file's whole-file cache unless it
 // exists or is being built. It is safe to call from many goroutines.
 func (f *FS) EnsureWholeFile(ctx context.Context, nid uint64) error {
-	if f.o.WholeFileDir == "" {
+	if f.o.WholeFileDir == "" || f.o.Validate {
 		return nil
 	}
 	ino, err := f.Inode(ctx, nid)

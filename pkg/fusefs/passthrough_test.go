@@ -84,3 +84,36 @@ func TestPassthroughServesWholeFileWithoutDaemon(t *testing.T) {
 		t.Fatalf("passthrough reopen made %d daemon reads, want 0", n-first)
 	}
 }
+
+// TestNoPassthroughWithDigestValidate: when every read must be verified
+// (digest_validate), no whole-file copy is made and reads stay in the
+// daemon.
+func TestNoPassthroughWithDigestValidate(t *testing.T) {
+	requireFUSE(t)
+	want := treetest.Random(8, 300000)
+	boot, dir := buildImage(t, treetest.Tar([]treetest.File{treetest.Reg("f", 0o644, want)}), builder.Options{})
+	whole := t.TempDir()
+	f, err := nfs.Open(context.Background(), boot, &builder.FileSource{Dir: dir}, nfs.Options{WholeFileDir: whole, Validate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt := t.TempDir()
+	srv, err := Mount(mnt, f, Options{Passthrough: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Unmount()
+	for i := 0; i < 2; i++ {
+		before := f.Metrics.DaemonReads.Load()
+		if got := readUncached(t, filepath.Join(mnt, "f")); !bytes.Equal(got, want) {
+			t.Fatal("read differs")
+		}
+		if f.Metrics.DaemonReads.Load() == before {
+			t.Fatalf("read %d bypassed the daemon with digest validation on", i)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if ents, _ := os.ReadDir(whole); len(ents) != 0 || f.Metrics.WholeFiles.Load() != 0 {
+		t.Fatalf("whole-file copies made with digest validation on: %d", len(ents))
+	}
+}
