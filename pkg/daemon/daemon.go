@@ -172,6 +172,9 @@ func (d *Daemon) cache(ctx context.Context, dir string, validate bool) (*blobcac
 		return nil, fmt.Errorf("cache %s: %w", dir, err)
 	}
 	d.caches[dir] = c
+	if n := nfs.CleanWholeFileDir(filepath.Join(dir, "nydus-go-files"), 10*time.Minute); n > 0 {
+		d.o.Log.Info("removed partial whole-file copies", "dir", dir, "count", n)
+	}
 	return c, nil
 }
 

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/zeebo/blake3"
 )
@@ -114,4 +116,25 @@ func (f *FS) EnsureWholeFile(ctx context.Context, nid uint64) error {
 		f.o.Log.Warn("whole-file cache", "file", ino.path, "err", err)
 	}
 	return err
+}
+
+// CleanWholeFileDir removes partial whole-file builds (left by a crash)
+// older than olderThan from dir; younger ones may belong to another live
+// daemon sharing the directory.
+func CleanWholeFileDir(dir string, olderThan time.Duration) (removed int) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), ".build-") {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > olderThan {
+			if os.Remove(filepath.Join(dir, e.Name())) == nil {
+				removed++
+			}
+		}
+	}
+	return removed
 }
