@@ -311,6 +311,11 @@ func benchRSS(b *testing.B, dir string) {
 	}
 	b.StopTimer()
 	rss, hwm := vmRSS(b, d.cmd.Process.Pid)
+	if p := os.Getenv("BENCH_FS_HEAP_PROFILE"); p != "" {
+		// go tool pprof -sample_index=inuse_space $p
+		_, body := d.do("GET", "/debug/pprof/heap?gc=1", nil)
+		os.WriteFile(p, []byte(body), 0o644)
+	}
 	b.ReportMetric(rss, "RSS-MiB")
 	b.ReportMetric(hwm, "peak-RSS-MiB")
 }

@@ -203,6 +203,9 @@ func TestDedicatedMode(t *testing.T) {
 	if code, body := d.do("GET", "/metrics", nil); code != 200 || !strings.Contains(body, `nydusd_read_bytes_total{mountpoint="/"}`) {
 		t.Fatalf("prometheus metrics: %d %s", code, body)
 	}
+	if code, body := d.do("GET", "/debug/pprof/", nil); code != 200 || !strings.Contains(body, "heap") {
+		t.Fatalf("pprof index: %d", code)
+	}
 	if code, body := d.do("GET", "/api/v1/nope", nil); code != 404 || !strings.Contains(body, `"code"`) {
 		t.Fatalf("unknown API: %d %s", code, body)
 	}

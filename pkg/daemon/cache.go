@@ -14,13 +14,17 @@ import (
 // keeping a handle per blob for the image's lifetime.
 type chunkCache struct {
 	c     *blobcache.Cache
-	rd    *rafs.Reader
+	n     map[string]int // chunk count per blob id
 	mu    sync.Mutex
 	blobs map[string]*blobcache.BlobCache
 }
 
 func newChunkCache(c *blobcache.Cache, rd *rafs.Reader) *chunkCache {
-	return &chunkCache{c: c, rd: rd, blobs: map[string]*blobcache.BlobCache{}}
+	n := make(map[string]int, len(rd.Blobs))
+	for _, bi := range rd.Blobs {
+		n[bi.BlobID] = int(bi.ChunkCount)
+	}
+	return &chunkCache{c: c, n: n, blobs: map[string]*blobcache.BlobCache{}}
 }
 
 func (cc *chunkCache) blob(ctx context.Context, id string) (*blobcache.BlobCache, error) {
@@ -29,12 +33,7 @@ func (cc *chunkCache) blob(ctx context.Context, id string) (*blobcache.BlobCache
 	if b, ok := cc.blobs[id]; ok {
 		return b, nil
 	}
-	n := 0
-	for _, bi := range cc.rd.Blobs {
-		if bi.BlobID == id {
-			n = int(bi.ChunkCount)
-		}
-	}
+	n := cc.n[id]
 	if n == 0 {
 		return nil, fmt.Errorf("blob %s has no chunks", id)
 	}
