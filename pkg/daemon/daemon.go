@@ -80,6 +80,7 @@ type instance struct {
 	cfg          *api.ConfigV1
 	bootstrap    string
 	backend      string
+	be           nfs.Backend
 	closer       func()
 	pctx         context.Context
 }
@@ -156,7 +157,7 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 	if cc != nil {
 		done = func() { stop(); f.Close(); cc.release(); closer() }
 	}
-	return &instance{fs: f, cfg: cfg, bootstrap: bootstrap, backend: cfg.Device.Backend.Type, closer: done, stopPrefetch: stop, pctx: pctx}, nil
+	return &instance{fs: f, cfg: cfg, bootstrap: bootstrap, backend: cfg.Device.Backend.Type, be: be, closer: done, stopPrefetch: stop, pctx: pctx}, nil
 }
 
 // cache returns the chunk cache of a work directory, shared by every
@@ -346,6 +347,40 @@ func (d *Daemon) Instances() map[string]*nfs.FS {
 		out[k] = v.fs
 	}
 	return out
+}
+
+// authSetter is a backend whose registry credentials can be renewed.
+type authSetter interface {
+	SetAuth(ctx context.Context, auth string) error
+}
+
+// SetRegistryAuth renews the registry credentials (base64 "user:password")
+// of the image mounted at id ("/" in dedicated mode, "/NAME" in shared
+// mode; "" for every registry-backed image), as nydus-snapshotter's
+// PUT /api/v1/config {"registry_auth"} asks.
+func (d *Daemon) SetRegistryAuth(ctx context.Context, id, auth string) error {
+	d.mu.Lock()
+	var targets []authSetter
+	found := false
+	for mp, inst := range d.mounts {
+		if id != "" && id != mp {
+			continue
+		}
+		found = true
+		if a, ok := inst.be.(authSetter); ok {
+			targets = append(targets, a)
+		}
+	}
+	d.mu.Unlock()
+	if !found {
+		return &Error{Code: "ENOENT", Status: 404, Msg: fmt.Sprintf("no image mounted at %q", id)}
+	}
+	for _, a := range targets {
+		if err := a.SetAuth(ctx, auth); err != nil {
+			return &Error{Code: "EINVAL", Status: 400, Msg: "registry_auth: " + err.Error()}
+		}
+	}
+	return nil
 }
 
 // Wait blocks until the FUSE session ends.

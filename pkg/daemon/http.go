@@ -144,6 +144,13 @@ func (d *Daemon) Handler() http.Handler {
 			writeErr(w, &Error{Code: "EINVAL", Status: 400, Msg: "invalid config body"})
 			return
 		}
+		if auth, ok := body["registry_auth"]; ok {
+			if err := d.SetRegistryAuth(r.Context(), r.URL.Query().Get("id"), auth); err != nil {
+				writeErr(w, err)
+				return
+			}
+			d.o.Log.Info("registry credentials renewed", "id", r.URL.Query().Get("id"))
+		}
 		w.WriteHeader(http.StatusNoContent)
 	})
 	reg := prometheus.NewRegistry()

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -64,6 +65,9 @@ type Client struct {
 	repo  name.Repository
 	base  string
 	httpc *http.Client
+	// swapped holds the client after SetAuth (nil: httpc).
+	swapped atomic.Pointer[http.Client]
+	newRT   func(ctx context.Context, auth authn.Authenticator) (http.RoundTripper, error)
 }
 
 // New returns a client for cfg. Authentication happens lazily, on the
@@ -85,17 +89,9 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("registry backend: %w", err)
 	}
-	var auth authn.Authenticator = authn.Anonymous
-	switch {
-	case cfg.RegistryToken != "":
-		auth = &authn.Bearer{Token: cfg.RegistryToken}
-	case cfg.Auth != "":
-		raw, err := base64.StdEncoding.DecodeString(cfg.Auth)
-		if err != nil || !strings.Contains(string(raw), ":") {
-			return nil, errors.New("registry backend: field auth is not base64 of user:password")
-		}
-		user, pass, _ := strings.Cut(string(raw), ":")
-		auth = &authn.Basic{Username: user, Password: pass}
+	auth, err := authenticator(cfg.RegistryToken, cfg.Auth)
+	if err != nil {
+		return nil, err
 	}
 	connect := time.Duration(cfg.ConnectTimeout) * time.Second
 	if connect <= 0 {
@@ -106,7 +102,10 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.SkipVerify {
 		base.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
 	}
-	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, base, []string{repo.Scope(transport.PullScope)})
+	newRT := func(ctx context.Context, auth authn.Authenticator) (http.RoundTripper, error) {
+		return transport.NewWithContext(ctx, repo.Registry, auth, base, []string{repo.Scope(transport.PullScope)})
+	}
+	rt, err := newRT(ctx, auth)
 	if err != nil {
 		return nil, fmt.Errorf("registry backend %s: %w", cfg, err)
 	}
@@ -119,8 +118,53 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		repo:  repo,
 		base:  fmt.Sprintf("%s://%s/v2/%s/blobs/", repo.Registry.Scheme(), repo.RegistryStr(), repo.RepositoryStr()),
 		httpc: &http.Client{Transport: rt, Timeout: timeout},
+		newRT: newRT,
 	}
 	return c, nil
+}
+
+// authenticator turns the config's token or base64 "user:password" into
+// an authenticator (anonymous when both are empty).
+func authenticator(token, auth string) (authn.Authenticator, error) {
+	switch {
+	case token != "":
+		return &authn.Bearer{Token: token}, nil
+	case auth != "":
+		raw, err := base64.StdEncoding.DecodeString(auth)
+		if err != nil || !strings.Contains(string(raw), ":") {
+			return nil, errors.New("registry backend: field auth is not base64 of user:password")
+		}
+		user, pass, _ := strings.Cut(string(raw), ":")
+		return &authn.Basic{Username: user, Password: pass}, nil
+	}
+	return authn.Anonymous, nil
+}
+
+// SetAuth replaces the credentials (base64 "user:password", as in the
+// config's auth field and nydusd's registry_auth renewal); requests
+// started afterwards use them.
+func (c *Client) SetAuth(ctx context.Context, auth string) error {
+	if c.newRT == nil {
+		return errors.New("registry backend: credentials of this client cannot be changed")
+	}
+	a, err := authenticator("", auth)
+	if err != nil {
+		return err
+	}
+	rt, err := c.newRT(ctx, a)
+	if err != nil {
+		return fmt.Errorf("registry backend %s: %w", c.cfg, err)
+	}
+	c.swapped.Store(&http.Client{Transport: rt, Timeout: c.httpc.Timeout})
+	return nil
+}
+
+// client is the HTTP client for the current credentials.
+func (c *Client) client() *http.Client {
+	if h := c.swapped.Load(); h != nil {
+		return h
+	}
+	return c.httpc
 }
 
 // ReadRange returns n bytes at off of blob digest ("sha256:<hex>" or a
@@ -163,7 +207,7 @@ func (c *Client) readRange(ctx context.Context, digest string, off, n int64) ([]
 		return nil, &permanentError{err}
 	}
 	req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-"+strconv.FormatInt(off+n-1, 10))
-	resp, err := c.httpc.Do(req)
+	resp, err := c.client().Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("registry %s: GET blob %s: %w", c.cfg, digest, err)
 	}
