@@ -40,7 +40,7 @@ interop: build
 	cd test/interop && NYDUS_IMAGE=$(BIN)/nydus-image $(GO) test -count=1 ./...
 
 # The README's test command: everything CI runs.
-test: deps lint unit fuzz interop
+test: deps lint unit fuzz interop demo
 
 # The README's main job: build, check, inspect and unpack a demo image.
 demo: build

@@ -66,7 +66,7 @@ step "unpack and compare with the expected tree"
 "$NI" unpack "$W/image.boot" --blob-dir "$W/blobs" --output "$W/unpacked.tar"
 tar -tf "$W/unpacked.tar" | sed 's|/$||' | grep -v '^\./\?$' | sort > "$W/got.txt"
 { tar -tf "$W/layer1.tar"; tar -tf "$W/layer2.tar"; } | sed 's|^\./||; s|/$||' | grep -v '^\.\?$' \
-  | grep -v '^pkg/blob' | grep -v '\.wh\.' | sort -u > "$W/want.txt"
+  | grep -v -E '^pkg/blob(/|$)' | grep -v '\.wh\.' | sort -u > "$W/want.txt"
 if diff -u "$W/want.txt" "$W/got.txt"; then
   echo "  unpacked tree matches: $(wc -l < "$W/got.txt") entries, pkg/blob removed by the whiteout"
 else
