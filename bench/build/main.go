@@ -13,6 +13,8 @@
 package main
 
 import (
+	"github.com/nydus-go/nydus/bench/internal/benchkit"
+
 	"fmt"
 	"os"
 	"runtime"
@@ -39,7 +41,7 @@ func main() {
 	args := os.Args[2:]
 	switch os.Args[1] {
 	case "mirror":
-		err = cmdMirror(args)
+		err = benchkit.CmdMirror(args)
 	case "mkbig":
 		err = cmdMkbig(args)
 	case "run":
@@ -49,7 +51,7 @@ func main() {
 	case "profile":
 		err = cmdProfile(args)
 	case "waitidle":
-		err = cmdWaitIdle(args)
+		err = benchkit.CmdWaitIdle(args)
 	case "gomaxprocs":
 		fmt.Println(runtime.GOMAXPROCS(0))
 	case "-h", "-help", "--help", "help":

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/nydus-go/nydus/bench/internal/benchkit"
+
 	"bufio"
 	"encoding/json"
 	"errors"
@@ -282,7 +284,7 @@ func render(heading string, rows []*row, kv map[string]string, stats map[string]
 			all = append(all, fmt.Sprintf("%.0f", mib(k)))
 		}
 		p("**Peak RSS** of `%s` on the %s (`/usr/bin/time -v`, max of %d runs): **%.0f MiB** (runs: %s MiB); target ≤ %d MiB: **%s**. Throughput there: %.1f MB/s.\n\n",
-			bigOurs.label, groupName("big", kv), len(bigOurs.rss), mib(bigOurs.maxRSS()), strings.Join(all, " / "), targetRSSMiB, verdict(rssOK), bigOurs.mbps())
+			bigOurs.label, groupName("big", kv), len(bigOurs.rss), mib(bigOurs.maxRSS()), strings.Join(all, " / "), targetRSSMiB, benchkit.Verdict(rssOK), bigOurs.mbps())
 	}
 
 	// Interpretation.
@@ -294,11 +296,11 @@ func render(heading string, rows []*row, kv map[string]string, stats map[string]
 		}
 		ratio := r.mbps() / z.mbps()
 		p("- `%s`: %.1f MB/s = %.2f× `%s` (%.1f MB/s); target ≥ %.1f×: **%s**. It kept %.2f of %s cores busy (zstd: %.2f); per CPU-second it does %.2f× zstd's work; its output is %.3f× the size of zstd's.\n",
-			r.label, r.mbps(), ratio, z.label, z.mbps(), targetSpeedRatio, verdict(ratio >= targetSpeedRatio), r.cpuPct()/100, get("nproc"), z.cpuPct()/100,
+			r.label, r.mbps(), ratio, z.label, z.mbps(), targetSpeedRatio, benchkit.Verdict(ratio >= targetSpeedRatio), r.cpuPct()/100, get("nproc"), z.cpuPct()/100,
 			r.mbPerCPUs()/z.mbPerCPUs(), float64(r.outSize())/float64(z.outSize()))
 	}
 	if bigOurs != nil {
-		p("- Peak RSS on the 1 GiB layer: %.0f MiB, target ≤ %d MiB: **%s**.", mib(bigOurs.maxRSS()), targetRSSMiB, verdict(rssOK))
+		p("- Peak RSS on the 1 GiB layer: %.0f MiB, target ≤ %d MiB: **%s**.", mib(bigOurs.maxRSS()), targetRSSMiB, benchkit.Verdict(rssOK))
 		if stats != nil && stats["bytes"] > 0 {
 			p(" That layer holds %.0f files; %.0f%% of its %.0f MB of file data were deduplicated chunks (the repeated copies of the rootfs), which are hashed but not compressed nor stored, so its MB/s is not comparable with the first rows'.",
 				stats["files"], 100*stats["dedup_bytes"]/stats["bytes"], stats["bytes"]/1e6)
@@ -356,13 +358,6 @@ func groupName(g string, kv map[string]string) string {
 		}
 	}
 	return g
-}
-
-func verdict(ok bool) string {
-	if ok {
-		return "met"
-	}
-	return "not met"
 }
 
 const docHeader = `# Benchmarks

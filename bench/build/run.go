@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/nydus-go/nydus/bench/internal/benchkit"
+
 	"bufio"
 	"errors"
 	"flag"
@@ -96,7 +98,7 @@ func cmdRun(args []string) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
-	busy0, _ := busyCPU()
+	busy0, _ := benchkit.BusyCPU()
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("%s: %w", strings.Join(argv, " "), err)
@@ -112,7 +114,7 @@ func cmdRun(args []string) error {
 	err := cmd.Wait()
 	close(done)
 	r.wall = time.Since(start).Seconds()
-	busy1, berr := busyCPU()
+	busy1, berr := benchkit.BusyCPU()
 	if err != nil {
 		return fmt.Errorf("%s: %w", strings.Join(argv, " "), err)
 	}
@@ -159,67 +161,6 @@ func cmdRun(args []string) error {
 	}
 	fmt.Fprintf(os.Stderr, "    %-58s %7.3f s  %7.1f MB/s  cpu %4.0f%%  rss %6.1f MiB  out %s  others %.2f cores\n",
 		r.label, r.wall, float64(r.inputBytes)/1e6/r.wall, 100*r.cpu/r.wall, float64(r.rssKiB)/1024, human(r.outBytes), r.others/r.wall)
-	return nil
-}
-
-// busyCPU returns the CPU seconds all CPUs have spent not idle (user,
-// nice, system, irq, softirq, steal) since boot, from /proc/stat.
-func busyCPU() (float64, error) {
-	data, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, err
-	}
-	line, _, _ := strings.Cut(string(data), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return 0, errors.New("unexpected /proc/stat format")
-	}
-	var busy float64
-	for _, i := range []int{1, 2, 3, 6, 7, 8} {
-		v, err := strconv.ParseFloat(f[i], 64)
-		if err != nil {
-			return 0, err
-		}
-		busy += v
-	}
-	return busy / clockTicks, nil
-}
-
-// clockTicks is USER_HZ, the unit of /proc/stat: 100 on every Linux ABI
-// Go supports.
-const clockTicks = 100
-
-// cmdWaitIdle waits until other processes keep less than -threshold
-// cores busy over two consecutive -window samples, or -max seconds have
-// passed; it prints the seconds it waited.
-func cmdWaitIdle(args []string) error {
-	fset := flag.NewFlagSet("waitidle", flag.ContinueOnError)
-	maxWait := fset.Float64("max", 30, "give up after this many seconds")
-	threshold := fset.Float64("threshold", 0.15, "busy cores below which the machine counts as idle")
-	window := fset.Duration("window", 500*time.Millisecond, "sampling window")
-	if err := fset.Parse(args); err != nil {
-		return err
-	}
-	start := time.Now()
-	quiet := 0
-	for quiet < 2 && time.Since(start).Seconds() < *maxWait {
-		b0, err := busyCPU()
-		if err != nil {
-			return err
-		}
-		t0 := time.Now()
-		time.Sleep(*window)
-		b1, err := busyCPU()
-		if err != nil {
-			return err
-		}
-		if (b1-b0)/time.Since(t0).Seconds() < *threshold {
-			quiet++
-		} else {
-			quiet = 0
-		}
-	}
-	fmt.Printf("%.1f\n", time.Since(start).Seconds())
 	return nil
 }
 

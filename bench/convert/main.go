@@ -11,6 +11,8 @@
 package main
 
 import (
+	"github.com/nydus-go/nydus/bench/internal/benchkit"
+
 	"fmt"
 	"os"
 )
@@ -35,11 +37,11 @@ func main() {
 	args := os.Args[2:]
 	switch os.Args[1] {
 	case "mirror":
-		err = cmdMirror(args)
+		err = benchkit.CmdMirror(args)
 	case "freeport":
 		err = cmdFreePort(args)
 	case "waitidle":
-		err = cmdWaitIdle(args)
+		err = benchkit.CmdWaitIdle(args)
 	case "run":
 		err = cmdRun(args)
 	case "layers":

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/nydus-go/nydus/bench/internal/benchkit"
+
 	"bufio"
 	"encoding/json"
 	"errors"
@@ -295,13 +297,6 @@ func shortRef(ref string) string {
 
 func mb(n int64) string { return fmt.Sprintf("%.2f MB", float64(n)/1e6) }
 
-func verdict(ok bool) string {
-	if ok {
-		return "met"
-	}
-	return "not met"
-}
-
 func runsText(v []float64) string {
 	s := make([]string, len(v))
 	for i, x := range v {
@@ -434,7 +429,7 @@ func render(heading string, res map[string][]record, p *plan, imgs map[string]*i
 	speed := tC.wall() / tN.wall()
 	sizeR := float64(nyd.size()) / float64(oci.size())
 	w("Result:\n\n")
-	w("- **Speed**: eStargz conversion %.2f s ÷ Nydus conversion %.2f s = **%.1f×**; target ≥ %.0f×: **%s**. ", tC.wall(), tN.wall(), speed, targetSpeedRatio, verdict(speed >= targetSpeedRatio))
+	w("- **Speed**: eStargz conversion %.2f s ÷ Nydus conversion %.2f s = **%.1f×**; target ≥ %.0f×: **%s**. ", tC.wall(), tN.wall(), speed, targetSpeedRatio, benchkit.Verdict(speed >= targetSpeedRatio))
 	w("The eStargz time here excludes moving any bytes to or from the registry, while nydusify's includes pulling the source and pushing the result. Counting eStargz's push (convert + push, %.2f s) the ratio is %.1f×; counting the fetch as well (registry → registry like nydusify, %.2f s) it is %.1f×. Against `nydusify convert --independent` (%.2f s) the ratios are %.1f× / %.1f× / %.1f×.\n",
 		tCP.wall(), tCP.wall()/tN.wall(), tFCP.wall(), tFCP.wall()/tN.wall(), tNI.wall(), tC.wall()/tNI.wall(), tCP.wall()/tNI.wall(), tFCP.wall()/tNI.wall())
 	w("- By CPU time, which contention on the shared machine distorts less than wall time: the eStargz conversion used %.1f CPU-s (`ctr-remote` + containerd + registry), nydusify %.1f CPU-s for the whole job (nydusify + registry): %.1f×.\n",
@@ -455,7 +450,7 @@ func render(heading string, res map[string][]record, p *plan, imgs map[string]*i
 		}
 	}
 	w("- **Size**: Nydus %s ÷ OCI gzip %s = **%.3f**; target ≤ %.1f: **%s** (eStargz: %.3f; Nydus `--independent`: %.3f).\n",
-		mb(nyd.size()), mb(oci.size()), sizeR, targetSizeRatio, verdict(sizeR <= targetSizeRatio), float64(esgz.size())/float64(oci.size()), float64(nydI.size())/float64(oci.size()))
+		mb(nyd.size()), mb(oci.size()), sizeR, targetSizeRatio, benchkit.Verdict(sizeR <= targetSizeRatio), float64(esgz.size())/float64(oci.size()), float64(nydI.size())/float64(oci.size()))
 	if r := reps["speed/nydus"]; r != nil {
 		im := r.Images[0]
 		w("- nydusify's own report for one round: source %s, Nydus %s (bootstrap %s), %s of file data deduplicated (chunks already stored, in this layer or the ones below)",

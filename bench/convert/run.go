@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/nydus-go/nydus/bench/internal/benchkit"
+
 	"errors"
 	"flag"
 	"fmt"
@@ -98,7 +100,7 @@ func cmdRun(args []string) error {
 		}
 	}
 	svc0 := procsCPU(pids)
-	busy0, _ := busyCPU()
+	busy0, _ := benchkit.BusyCPU()
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("%s: %w", strings.Join(argv, " "), err)
@@ -114,7 +116,7 @@ func cmdRun(args []string) error {
 	err := cmd.Wait()
 	close(done)
 	r.wall = time.Since(start).Seconds()
-	busy1, berr := busyCPU()
+	busy1, berr := benchkit.BusyCPU()
 	r.svc = max(0, procsCPU(pids)-svc0)
 	if err != nil {
 		return fmt.Errorf("%s: %w", strings.Join(argv, " "), err)
@@ -148,29 +150,6 @@ func cmdRun(args []string) error {
 	return nil
 }
 
-// busyCPU returns the CPU seconds all CPUs have spent not idle (user,
-// nice, system, irq, softirq, steal) since boot, from /proc/stat.
-func busyCPU() (float64, error) {
-	data, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, err
-	}
-	line, _, _ := strings.Cut(string(data), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return 0, errors.New("unexpected /proc/stat format")
-	}
-	var busy float64
-	for _, i := range []int{1, 2, 3, 6, 7, 8} {
-		v, err := strconv.ParseFloat(f[i], 64)
-		if err != nil {
-			return 0, err
-		}
-		busy += v
-	}
-	return busy / clockTicks, nil
-}
-
 // procsCPU returns the user+system CPU seconds the processes (and the
 // children they waited for) have used, from /proc/PID/stat; processes
 // that are gone count 0.
@@ -199,45 +178,7 @@ func procsCPU(pids []int) float64 {
 			}
 		}
 	}
-	return total / clockTicks
-}
-
-// clockTicks is USER_HZ, the unit of /proc/stat: 100 on every Linux ABI
-// Go supports.
-const clockTicks = 100
-
-// cmdWaitIdle waits until other processes keep less than -threshold
-// cores busy over two consecutive -window samples, or -max seconds have
-// passed; it prints the seconds it waited.
-func cmdWaitIdle(args []string) error {
-	fset := flag.NewFlagSet("waitidle", flag.ContinueOnError)
-	maxWait := fset.Float64("max", 30, "give up after this many seconds")
-	threshold := fset.Float64("threshold", 0.15, "busy cores below which the machine counts as idle")
-	window := fset.Duration("window", 500*time.Millisecond, "sampling window")
-	if err := fset.Parse(args); err != nil {
-		return err
-	}
-	start := time.Now()
-	quiet := 0
-	for quiet < 2 && time.Since(start).Seconds() < *maxWait {
-		b0, err := busyCPU()
-		if err != nil {
-			return err
-		}
-		t0 := time.Now()
-		time.Sleep(*window)
-		b1, err := busyCPU()
-		if err != nil {
-			return err
-		}
-		if (b1-b0)/time.Since(t0).Seconds() < *threshold {
-			quiet++
-		} else {
-			quiet = 0
-		}
-	}
-	fmt.Printf("%.1f\n", time.Since(start).Seconds())
-	return nil
+	return total / benchkit.ClockTicks
 }
 
 // cmdFreePort prints a TCP port on 127.0.0.1 that nothing listens on at

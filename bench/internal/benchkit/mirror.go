@@ -1,4 +1,6 @@
-package main
+// Package benchkit holds helpers shared by the benchmark drivers under
+// bench/: apt mirror discovery and CPU-idle detection.
+package benchkit
 
 import (
 	"bufio"
@@ -11,18 +13,18 @@ import (
 	"strings"
 )
 
-// source is one "deb" entry of apt's configuration.
-type source struct {
-	uri        string
-	suites     []string
-	components []string
-	file       string
+// Source is one "deb" entry of apt's configuration.
+type Source struct {
+	URI        string
+	Suites     []string
+	Components []string
+	File       string
 }
 
-// cmdMirror prints the URI of the first enabled "deb" source that serves
+// CmdMirror prints the URI of the first enabled "deb" source that serves
 // the suite and component, as apt itself is configured, so no mirror host
 // is ever written into the project.
-func cmdMirror(args []string) error {
+func CmdMirror(args []string) error {
 	fs := flag.NewFlagSet("mirror", flag.ContinueOnError)
 	suite := fs.String("suite", "bookworm", "suite the mirror must serve")
 	comp := fs.String("component", "main", "component the mirror must serve")
@@ -30,25 +32,25 @@ func cmdMirror(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	srcs, err := aptSources(*aptDir)
+	srcs, err := AptSources(*aptDir)
 	if err != nil {
 		return err
 	}
 	for _, s := range srcs {
-		if !slices.Contains(s.suites, *suite) || !slices.Contains(s.components, *comp) {
+		if !slices.Contains(s.Suites, *suite) || !slices.Contains(s.Components, *comp) {
 			continue
 		}
-		if strings.HasPrefix(s.uri, "http://") || strings.HasPrefix(s.uri, "https://") || strings.HasPrefix(s.uri, "file:") {
-			fmt.Println(strings.TrimRight(s.uri, "/"))
+		if strings.HasPrefix(s.URI, "http://") || strings.HasPrefix(s.URI, "https://") || strings.HasPrefix(s.URI, "file:") {
+			fmt.Println(strings.TrimRight(s.URI, "/"))
 			return nil
 		}
 	}
 	return fmt.Errorf("no enabled 'deb' source for suite %s, component %s in %s/sources.list or %s/sources.list.d/*.{list,sources} (set BENCH_MIRROR to override)", *suite, *comp, *aptDir, *aptDir)
 }
 
-// aptSources reads sources.list and sources.list.d/*.list and *.sources in
+// AptSources reads sources.list and sources.list.d/*.list and *.sources in
 // apt's order; files with other extensions are ignored, as apt does.
-func aptSources(dir string) ([]source, error) {
+func AptSources(dir string) ([]Source, error) {
 	var files []string
 	if _, err := os.Stat(filepath.Join(dir, "sources.list")); err == nil {
 		files = append(files, filepath.Join(dir, "sources.list"))
@@ -63,9 +65,9 @@ func aptSources(dir string) ([]source, error) {
 			files = append(files, filepath.Join(dir, "sources.list.d", n))
 		}
 	}
-	var out []source
+	var out []Source
 	for _, f := range files {
-		var s []source
+		var s []Source
 		var err error
 		if strings.HasSuffix(f, ".sources") {
 			s, err = parseDeb822(f)
@@ -81,13 +83,13 @@ func aptSources(dir string) ([]source, error) {
 }
 
 // parseOneLine parses "deb [opts] uri suite component..." lines.
-func parseOneLine(path string) ([]source, error) {
+func parseOneLine(path string) ([]Source, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	var out []source
+	var out []Source
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		line := sc.Text()
@@ -112,7 +114,7 @@ func parseOneLine(path string) ([]source, error) {
 		if len(fields) < 2 {
 			continue
 		}
-		out = append(out, source{uri: fields[0], suites: fields[1:2], components: fields[2:], file: path})
+		out = append(out, Source{URI: fields[0], Suites: fields[1:2], Components: fields[2:], File: path})
 	}
 	return out, sc.Err()
 }
@@ -120,12 +122,12 @@ func parseOneLine(path string) ([]source, error) {
 // parseDeb822 parses a DEB822 .sources file: stanzas separated by blank
 // lines, "Field: value" lines, continuation lines starting with white
 // space, comment lines starting with '#'.
-func parseDeb822(path string) ([]source, error) {
+func parseDeb822(path string) ([]Source, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	var out []source
+	var out []Source
 	fields := map[string]string{}
 	last := ""
 	flush := func() {
@@ -137,8 +139,8 @@ func parseDeb822(path string) ([]source, error) {
 			return
 		}
 		for _, uri := range strings.Fields(fields["uris"]) {
-			out = append(out, source{uri: uri, suites: strings.Fields(fields["suites"]),
-				components: strings.Fields(fields["components"]), file: path})
+			out = append(out, Source{URI: uri, Suites: strings.Fields(fields["suites"]),
+				Components: strings.Fields(fields["components"]), File: path})
 		}
 	}
 	for _, line := range strings.Split(string(data), "\n") {

@@ -1,0 +1,80 @@
+package benchkit
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// BusyCPU returns the CPU seconds all CPUs have spent not idle (user,
+// nice, system, irq, softirq, steal) since boot, from /proc/stat.
+func BusyCPU() (float64, error) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, errors.New("unexpected /proc/stat format")
+	}
+	var busy float64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		v, err := strconv.ParseFloat(f[i], 64)
+		if err != nil {
+			return 0, err
+		}
+		busy += v
+	}
+	return busy / ClockTicks, nil
+}
+
+// ClockTicks is USER_HZ, the unit of /proc/stat: 100 on every Linux ABI
+// Go supports.
+const ClockTicks = 100
+
+// CmdWaitIdle waits until other processes keep less than -threshold
+// cores busy over two consecutive -window samples, or -max seconds have
+// passed; it prints the seconds it waited.
+func CmdWaitIdle(args []string) error {
+	fset := flag.NewFlagSet("waitidle", flag.ContinueOnError)
+	maxWait := fset.Float64("max", 30, "give up after this many seconds")
+	threshold := fset.Float64("threshold", 0.15, "busy cores below which the machine counts as idle")
+	window := fset.Duration("window", 500*time.Millisecond, "sampling window")
+	if err := fset.Parse(args); err != nil {
+		return err
+	}
+	start := time.Now()
+	quiet := 0
+	for quiet < 2 && time.Since(start).Seconds() < *maxWait {
+		b0, err := BusyCPU()
+		if err != nil {
+			return err
+		}
+		t0 := time.Now()
+		time.Sleep(*window)
+		b1, err := BusyCPU()
+		if err != nil {
+			return err
+		}
+		if (b1-b0)/time.Since(t0).Seconds() < *threshold {
+			quiet++
+		} else {
+			quiet = 0
+		}
+	}
+	fmt.Printf("%.1f\n", time.Since(start).Seconds())
+	return nil
+}
+
+// Verdict words a target check for the reports.
+func Verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "not met"
+}
