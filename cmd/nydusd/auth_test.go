@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/nydus-go/nydus/internal/roottest"
+
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -28,7 +30,7 @@ import (
 // nydus-snapshotter's PUT /api/v1/config {"registry_auth"} the same mount
 // reads correctly, and the password never appears in the log.
 func TestRegistryAuthRenewal(t *testing.T) {
-	requireFUSE(t)
+	roottest.RequireFUSE(t)
 	r := registrytest.Start(t, registrytest.Options{Htpasswd: map[string]string{"alice": "s3cret-pw"}})
 	data := treetest.Random(5, 300000)
 	var blob bytes.Buffer

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nydus-go/nydus/internal/roottest"
+
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/nydus-go/nydus/internal/treetest"
@@ -40,7 +42,7 @@ import (
 // /var/tmp/nydus-bench/fs); BENCH_ROOTFS the tree to walk (default the
 // bench-build bookworm rootfs if present, else /usr).
 func BenchmarkFS(b *testing.B) {
-	requireFUSE(b)
+	roottest.RequireFUSE(b)
 	dir := os.Getenv("BENCH_FS_DIR")
 	if dir == "" {
 		dir = "/var/tmp/nydus-bench/fs"

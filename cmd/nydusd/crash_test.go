@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nydus-go/nydus/internal/roottest"
+
 	"github.com/nydus-go/nydus/internal/treetest"
 )
 
@@ -18,7 +20,7 @@ import (
 // checks that every file reads back exactly (cached chunks re-verified
 // with digest_validate), three times over with different kill points.
 func TestCrashDuringLazyReads(t *testing.T) {
-	requireFUSE(t)
+	roottest.RequireFUSE(t)
 	var files []treetest.File
 	want := map[string][]byte{}
 	for i := 0; i < 48; i++ {

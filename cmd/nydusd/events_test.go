@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nydus-go/nydus/internal/roottest"
+
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/daemon"
@@ -26,7 +28,7 @@ import (
 // the good one reads, and the subscriber receives the mount and the
 // digest-mismatch events naming the file.
 func TestEventSinkReportsTamperedChunk(t *testing.T) {
-	requireFUSE(t)
+	roottest.RequireFUSE(t)
 	good, bad := treetest.Random(1, 100000), treetest.Random(2, 100000)
 	layer := treetest.Tar([]treetest.File{treetest.Reg("good", 0o644, good), treetest.Reg("bad", 0o644, bad)})
 	var blob bytes.Buffer

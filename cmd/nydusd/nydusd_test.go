@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nydus-go/nydus/internal/roottest"
+
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
@@ -33,19 +35,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-func requireFUSE(t testing.TB) {
-	t.Helper()
-	if os.Getuid() == 0 {
-		if _, err := os.Stat("/dev/fuse"); err == nil {
-			return
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("FUSE tests need root and /dev/fuse, which CI has")
-	}
-	t.Skip("needs root and /dev/fuse")
 }
 
 // image builds a layer into a bootstrap file and a blob directory.
@@ -151,7 +140,7 @@ func localfsConfig(t testing.TB, blobs string) string {
 }
 
 func TestDedicatedMode(t *testing.T) {
-	requireFUSE(t)
+	roottest.RequireFUSE(t)
 	layer := treetest.Tar(treetest.Sample())
 	boot, blobs := image(t, layer)
 	cfgPath := filepath.Join(t.TempDir(), "config.json")
@@ -220,7 +209,7 @@ func TestDedicatedMode(t *testing.T) {
 }
 
 func TestSharedMode(t *testing.T) {
-	requireFUSE(t)
+	roottest.RequireFUSE(t)
 	l1 := treetest.Tar(treetest.Sample())
 	l2 := treetest.Tar([]treetest.File{treetest.Reg("only-in-two", 0o644, []byte("two"))})
 	b1, blobs1 := image(t, l1)

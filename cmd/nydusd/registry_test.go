@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nydus-go/nydus/internal/roottest"
+
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/converter"
@@ -20,7 +22,7 @@ import (
 // into Debian's docker-registry, mounts it with nydusd's registry
 // backend and reads one small file: only a few MiB are fetched.
 func TestLazyRegistryMount(t *testing.T) {
-	requireFUSE(t)
+	roottest.RequireFUSE(t)
 	ctx := context.Background()
 	r := registrytest.Start(t, registrytest.Options{})
 	var files []treetest.File
@@ -105,7 +107,7 @@ func TestLazyRegistryMount(t *testing.T) {
 // TestPrefetchAll: with fs_prefetch.prefetch_all, the daemon fetches the
 // whole image in the background; afterwards reads touch no backend.
 func TestPrefetchAll(t *testing.T) {
-	requireFUSE(t)
+	roottest.RequireFUSE(t)
 	ctx := context.Background()
 	r := registrytest.Start(t, registrytest.Options{})
 	layer := treetest.Tar(treetest.Sample())

@@ -9,23 +9,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nydus-go/nydus/internal/roottest"
+
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/rafs"
 	"golang.org/x/sys/unix"
 )
-
-// requireRoot skips a test that needs root, except in CI, where CI runs
-// as root and a skip would hide a failure.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Getuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("this test needs root, and CI runs as root")
-	}
-	t.Skip("needs root")
-}
 
 // cacheFile is a BlobCache backed by a temporary file.
 func cacheFile(t *testing.T, dir, name string) *os.File {
@@ -59,7 +48,7 @@ func mountErofs(t *testing.T, boot string, devices []string) string {
 }
 
 func TestKernelMountsOutput(t *testing.T) {
-	requireRoot(t)
+	roottest.RequireRoot(t)
 	layer := treetest.Tar(treetest.Sample())
 	for _, cs := range []uint32{0x100000, 0x4000} {
 		t.Run(filepathSafe(cs), func(t *testing.T) {
@@ -95,7 +84,7 @@ func TestKernelMountsOutput(t *testing.T) {
 // indexes carry CI-index bits above the device id, which the kernel
 // masks off.
 func TestKernelMountsMergedImage(t *testing.T) {
-	requireRoot(t)
+	roottest.RequireRoot(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	l1 := treetest.Tar([]treetest.File{

@@ -10,23 +10,12 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/nydus-go/nydus/internal/roottest"
+
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
 	nfs "github.com/nydus-go/nydus/pkg/fs"
 )
-
-func requireFUSE(t *testing.T) {
-	t.Helper()
-	if os.Getuid() == 0 {
-		if _, err := os.Stat("/dev/fuse"); err == nil {
-			return
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("FUSE tests need root and /dev/fuse, which CI has")
-	}
-	t.Skip("needs root and /dev/fuse")
-}
 
 func buildImage(t *testing.T, layer []byte, o builder.Options) (boot []byte, blobDir string) {
 	t.Helper()
@@ -62,7 +51,7 @@ func mount(t *testing.T, boot []byte, be nfs.Backend, o nfs.Options) (string, *n
 }
 
 func TestMountedTreeEqualsSource(t *testing.T) {
-	requireFUSE(t)
+	roottest.RequireFUSE(t)
 	layer := treetest.Tar(treetest.Sample())
 	for _, batch := range []uint32{0, 0x8000} {
 		boot, dir := buildImage(t, layer, builder.Options{Whiteout: builder.WhiteoutNone, BatchSize: batch, ChunkSize: 0x10000})
@@ -83,7 +72,7 @@ func TestMountedTreeEqualsSource(t *testing.T) {
 }
 
 func TestTamperedChunkGivesEIO(t *testing.T) {
-	requireFUSE(t)
+	roottest.RequireFUSE(t)
 	layer := treetest.Tar([]treetest.File{
 		treetest.Reg("good", 0o644, treetest.Random(1, 100000)),
 		treetest.Reg("bad", 0o644, treetest.Random(2, 100000)),

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nydus-go/nydus/internal/roottest"
+
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
@@ -36,7 +38,7 @@ func readUncached(t *testing.T, p string) []byte {
 }
 
 func TestPassthroughServesWholeFileWithoutDaemon(t *testing.T) {
-	requireFUSE(t)
+	roottest.RequireFUSE(t)
 	want := treetest.Random(7, 3<<20+99)
 	layer := treetest.Tar([]treetest.File{treetest.Reg("app/lib.so", 0o755, want)})
 	boot, dir := buildImage(t, layer, builder.Options{ChunkSize: 0x100000})
@@ -89,7 +91,7 @@ func TestPassthroughServesWholeFileWithoutDaemon(t *testing.T) {
 // (digest_validate), no whole-file copy is made and reads stay in the
 // daemon.
 func TestNoPassthroughWithDigestValidate(t *testing.T) {
-	requireFUSE(t)
+	roottest.RequireFUSE(t)
 	want := treetest.Random(8, 300000)
 	boot, dir := buildImage(t, treetest.Tar([]treetest.File{treetest.Reg("f", 0o644, want)}), builder.Options{})
 	whole := t.TempDir()
