@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 	"github.com/nydus-go/nydus/pkg/daemon"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
 	nfs "github.com/nydus-go/nydus/pkg/fs"
+	"github.com/nydus-go/nydus/pkg/fusefs"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -71,7 +73,7 @@ through the API: POST /api/v1/mount?mountpoint=/NAME (shared mode).`,
 	fl.IntVar(&f.threads, "thread-num", 4, "FUSE worker threads (alias of --fuse-threads)")
 	fl.IntVar(&f.threads, "fuse-threads", 4, "FUSE worker threads")
 	fl.StringVar(&f.failover, "failover-policy", "resend", "failover policy: none, resend, flush")
-	fl.BoolVar(&f.upgrade, "upgrade", false, "start for a hot upgrade or failover takeover (not supported yet)")
+	fl.BoolVar(&f.upgrade, "upgrade", false, "wait in INIT for a hot upgrade or failover: PUT /api/v1/daemon/fuse/takeover then /start resume the mount from the supervisor")
 	fl.StringVar(&f.prefetchFiles, "prefetch-files", "", "file of paths to prefetch (with --bootstrap)")
 	fl.StringVarP(&f.localfsDir, "localfs-dir", "D", "", "serve blobs from this directory (localfs backend)")
 	fl.StringVar(&f.backendSource, "backend-source", "", "accepted for nydus-snapshotter compatibility; ignored")
@@ -124,16 +126,21 @@ func run(cmd *cobra.Command, f *flags) error {
 	if (f.id == "") != (f.supervisor == "") {
 		return fmt.Errorf("--id and --supervisor go together")
 	}
-	if f.upgrade {
-		return fmt.Errorf("--upgrade (hot upgrade / failover takeover) is not supported yet")
-	}
 	switch f.failover {
 	case "none", "resend", "flush":
 	default:
 		return fmt.Errorf("invalid --failover-policy %q (want none, resend or flush)", f.failover)
 	}
-	if st, err := os.Stat(f.mountpoint); err != nil || !st.IsDir() {
-		return fmt.Errorf("mountpoint %s is not a directory", f.mountpoint)
+	takeover, err := shouldTakeOver(f, log)
+	if err != nil {
+		return err
+	}
+	// A mountpoint whose daemon died hangs on stat: only check it when
+	// mounting anew.
+	if !takeover {
+		if st, err := os.Stat(f.mountpoint); err != nil || !st.IsDir() {
+			return fmt.Errorf("mountpoint %s is not a directory", f.mountpoint)
+		}
 	}
 	cacheMax, err := parseSize(f.cacheMax)
 	if err != nil {
@@ -151,7 +158,7 @@ func run(cmd *cobra.Command, f *flags) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	d := daemon.New(daemon.Options{ID: f.id, Supervisor: f.supervisor, Mountpoint: f.mountpoint, Log: log, Passthrough: f.passthrough,
-		Events: events, CacheMaxBytes: cacheMax, DigestValidate: f.digestValidate,
+		Events: events, CacheMaxBytes: cacheMax, DigestValidate: f.digestValidate, FailoverPolicy: f.failover,
 		Version: api.Version{PackageVer: version.Version, GitCommit: version.Commit(), BuildTime: version.BuildTime, Profile: "release", Rustc: "go"}})
 	var cfg *api.ConfigV1
 	switch {
@@ -170,7 +177,13 @@ func run(cmd *cobra.Command, f *flags) error {
 	case f.localfsDir != "":
 		cfg = &api.ConfigV1{Device: api.DeviceV1{Backend: api.BackendV1{Type: "localfs", Config: api.BackendConfig{Dir: f.localfsDir}}}}
 	}
-	if f.bootstrap != "" {
+	switch {
+	case takeover:
+		if f.apisock == "" {
+			return fmt.Errorf("--upgrade needs --apisock: the takeover is driven through the API")
+		}
+		log.Info("waiting in INIT for PUT /api/v1/daemon/fuse/takeover", "supervisor", f.supervisor, "mountpoint", f.mountpoint)
+	case f.bootstrap != "":
 		if cfg == nil {
 			return fmt.Errorf("--bootstrap needs --config or --localfs-dir")
 		}
@@ -189,8 +202,10 @@ func run(cmd *cobra.Command, f *flags) error {
 		if err := d.MountDedicated(ctx, f.bootstrap, cfg, pf); err != nil {
 			return err
 		}
-	} else if err := d.StartShared(ctx); err != nil {
-		return err
+	default:
+		if err := d.StartShared(ctx); err != nil {
+			return err
+		}
 	}
 	defer d.Close()
 	if f.apisock != "" {
@@ -201,15 +216,45 @@ func run(cmd *cobra.Command, f *flags) error {
 		defer closeAPI()
 	}
 	log.Info("nydusd running", "mountpoint", f.mountpoint, "apisock", f.apisock, "bootstrap", f.bootstrap)
-	done := make(chan struct{})
-	go func() { d.Wait(); close(done) }()
 	select {
 	case <-ctx.Done():
 		log.Info("signal received; unmounting", "mountpoint", f.mountpoint)
-	case <-done:
+	case <-d.Ended():
 		log.Info("FUSE session ended")
+	case <-d.Exited():
+		log.Info("exit requested; leaving the mount to the successor", "mountpoint", f.mountpoint)
 	}
 	return nil
+}
+
+// shouldTakeOver tells whether this nydusd must wait for a takeover
+// instead of mounting: with --upgrade, or, like upstream, when a
+// supervisor is set and a predecessor crashed (the mountpoint is still
+// mounted and its API socket is left behind but refuses connections).
+func shouldTakeOver(f *flags, log *slog.Logger) (bool, error) {
+	if f.upgrade {
+		if f.supervisor == "" {
+			return false, fmt.Errorf("--upgrade needs --id and --supervisor: the FUSE connection comes from the supervisor")
+		}
+		return true, nil
+	}
+	if f.supervisor == "" || f.apisock == "" {
+		return false, nil
+	}
+	_, mounted, err := fusefs.Mounted(f.mountpoint)
+	if err != nil || !mounted {
+		return false, nil
+	}
+	if st, err := os.Lstat(f.apisock); err != nil || st.Mode()&os.ModeSocket == 0 {
+		return false, nil
+	}
+	c, err := net.DialTimeout("unix", f.apisock, time.Second)
+	if err == nil {
+		c.Close()
+		return false, fmt.Errorf("another nydusd is serving %s (its API socket %s answers)", f.mountpoint, f.apisock)
+	}
+	log.Warn("a previous nydusd crashed: its mount and API socket are left; waiting for failover", "mountpoint", f.mountpoint, "apisock", f.apisock)
+	return true, nil
 }
 
 // warnUnknownFlags logs flags the snapshotter may pass that we ignore.

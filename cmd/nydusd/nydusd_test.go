@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -58,14 +59,39 @@ type daemonProc struct {
 	cmd  *exec.Cmd
 	sock string
 	mnt  string
-	log  *bytes.Buffer
+	log  *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's output and a test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func start(t testing.TB, args ...string) *daemonProc {
 	t.Helper()
 	dir := t.TempDir()
-	d := &daemonProc{sock: filepath.Join(dir, "api.sock"), mnt: filepath.Join(dir, "mnt"), log: &bytes.Buffer{}}
-	os.MkdirAll(d.mnt, 0o755)
+	os.MkdirAll(filepath.Join(dir, "mnt"), 0o755)
+	return startAt(t, filepath.Join(dir, "api.sock"), filepath.Join(dir, "mnt"), api.StateRunning, args...)
+}
+
+// startAt starts nydusd with the given API socket and mountpoint and
+// waits for the API to report state want.
+func startAt(t testing.TB, sock, mnt, want string, args ...string) *daemonProc {
+	t.Helper()
+	d := &daemonProc{sock: sock, mnt: mnt, log: &syncBuffer{}}
 	all := append([]string{"fuse", "--mountpoint", d.mnt, "--apisock", d.sock, "--log-level", "info",
 		"--log-rotation-size", "100", "--failover-policy", "resend", "--some-future-flag", "x"}, args...)
 	d.cmd = exec.Command(bin, all...)
@@ -90,12 +116,12 @@ func start(t testing.TB, args ...string) *daemonProc {
 	// The snapshotter waits for the socket, then polls for RUNNING.
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		if info, err := d.info(); err == nil && info.State == api.StateRunning {
+		if info, err := d.info(); err == nil && info.State == want {
 			return d
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("nydusd did not reach RUNNING:\n%s", d.log)
+	t.Fatalf("nydusd did not reach %s:\n%s", want, d.log)
 	return nil
 }
 

@@ -16,11 +16,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
-	gofs "github.com/hanwen/go-fuse/v2/fs"
-	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/nydus-go/nydus/pkg/blobcache"
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
@@ -57,6 +54,12 @@ type Options struct {
 	// DigestValidate re-verifies cached chunks on every read for every
 	// image, whatever the image config's digest_validate says.
 	DigestValidate bool
+	// FailoverPolicy is what a daemon that took a connection over does
+	// with the requests its predecessor read but never answered:
+	// "resend" (default) asks the kernel to send them again, "flush"
+	// asks through the fuse control filesystem when the kernel has
+	// it (falling back to resend), "none" leaves them.
+	FailoverPolicy string
 }
 
 // Daemon is a running nydusd.
@@ -64,13 +67,18 @@ type Daemon struct {
 	o     Options
 	state atomic.Value // string
 
-	mu      sync.Mutex
-	srv     *fuse.Server
-	root    *pseudoRoot
-	mounts  map[string]*instance // by API mountpoint ("/" in dedicated mode)
-	nextIno uint64
-	shared  bool
-	caches  map[string]*blobcache.Cache // by work_dir
+	mu     sync.Mutex
+	fsys   *fusefs.FileSystem
+	sess   *fusefs.Session
+	mounts map[string]*instance // by API mountpoint ("/" in dedicated mode)
+	shared bool
+	caches map[string]*blobcache.Cache // by work_dir
+
+	exiting atomic.Bool   // PUT /api/v1/daemon/exit: leave the mount to the successor
+	exit    chan struct{} // closed on exit
+	exitMu  sync.Once
+	ended   chan struct{} // closed when a served FUSE connection ends
+	endOnce sync.Once
 }
 
 // instance is one mounted image.
@@ -83,6 +91,10 @@ type instance struct {
 	be           nfs.Backend
 	closer       func()
 	pctx         context.Context
+	// slot is the image's place in the FUSE node ids, kept across a
+	// takeover.
+	slot          uint64
+	prefetchFiles []string
 }
 
 // prefetch starts background prefetch as the configuration asks.
@@ -107,7 +119,7 @@ func New(o Options) *Daemon {
 	if o.Events == nil {
 		o.Events = func(nfs.Event) {}
 	}
-	d := &Daemon{o: o, mounts: map[string]*instance{}, nextIno: 1, caches: map[string]*blobcache.Cache{}}
+	d := &Daemon{o: o, mounts: map[string]*instance{}, caches: map[string]*blobcache.Cache{}, exit: make(chan struct{}), ended: make(chan struct{})}
 	d.state.Store(api.StateInit)
 	return d
 }
@@ -230,48 +242,40 @@ func (d *Daemon) MountDedicated(ctx context.Context, bootstrap string, cfg *api.
 	if err != nil {
 		return err
 	}
-	fo := fusefs.Options{Debug: d.o.Debug, Passthrough: d.o.Passthrough}
-	srv, err := fusefs.Mount(d.o.Mountpoint, inst.fs, fo)
+	inst.slot, inst.prefetchFiles = 1, prefetchFiles
+	fsys := fusefs.NewDedicated(inst.fs, d.fuseOptions())
+	sess, err := fusefs.Mount(d.o.Mountpoint, fsys)
 	if err != nil {
 		inst.closer()
-		return fmt.Errorf("mount %s: %w", d.o.Mountpoint, err)
+		return err
 	}
 	d.mu.Lock()
-	d.srv = srv
+	d.fsys, d.sess = fsys, sess
 	d.mounts["/"] = inst
 	d.mu.Unlock()
+	d.serve(sess)
 	d.SetState(api.StateRunning)
 	d.o.Events(nfs.Event{Kind: "mount", Path: d.o.Mountpoint})
 	d.prefetch(inst, prefetchFiles)
 	return nil
 }
 
-// pseudoRoot is the root directory of a shared daemon's mount.
-type pseudoRoot struct {
-	gofs.Inode
-}
-
-func (r *pseudoRoot) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFDIR | 0o755
-	out.Nlink = 2
-	return 0
+func (d *Daemon) fuseOptions() fusefs.Options {
+	return fusefs.Options{Debug: d.o.Debug, Passthrough: d.o.Passthrough}
 }
 
 // StartShared mounts an empty directory at the mountpoint; images are
 // added below it with Mount.
 func (d *Daemon) StartShared(ctx context.Context) error {
-	root := &pseudoRoot{}
-	to := time.Duration(0)
-	srv, err := gofs.Mount(d.o.Mountpoint, root, &gofs.Options{
-		EntryTimeout: &to, AttrTimeout: &to,
-		MountOptions: fusefs.MountOptions(fusefs.Options{}, d.o.Debug),
-	})
+	fsys := fusefs.NewShared(d.fuseOptions())
+	sess, err := fusefs.Mount(d.o.Mountpoint, fsys)
 	if err != nil {
-		return fmt.Errorf("mount %s: %w", d.o.Mountpoint, err)
+		return err
 	}
 	d.mu.Lock()
-	d.srv, d.root, d.shared = srv, root, true
+	d.fsys, d.sess, d.shared = fsys, sess, true
 	d.mu.Unlock()
+	d.serve(sess)
 	d.SetState(api.StateRunning)
 	return nil
 }
@@ -302,17 +306,19 @@ func (d *Daemon) Mount(ctx context.Context, sub string, req api.MountRequest) er
 		d.mu.Unlock()
 		return &Error{Code: "EEXIST", Status: 409, Msg: fmt.Sprintf("mountpoint /%s is already mounted", name)}
 	}
-	base := d.nextIno << 40
-	d.nextIno++
+	fsys := d.fsys
 	d.mu.Unlock()
 	inst, err := d.openImage(ctx, req.Source, cfg)
 	if err != nil {
 		return &Error{Code: "EINVAL", Status: 400, Msg: err.Error()}
 	}
-	fo := fusefs.Options{InoBase: base, Passthrough: d.o.Passthrough}
-	child := d.root.NewPersistentInode(ctx, fusefs.Root(inst.fs, fo), gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: fusefs.RootIno(inst.fs, fo)})
+	slot, err := fsys.Add(name, 0, inst.fs)
+	if err != nil {
+		inst.closer()
+		return &Error{Code: "EEXIST", Status: 409, Msg: fmt.Sprintf("mountpoint /%s: %v", name, err)}
+	}
+	inst.slot, inst.prefetchFiles = slot, req.PrefetchFiles
 	d.mu.Lock()
-	d.root.AddChild(name, child, true)
 	d.mounts["/"+name] = inst
 	d.mu.Unlock()
 	d.o.Events(nfs.Event{Kind: "mount", Path: "/" + name})
@@ -330,9 +336,9 @@ func (d *Daemon) Umount(ctx context.Context, sub string) error {
 		return &Error{Code: "ENOENT", Status: 404, Msg: fmt.Sprintf("mountpoint /%s is not mounted", name)}
 	}
 	delete(d.mounts, "/"+name)
-	d.root.RmChild(name)
+	fsys := d.fsys
 	d.mu.Unlock()
-	d.root.NotifyEntry(name)
+	fsys.Remove(name)
 	inst.closer()
 	d.o.Events(nfs.Event{Kind: "umount", Path: "/" + name})
 	return nil
@@ -383,27 +389,32 @@ func (d *Daemon) SetRegistryAuth(ctx context.Context, id, auth string) error {
 	return nil
 }
 
-// Wait blocks until the FUSE session ends.
-func (d *Daemon) Wait() {
-	d.mu.Lock()
-	srv := d.srv
-	d.mu.Unlock()
-	if srv != nil {
-		srv.Wait()
-	}
+// serve starts answering on sess and watches for its end.
+func (d *Daemon) serve(sess *fusefs.Session) {
+	sess.Serve()
+	go func() {
+		<-sess.Done()
+		d.endOnce.Do(func() { close(d.ended) })
+	}()
 }
 
-// Close unmounts everything.
+// Ended is closed when the FUSE connection the daemon serves ends
+// (unmounted or aborted).
+func (d *Daemon) Ended() <-chan struct{} { return d.ended }
+
+// Close unmounts everything, unless the daemon handed its connection to
+// a successor (PUT /api/v1/daemon/exit in a hot upgrade): then the mount
+// stays and only local resources are released.
 func (d *Daemon) Close() error {
 	d.mu.Lock()
-	srv := d.srv
-	d.srv = nil
+	sess := d.sess
+	d.sess = nil
 	insts := d.mounts
 	d.mounts = map[string]*instance{}
 	d.mu.Unlock()
 	var err error
-	if srv != nil {
-		err = srv.Unmount()
+	if sess != nil && !d.exiting.Load() {
+		err = sess.Unmount()
 	}
 	for _, i := range insts {
 		i.closer()

@@ -125,18 +125,31 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/metrics/inflight", func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 	})
-	for _, p := range []string{"/api/v1/daemon/fuse/sendfd", "/api/v1/daemon/fuse/takeover"} {
-		mux.HandleFunc("PUT "+p, func(w http.ResponseWriter, r *http.Request) {
-			writeErr(w, &Error{Code: "ENOSYS", Status: 501, Msg: "failover is not supported yet"})
-		})
-	}
+	mux.HandleFunc("PUT /api/v1/daemon/fuse/sendfd", func(w http.ResponseWriter, r *http.Request) {
+		if err := d.SendStates(r.Context()); err != nil {
+			writeErr(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("PUT /api/v1/daemon/fuse/takeover", func(w http.ResponseWriter, r *http.Request) {
+		if err := d.TakeOver(r.Context()); err != nil {
+			d.o.Log.Error("takeover failed", "error", err)
+			writeErr(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("PUT /api/v1/daemon/start", func(w http.ResponseWriter, r *http.Request) {
-		d.SetState(api.StateRunning)
+		if err := d.Start(r.Context()); err != nil {
+			writeErr(w, err)
+			return
+		}
 		w.WriteHeader(http.StatusNoContent)
 	})
 	mux.HandleFunc("PUT /api/v1/daemon/exit", func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
-		go d.Close()
+		d.Exit()
 	})
 	mux.HandleFunc("PUT /api/v1/config", func(w http.ResponseWriter, r *http.Request) {
 		var body map[string]string

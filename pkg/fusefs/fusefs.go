@@ -1,21 +1,32 @@
-// Package fusefs serves a Nydus image (package fs) through the kernel's
-// FUSE with go-fuse: immutable entries and attributes are cached by the
-// kernel for long, file data is kept in the page cache (KEEP_CACHE).
+// Package fusefs serves Nydus images (package fs) through the kernel's
+// FUSE with go-fuse's raw protocol API.
+//
+// The filesystem keeps no per-inode state: a FUSE node id is derived from
+// the image's slot and the inode's nid (slot<<40 | nid), so any node id
+// the kernel holds can be resolved again by a new daemon process that
+// takes the FUSE connection over (failover, hot upgrade). It also keeps
+// the daemon small: there is no in-memory inode tree.
+//
+// Immutable entries and attributes are cached by the kernel for long,
+// directory listings and file data are kept in the page cache, and files
+// whose data is fully cached are handed to the kernel through FUSE
+// passthrough.
 package fusefs
 
 import (
 	"context"
 	"errors"
+	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
-	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	nfs "github.com/nydus-go/nydus/pkg/fs"
-	"github.com/nydus-go/nydus/pkg/rafs"
 )
 
-// Options configure a mount.
+// Options configure a filesystem.
 type Options struct {
 	// Timeout is how long the kernel caches entries and attributes (the
 	// image is immutable; default 1 hour).
@@ -24,52 +35,211 @@ type Options struct {
 	Debug bool
 	// FsName is shown in /proc/mounts (default "nydus").
 	FsName string
-	// InoBase is added to every nid to form inode numbers, so that images
-	// sharing one FUSE mount (shared daemon mode) never collide.
-	InoBase uint64
 	// Passthrough serves files that have a whole-file cache through
 	// FUSE passthrough (Linux ≥ 6.9, root): the kernel reads the cache
 	// file itself.
 	Passthrough bool
 }
 
+func (o *Options) defaults() {
+	if o.Timeout == 0 {
+		o.Timeout = time.Hour
+	}
+	if o.FsName == "" {
+		o.FsName = "nydus"
+	}
+}
+
 // errno translates fs errors at the edge.
-func errno(err error) syscall.Errno {
+func errno(err error) fuse.Status {
 	switch {
 	case err == nil:
-		return 0
+		return fuse.OK
 	case errors.Is(err, nfs.ErrNotFound):
-		return syscall.ENOENT
+		return fuse.ENOENT
 	case errors.Is(err, nfs.ErrNotDir):
-		return syscall.ENOTDIR
+		return fuse.ENOTDIR
 	case errors.Is(err, nfs.ErrNoAttr):
-		return syscall.ENODATA
+		return fuse.ENODATA
 	case errors.Is(err, context.Canceled):
-		return syscall.EINTR
+		return fuse.EINTR
 	}
-	return syscall.EIO
+	return fuse.EIO
 }
 
-type node struct {
-	gofs.Inode
-	f   *nfs.FS
-	nid uint64
-	o   *Options
-}
-
-var (
-	_ gofs.NodeGetattrer   = (*node)(nil)
-	_ gofs.NodeLookuper    = (*node)(nil)
-	_ gofs.NodeReaddirer   = (*node)(nil)
-	_ gofs.NodeReadlinker  = (*node)(nil)
-	_ gofs.NodeOpener      = (*node)(nil)
-	_ gofs.NodeReader      = (*node)(nil)
-	_ gofs.NodeGetxattrer  = (*node)(nil)
-	_ gofs.NodeListxattrer = (*node)(nil)
+const (
+	slotShift = 40
+	nidMask   = 1<<slotShift - 1
+	// MaxSlot is the largest image slot.
+	MaxSlot = 1<<(64-slotShift) - 1
 )
 
-func fillAttr(ino *nfs.Inode, out *fuse.Attr, base uint64) {
-	out.Ino = base + ino.Nid
+// image is one image served by the filesystem.
+type image struct {
+	name string // shared mode: the directory below the root
+	slot uint64
+	fs   *nfs.FS
+	root uint64 // the image root's nid
+}
+
+// table is an immutable snapshot of the served images.
+type table struct {
+	bySlot map[uint64]*image
+	byName map[string]*image
+}
+
+// backing is a passthrough backing file registered with the kernel.
+type backing struct {
+	id   int32
+	file *os.File
+	refs int
+}
+
+// FileSystem is a go-fuse RawFileSystem over one image (dedicated mode)
+// or over a directory of images added and removed at run time (shared
+// mode).
+type FileSystem struct {
+	fuse.RawFileSystem
+	o      Options
+	shared bool
+
+	imgs atomic.Pointer[table]
+	mu   sync.Mutex // serialises image changes and backing files
+
+	srv     atomic.Pointer[fuse.Server]
+	backing map[uint64]*backing // by node id
+}
+
+// NewDedicated returns a filesystem whose root is the root of f; the
+// image has slot 1.
+func NewDedicated(f *nfs.FS, o Options) *FileSystem {
+	fsys := newFS(o, false)
+	fsys.imgs.Store(&table{bySlot: map[uint64]*image{1: {slot: 1, fs: f, root: f.RootNid()}}, byName: map[string]*image{}})
+	return fsys
+}
+
+// NewShared returns a filesystem whose root is a directory of images,
+// added with Add.
+func NewShared(o Options) *FileSystem {
+	fsys := newFS(o, true)
+	fsys.imgs.Store(&table{bySlot: map[uint64]*image{}, byName: map[string]*image{}})
+	return fsys
+}
+
+func newFS(o Options, shared bool) *FileSystem {
+	o.defaults()
+	return &FileSystem{RawFileSystem: fuse.NewDefaultRawFileSystem(), o: o, shared: shared, backing: map[uint64]*backing{}}
+}
+
+// Add serves f at /name (shared mode) in the given slot (1 to MaxSlot);
+// slot 0 picks the lowest free one. It returns the slot, which a daemon
+// taking the connection over must reuse.
+func (s *FileSystem) Add(name string, slot uint64, f *nfs.FS) (uint64, error) {
+	if !s.shared {
+		return 0, errors.New("fusefs: images are added to shared filesystems only")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.imgs.Load()
+	if _, ok := old.byName[name]; ok {
+		return 0, os.ErrExist
+	}
+	if slot == 0 {
+		for slot = 1; old.bySlot[slot] != nil; slot++ {
+		}
+	}
+	if slot > MaxSlot || old.bySlot[slot] != nil {
+		return 0, errors.New("fusefs: image slot in use or out of range")
+	}
+	t := &table{bySlot: make(map[uint64]*image, len(old.bySlot)+1), byName: make(map[string]*image, len(old.byName)+1)}
+	for k, v := range old.bySlot {
+		t.bySlot[k] = v
+	}
+	for k, v := range old.byName {
+		t.byName[k] = v
+	}
+	img := &image{name: name, slot: slot, fs: f, root: f.RootNid()}
+	t.bySlot[slot], t.byName[name] = img, img
+	s.imgs.Store(t)
+	return slot, nil
+}
+
+// Remove stops serving the image at /name and tells the kernel to forget
+// the entry.
+func (s *FileSystem) Remove(name string) bool {
+	s.mu.Lock()
+	old := s.imgs.Load()
+	img, ok := old.byName[name]
+	if !ok {
+		s.mu.Unlock()
+		return false
+	}
+	t := &table{bySlot: map[uint64]*image{}, byName: map[string]*image{}}
+	for k, v := range old.bySlot {
+		if k != img.slot {
+			t.bySlot[k] = v
+		}
+	}
+	for k, v := range old.byName {
+		if k != name {
+			t.byName[k] = v
+		}
+	}
+	s.imgs.Store(t)
+	s.mu.Unlock()
+	if srv := s.srv.Load(); srv != nil {
+		srv.EntryNotify(fuse.FUSE_ROOT_ID, name)
+	}
+	return true
+}
+
+// Init is called by go-fuse once the kernel connection is set up.
+func (s *FileSystem) Init(srv *fuse.Server) { s.srv.Store(srv) }
+
+// String names the filesystem.
+func (s *FileSystem) String() string { return "rafs" }
+
+// nodeID is the FUSE node id of nid in img.
+func (s *FileSystem) nodeID(img *image, nid uint64) uint64 {
+	if !s.shared && nid == img.root {
+		return fuse.FUSE_ROOT_ID
+	}
+	return img.slot<<slotShift | nid
+}
+
+// ino is the inode number reported for nid in img: the nid itself for a
+// dedicated image, the node id in shared mode (unique across images).
+func (s *FileSystem) ino(img *image, nid uint64) uint64 {
+	if !s.shared {
+		return nid
+	}
+	return img.slot<<slotShift | nid
+}
+
+// resolve maps a node id to its image and nid; pseudo is true for the
+// root of a shared filesystem.
+func (s *FileSystem) resolve(id uint64) (img *image, nid uint64, pseudo bool, st fuse.Status) {
+	t := s.imgs.Load()
+	if id == fuse.FUSE_ROOT_ID {
+		if s.shared {
+			return nil, 0, true, fuse.OK
+		}
+		img = t.bySlot[1]
+		return img, img.root, false, fuse.OK
+	}
+	img = t.bySlot[id>>slotShift]
+	if img == nil {
+		return nil, 0, false, fuse.Status(syscall.ESTALE)
+	}
+	return img, id & nidMask, false, fuse.OK
+}
+
+func ctxOf(cancel <-chan struct{}, h *fuse.InHeader) context.Context {
+	return &fuse.Context{Caller: h.Caller, Cancel: cancel}
+}
+
+func fillAttr(ino *nfs.Inode, out *fuse.Attr, n uint64) {
+	out.Ino = n
 	out.Mode = ino.Mode
 	out.Size = ino.Size
 	out.Blocks = (ino.Size + 511) / 512
@@ -82,50 +252,305 @@ func fillAttr(ino *nfs.Inode, out *fuse.Attr, base uint64) {
 	out.Blksize = 4096
 }
 
-func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	ino, err := n.f.Inode(ctx, n.nid)
+func pseudoAttr(out *fuse.Attr) {
+	out.Ino = fuse.FUSE_ROOT_ID
+	out.Mode = syscall.S_IFDIR | 0o755
+	out.Nlink = 2
+	out.Blksize = 4096
+}
+
+func (s *FileSystem) entry(img *image, ino *nfs.Inode, out *fuse.EntryOut) {
+	out.NodeId = s.nodeID(img, ino.Nid)
+	out.Generation = 1
+	fillAttr(ino, &out.Attr, s.ino(img, ino.Nid))
+	out.SetEntryTimeout(s.o.Timeout)
+	out.SetAttrTimeout(s.o.Timeout)
+}
+
+// Lookup resolves a name in a directory.
+func (s *FileSystem) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	img, nid, pseudo, st := s.resolve(h.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	ctx := ctxOf(cancel, h)
+	if pseudo {
+		img := s.imgs.Load().byName[name]
+		if img == nil {
+			return fuse.ENOENT
+		}
+		ino, err := img.fs.Inode(ctx, img.root)
+		if err != nil {
+			return errno(err)
+		}
+		s.entry(img, ino, out)
+		// Images come and go: do not cache the entry in the root.
+		out.SetEntryTimeout(0)
+		return fuse.OK
+	}
+	ino, err := img.fs.Lookup(ctx, nid, name)
+	if errors.Is(err, nfs.ErrNotFound) {
+		// Negative entries are cached too: the image never changes.
+		*out = fuse.EntryOut{}
+		out.SetEntryTimeout(s.o.Timeout)
+		return fuse.OK
+	}
 	if err != nil {
 		return errno(err)
 	}
-	fillAttr(ino, &out.Attr, n.o.InoBase)
-	out.SetTimeout(n.o.Timeout)
-	return 0
+	s.entry(img, ino, out)
+	return fuse.OK
 }
 
-func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	ino, err := n.f.Lookup(ctx, n.nid, name)
-	if err != nil {
-		return nil, errno(err)
+// GetAttr returns a node's attributes.
+func (s *FileSystem) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	img, nid, pseudo, st := s.resolve(in.NodeId)
+	if !st.Ok() {
+		return st
 	}
-	fillAttr(ino, &out.Attr, n.o.InoBase)
-	out.SetEntryTimeout(n.o.Timeout)
-	out.SetAttrTimeout(n.o.Timeout)
-	child := n.NewInode(ctx, &node{f: n.f, nid: ino.Nid, o: n.o}, gofs.StableAttr{Mode: ino.Mode & rafs.ModeType, Ino: n.o.InoBase + ino.Nid})
-	return child, 0
+	if pseudo {
+		pseudoAttr(&out.Attr)
+		return fuse.OK
+	}
+	ino, err := img.fs.Inode(ctxOf(cancel, &in.InHeader), nid)
+	if err != nil {
+		return errno(err)
+	}
+	fillAttr(ino, &out.Attr, s.ino(img, nid))
+	out.SetTimeout(s.o.Timeout)
+	return fuse.OK
 }
 
-// OpendirHandle lets the kernel cache directory listings
-// (FOPEN_CACHE_DIR): the image never changes, so a directory is listed by
-// the daemon once.
-func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	ds, e := n.Readdir(ctx)
+// fhPassthrough marks an open file served through a backing file.
+const fhPassthrough = 1
+
+// Open opens a file read-only; a file whose whole content is verified and
+// cached locally is handed to the kernel (FUSE passthrough), so its reads
+// bypass the daemon.
+func (s *FileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	if in.Flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
+		return fuse.EROFS
+	}
+	img, nid, pseudo, st := s.resolve(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	if pseudo {
+		return fuse.EISDIR
+	}
+	ctx := ctxOf(cancel, &in.InHeader)
+	if s.o.Passthrough {
+		if id, ok := s.passthrough(ctx, in.NodeId, img, nid); ok {
+			out.BackingID = id
+			out.OpenFlags = fuse.FOPEN_PASSTHROUGH | fuse.FOPEN_NOFLUSH
+			out.Fh = fhPassthrough
+			return fuse.OK
+		}
+	}
+	out.OpenFlags = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
+	return fuse.OK
+}
+
+// Flush is not needed on a read-only filesystem: ENOSYS stops the kernel
+// from sending it on every close. (A close must never wait for the
+// daemon: during a failover nobody answers until the takeover.)
+func (s *FileSystem) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
+	return fuse.ENOSYS
+}
+
+// passthrough registers (or reuses) the whole-file cache of a node as a
+// kernel backing file.
+func (s *FileSystem) passthrough(ctx context.Context, node uint64, img *image, nid uint64) (int32, bool) {
+	srv := s.srv.Load()
+	if srv == nil || srv.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH == 0 {
+		return 0, false
+	}
+	s.mu.Lock()
+	if b := s.backing[node]; b != nil {
+		b.refs++
+		s.mu.Unlock()
+		return b.id, true
+	}
+	s.mu.Unlock()
+	fd, err := img.fs.WholeFile(ctx, nid, false)
+	if err != nil || fd == nil {
+		return 0, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b := s.backing[node]; b != nil { // raced with another open
+		fd.Close()
+		b.refs++
+		return b.id, true
+	}
+	id, e := srv.RegisterBackingFd(&fuse.BackingMap{Fd: int32(fd.Fd())})
 	if e != 0 {
-		return nil, 0, e
+		fd.Close()
+		return 0, false
 	}
-	return ds, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+	s.backing[node] = &backing{id: id, file: fd, refs: 1}
+	return id, true
 }
 
-func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	ents, err := n.f.ReadDir(ctx, n.nid)
+// Release closes an open file; the last close of a passthrough file
+// unregisters its backing file.
+func (s *FileSystem) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	if in.Fh != fhPassthrough {
+		return
+	}
+	s.mu.Lock()
+	b := s.backing[in.NodeId]
+	if b == nil { // opened by a previous daemon process
+		s.mu.Unlock()
+		return
+	}
+	if b.refs--; b.refs > 0 {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.backing, in.NodeId)
+	s.mu.Unlock()
+	if srv := s.srv.Load(); srv != nil {
+		srv.UnregisterBackingFd(b.id)
+	}
+	b.file.Close()
+}
+
+// Read reads file data, fetching and verifying missing chunks.
+func (s *FileSystem) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	img, nid, pseudo, st := s.resolve(in.NodeId)
+	if !st.Ok() {
+		return nil, st
+	}
+	if pseudo {
+		return nil, fuse.EISDIR
+	}
+	ctx := ctxOf(cancel, &in.InHeader)
+	c, err := img.fs.Read(ctx, nid, buf, int64(in.Offset))
 	if err != nil {
 		return nil, errno(err)
 	}
-	out := make([]fuse.DirEntry, 0, len(ents))
-	for _, e := range ents {
-		out = append(out, fuse.DirEntry{Name: e.Name, Ino: n.o.InoBase + e.Nid, Mode: direntMode(e.Type)})
+	if s.o.Passthrough && c > 0 {
+		if ino, err := img.fs.Inode(ctx, nid); err == nil && in.Offset+uint64(c) >= ino.Size {
+			// Read to the end: every chunk is cached now; assemble the
+			// whole file in the background for the next opens.
+			f := img.fs
+			f.Go(func(ctx context.Context) { f.EnsureWholeFile(ctx, nid) })
+		}
 	}
-	return gofs.NewListDirStream(out), 0
+	return fuse.ReadResultData(buf[:c]), fuse.OK
 }
+
+// OpenDir opens a directory; image directories never change, so the
+// kernel caches their listings (FOPEN_CACHE_DIR).
+func (s *FileSystem) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	img, nid, pseudo, st := s.resolve(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	if pseudo {
+		return fuse.OK
+	}
+	ino, err := img.fs.Inode(ctxOf(cancel, &in.InHeader), nid)
+	if err != nil {
+		return errno(err)
+	}
+	if !ino.IsDir() {
+		return fuse.ENOTDIR
+	}
+	out.OpenFlags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
+	return fuse.OK
+}
+
+// dirent is one listed entry.
+type dirent struct {
+	name string
+	nid  uint64
+	mode uint32
+	img  *image
+}
+
+// list returns a directory's entries, "." and ".." first; entry i has
+// offset i+1, so listings need no per-handle state.
+func (s *FileSystem) list(ctx context.Context, id uint64) ([]dirent, fuse.Status) {
+	img, nid, pseudo, st := s.resolve(id)
+	if !st.Ok() {
+		return nil, st
+	}
+	out := []dirent{{name: ".", mode: syscall.S_IFDIR}, {name: "..", mode: syscall.S_IFDIR}}
+	if pseudo {
+		t := s.imgs.Load()
+		for _, img := range t.bySlot {
+			out = append(out, dirent{name: img.name, nid: img.root, mode: syscall.S_IFDIR, img: img})
+		}
+		return out, fuse.OK
+	}
+	ents, err := img.fs.ReadDir(ctx, nid)
+	if err != nil {
+		return nil, errno(err)
+	}
+	for _, e := range ents {
+		out = append(out, dirent{name: e.Name, nid: e.Nid, mode: direntMode(e.Type), img: img})
+	}
+	return out, fuse.OK
+}
+
+// ReadDir lists a directory.
+func (s *FileSystem) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	ents, st := s.list(ctxOf(cancel, &in.InHeader), in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	for i := int(in.Offset); i < len(ents); i++ {
+		e := ents[i]
+		de := fuse.DirEntry{Name: e.name, Mode: e.mode, Off: uint64(i + 1)}
+		if e.img != nil {
+			de.Ino = s.ino(e.img, e.nid)
+		}
+		if !out.AddDirEntry(de) {
+			break
+		}
+	}
+	return fuse.OK
+}
+
+// ReadDirPlus lists a directory with each entry's attributes, sparing the
+// kernel a LOOKUP per entry.
+func (s *FileSystem) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	ctx := ctxOf(cancel, &in.InHeader)
+	ents, st := s.list(ctx, in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	for i := int(in.Offset); i < len(ents); i++ {
+		e := ents[i]
+		var ino *nfs.Inode
+		if e.img != nil {
+			var err error
+			if ino, err = e.img.fs.Inode(ctx, e.nid); err != nil {
+				return errno(err)
+			}
+		}
+		de := fuse.DirEntry{Name: e.name, Mode: e.mode, Off: uint64(i + 1)}
+		if e.img != nil {
+			de.Ino = s.ino(e.img, e.nid)
+		}
+		eo := out.AddDirLookupEntry(de)
+		if eo == nil {
+			break
+		}
+		if ino != nil {
+			s.entry(e.img, ino, eo)
+			if s.shared && in.NodeId == fuse.FUSE_ROOT_ID {
+				eo.SetEntryTimeout(0)
+			}
+		}
+	}
+	return fuse.OK
+}
+
+// ReleaseDir closes a directory; listings keep no state.
+func (s *FileSystem) ReleaseDir(in *fuse.ReleaseIn) {}
 
 func direntMode(t uint8) uint32 {
 	switch t {
@@ -147,56 +572,51 @@ func direntMode(t uint8) uint32 {
 	return 0
 }
 
-func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	s, err := n.f.Readlink(ctx, n.nid)
+// Readlink returns a symlink's target.
+func (s *FileSystem) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
+	img, nid, pseudo, st := s.resolve(h.NodeId)
+	if !st.Ok() {
+		return nil, st
+	}
+	if pseudo {
+		return nil, fuse.EINVAL
+	}
+	t, err := img.fs.Readlink(ctxOf(cancel, h), nid)
 	if err != nil {
 		return nil, errno(err)
 	}
-	return []byte(s), 0
+	return []byte(t), fuse.OK
 }
 
-func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
-		return nil, 0, syscall.EROFS
+// GetXAttr returns one extended attribute.
+func (s *FileSystem) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	img, nid, pseudo, st := s.resolve(h.NodeId)
+	if !st.Ok() {
+		return 0, st
 	}
-	// A file whose whole content is verified and cached locally is
-	// handed to the kernel (FUSE passthrough): reads bypass the daemon.
-	if n.o.Passthrough {
-		if fd, err := n.f.WholeFile(ctx, n.nid, false); err == nil && fd != nil {
-			return gofs.NewLoopbackFileFromOS(fd), 0, 0
-		}
+	if pseudo {
+		return 0, fuse.ENODATA
 	}
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
-}
-
-func (n *node) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	c, err := n.f.Read(ctx, n.nid, dest, off)
-	if err != nil {
-		return nil, errno(err)
-	}
-	if n.o.Passthrough && c > 0 {
-		if ino, err := n.f.Inode(ctx, n.nid); err == nil && uint64(off)+uint64(c) >= ino.Size {
-			// Read to the end: every chunk is cached now; assemble the
-			// whole file in the background for the next opens.
-			n.f.Go(func(ctx context.Context) { n.f.EnsureWholeFile(ctx, n.nid) })
-		}
-	}
-	return fuse.ReadResultData(dest[:c]), 0
-}
-
-func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	v, err := n.f.Xattr(ctx, n.nid, attr)
+	v, err := img.fs.Xattr(ctxOf(cancel, h), nid, attr)
 	if err != nil {
 		return 0, errno(err)
 	}
 	if len(dest) < len(v) {
-		return uint32(len(v)), syscall.ERANGE
+		return uint32(len(v)), fuse.ERANGE
 	}
-	return uint32(copy(dest, v)), 0
+	return uint32(copy(dest, v)), fuse.OK
 }
 
-func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	ino, err := n.f.Inode(ctx, n.nid)
+// ListXAttr lists extended attribute names.
+func (s *FileSystem) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
+	img, nid, pseudo, st := s.resolve(h.NodeId)
+	if !st.Ok() {
+		return 0, st
+	}
+	if pseudo {
+		return 0, fuse.OK
+	}
+	ino, err := img.fs.Inode(ctxOf(cancel, h), nid)
 	if err != nil {
 		return 0, errno(err)
 	}
@@ -205,61 +625,23 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 		b = append(append(b, x.Name...), 0)
 	}
 	if len(dest) < len(b) {
-		return uint32(len(b)), syscall.ERANGE
+		return uint32(len(b)), fuse.ERANGE
 	}
-	return uint32(copy(dest, b)), 0
+	return uint32(copy(dest, b)), fuse.OK
 }
 
-func (o *Options) defaults() {
-	if o.Timeout == 0 {
-		o.Timeout = time.Hour
-	}
-	if o.FsName == "" {
-		o.FsName = "nydus"
-	}
+// StatFs reports a read-only filesystem.
+func (s *FileSystem) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
+	out.Bsize = 4096
+	out.Frsize = 4096
+	out.NameLen = 255
+	return fuse.OK
 }
 
-// Root returns the root node of an image, to attach below another node
-// (shared daemon mode) with NewPersistentInode and StableAttr{Mode:
-// S_IFDIR, Ino: RootIno(f, o)}.
-func Root(f *nfs.FS, o Options) gofs.InodeEmbedder {
-	o.defaults()
-	return &node{f: f, nid: f.RootNid(), o: &o}
-}
-
-// RootIno is the inode number of an image's root for the given options.
-func RootIno(f *nfs.FS, o Options) uint64 { return o.InoBase + f.RootNid() }
-
-// MountOptions are the FUSE mount options of an immutable image.
-func MountOptions(o Options, debug bool) fuse.MountOptions {
-	o.defaults()
-	return fuse.MountOptions{
-		FsName:       o.FsName,
-		Name:         "rafs",
-		AllowOther:   true,
-		DirectMount:  true,
-		Debug:        debug,
-		MaxReadAhead: 1 << 20,
-		// Immutable image: symlink targets are cached by the kernel too.
-		EnableSymlinkCaching: true,
+// Access allows every access the kernel's permission checks allowed.
+func (s *FileSystem) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status {
+	if in.Mask&2 != 0 { // W_OK
+		return fuse.EROFS
 	}
-}
-
-// Mount serves f at dir and returns the server; call Unmount (or
-// server.Unmount) to stop.
-func Mount(dir string, f *nfs.FS, o Options) (*fuse.Server, error) {
-	o.defaults()
-	root := &node{f: f, nid: f.RootNid(), o: &o}
-	to := o.Timeout
-	srv, err := gofs.Mount(dir, root, &gofs.Options{
-		EntryTimeout:    &to,
-		AttrTimeout:     &to,
-		NegativeTimeout: &to,
-		MountOptions:    MountOptions(o, o.Debug),
-		RootStableAttr:  &gofs.StableAttr{Ino: o.InoBase + f.RootNid(), Mode: syscall.S_IFDIR},
-	})
-	if err != nil {
-		return nil, err
-	}
-	return srv, nil
+	return fuse.OK
 }

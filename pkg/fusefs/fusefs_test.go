@@ -38,7 +38,7 @@ func mount(t *testing.T, boot []byte, be nfs.Backend, o nfs.Options) (string, *n
 		t.Fatal(err)
 	}
 	mnt := t.TempDir()
-	srv, err := Mount(mnt, f, Options{})
+	srv, err := MountImage(mnt, f, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

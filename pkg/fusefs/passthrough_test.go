@@ -48,7 +48,7 @@ func TestPassthroughServesWholeFileWithoutDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	mnt := t.TempDir()
-	srv, err := Mount(mnt, f, Options{Passthrough: true})
+	srv, err := MountImage(mnt, f, Options{Passthrough: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestNoPassthroughWithDigestValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	mnt := t.TempDir()
-	srv, err := Mount(mnt, f, Options{Passthrough: true})
+	srv, err := MountImage(mnt, f, Options{Passthrough: true})
 	if err != nil {
 		t.Fatal(err)
 	}

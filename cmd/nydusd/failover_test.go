@@ -1,0 +1,298 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nydus-go/nydus/internal/roottest"
+	"github.com/nydus-go/nydus/internal/treetest"
+	"github.com/nydus-go/nydus/pkg/daemon/api"
+	"github.com/nydus-go/nydus/pkg/fusefs"
+)
+
+// testSupervisor keeps a daemon's state and FUSE descriptor the way
+// nydus-snapshotter's supervisor does: it listens on its socket, the
+// daemon connects and sends (sendfd) or receives (takeover).
+type testSupervisor struct {
+	path string
+	data []byte
+	fd   int
+}
+
+// fetch listens, runs trigger (PUT sendfd) and receives the state.
+func (s *testSupervisor) fetch(t *testing.T, trigger func() (int, string)) {
+	t.Helper()
+	os.Remove(s.path)
+	l, err := net.Listen("unix", s.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			got <- err
+			return
+		}
+		defer c.Close()
+		var data, oob []byte
+		buf, oobBuf := make([]byte, 1<<16), make([]byte, unix.CmsgSpace(4*4))
+		for {
+			n, oobn, _, _, err := c.(*net.UnixConn).ReadMsgUnix(buf, oobBuf)
+			data, oob = append(data, buf[:n]...), append(oob, oobBuf[:oobn]...)
+			if errors.Is(err, io.EOF) || (err == nil && n == 0) {
+				break
+			}
+			if err != nil {
+				got <- err
+				return
+			}
+		}
+		msgs, err := unix.ParseSocketControlMessage(oob)
+		if err != nil || len(msgs) == 0 {
+			got <- fmt.Errorf("no descriptor received (%v)", err)
+			return
+		}
+		fds, err := unix.ParseUnixRights(&msgs[0])
+		if err != nil || len(fds) != 1 {
+			got <- fmt.Errorf("descriptors %v (%v)", fds, err)
+			return
+		}
+		if s.fd > 0 {
+			unix.Close(s.fd)
+		}
+		s.data, s.fd = data, fds[0]
+		got <- nil
+	}()
+	if code, body := trigger(); code != 204 {
+		t.Fatalf("sendfd: %d %s", code, body)
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon sent no state to the supervisor")
+	}
+}
+
+// offer listens and hands the kept state and descriptor to the next
+// daemon that connects.
+func (s *testSupervisor) offer(t *testing.T) {
+	t.Helper()
+	os.Remove(s.path)
+	l, err := net.Listen("unix", s.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer l.Close()
+		l.(*net.UnixListener).SetDeadline(time.Now().Add(20 * time.Second))
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.(*net.UnixConn).WriteMsgUnix(s.data, unix.UnixRights(s.fd), nil)
+	}()
+}
+
+// TestFailoverAndHotUpgrade keeps readers reading one mount while (1)
+// nydusd is killed with SIGKILL and a new nydusd, started with the same
+// command line, takes the FUSE connection over from the supervisor, and
+// (2) a third nydusd started with --upgrade replaces the second one (hot
+// upgrade: takeover, exit, start). No read may fail or return wrong bytes.
+func TestFailoverAndHotUpgrade(t *testing.T) {
+	roottest.RequireFUSE(t)
+	var files []treetest.File
+	want := map[string][]byte{}
+	for i := 0; i < 24; i++ {
+		name := fmt.Sprintf("d%d/f%02d.bin", i%3, i)
+		data := treetest.Random(int64(500+i), 384<<10+i*977)
+		files = append(files, treetest.Reg(name, 0o644, data))
+		want[name] = data
+	}
+	boot, blobs := image(t, treetest.Tar(files))
+	cfg := strings.Replace(localfsConfig(t, blobs), `"enable":true,"prefetch_all":true`, `"enable":false,"prefetch_all":false`, 1)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.json")
+	os.WriteFile(cfgPath, []byte(cfg), 0o600)
+	mnt, sock := filepath.Join(dir, "mnt"), filepath.Join(dir, "api.sock")
+	os.MkdirAll(mnt, 0o755)
+	sup := &testSupervisor{path: filepath.Join(dir, "supervisor.sock")}
+	defer func() {
+		if sup.fd > 0 {
+			unix.Close(sup.fd)
+		}
+	}()
+	// Reads go through the daemon every time: no passthrough, and the
+	// readers drop the page cache before each read.
+	args := []string{"--bootstrap", boot, "--config", cfgPath, "--id", "d1", "--supervisor", sup.path, "--passthrough=false"}
+	d1 := startAt(t, sock, mnt, api.StateRunning, args...)
+	// Whatever happens, no reader may stay blocked on this connection
+	// after the test: abort it if it is still there.
+	minor, ok, err := fusefs.Mounted(mnt)
+	if err != nil || !ok {
+		t.Fatalf("mountinfo: %v %v", ok, err)
+	}
+	defer abortFUSE(minor) // runs before the daemons' cleanups
+
+	sup.fetch(t, func() (int, string) { return d1.do("PUT", "/api/v1/daemon/fuse/sendfd", nil) })
+	var st struct {
+		Mountpoint string `json:"mountpoint"`
+		Mounts     []any  `json:"mounts"`
+	}
+	if err := json.Unmarshal(sup.data, &st); err != nil || st.Mountpoint != mnt || len(st.Mounts) != 1 {
+		t.Fatalf("state sent to the supervisor: %s (%v)", sup.data, err)
+	}
+
+	var reads, failures atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for r := 0; r < 4; r++ {
+		wg.Add(1)
+		go func(r int) {
+			defer wg.Done()
+			for k := r; ; k++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				name := files[k%len(files)].Header.Name
+				got, err := readDropped(filepath.Join(mnt, name))
+				if err == nil && !bytes.Equal(got, want[name]) {
+					err = fmt.Errorf("%s: wrong bytes", name)
+				}
+				if err != nil {
+					failures.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				reads.Add(1)
+			}
+		}(r)
+	}
+	waitReads := func(n int64, what string) {
+		t.Helper()
+		target := reads.Load() + n
+		deadline := time.Now().Add(20 * time.Second)
+		for reads.Load() < target && failures.Load() == 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if failures.Load() != 0 {
+			t.Fatalf("%s: a reader failed: %v", what, firstErr.Load())
+		}
+		if reads.Load() < target {
+			t.Fatalf("%s: readers made no progress (%d reads)", what, reads.Load())
+		}
+	}
+	waitReads(20, "before the kill")
+
+	// 1. Failover: SIGKILL, then a new nydusd with the same command line
+	// finds the mount and the dead socket and waits for the takeover.
+	d1.cmd.Process.Kill()
+	d1.cmd.Wait()
+	time.Sleep(100 * time.Millisecond) // readers queue on the orphaned connection
+	sup.offer(t)
+	d2 := startAt(t, sock, mnt, api.StateInit, args...)
+	if code, body := d2.do("PUT", "/api/v1/daemon/fuse/takeover", nil); code != 204 {
+		t.Fatalf("takeover: %d %s\n%s", code, body, d2.log)
+	}
+	if info, _ := d2.info(); info == nil || info.State != api.StateReady {
+		t.Fatalf("state after takeover: %+v", info)
+	}
+	if code, body := d2.do("PUT", "/api/v1/daemon/start", nil); code != 204 {
+		t.Fatalf("start: %d %s\n%s", code, body, d2.log)
+	}
+	waitReads(20, "after failover")
+
+	// 2. Hot upgrade: the running daemon hands its state over again, a
+	// new one started with --upgrade on another socket takes over, the
+	// old one exits without unmounting, the new one starts.
+	sup.fetch(t, func() (int, string) { return d2.do("PUT", "/api/v1/daemon/fuse/sendfd", nil) })
+	sup.offer(t)
+	d3 := startAt(t, filepath.Join(dir, "api1.sock"), mnt, api.StateInit, append(args, "--upgrade")...)
+	if code, body := d3.do("PUT", "/api/v1/daemon/fuse/takeover", nil); code != 204 {
+		t.Fatalf("upgrade takeover: %d %s\n%s", code, body, d3.log)
+	}
+	if code, body := d2.do("PUT", "/api/v1/daemon/exit", nil); code != 204 {
+		t.Fatalf("exit: %d %s", code, body)
+	}
+	if err := d2.cmd.Wait(); err != nil {
+		t.Fatalf("old daemon exit: %v\n%s", err, d2.log)
+	}
+	if _, ok, _ := fusefs.Mounted(mnt); !ok {
+		t.Fatal("the old daemon unmounted on exit")
+	}
+	if code, body := d3.do("PUT", "/api/v1/daemon/start", nil); code != 204 {
+		t.Fatalf("upgrade start: %d %s\n%s", code, body, d3.log)
+	}
+	waitReads(20, "after hot upgrade")
+	close(stop)
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(20 * time.Second):
+		abortFUSE(minor)
+		t.Fatal("a reader is stuck: a request lost with the killed daemon was never answered")
+	}
+	if failures.Load() != 0 {
+		t.Fatalf("a reader failed: %v", firstErr.Load())
+	}
+
+	// SIGTERM unmounts.
+	d3.cmd.Process.Signal(syscall.SIGTERM)
+	if err := d3.cmd.Wait(); err != nil {
+		t.Fatalf("nydusd exit after SIGTERM: %v\n%s", err, d3.log)
+	}
+	if _, ok, _ := fusefs.Mounted(mnt); ok {
+		t.Fatal("still mounted after SIGTERM")
+	}
+	t.Logf("%d verified reads across a SIGKILL failover and a hot upgrade", reads.Load())
+}
+
+// readDropped reads a whole file after dropping its page cache, so the
+// read reaches the daemon.
+func readDropped(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	return io.ReadAll(f)
+}
+
+// abortFUSE aborts a FUSE connection through the fuse control filesystem
+// (mounting it if needed), so that processes blocked on it return.
+func abortFUSE(minor uint32) {
+	const ctl = "/sys/fs/fuse/connections"
+	if _, err := os.Stat(ctl + "/" + fmt.Sprint(minor)); err != nil {
+		if ents, _ := os.ReadDir(ctl); len(ents) > 0 {
+			return // fusectl is mounted and the connection is gone
+		}
+		if err := unix.Mount("fusectl", ctl, "fusectl", 0, ""); err != nil {
+			return
+		}
+	}
+	os.WriteFile(fmt.Sprintf("%s/%d/abort", ctl, minor), []byte("1"), 0)
+}
