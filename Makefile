@@ -37,7 +37,7 @@ fuzz:
 	FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
 
 interop: build
-	cd test/interop && NYDUS_IMAGE=$(BIN)/nydus-image $(GO) test -count=1 ./...
+	cd test/interop && NYDUS_IMAGE=$(BIN)/nydus-image NYDUSD=$(BIN)/nydusd $(GO) test -count=1 ./...
 
 # The README's test command: everything CI runs.
 test: deps lint unit fuzz interop demo
