@@ -145,7 +145,8 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 		closer()
 		return nil, fmt.Errorf("bootstrap %s: %w", bootstrap, err)
 	}
-	fo := nfs.Options{Log: d.o.Log, Events: d.o.Events, Validate: cfg.DigestValidate || d.o.DigestValidate, ReadAhead: readAhead(cfg)}
+	fo := nfs.Options{Log: d.o.Log, Events: d.o.Events, Validate: cfg.DigestValidate || d.o.DigestValidate, ReadAhead: readAhead(cfg),
+		FileStats: cfg.IOStatsFiles || cfg.AccessPattern}
 	var cc *chunkCache
 	if wd := cfg.Device.Cache.Config.WorkDir; wd != "" && cfg.Device.Cache.Type != "dummycache" && cfg.Device.Cache.Type != "" {
 		c, err := d.cache(ctx, wd, cfg.DigestValidate || d.o.DigestValidate)

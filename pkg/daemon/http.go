@@ -122,6 +122,8 @@ func (d *Daemon) Handler() http.Handler {
 		}
 		writeJSON(w, 200, out)
 	})
+	mux.HandleFunc("GET /api/v1/metrics/files", d.serveFileMetrics)
+	mux.HandleFunc("GET /api/v1/metrics/pattern", d.servePattern)
 	mux.HandleFunc("GET /api/v1/metrics/inflight", func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 	})

@@ -77,6 +77,8 @@ type Options struct {
 	Log *slog.Logger
 	// Events receives failure events (nil: dropped).
 	Events func(Event)
+	// FileStats keeps per-file I/O counters (see FS.FileStats).
+	FileStats bool
 }
 
 // Metrics counts a filesystem's activity.
@@ -111,6 +113,8 @@ type FS struct {
 	bgWG   sync.WaitGroup
 	// Metrics are updated atomically.
 	Metrics Metrics
+
+	fstats *fileStats // nil unless Options.FileStats
 
 	mu         sync.Mutex
 	inos       map[uint64]*Inode
@@ -149,6 +153,9 @@ func Open(ctx context.Context, bootstrap []byte, be Backend, o Options) (*FS, er
 	f := &FS{rd: rd, cr: cr, dig: rd.Ext.Flags.Digester(), o: o, chunks: make(map[[2]uint32]rafs.ChunkInfo, len(table)),
 		raSem: make(chan struct{}, 4), inos: map[uint64]*Inode{}, paths: map[uint64]string{rd.RootNid(): "/"}, prefetched: map[uint64]bool{}}
 	f.bg, f.stop = context.WithCancel(context.Background())
+	if o.FileStats {
+		f.fstats = &fileStats{m: map[uint64]*FileStats{}}
+	}
 	for _, c := range table {
 		f.chunks[[2]uint32{c.BlobIndex, c.Index}] = c
 	}
@@ -275,8 +282,15 @@ func (f *FS) Xattr(ctx context.Context, nid uint64, name string) ([]byte, error)
 }
 
 // Read reads file data at off into p, fetching missing chunks.
-func (f *FS) Read(ctx context.Context, nid uint64, p []byte, off int64) (int, error) {
+func (f *FS) Read(ctx context.Context, nid uint64, p []byte, off int64) (n int, err error) {
 	f.Metrics.DaemonReads.Add(1)
+	if f.fstats != nil {
+		defer func() { f.countRead(nid, n, err != nil) }()
+	}
+	return f.read(ctx, nid, p, off)
+}
+
+func (f *FS) read(ctx context.Context, nid uint64, p []byte, off int64) (int, error) {
 	ino, err := f.Inode(ctx, nid)
 	if err != nil {
 		return 0, err

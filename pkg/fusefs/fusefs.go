@@ -289,6 +289,7 @@ func (s *FileSystem) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name strin
 		return fuse.OK
 	}
 	ino, err := img.fs.Lookup(ctx, nid, name)
+	img.fs.CountFop(nid, nfs.FopLookup, err != nil && !errors.Is(err, nfs.ErrNotFound))
 	if errors.Is(err, nfs.ErrNotFound) {
 		// Negative entries are cached too: the image never changes.
 		*out = fuse.EntryOut{}
@@ -313,6 +314,7 @@ func (s *FileSystem) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fu
 		return fuse.OK
 	}
 	ino, err := img.fs.Inode(ctxOf(cancel, &in.InHeader), nid)
+	img.fs.CountFop(nid, nfs.FopGetattr, err != nil)
 	if err != nil {
 		return errno(err)
 	}
@@ -339,6 +341,7 @@ func (s *FileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Ope
 		return fuse.EISDIR
 	}
 	ctx := ctxOf(cancel, &in.InHeader)
+	img.fs.CountFop(nid, nfs.FopOpen, false)
 	if s.o.Passthrough {
 		if id, ok := s.passthrough(ctx, in.NodeId, img, nid); ok {
 			out.BackingID = id
@@ -452,6 +455,7 @@ func (s *FileSystem) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.
 		return fuse.OK
 	}
 	ino, err := img.fs.Inode(ctxOf(cancel, &in.InHeader), nid)
+	img.fs.CountFop(nid, nfs.FopOpendir, err != nil)
 	if err != nil {
 		return errno(err)
 	}
@@ -486,6 +490,7 @@ func (s *FileSystem) list(ctx context.Context, id uint64) ([]dirent, fuse.Status
 		return out, fuse.OK
 	}
 	ents, err := img.fs.ReadDir(ctx, nid)
+	img.fs.CountFop(nid, nfs.FopReaddir, err != nil)
 	if err != nil {
 		return nil, errno(err)
 	}
@@ -582,6 +587,7 @@ func (s *FileSystem) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte,
 		return nil, fuse.EINVAL
 	}
 	t, err := img.fs.Readlink(ctxOf(cancel, h), nid)
+	img.fs.CountFop(nid, nfs.FopReadlink, err != nil)
 	if err != nil {
 		return nil, errno(err)
 	}
@@ -598,6 +604,7 @@ func (s *FileSystem) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr str
 		return 0, fuse.ENODATA
 	}
 	v, err := img.fs.Xattr(ctxOf(cancel, h), nid, attr)
+	img.fs.CountFop(nid, nfs.FopGetxattr, err != nil && !errors.Is(err, nfs.ErrNoAttr))
 	if err != nil {
 		return 0, errno(err)
 	}

@@ -1,0 +1,112 @@
+package daemon
+
+import (
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+
+	nfs "github.com/nydus-go/nydus/pkg/fs"
+)
+
+// fileMetrics is one file's entry in GET /api/v1/metrics/files, upstream's
+// InodeIoStats plus the file's path (an extension).
+type fileMetrics struct {
+	TotalFops      uint64   `json:"total_fops"`
+	DataRead       uint64   `json:"data_read"`
+	BlockCountRead []uint64 `json:"block_count_read"`
+	FopHits        []uint64 `json:"fop_hits"`
+	FopErrors      []uint64 `json:"fop_errors"`
+	Path           string   `json:"path,omitempty"`
+}
+
+// accessPattern is one entry of GET /api/v1/metrics/pattern.
+type accessPattern struct {
+	Ino                  uint64 `json:"ino"`
+	NrRead               uint64 `json:"nr_read"`
+	FirstAccessTimeSecs  int64  `json:"first_access_time_secs"`
+	FirstAccessTimeNanos int64  `json:"first_access_time_nanos"`
+	Path                 string `json:"path,omitempty"`
+}
+
+// statsTarget picks the image of a metrics request: ?id=, or the only
+// image mounted.
+func (d *Daemon) statsTarget(id string) (*instance, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if id != "" {
+		if inst, ok := d.mounts[id]; ok {
+			return inst, nil
+		}
+		return nil, &Error{Code: "ENOENT", Status: 404, Msg: fmt.Sprintf("no image mounted at %q", id)}
+	}
+	if len(d.mounts) == 1 {
+		for _, inst := range d.mounts {
+			return inst, nil
+		}
+	}
+	return nil, &Error{Code: "EINVAL", Status: 400, Msg: fmt.Sprintf("%d images are mounted: name one with ?id=", len(d.mounts))}
+}
+
+// ino is the inode number the mount reports for nid.
+func (d *Daemon) ino(inst *instance, nid uint64) uint64 {
+	if d.shared {
+		return inst.slot<<40 | nid
+	}
+	return nid
+}
+
+func (d *Daemon) serveFileMetrics(w http.ResponseWriter, r *http.Request) {
+	inst, err := d.statsTarget(r.URL.Query().Get("id"))
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	stats := inst.fs.FileStats()
+	if latest, _ := strconv.ParseBool(r.URL.Query().Get("latest")); latest {
+		// Files read since the previous ?latest=true call.
+		out := []uint64{}
+		for nid, s := range stats {
+			if s.ReadSinceTaken.Swap(false) {
+				out = append(out, d.ino(inst, nid))
+			}
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+		writeJSON(w, 200, out)
+		return
+	}
+	out := map[string]fileMetrics{}
+	for nid, s := range stats {
+		m := fileMetrics{TotalFops: s.TotalFops.Load(), DataRead: s.DataRead.Load(), Path: inst.fs.Path(nid)}
+		for i := range s.BlockCountRead {
+			m.BlockCountRead = append(m.BlockCountRead, s.BlockCountRead[i].Load())
+		}
+		for i := range s.FopHits {
+			m.FopHits = append(m.FopHits, s.FopHits[i].Load())
+			m.FopErrors = append(m.FopErrors, s.FopErrors[i].Load())
+		}
+		out[strconv.FormatUint(d.ino(inst, nid), 10)] = m
+	}
+	writeJSON(w, 200, out)
+}
+
+func (d *Daemon) servePattern(w http.ResponseWriter, r *http.Request) {
+	inst, err := d.statsTarget(r.URL.Query().Get("id"))
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	out := []accessPattern{}
+	for nid, s := range inst.fs.FileStats() {
+		n := s.FopHits[nfs.FopRead].Load()
+		if n == 0 {
+			continue
+		}
+		t := s.FirstRead.Load()
+		out = append(out, accessPattern{Ino: d.ino(inst, nid), NrRead: n, FirstAccessTimeSecs: t / 1e9, FirstAccessTimeNanos: t % 1e9, Path: inst.fs.Path(nid)})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].FirstAccessTimeSecs*1e9+out[i].FirstAccessTimeNanos < out[j].FirstAccessTimeSecs*1e9+out[j].FirstAccessTimeNanos
+	})
+	writeJSON(w, 200, out)
+}
