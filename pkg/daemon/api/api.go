@@ -94,17 +94,21 @@ type FSPrefetch struct {
 	PrefetchAll   bool   `json:"prefetch_all"`
 }
 
-// ParseConfig parses a v1 JSON configuration. Like upstream it ignores
+// ParseConfig parses a configuration: v1 JSON (what nydus-snapshotter
+// writes), or v2 as JSON ("version": 2) or TOML, translated to v1. Like upstream it ignores
 // unknown fields; it returns their dotted paths so the daemon can log
 // each once. A malformed value is an error naming its field.
 func ParseConfig(b []byte) (*ConfigV1, []string, error) {
+	if t := strings.TrimSpace(string(b)); t != "" && t[0] != '{' {
+		return parseTOML(b) // v2 TOML
+	}
 	var raw map[string]any
 	if err := json.Unmarshal(b, &raw); err != nil {
 		return nil, nil, fmt.Errorf("invalid nydusd config: %w", err)
 	}
 	if v, ok := raw["version"]; ok {
 		if f, _ := v.(float64); f == 2 {
-			return nil, nil, fmt.Errorf("nydusd config version 2 is not supported yet; use v1 JSON")
+			return parseV2(raw)
 		}
 	}
 	var c ConfigV1
