@@ -23,10 +23,12 @@ func TestReadAheadFetchesFollowingChunks(t *testing.T) {
 	}
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, res.BlobID), blob.Bytes(), 0o644)
+	// With an unbounded ReadAhead, 4 fetches start at once and more
+	// start as they finish, so how many run depends on timing: 5 to 16.
 	for _, c := range []struct {
-		ra   int64
-		want int64
-	}{{0, 1}, {4 * 0x10000, 5}, {1 << 30, 5}} { // at most 4 in flight
+		ra        int64
+		want, max int64
+	}{{0, 1, 1}, {4 * 0x10000, 5, 5}, {1 << 30, 5, 16}} {
 		f, err := Open(context.Background(), res.Bootstrap, &builder.FileSource{Dir: dir}, Options{ReadAhead: c.ra})
 		if err != nil {
 			t.Fatal(err)
@@ -38,8 +40,8 @@ func TestReadAheadFetchesFollowingChunks(t *testing.T) {
 		}
 		f.bgWG.Wait() // read-ahead done
 		f.Close()
-		if got := f.Metrics.FetchedChunks.Load(); got != c.want {
-			t.Errorf("ReadAhead %d: fetched %d chunks, want %d", c.ra, got, c.want)
+		if got := f.Metrics.FetchedChunks.Load(); got < c.want || got > c.max {
+			t.Errorf("ReadAhead %d: fetched %d chunks, want %d to %d", c.ra, got, c.want, c.max)
 		}
 	}
 	f, _ := Open(context.Background(), res.Bootstrap, &builder.FileSource{Dir: dir}, Options{ReadAhead: 1 << 20})

@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -487,6 +488,8 @@ func (s *FileSystem) list(ctx context.Context, id uint64) ([]dirent, fuse.Status
 		for _, img := range t.bySlot {
 			out = append(out, dirent{name: img.name, nid: img.root, mode: syscall.S_IFDIR, img: img})
 		}
+		// Offsets index this list: keep its order stable across calls.
+		sort.Slice(out[2:], func(i, j int) bool { return out[2+i].name < out[2+j].name })
 		return out, fuse.OK
 	}
 	ents, err := img.fs.ReadDir(ctx, nid)
