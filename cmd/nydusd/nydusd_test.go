@@ -241,10 +241,29 @@ func TestSharedMode(t *testing.T) {
 	b1, blobs1 := image(t, l1)
 	b2, blobs2 := image(t, l2)
 	d := start(t)
+	// The kernel caches directory listings (no OPENDIR); the shared
+	// root's listing must follow mounts and unmounts.
+	list := func() string {
+		ents, err := os.ReadDir(d.mnt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		return strings.Join(names, ",")
+	}
+	if got := list(); got != "" {
+		t.Fatalf("empty shared root lists %q", got)
+	}
 	for i, m := range []struct{ boot, blobs string }{{b1, blobs1}, {b2, blobs2}} {
 		code, body := d.do("POST", fmt.Sprintf("/api/v1/mount?mountpoint=/img%d", i), api.MountRequest{FsType: "rafs", Source: m.boot, Config: localfsConfig(t, m.blobs)})
 		if code != 204 {
 			t.Fatalf("mount %d: %d %s", i, code, body)
+		}
+		if got, want := list(), map[int]string{0: "img0", 1: "img0,img1"}[i]; got != want {
+			t.Fatalf("shared root after mount %d lists %q, want %q", i, got, want)
 		}
 	}
 	got, err := treetest.FromDir(filepath.Join(d.mnt, "img0"), treetest.Options{})
@@ -269,6 +288,9 @@ func TestSharedMode(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(d.mnt, "img1", "only-in-two")); err == nil {
 		t.Fatal("img1 still visible after umount")
+	}
+	if got := list(); got != "img0" {
+		t.Fatalf("shared root after umount lists %q, want img0", got)
 	}
 }
 

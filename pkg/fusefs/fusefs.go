@@ -162,6 +162,7 @@ func (s *FileSystem) Add(name string, slot uint64, f *nfs.FS) (uint64, error) {
 	img := &image{name: name, slot: slot, fs: f, root: f.RootNid()}
 	t.bySlot[slot], t.byName[name] = img, img
 	s.imgs.Store(t)
+	s.invalidateRoot()
 	return slot, nil
 }
 
@@ -191,7 +192,15 @@ func (s *FileSystem) Remove(name string) bool {
 	if srv := s.srv.Load(); srv != nil {
 		srv.EntryNotify(fuse.FUSE_ROOT_ID, name)
 	}
+	s.invalidateRoot()
 	return true
+}
+
+// invalidateRoot drops the kernel's cached listing of a shared root.
+func (s *FileSystem) invalidateRoot() {
+	if srv := s.srv.Load(); srv != nil {
+		srv.InodeNotify(fuse.FUSE_ROOT_ID, 0, 0)
+	}
 }
 
 // Init is called by go-fuse once the kernel connection is set up.
@@ -445,26 +454,13 @@ func (s *FileSystem) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (
 	return fuse.ReadResultData(buf[:c]), fuse.OK
 }
 
-// OpenDir opens a directory; image directories never change, so the
-// kernel caches their listings (FOPEN_CACHE_DIR).
+// OpenDir answers ENOSYS: the kernel then stops sending OPENDIR and
+// RELEASEDIR (FUSE_NO_OPENDIR_SUPPORT) and opens directories with
+// FOPEN_KEEP_CACHE|FOPEN_CACHE_DIR itself, so a warm walk of an image
+// never reaches the daemon. The shared root's cached listing is
+// invalidated when images come and go.
 func (s *FileSystem) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	img, nid, pseudo, st := s.resolve(in.NodeId)
-	if !st.Ok() {
-		return st
-	}
-	if pseudo {
-		return fuse.OK
-	}
-	ino, err := img.fs.Inode(ctxOf(cancel, &in.InHeader), nid)
-	img.fs.CountFop(nid, nfs.FopOpendir, err != nil)
-	if err != nil {
-		return errno(err)
-	}
-	if !ino.IsDir() {
-		return fuse.ENOTDIR
-	}
-	out.OpenFlags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
-	return fuse.OK
+	return fuse.ENOSYS
 }
 
 // dirent is one listed entry.
