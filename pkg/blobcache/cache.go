@@ -65,6 +65,9 @@ type Options struct {
 	// the usage above it, whole blobs that are not in use are evicted,
 	// least recently used first. 0 means no cap.
 	MaxBytes int64
+	// ExtraUsage, if set, reports bytes outside the blob files that count
+	// against MaxBytes (nydusd's whole-file copies for passthrough).
+	ExtraUsage func() int64
 	// ValidateOnRead makes [BlobCache.ReadChunk] re-verify cached data
 	// (nydusd's digest_validate / cache.validate).
 	ValidateOnRead bool
@@ -525,9 +528,13 @@ func (c *Cache) maybeEvict() {
 		return
 	}
 	defer c.evictMu.Unlock()
+	limit := c.o.MaxBytes
+	if c.o.ExtraUsage != nil {
+		limit -= c.o.ExtraUsage()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed || c.usage <= c.o.MaxBytes {
+	if c.closed || c.usage <= limit {
 		return
 	}
 	type cand struct {
@@ -544,7 +551,7 @@ func (c *Cache) maybeEvict() {
 		return cmp.Or(cmp.Compare(a.used, b.used), strings.Compare(a.id, b.id))
 	})
 	for _, cd := range cands {
-		if c.usage <= c.o.MaxBytes {
+		if c.usage <= limit {
 			return
 		}
 		freed := c.blobs[cd.id].total()
@@ -554,8 +561,8 @@ func (c *Cache) maybeEvict() {
 		}
 		c.log.Info("evicted blob cache", "blob", cd.id, "bytes", freed, "usage", c.usage, "max", c.o.MaxBytes)
 	}
-	if c.usage > c.o.MaxBytes {
-		c.log.Debug("blob cache over its cap; the remaining blobs are in use", "usage", c.usage, "max", c.o.MaxBytes)
+	if c.usage > limit {
+		c.log.Debug("blob cache over its cap; the remaining blobs are in use", "usage", c.usage, "max", c.o.MaxBytes, "limit", limit)
 	}
 }
 

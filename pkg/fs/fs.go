@@ -69,6 +69,9 @@ type Options struct {
 	// WholeFileDir, when set, holds whole-file caches of fully read
 	// files, served by passthrough (see WholeFile).
 	WholeFileDir string
+	// WholeFileReserve, if set, is asked before a whole-file copy of size
+	// bytes is built; false skips it (a disk cap would be exceeded).
+	WholeFileReserve func(size int64) bool
 	// ReadAhead is how many bytes past a chunk that had to be fetched
 	// are fetched in the background too (0: none), so sequential reads
 	// overlap network, verification and cache writes.

@@ -54,6 +54,9 @@ func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, e
 	if !build {
 		return nil, nil
 	}
+	if f.o.WholeFileReserve != nil && !f.o.WholeFileReserve(int64(ino.Size)) {
+		return nil, nil
+	}
 	if err := os.MkdirAll(f.o.WholeFileDir, 0o700); err != nil {
 		return nil, err
 	}
