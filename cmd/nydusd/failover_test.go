@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -295,4 +296,21 @@ func abortFUSE(minor uint32) {
 		}
 	}
 	os.WriteFile(fmt.Sprintf("%s/%d/abort", ctl, minor), []byte("1"), 0)
+}
+
+// TestBusyMountpoint: a second nydusd on a mounted mountpoint exits with
+// a one-line error instead of stacking a mount.
+func TestBusyMountpoint(t *testing.T) {
+	roottest.RequireFUSE(t)
+	boot, blobs := image(t, treetest.Tar([]treetest.File{treetest.Reg("a", 0o644, []byte("a"))}))
+	cfgPath := filepath.Join(t.TempDir(), "config.json")
+	os.WriteFile(cfgPath, []byte(localfsConfig(t, blobs)), 0o600)
+	d := start(t, "--bootstrap", boot, "--config", cfgPath)
+	out, err := exec.Command(bin, "--mountpoint", d.mnt, "--apisock", filepath.Join(t.TempDir(), "api.sock"), "--bootstrap", boot, "--config", cfgPath).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "is busy") || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
+		t.Fatalf("second nydusd on a busy mountpoint: %v\n%s", err, out)
+	}
+	if b, err := os.ReadFile(filepath.Join(d.mnt, "a")); err != nil || string(b) != "a" {
+		t.Fatalf("the first mount is disturbed: %v", err)
+	}
 }

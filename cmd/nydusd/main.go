@@ -144,6 +144,9 @@ func run(cmd *cobra.Command, f *flags) error {
 	// A mountpoint whose daemon died hangs on stat: only check it when
 	// mounting anew.
 	if !takeover {
+		if _, busy, _ := fusefs.Mounted(f.mountpoint); busy {
+			return fmt.Errorf("mountpoint %s is busy: something is already mounted there", f.mountpoint)
+		}
 		if st, err := os.Stat(f.mountpoint); err != nil || !st.IsDir() {
 			return fmt.Errorf("mountpoint %s is not a directory", f.mountpoint)
 		}

@@ -109,6 +109,12 @@ type FileSystem struct {
 
 	srv     atomic.Pointer[fuse.Server]
 	backing map[uint64]*backing // by node id
+	// cached counts a node's opens in the kernel's cached I/O mode: the
+	// kernel refuses a passthrough open (EIO) while any exists.
+	cached map[uint64]int
+	// noPassthrough is set on a connection taken over: opens made by the
+	// predecessor are unknown, so passthrough could conflict with them.
+	noPassthrough atomic.Bool
 }
 
 // NewDedicated returns a filesystem whose root is the root of f; the
@@ -129,7 +135,7 @@ func NewShared(o Options) *FileSystem {
 
 func newFS(o Options, shared bool) *FileSystem {
 	o.defaults()
-	return &FileSystem{RawFileSystem: fuse.NewDefaultRawFileSystem(), o: o, shared: shared, backing: map[uint64]*backing{}}
+	return &FileSystem{RawFileSystem: fuse.NewDefaultRawFileSystem(), o: o, shared: shared, backing: map[uint64]*backing{}, cached: map[uint64]int{}}
 }
 
 // Add serves f at /name (shared mode) in the given slot (1 to MaxSlot);
@@ -333,8 +339,12 @@ func (s *FileSystem) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fu
 	return fuse.OK
 }
 
-// fhPassthrough marks an open file served through a backing file.
-const fhPassthrough = 1
+// File handles: how a file was opened by this process (0: by a
+// predecessor, before a takeover).
+const (
+	fhPassthrough = 1 // served through a backing file
+	fhCached      = 2 // served by the daemon through the page cache
+)
 
 // Open opens a file read-only; a file whose whole content is verified and
 // cached locally is handed to the kernel (FUSE passthrough), so its reads
@@ -352,14 +362,18 @@ func (s *FileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Ope
 	}
 	ctx := ctxOf(cancel, &in.InHeader)
 	img.fs.CountFop(nid, nfs.FopOpen, false)
-	if s.o.Passthrough {
-		if id, ok := s.passthrough(ctx, in.NodeId, img, nid); ok {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.o.Passthrough && !s.noPassthrough.Load() && s.cached[in.NodeId] == 0 {
+		if id, ok := s.passthroughLocked(ctx, in.NodeId, img, nid); ok {
 			out.BackingID = id
 			out.OpenFlags = fuse.FOPEN_PASSTHROUGH | fuse.FOPEN_NOFLUSH
 			out.Fh = fhPassthrough
 			return fuse.OK
 		}
 	}
+	s.cached[in.NodeId]++
+	out.Fh = fhCached
 	out.OpenFlags = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
 	return fuse.OK
 }
@@ -371,30 +385,21 @@ func (s *FileSystem) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status
 	return fuse.ENOSYS
 }
 
-// passthrough registers (or reuses) the whole-file cache of a node as a
-// kernel backing file.
-func (s *FileSystem) passthrough(ctx context.Context, node uint64, img *image, nid uint64) (int32, bool) {
+// passthroughLocked registers (or reuses) the whole-file cache of a node
+// as a kernel backing file; s.mu is held, so the choice between
+// passthrough and cached opens of a node is atomic.
+func (s *FileSystem) passthroughLocked(ctx context.Context, node uint64, img *image, nid uint64) (int32, bool) {
 	srv := s.srv.Load()
 	if srv == nil || srv.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH == 0 {
 		return 0, false
 	}
-	s.mu.Lock()
 	if b := s.backing[node]; b != nil {
 		b.refs++
-		s.mu.Unlock()
 		return b.id, true
 	}
-	s.mu.Unlock()
 	fd, err := img.fs.WholeFile(ctx, nid, false)
 	if err != nil || fd == nil {
 		return 0, false
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if b := s.backing[node]; b != nil { // raced with another open
-		fd.Close()
-		b.refs++
-		return b.id, true
 	}
 	id, e := srv.RegisterBackingFd(&fuse.BackingMap{Fd: int32(fd.Fd())})
 	if e != 0 {
@@ -408,12 +413,14 @@ func (s *FileSystem) passthrough(ctx context.Context, node uint64, img *image, n
 // Release closes an open file; the last close of a passthrough file
 // unregisters its backing file.
 func (s *FileSystem) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
-	if in.Fh != fhPassthrough {
-		return
-	}
 	s.mu.Lock()
+	if in.Fh == fhCached {
+		if s.cached[in.NodeId]--; s.cached[in.NodeId] <= 0 {
+			delete(s.cached, in.NodeId)
+		}
+	}
 	b := s.backing[in.NodeId]
-	if b == nil { // opened by a previous daemon process
+	if in.Fh != fhPassthrough || b == nil { // or opened by a predecessor
 		s.mu.Unlock()
 		return
 	}

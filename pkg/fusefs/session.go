@@ -108,6 +108,9 @@ func Resume(mountpoint string, fd int, init []byte, fsys *FileSystem) (*Session,
 		syscall.Close(sp[0])
 		return nil, fmt.Errorf("resume %s: replay INIT: %w", mountpoint, err)
 	}
+	// Files the predecessor opened in cached mode are unknown here; a
+	// passthrough open of the same file would fail, so serve all reads.
+	fsys.noPassthrough.Store(true)
 	mo := mountOptions(fsys.o)
 	srv, err := fuse.NewServer(fsys, fmt.Sprintf("/dev/fd/%d", sp[0]), &mo)
 	if err != nil {
