@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nydus-go/nydus/internal/roottest"
 
 	"github.com/nydus-go/nydus/internal/treetest"
@@ -31,7 +33,24 @@ func buildImage(t *testing.T, layer []byte, o builder.Options) (boot []byte, blo
 	return res.Bootstrap, dir
 }
 
-func mount(t *testing.T, boot []byte, be nfs.Backend, o nfs.Options) (string, *nfs.FS) {
+// primeNoPoll polls a regular file of a fresh mount through a raw
+// syscall, so the kernel's one FUSE_POLL is answered (ENOSYS: never
+// again) before the test process os.Opens files on its own mount. Go's
+// os.Open registers files with epoll; epoll_ctl on a FUSE file sends
+// FUSE_POLL without releasing the goroutine's P, and a GC stop-the-world
+// then deadlocks the process that must answer it. Only a process reading
+// its own FUSE mount can hit this; nydusd's clients are other processes.
+func primeNoPoll(t *testing.T, p string) {
+	t.Helper()
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
+}
+
+func mount(t *testing.T, boot []byte, be nfs.Backend, o nfs.Options, prime string) (string, *nfs.FS) {
 	t.Helper()
 	f, err := nfs.Open(context.Background(), boot, be, o)
 	if err != nil {
@@ -47,6 +66,7 @@ func mount(t *testing.T, boot []byte, be nfs.Backend, o nfs.Options) (string, *n
 			t.Errorf("unmount: %v", err)
 		}
 	})
+	primeNoPoll(t, filepath.Join(mnt, prime))
 	return mnt, f
 }
 
@@ -56,7 +76,7 @@ func TestMountedTreeEqualsSource(t *testing.T) {
 	for _, batch := range []uint32{0, 0x8000} {
 		boot, dir := buildImage(t, layer, builder.Options{Whiteout: builder.WhiteoutNone, BatchSize: batch, ChunkSize: 0x10000})
 		src := &builder.FileSource{Dir: dir}
-		mnt, f := mount(t, boot, src, nfs.Options{})
+		mnt, f := mount(t, boot, src, nfs.Options{}, "etc/hostname")
 		got, err := treetest.FromDir(mnt, treetest.Options{})
 		if err != nil {
 			t.Fatal(err)
@@ -85,7 +105,7 @@ func TestTamperedChunkGivesEIO(t *testing.T) {
 	os.WriteFile(p, b, 0o644)
 	var events []nfs.Event
 	var mu sync.Mutex
-	mnt, f := mount(t, boot, &builder.FileSource{Dir: dir}, nfs.Options{Events: func(e nfs.Event) { mu.Lock(); events = append(events, e); mu.Unlock() }})
+	mnt, f := mount(t, boot, &builder.FileSource{Dir: dir}, nfs.Options{Events: func(e nfs.Event) { mu.Lock(); events = append(events, e); mu.Unlock() }}, "good")
 	if got, err := os.ReadFile(filepath.Join(mnt, "good")); err != nil || !bytes.Equal(got, treetest.Random(1, 100000)) {
 		t.Fatalf("good file: %v", err)
 	}

@@ -53,6 +53,7 @@ func TestPassthroughServesWholeFileWithoutDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Unmount()
+	primeNoPoll(t, filepath.Join(mnt, "app/lib.so"))
 	if srv.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH == 0 {
 		t.Fatal("kernel did not grant FUSE passthrough (needs Linux >= 6.9 and root)")
 	}
@@ -105,6 +106,7 @@ func TestNoPassthroughWithDigestValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Unmount()
+	primeNoPoll(t, filepath.Join(mnt, "f"))
 	for i := 0; i < 2; i++ {
 		before := f.Metrics.DaemonReads.Load()
 		if got := readUncached(t, filepath.Join(mnt, "f")); !bytes.Equal(got, want) {
