@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,14 +10,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nydus-go/nydus/internal/fusetest"
 	"github.com/nydus-go/nydus/internal/roottest"
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
@@ -152,7 +150,7 @@ func TestFailoverAndHotUpgrade(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("mountinfo: %v %v", ok, err)
 	}
-	defer abortFUSE(minor) // runs before the daemons' cleanups
+	defer fusetest.AbortConn(minor) // runs before the daemons' cleanups
 
 	sup.fetch(t, func() (int, string) { return d1.do("PUT", "/api/v1/daemon/fuse/sendfd", nil) })
 	var st struct {
@@ -163,49 +161,8 @@ func TestFailoverAndHotUpgrade(t *testing.T) {
 		t.Fatalf("state sent to the supervisor: %s (%v)", sup.data, err)
 	}
 
-	var reads, failures atomic.Int64
-	var firstErr atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for r := 0; r < 4; r++ {
-		wg.Add(1)
-		go func(r int) {
-			defer wg.Done()
-			for k := r; ; k++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				name := files[k%len(files)].Header.Name
-				got, err := readDropped(filepath.Join(mnt, name))
-				if err == nil && !bytes.Equal(got, want[name]) {
-					err = fmt.Errorf("%s: wrong bytes", name)
-				}
-				if err != nil {
-					failures.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-				reads.Add(1)
-			}
-		}(r)
-	}
-	waitReads := func(n int64, what string) {
-		t.Helper()
-		target := reads.Load() + n
-		deadline := time.Now().Add(20 * time.Second)
-		for reads.Load() < target && failures.Load() == 0 && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if failures.Load() != 0 {
-			t.Fatalf("%s: a reader failed: %v", what, firstErr.Load())
-		}
-		if reads.Load() < target {
-			t.Fatalf("%s: readers made no progress (%d reads)", what, reads.Load())
-		}
-	}
-	waitReads(20, "before the kill")
+	readers := fusetest.StartReaders(4, mnt, want)
+	readers.Progress(t, 20, "before the kill")
 
 	// 1. Failover: SIGKILL, then a new nydusd with the same command line
 	// finds the mount and the dead socket and waits for the takeover.
@@ -223,7 +180,7 @@ func TestFailoverAndHotUpgrade(t *testing.T) {
 	if code, body := d2.do("PUT", "/api/v1/daemon/start", nil); code != 204 {
 		t.Fatalf("start: %d %s\n%s", code, body, d2.log)
 	}
-	waitReads(20, "after failover")
+	readers.Progress(t, 20, "after failover")
 
 	// 2. Hot upgrade: the running daemon hands its state over again, a
 	// new one started with --upgrade on another socket takes over, the
@@ -246,19 +203,8 @@ func TestFailoverAndHotUpgrade(t *testing.T) {
 	if code, body := d3.do("PUT", "/api/v1/daemon/start", nil); code != 204 {
 		t.Fatalf("upgrade start: %d %s\n%s", code, body, d3.log)
 	}
-	waitReads(20, "after hot upgrade")
-	close(stop)
-	finished := make(chan struct{})
-	go func() { wg.Wait(); close(finished) }()
-	select {
-	case <-finished:
-	case <-time.After(20 * time.Second):
-		abortFUSE(minor)
-		t.Fatal("a reader is stuck: a request lost with the killed daemon was never answered")
-	}
-	if failures.Load() != 0 {
-		t.Fatalf("a reader failed: %v", firstErr.Load())
-	}
+	readers.Progress(t, 20, "after hot upgrade")
+	readers.Stop(t, func() { fusetest.AbortConn(minor) })
 
 	// SIGTERM unmounts.
 	d3.cmd.Process.Signal(syscall.SIGTERM)
@@ -268,34 +214,7 @@ func TestFailoverAndHotUpgrade(t *testing.T) {
 	if _, ok, _ := fusefs.Mounted(mnt); ok {
 		t.Fatal("still mounted after SIGTERM")
 	}
-	t.Logf("%d verified reads across a SIGKILL failover and a hot upgrade", reads.Load())
-}
-
-// readDropped reads a whole file after dropping its page cache, so the
-// read reaches the daemon.
-func readDropped(p string) ([]byte, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
-	return io.ReadAll(f)
-}
-
-// abortFUSE aborts a FUSE connection through the fuse control filesystem
-// (mounting it if needed), so that processes blocked on it return.
-func abortFUSE(minor uint32) {
-	const ctl = "/sys/fs/fuse/connections"
-	if _, err := os.Stat(ctl + "/" + fmt.Sprint(minor)); err != nil {
-		if ents, _ := os.ReadDir(ctl); len(ents) > 0 {
-			return // fusectl is mounted and the connection is gone
-		}
-		if err := unix.Mount("fusectl", ctl, "fusectl", 0, ""); err != nil {
-			return
-		}
-	}
-	os.WriteFile(fmt.Sprintf("%s/%d/abort", ctl, minor), []byte("1"), 0)
+	t.Logf("%d verified reads across a SIGKILL failover and a hot upgrade", readers.Reads())
 }
 
 // TestBusyMountpoint: a second nydusd on a mounted mountpoint exits with

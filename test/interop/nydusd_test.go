@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -17,8 +14,8 @@ import (
 	"github.com/containerd/nydus-snapshotter/pkg/daemon"
 	"github.com/containerd/nydus-snapshotter/pkg/daemon/types"
 	"github.com/containerd/nydus-snapshotter/pkg/supervisor"
-	"golang.org/x/sys/unix"
 
+	"github.com/nydus-go/nydus/internal/fusetest"
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/fusefs"
@@ -142,7 +139,7 @@ func TestSharedDaemonFailoverWithUpstreamSupervisor(t *testing.T) {
 
 	d1 := startNydusd(t, bin, types.DaemonStateRunning, args...)
 	minor, _, _ := fusefs.Mounted(mnt)
-	defer abortConn(minor) // never leave a reader blocked on the connection
+	defer fusetest.AbortConn(minor) // never leave a reader blocked on the connection
 	if err := d1.c.Mount("/snap1", boot1, cfg1); err != nil {
 		t.Fatalf("mount through the snapshotter's client: %v", err)
 	}
@@ -150,45 +147,8 @@ func TestSharedDaemonFailoverWithUpstreamSupervisor(t *testing.T) {
 		t.Fatalf("supervisor FetchDaemonStates: %v\n%s", err, d1.log.String())
 	}
 
-	var reads, failures atomic.Int64
-	var firstErr atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for r := 0; r < 3; r++ {
-		wg.Add(1)
-		go func(r int) {
-			defer wg.Done()
-			for k := r; ; k++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				name := files[k%len(files)].Header.Name
-				got, err := readNoCache(filepath.Join(mnt, "snap1", name))
-				if err == nil && !bytes.Equal(got, want[name]) {
-					err = fmt.Errorf("%s: wrong bytes", name)
-				}
-				if err != nil {
-					failures.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-				reads.Add(1)
-			}
-		}(r)
-	}
-	progress := func(what string) {
-		t.Helper()
-		target := reads.Load() + 15
-		for deadline := time.Now().Add(20 * time.Second); reads.Load() < target && failures.Load() == 0 && time.Now().Before(deadline); {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if failures.Load() != 0 || reads.Load() < target {
-			t.Fatalf("%s: %d reads, failure: %v", what, reads.Load(), firstErr.Load())
-		}
-	}
-	progress("before the kill")
+	readers := fusetest.StartReaders(3, filepath.Join(mnt, "snap1"), want)
+	readers.Progress(t, 15, "before the kill")
 
 	// What nydus-snapshotter's doDaemonFailover does.
 	d1.cmd.Process.Kill()
@@ -206,7 +166,7 @@ func TestSharedDaemonFailoverWithUpstreamSupervisor(t *testing.T) {
 	if info, err := d2.c.GetDaemonInfo(); err != nil || info.DaemonState() != types.DaemonStateRunning {
 		t.Fatalf("state after start: %+v %v", info, err)
 	}
-	progress("after the takeover")
+	readers.Progress(t, 15, "after the takeover")
 	// The snapshotter sends the states again once the daemon runs.
 	if err := su.FetchDaemonStates(d2.c.SendFd); err != nil {
 		t.Fatalf("sendfd after takeover: %v", err)
@@ -219,11 +179,7 @@ func TestSharedDaemonFailoverWithUpstreamSupervisor(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(mnt, "snap2", "etc/os-release")); err != nil || string(b) != "ID=nydus-go\n" {
 		t.Fatalf("second image after takeover: %q %v", b, err)
 	}
-	close(stop)
-	wg.Wait()
-	if failures.Load() != 0 {
-		t.Fatalf("a reader failed: %v", firstErr.Load())
-	}
+	readers.Stop(t, func() { fusetest.AbortConn(minor) })
 	if m, err := d2.c.GetCacheMetrics("/snap1"); err != nil || len(m.UnderlyingFiles) == 0 {
 		t.Fatalf("blobcache metrics after takeover: %+v %v", m, err)
 	}
@@ -243,33 +199,5 @@ func TestSharedDaemonFailoverWithUpstreamSupervisor(t *testing.T) {
 	if _, ok, _ := fusefs.Mounted(mnt); ok {
 		t.Fatal("still mounted after SIGTERM")
 	}
-	t.Logf("%d verified reads across the failover", reads.Load())
-}
-
-func readNoCache(p string) ([]byte, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
-	return io.ReadAll(f)
-}
-
-// abortConn aborts a FUSE connection through the fuse control
-// filesystem, so that no process stays blocked on it.
-func abortConn(minor uint32) {
-	const ctl = "/sys/fs/fuse/connections"
-	if minor == 0 {
-		return
-	}
-	if _, err := os.Stat(fmt.Sprintf("%s/%d", ctl, minor)); err != nil {
-		if ents, _ := os.ReadDir(ctl); len(ents) > 0 {
-			return
-		}
-		if unix.Mount("fusectl", ctl, "fusectl", 0, "") != nil {
-			return
-		}
-	}
-	os.WriteFile(fmt.Sprintf("%s/%d/abort", ctl, minor), []byte("1"), 0)
+	t.Logf("%d verified reads across the failover", readers.Reads())
 }
