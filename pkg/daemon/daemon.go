@@ -300,7 +300,7 @@ func (d *Daemon) MountDedicated(ctx context.Context, bootstrap string, cfg *api.
 }
 
 func (d *Daemon) fuseOptions() fusefs.Options {
-	return fusefs.Options{Debug: d.o.Debug, Passthrough: d.o.Passthrough}
+	return fusefs.Options{Debug: d.o.Debug, Passthrough: d.o.Passthrough, Log: d.o.Log}
 }
 
 // StartShared mounts an empty directory at the mountpoint; images are

@@ -16,6 +16,7 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"sort"
 	"sync"
@@ -40,6 +41,8 @@ type Options struct {
 	// FUSE passthrough (Linux ≥ 6.9, root): the kernel reads the cache
 	// file itself.
 	Passthrough bool
+	// Log receives the errors answered with EIO (default: discarded).
+	Log *slog.Logger
 }
 
 func (o *Options) defaults() {
@@ -49,10 +52,22 @@ func (o *Options) defaults() {
 	if o.FsName == "" {
 		o.FsName = "nydus"
 	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
 }
 
-// errno translates fs errors at the edge.
-func errno(err error) fuse.Status {
+// errno translates fs errors at the edge and logs those that become EIO.
+func (s *FileSystem) errno(err error) fuse.Status {
+	st := errnoOf(err)
+	if st == fuse.EIO {
+		s.o.Log.Warn("I/O error", "err", err)
+	}
+	return st
+}
+
+// errnoOf maps an fs error to its FUSE status.
+func errnoOf(err error) fuse.Status {
 	switch {
 	case err == nil:
 		return fuse.OK
@@ -250,8 +265,16 @@ func (s *FileSystem) resolve(id uint64) (img *image, nid uint64, pseudo bool, st
 	return img, id & nidMask, false, fuse.OK
 }
 
-func ctxOf(cancel <-chan struct{}, h *fuse.InHeader) context.Context {
-	return &fuse.Context{Caller: h.Caller, Cancel: cancel}
+// ctxOf returns the context of a request. It carries the caller but
+// ignores go-fuse's cancel channel, which closes when the kernel sends
+// FUSE_INTERRUPT: the kernel does that whenever the waiting task has any
+// signal pending, including the preemption signal Go programs such as
+// runc's init get all the time, and failing the request then broke
+// container starts ("exec /bin/sh: input/output error"). Like upstream
+// nydusd, requests run to completion; fetches are bounded by the
+// backend's timeouts and retries, so a fatal signal still ends the wait.
+func ctxOf(_ <-chan struct{}, h *fuse.InHeader) context.Context {
+	return &fuse.Context{Caller: h.Caller}
 }
 
 func fillAttr(ino *nfs.Inode, out *fuse.Attr, n uint64) {
@@ -297,7 +320,7 @@ func (s *FileSystem) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name strin
 		}
 		ino, err := img.fs.Inode(ctx, img.root)
 		if err != nil {
-			return errno(err)
+			return s.errno(err)
 		}
 		s.entry(img, ino, out)
 		// Images come and go: do not cache the entry in the root.
@@ -313,7 +336,7 @@ func (s *FileSystem) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name strin
 		return fuse.OK
 	}
 	if err != nil {
-		return errno(err)
+		return s.errno(err)
 	}
 	s.entry(img, ino, out)
 	return fuse.OK
@@ -332,7 +355,7 @@ func (s *FileSystem) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fu
 	ino, err := img.fs.Inode(ctxOf(cancel, &in.InHeader), nid)
 	img.fs.CountFop(nid, nfs.FopGetattr, err != nil)
 	if err != nil {
-		return errno(err)
+		return s.errno(err)
 	}
 	fillAttr(ino, &out.Attr, s.ino(img, nid))
 	out.SetTimeout(s.o.Timeout)
@@ -448,7 +471,7 @@ func (s *FileSystem) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (
 	ctx := ctxOf(cancel, &in.InHeader)
 	c, err := img.fs.Read(ctx, nid, buf, int64(in.Offset))
 	if err != nil {
-		return nil, errno(err)
+		return nil, s.errno(err)
 	}
 	if s.o.Passthrough && c > 0 {
 		if ino, err := img.fs.Inode(ctx, nid); err == nil && in.Offset+uint64(c) >= ino.Size {
@@ -498,7 +521,7 @@ func (s *FileSystem) list(ctx context.Context, id uint64) ([]dirent, fuse.Status
 	ents, err := img.fs.ReadDir(ctx, nid)
 	img.fs.CountFop(nid, nfs.FopReaddir, err != nil)
 	if err != nil {
-		return nil, errno(err)
+		return nil, s.errno(err)
 	}
 	for _, e := range ents {
 		out = append(out, dirent{name: e.Name, nid: e.Nid, mode: direntMode(e.Type), img: img})
@@ -539,7 +562,7 @@ func (s *FileSystem) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *f
 		if e.img != nil {
 			var err error
 			if ino, err = e.img.fs.Inode(ctx, e.nid); err != nil {
-				return errno(err)
+				return s.errno(err)
 			}
 		}
 		de := fuse.DirEntry{Name: e.name, Mode: e.mode, Off: uint64(i + 1)}
@@ -595,7 +618,7 @@ func (s *FileSystem) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte,
 	t, err := img.fs.Readlink(ctxOf(cancel, h), nid)
 	img.fs.CountFop(nid, nfs.FopReadlink, err != nil)
 	if err != nil {
-		return nil, errno(err)
+		return nil, s.errno(err)
 	}
 	return []byte(t), fuse.OK
 }
@@ -612,7 +635,7 @@ func (s *FileSystem) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr str
 	v, err := img.fs.Xattr(ctxOf(cancel, h), nid, attr)
 	img.fs.CountFop(nid, nfs.FopGetxattr, err != nil && !errors.Is(err, nfs.ErrNoAttr))
 	if err != nil {
-		return 0, errno(err)
+		return 0, s.errno(err)
 	}
 	if len(dest) < len(v) {
 		return uint32(len(v)), fuse.ERANGE
@@ -631,7 +654,7 @@ func (s *FileSystem) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []
 	}
 	ino, err := img.fs.Inode(ctxOf(cancel, h), nid)
 	if err != nil {
-		return 0, errno(err)
+		return 0, s.errno(err)
 	}
 	var b []byte
 	for _, x := range ino.Xattrs {
