@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"sync"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/nydus-go/nydus/pkg/blob"
 	"github.com/nydus-go/nydus/pkg/compress"
 	"github.com/nydus-go/nydus/pkg/rafs"
@@ -100,6 +102,10 @@ type ChunkReader struct {
 	metas  map[uint32]*blob.Meta
 	recent map[[2]uint64][]byte // (blob, batch offset) → uncompressed batch
 	order  [][2]uint64
+	// batches joins concurrent fetches of one batch (its chunks are
+	// often read at the same time: neighbouring small files) and of one
+	// blob's chunk-info table.
+	batches singleflight.Group
 }
 
 // NewChunkReader prepares reads of rd's chunks from rr. Batch chunks are
@@ -123,6 +129,21 @@ func (cr *ChunkReader) compressor(idx uint32) compress.Algorithm {
 // meta loads a blob's CI table and batch contexts through the range
 // reader (cached).
 func (cr *ChunkReader) meta(ctx context.Context, idx uint32) (*blob.Meta, error) {
+	cr.mu.Lock()
+	m, ok := cr.metas[idx]
+	cr.mu.Unlock()
+	if ok {
+		return m, nil
+	}
+	v, err, _ := cr.batches.Do(fmt.Sprintf("meta/%d", idx), func() (any, error) { return cr.loadMeta(ctx, idx) })
+	if err != nil {
+		return nil, err
+	}
+	return v.(*blob.Meta), nil
+}
+
+// loadMeta reads and decodes a blob's CI table and batch contexts.
+func (cr *ChunkReader) loadMeta(ctx context.Context, idx uint32) (*blob.Meta, error) {
 	cr.mu.Lock()
 	m, ok := cr.metas[idx]
 	cr.mu.Unlock()
@@ -218,23 +239,35 @@ func (cr *ChunkReader) batch(ctx context.Context, idx uint32, id string, loc bat
 	if ok {
 		return b, nil
 	}
-	raw, err := cr.rr.ReadRange(ctx, id, int64(loc.off), int64(loc.csize))
+	v, err, _ := cr.batches.Do(fmt.Sprintf("%d/%d", idx, loc.off), func() (any, error) {
+		cr.mu.Lock()
+		b, ok := cr.recent[k]
+		cr.mu.Unlock()
+		if ok {
+			return b, nil
+		}
+		raw, err := cr.rr.ReadRange(ctx, id, int64(loc.off), int64(loc.csize))
+		if err != nil {
+			return nil, err
+		}
+		b = raw
+		if loc.csize != uint64(loc.usize) {
+			if b, err = compress.Decompress(comp, nil, raw, int(loc.usize)); err != nil {
+				return nil, fmt.Errorf("blob %s batch at offset %d: %w", id, loc.off, err)
+			}
+		}
+		cr.mu.Lock()
+		cr.recent[k] = b
+		cr.order = append(cr.order, k)
+		if len(cr.order) > 8 {
+			delete(cr.recent, cr.order[0])
+			cr.order = cr.order[1:]
+		}
+		cr.mu.Unlock()
+		return b, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	b = raw
-	if loc.csize != uint64(loc.usize) {
-		if b, err = compress.Decompress(comp, nil, raw, int(loc.usize)); err != nil {
-			return nil, fmt.Errorf("blob %s batch at offset %d: %w", id, loc.off, err)
-		}
-	}
-	cr.mu.Lock()
-	cr.recent[k] = b
-	cr.order = append(cr.order, k)
-	if len(cr.order) > 8 {
-		delete(cr.recent, cr.order[0])
-		cr.order = cr.order[1:]
-	}
-	cr.mu.Unlock()
-	return b, nil
+	return v.([]byte), nil
 }

@@ -115,7 +115,7 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/metrics/backend", func(w http.ResponseWriter, r *http.Request) {
 		var out api.BackendMetrics
 		for _, f := range d.Instances() {
-			out.ReadCount += f.Metrics.FetchedChunks.Load()
+			out.ReadCount += f.Metrics.BackendReads.Load()
 			out.ReadAmountTotal += f.Metrics.FetchedBytes.Load()
 			out.ReadErrors += f.Metrics.BackendErrors.Load()
 			out.DigestFailures += f.Metrics.DigestFailures.Load()

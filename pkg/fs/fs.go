@@ -87,7 +87,8 @@ type Options struct {
 // Metrics counts a filesystem's activity.
 type Metrics struct {
 	FetchedChunks  atomic.Int64
-	FetchedBytes   atomic.Int64 // stored (compressed) bytes requested from the backend
+	FetchedBytes   atomic.Int64 // bytes received from the backend (compressed chunks, batches, chunk-info tables)
+	BackendReads   atomic.Int64 // range requests answered by the backend
 	CacheHits      atomic.Int64
 	DigestFailures atomic.Int64
 	BackendErrors  atomic.Int64
@@ -143,18 +144,17 @@ func Open(ctx context.Context, bootstrap []byte, be Backend, o Options) (*FS, er
 	if err != nil {
 		return nil, err
 	}
-	cr, err := builder.NewChunkReader(ctx, rd, be)
-	if err != nil {
-		return nil, err
-	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if o.Events == nil {
 		o.Events = func(Event) {}
 	}
-	f := &FS{rd: rd, cr: cr, dig: rd.Ext.Flags.Digester(), o: o, chunks: make(map[[2]uint32]rafs.ChunkInfo, len(table)),
+	f := &FS{rd: rd, dig: rd.Ext.Flags.Digester(), o: o, chunks: make(map[[2]uint32]rafs.ChunkInfo, len(table)),
 		raSem: make(chan struct{}, 4), inos: map[uint64]*Inode{}, paths: map[uint64]string{rd.RootNid(): "/"}, prefetched: map[uint64]bool{}}
+	if f.cr, err = builder.NewChunkReader(ctx, rd, countingBackend{be, &f.Metrics}); err != nil {
+		return nil, err
+	}
 	f.bg, f.stop = context.WithCancel(context.Background())
 	if o.FileStats {
 		f.fstats = &fileStats{m: map[uint64]*FileStats{}}
@@ -401,6 +401,15 @@ func (f *FS) chunkFetched(ctx context.Context, ino *Inode, k int) ([]byte, bool,
 	}
 	key := fmt.Sprintf("%d/%d", a.BlobIndex, a.CIIndex)
 	v, err, _ := f.sf.Do(key, func() (any, error) {
+		// A flight for this chunk may have filled the cache between the
+		// lookup above and this one starting.
+		if f.o.Cache != nil {
+			if data, ok, err := f.o.Cache.Get(ctx, bi.BlobID, info.Index, int64(info.UncompressedOffset), int(info.UncompressedSize), nil); err == nil && ok {
+				if digester.Sum(f.dig, data) == info.Digest {
+					return data, nil
+				}
+			}
+		}
 		data, err := f.cr.ReadChunk(ctx, info)
 		if err != nil {
 			f.Metrics.BackendErrors.Add(1)
@@ -409,7 +418,6 @@ func (f *FS) chunkFetched(ctx context.Context, ino *Inode, k int) ([]byte, bool,
 			return nil, fmt.Errorf("%w: %s: chunk %d of blob %s: %v", ErrIO, ino.path, info.Index, bi.BlobID, err)
 		}
 		f.Metrics.FetchedChunks.Add(1)
-		f.Metrics.FetchedBytes.Add(int64(info.CompressedSize))
 		if got := digester.Sum(f.dig, data); got != info.Digest || len(data) != int(info.UncompressedSize) {
 			f.Metrics.DigestFailures.Add(1)
 			f.o.Log.Error("chunk digest mismatch", "blob", bi.BlobID, "chunk", info.Index, "file", ino.path)
@@ -427,4 +435,20 @@ func (f *FS) chunkFetched(ctx context.Context, ino *Inode, k int) ([]byte, bool,
 		return nil, false, err
 	}
 	return v.([]byte), true, nil
+}
+
+// countingBackend counts what the backend answers in a filesystem's
+// metrics.
+type countingBackend struct {
+	Backend
+	m *Metrics
+}
+
+func (c countingBackend) ReadRange(ctx context.Context, blobID string, off, n int64) ([]byte, error) {
+	b, err := c.Backend.ReadRange(ctx, blobID, off, n)
+	if err == nil {
+		c.m.BackendReads.Add(1)
+		c.m.FetchedBytes.Add(int64(len(b)))
+	}
+	return b, err
 }
