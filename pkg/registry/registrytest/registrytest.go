@@ -88,6 +88,7 @@ type Registry struct {
 	pid      int
 	proxyLog lockedBuffer
 	stats    counters
+	offline  atomic.Bool
 }
 
 // Stats are the counters of the proxy in front of the registry, since Start
@@ -493,8 +494,15 @@ func (r *Registry) startProxy(t testing.TB) {
 		Transport:      transport,
 		ErrorLog:       errLog,
 	}
+	handler := http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if r.offline.Load() {
+			r.dropConnection(w)
+			return
+		}
+		rp.ServeHTTP(w, req)
+	})
 	srv := &http.Server{
-		Handler:           rp,
+		Handler:           handler,
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          errLog,
 	}
@@ -514,6 +522,25 @@ func (r *Registry) startProxy(t testing.TB) {
 		<-served
 		transport.CloseIdleConnections()
 	})
+}
+
+// SetOffline makes the registry unreachable (true) or reachable again
+// (false). While offline, the proxy closes the connection of every request
+// without answering, the way a client sees a registry whose host went down
+// mid-transfer; connections kept alive by clients are closed on their next
+// request too.
+func (r *Registry) SetOffline(offline bool) { r.offline.Store(offline) }
+
+// dropConnection closes the client connection of w without a response.
+func (r *Registry) dropConnection(w http.ResponseWriter) {
+	if hj, ok := w.(http.Hijacker); ok {
+		if conn, _, err := hj.Hijack(); err == nil {
+			conn.Close()
+			return
+		}
+	}
+	// No hijacking (HTTP/2): abort the handler, which resets the stream.
+	panic(http.ErrAbortHandler)
 }
 
 // countRequest updates the request-side counters and wraps upload bodies in

@@ -579,3 +579,36 @@ func TestRewriteURLs(t *testing.T) {
 		}
 	}
 }
+
+// TestSetOffline checks that an offline registry drops requests, including
+// those on kept-alive connections, and serves again once back online.
+func TestSetOffline(t *testing.T) {
+	r := Start(t, Options{})
+	url := "http://" + r.Host + "/v2/"
+	client := &http.Client{Timeout: 10 * time.Second}
+	get := func() error {
+		resp, err := client.Get(url)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %s", resp.Status)
+		}
+		return nil
+	}
+	if err := get(); err != nil { // leaves a kept-alive connection
+		t.Fatalf("online: %v", err)
+	}
+	r.SetOffline(true)
+	for i := 0; i < 2; i++ {
+		if err := get(); err == nil {
+			t.Fatalf("request %d while offline succeeded", i)
+		}
+	}
+	r.SetOffline(false)
+	if err := get(); err != nil {
+		t.Fatalf("back online: %v", err)
+	}
+}
