@@ -94,7 +94,7 @@ reuses layers converted earlier, on any machine.`,
 	fl.IntVar(&f.level, "compression-level", 0, "zstd level 1–22 (default 3)")
 	fl.StringVar(&f.chunkSize, "fs-chunk-size", "0x100000", "chunk size, a power of two from 0x1000 to 0x1000000")
 	fl.StringVar(&f.chunkSize, "chunk-size", "0x100000", "alias of --fs-chunk-size")
-	fl.StringVar(&f.batchSize, "batch-size", "0x100000", "compress files smaller than half of this in batches; 0 disables (upstream's default); capped at the chunk size")
+	fl.StringVar(&f.batchSize, "batch-size", "0x10000", "compress files smaller than half of this in batches (a lazy read fetches a whole batch); 0 disables (upstream's default); capped at the chunk size")
 	fl.StringVar(&f.fsVersion, "fs-version", "6", "RAFS version; only 6")
 	fl.BoolVar(&f.prefetchPatterns, "prefetch-patterns", false, "read absolute paths to prefetch from stdin")
 	fl.StringVar(&f.prefetchDir, "prefetch-dir", "", "prefetch this directory (conflicts with --prefetch-patterns)")
