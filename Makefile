@@ -6,7 +6,7 @@ GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/nydus-go/nydus/internal/version.GitCommit=$(GIT_COMMIT)
 FUZZTIME ?= 10s
 
-.PHONY: all build deps test unit lint fuzz interop demo bench-build bench-convert bench-fs snapshotter clean
+.PHONY: all build deps test unit lint fuzz interop e2e image demo demo-builder bench-build bench-convert bench-fs snapshotter clean
 
 all: build
 
@@ -14,17 +14,21 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
-# Debian packages the tests and benchmarks need (CI runs as root).
+# Debian packages the tests, the demo and the benchmarks need (CI runs as
+# root): the registry, containerd with runc and ctr-remote (package
+# stargz-snapshotter), and what builds the Debian test image.
+APT_PACKAGES := zstd erofs-utils debootstrap umoci docker-registry containerd runc stargz-snapshotter curl
 deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    zstd erofs-utils debootstrap docker-registry >/dev/null; \
+	    $(APT_PACKAGES) >/dev/null; \
 	fi
 	$(GO) mod download
 
 lint:
 	@out=$$(gofmt -l cmd pkg internal test tools 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd test/interop && $(GO) vet -tags e2e ./...
 	@# go.mod files must be tidy (the interop module follows the main one).
 	$(GO) mod tidy -diff
 	cd test/interop && $(GO) mod tidy -diff
@@ -39,12 +43,31 @@ fuzz:
 interop: build
 	cd test/interop && NYDUS_IMAGE=$(BIN)/nydus-image NYDUSD=$(BIN)/nydusd $(GO) test -count=1 ./...
 
-# The README's test command: everything CI runs.
-test: deps lint unit fuzz interop demo
+# A debootstrapped Debian bookworm image (minbase, and minbase + curl) as
+# an OCI layout, built once and cached in IMAGE_DIR (needs root).
+IMAGE_DIR ?= /var/tmp/nydus-images
+image:
+	./scripts/debian-image.sh $(IMAGE_DIR) >/dev/null
 
-# The README's main job: build, check, inspect and unpack a demo image.
-demo: build
+# End to end under containerd: Debian's containerd and docker-registry,
+# upstream nydus-snapshotter and our nydusd (needs root).
+e2e: deps build snapshotter image
+	cd test/interop && NYDUSD=$(BIN)/nydusd NYDUSIFY=$(BIN)/nydusify NYDUS_IMAGE=$(BIN)/nydus-image \
+	  SNAPSHOTTER=$(BIN)/containerd-nydus-grpc E2E_IMAGE=$(IMAGE_DIR)/debian \
+	  $(GO) test -tags e2e -count=1 -timeout 20m -v ./e2e/
+
+# The README's test command: everything CI runs.
+test: deps lint unit fuzz interop e2e demo-builder demo
+
+# The README's main job: run a Debian container lazily from a Nydus-Go
+# image under containerd with upstream nydus-snapshotter and our nydusd.
+demo: deps build snapshotter
 	./scripts/demo.sh
+
+# The builder's part on its own (no root needed): build, merge, check,
+# inspect and unpack an image made from this repository's sources.
+demo-builder: build
+	./scripts/demo-builder.sh
 
 bench-build: build
 	./scripts/bench-build.sh
