@@ -328,7 +328,8 @@ func TestRegistryUnreachable(t *testing.T) {
 
 // TestMergePlatformWithoutSnapshotter: an image converted with
 // --merge-platform runs on a containerd without the Nydus snapshotter,
-// which picks the OCI manifest of the index.
+// which picks the OCI manifest of the index; a plain Nydus image fails to
+// unpack there.
 func TestMergePlatformWithoutSnapshotter(t *testing.T) {
 	e := newEnv(t, nil)
 	ref, _ := e.convert("curl", "merged", "--merge-platform")
@@ -341,6 +342,14 @@ func TestMergePlatformWithoutSnapshotter(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("container output lacks %q:\n%s", want, out)
 		}
+	}
+
+	// A plain Nydus image has no such fallback.
+	plain, _ := e.convert("minbase", "nydus")
+	if out, err := e.ctr("images", "pull", "--plain-http", plain); err == nil {
+		t.Errorf("a plain Nydus image pulled on containerd without the snapshotter:\n%s", out)
+	} else if !strings.Contains(err.Error(), "no processor for media-type") {
+		t.Errorf("pulling a plain Nydus image failed with an unexpected error: %v", err)
 	}
 }
 
