@@ -81,24 +81,22 @@ func Mount(dir string, fsys *FileSystem) (*Session, error) {
 	return &Session{srv: srv, fsys: fsys, mountpoint: dir, fd: fd, done: make(chan struct{})}, nil
 }
 
-// initRequest is the FUSE INIT request as the kernel sends it.
-type initRequest struct {
-	h  fuse.InHeader
-	in fuse.InitIn
-}
-
 // Resume serves fsys on an established FUSE connection handed over by
 // another process: fd is its /dev/fuse descriptor (ownership passes to the
 // session) and init the kernel's INIT message saved by that process
 // (Session.InitIn). The kernel does not send INIT again, so it is replayed
 // to go-fuse over a socket pair; then fd takes the socket's place.
 func Resume(mountpoint string, fd int, init []byte, fsys *FileSystem) (*Session, error) {
-	var req initRequest
-	if len(init) == 0 || len(init) > int(unsafe.Sizeof(req.in)) {
+	// go-fuse's InitIn is the whole request: it begins with the header.
+	var req fuse.InitIn
+	if len(init) == 0 || len(init) > int(unsafe.Sizeof(req)) {
 		return nil, fmt.Errorf("resume %s: saved FUSE INIT message has %d bytes", mountpoint, len(init))
 	}
-	copy(unsafe.Slice((*byte)(unsafe.Pointer(&req.in)), unsafe.Sizeof(req.in)), init)
-	req.h = fuse.InHeader{Length: uint32(unsafe.Sizeof(req)), Opcode: 26 /* FUSE_INIT */, Unique: 1}
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&req)), unsafe.Sizeof(req)), init)
+	if req.Major != 7 || req.Minor == 0 {
+		return nil, fmt.Errorf("resume %s: saved FUSE INIT message has protocol version %d.%d, want 7.x", mountpoint, req.Major, req.Minor)
+	}
+	req.InHeader = fuse.InHeader{Length: uint32(unsafe.Sizeof(req)), Opcode: 26 /* FUSE_INIT */, Unique: 1}
 	sp, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("resume %s: %w", mountpoint, err)
@@ -116,6 +114,12 @@ func Resume(mountpoint string, fd int, init []byte, fsys *FileSystem) (*Session,
 	if err != nil {
 		syscall.Close(sp[0])
 		return nil, fmt.Errorf("resume %s: %w", mountpoint, err)
+	}
+	// go-fuse answers an INIT it refuses with an error reply rather than
+	// failing; its settings then stay zero.
+	if ks := srv.KernelSettings(); ks.Major != req.Major || ks.Minor != req.Minor || ks.Flags64() != req.Flags64() {
+		syscall.Close(sp[0])
+		return nil, fmt.Errorf("resume %s: go-fuse did not accept the replayed INIT (protocol %d.%d)", mountpoint, ks.Major, ks.Minor)
 	}
 	// go-fuse answered the replayed INIT on the socket; from now on its
 	// descriptor number is the FUSE connection.
