@@ -21,6 +21,16 @@ const readerScript = `i=0; while :; do i=$((i+1)); ` +
 	`s=$({ cat /usr/bin/* /usr/lib/x86_64-linux-gnu/*.so* | md5sum | cut -d" " -f1; } 2>>/out/err); ` +
 	`echo "$i $s" >> /out/log; sleep 0.05; done`
 
+// checkOutput asserts a container printed every one of wants.
+func checkOutput(t *testing.T, out string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(out, want) {
+			t.Errorf("container output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 // readerLog is the state of a readerScript container.
 type readerLog struct {
 	lines int
@@ -86,11 +96,7 @@ func TestDedicatedLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\nsnapshotter log:\n%s", err, e.sn.tail())
 	}
-	for _, want := range []string{osRelease, curlVersion} {
-		if !strings.Contains(out, want) {
-			t.Errorf("container output lacks %q:\n%s", want, out)
-		}
-	}
+	checkOutput(t, out, osRelease, curlVersion)
 	st := e.reg.Stats()
 	t.Logf("pull %s, run %s; fetched %d of %d blob bytes (%.1f%%) in %d requests",
 		pull.Round(time.Millisecond), runTime.Round(time.Millisecond), st.BlobBytesServed, blobBytes,
@@ -195,11 +201,7 @@ func TestSharedMode(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\nsnapshotter log:\n%s", err, e.sn.tail())
 	}
-	for _, want := range []string{osRelease, curlVersion} {
-		if !strings.Contains(out, want) {
-			t.Errorf("container output lacks %q:\n%s", want, out)
-		}
-	}
+	checkOutput(t, out, osRelease, curlVersion)
 	pids := e.nydusdPIDs()
 	if len(pids) != 1 {
 		t.Fatalf("want one shared nydusd, have %v", pids)
@@ -338,11 +340,7 @@ func TestMergePlatformWithoutSnapshotter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{osRelease, curlVersion} {
-		if !strings.Contains(out, want) {
-			t.Errorf("container output lacks %q:\n%s", want, out)
-		}
-	}
+	checkOutput(t, out, osRelease, curlVersion)
 
 	// A plain Nydus image has no such fallback.
 	plain, _ := e.convert("minbase", "nydus")
