@@ -1,20 +1,33 @@
 #!/usr/bin/env bash
-# debian-image.sh [DIR]: build (once) a small real Debian image as an OCI
-# layout, for `make e2e` and `make demo`, with no registry and no internet
-# other than the Debian mirror apt is configured with:
+# debian-image.sh [DIR [EXTRA...]]: build (once) small real Debian images
+# as an OCI layout, for `make e2e`, `make demo` and `make bench`, with no
+# registry and no internet other than the Debian mirror apt is configured
+# with:
 #
 #   DIR/debian:minbase  one layer, `debootstrap --variant=minbase bookworm`
 #   DIR/debian:curl     minbase plus a layer with curl and ca-certificates
 #                       (apt-get install in a chroot, diffed by umoci)
+#   DIR/debian:python   (EXTRA "python") minbase plus a layer with python3
+#   DIR/debian:gcc      (EXTRA "gcc") minbase plus a layer with gcc and
+#                       libc6-dev
 #
-# DIR defaults to /var/tmp/nydus-images. A finished build leaves
-# DIR/debian.ok and is reused; delete DIR to rebuild. Prints the layout path
-# on stdout. Needs root (debootstrap, chroot) and the packages debootstrap
+# DIR defaults to /var/tmp/nydus-images. Finished builds leave DIR/debian.ok
+# (minbase and curl) and DIR/debian-EXTRA.ok and are reused; delete DIR to
+# rebuild. Prints the layout path on stdout. Needs root (debootstrap, chroot) and the packages debootstrap
 # and umoci. Layer tars have no "./" prefix (ctr-remote optimize needs that).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DIR=${1:-/var/tmp/nydus-images}
+shift || true
+EXTRA=("$@")
+for x in "${EXTRA[@]}"; do
+	case $x in python | gcc) ;; *)
+		printf 'debian-image: error: unknown extra image %q (want python or gcc)\n' "$x" >&2
+		exit 2
+		;;
+	esac
+done
 SUITE=bookworm
 LAYOUT=$DIR/debian
 WORK=$DIR/work
@@ -43,7 +56,49 @@ cleanup() {
 	exit "$rc"
 }
 
+# packages_of TAG: the Debian packages of an image's second layer.
+packages_of() {
+	case $1 in
+	curl) echo curl ca-certificates ;;
+	python) echo python3 ;;
+	gcc) echo gcc libc6-dev ;;
+	esac
+}
+
+# add_layer TAG: DIR/debian:TAG = minbase plus a layer with TAG's packages.
+add_layer() {
+	local tag=$1 B=$WORK/bundle-$1 BR
+	log "image $tag: minbase + apt-get install $(packages_of "$tag")"
+	umoci unpack --image "$LAYOUT:minbase" "$B"
+	BR=$B/rootfs
+	cp "$BR/etc/resolv.conf" "$WORK/resolv.conf.orig" 2>/dev/null || : >"$WORK/resolv.conf.orig"
+	cp /etc/resolv.conf "$BR/etc/resolv.conf"
+	mount -t proc proc "$BR/proc"
+	mount --rbind /dev "$BR/dev"
+	chroot "$BR" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends $(packages_of "$tag") >/dev/null && apt-get clean && rm -rf /var/lib/apt/lists/*"
+	unmount_under "$BR/dev"
+	unmount_under "$BR/proc"
+	cp "$WORK/resolv.conf.orig" "$BR/etc/resolv.conf"
+	umoci repack --image "$LAYOUT:$tag" "$B"
+	rm -rf --one-file-system "$B"
+}
+
+missing=()
+for x in "${EXTRA[@]}"; do
+	[[ -f $DIR/debian-$x.ok ]] || missing+=("$x")
+done
 if [[ -f $DIR/debian.ok && -f $LAYOUT/index.json ]]; then
+	((${#missing[@]} == 0)) && { echo "$LAYOUT"; exit 0; }
+	[[ $(id -u) == 0 ]] || die "building the image needs root (chroot)"
+	trap cleanup EXIT
+	[[ -d $WORK ]] && unmount_under "$WORK"
+	rm -rf --one-file-system "$WORK"
+	mkdir -p "$WORK"
+	for x in "${missing[@]}"; do
+		add_layer "$x"
+		touch "$DIR/debian-$x.ok"
+	done
 	echo "$LAYOUT"
 	exit 0
 fi
@@ -53,7 +108,7 @@ for t in debootstrap umoci tar findmnt; do
 done
 mkdir -p "$DIR"
 trap cleanup EXIT
-rm -f "$DIR/debian.ok"
+rm -f "$DIR"/debian.ok "$DIR"/debian-*.ok
 [[ -d $WORK ]] && unmount_under "$WORK"
 rm -rf --one-file-system "$WORK" "$LAYOUT"
 mkdir -p "$WORK"
@@ -85,21 +140,11 @@ umoci raw add-layer --image "$LAYOUT:minbase" "$WORK/minbase.tar"
 umoci config --image "$LAYOUT:minbase" --config.cmd /bin/sh \
 	--config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-log "second layer: apt-get install curl ca-certificates"
-B=$WORK/bundle
-umoci unpack --image "$LAYOUT:minbase" "$B"
-BR=$B/rootfs
-cp "$BR/etc/resolv.conf" "$WORK/resolv.conf.orig" 2>/dev/null || : >"$WORK/resolv.conf.orig"
-cp /etc/resolv.conf "$BR/etc/resolv.conf"
-mount -t proc proc "$BR/proc"
-mount --rbind /dev "$BR/dev"
-chroot "$BR" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	--no-install-recommends curl ca-certificates >/dev/null && apt-get clean && rm -rf /var/lib/apt/lists/*'
-unmount_under "$BR/dev"
-unmount_under "$BR/proc"
-cp "$WORK/resolv.conf.orig" "$BR/etc/resolv.conf"
-umoci repack --image "$LAYOUT:curl" "$B"
-
+add_layer curl
 touch "$DIR/debian.ok"
-log "image ready in $((SECONDS - t0))s: $LAYOUT (tags minbase, curl)"
+for x in "${EXTRA[@]}"; do
+	add_layer "$x"
+	touch "$DIR/debian-$x.ok"
+done
+log "images ready in $((SECONDS - t0))s: $LAYOUT (tags minbase, curl ${EXTRA[*]})"
 echo "$LAYOUT"
