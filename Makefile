@@ -6,7 +6,7 @@ GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/nydus-go/nydus/internal/version.GitCommit=$(GIT_COMMIT)
 FUZZTIME ?= 10s
 
-.PHONY: all build deps test unit lint fuzz interop e2e image demo demo-builder bench-build bench-convert bench-fs snapshotter clean
+.PHONY: all build deps test unit lint fuzz interop e2e image demo demo-builder bench bench-build bench-convert bench-fs snapshotter stargz clean
 
 all: build
 
@@ -17,7 +17,7 @@ build:
 # Debian packages the tests, the demo and the benchmarks need (CI runs as
 # root): the registry, containerd with runc and ctr-remote (package
 # stargz-snapshotter), and what builds the Debian test image.
-APT_PACKAGES := zstd erofs-utils debootstrap umoci docker-registry containerd runc stargz-snapshotter curl
+APT_PACKAGES := zstd erofs-utils debootstrap umoci skopeo docker-registry containerd runc stargz-snapshotter curl
 deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
@@ -29,13 +29,18 @@ lint:
 	@out=$$(gofmt -l cmd pkg internal test tools 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	cd test/interop && $(GO) vet -tags e2e ./...
+	cd bench/startup && $(GO) vet ./...
+	cd tools/stargz && $(GO) vet ./...
 	@# go.mod files must be tidy (the interop module follows the main one).
 	$(GO) mod tidy -diff
 	cd test/interop && $(GO) mod tidy -diff
+	cd bench/startup && $(GO) mod tidy -diff
+	cd tools/stargz && $(GO) mod tidy -diff
 
 unit: build
 	NYDUS_IMAGE=$(BIN)/nydus-image $(GO) test -count=1 ./...
 	$(GO) test -race -short -count=1 ./pkg/...
+	cd bench/startup && $(GO) test -count=1 ./...
 
 fuzz:
 	FUZZTIME=$(FUZZTIME) GO=$(GO) ./scripts/fuzz.sh
@@ -89,6 +94,25 @@ snapshotter:
 	cd tools/snapshotter && $(GO) build -trimpath \
 		-ldflags '-X github.com/containerd/nydus-snapshotter/version.Version=$(SNAPSHOTTER_VERSION)' \
 		-o $(BIN)/containerd-nydus-grpc github.com/containerd/nydus-snapshotter/cmd/containerd-nydus-grpc
+
+# A minimal stargz-snapshotter daemon (the benchmark's eStargz system),
+# from the root module of stargz-snapshotter v0.19.1 (tools/stargz).
+stargz:
+	@mkdir -p $(BIN)
+	cd tools/stargz && $(GO) build -trimpath -o $(BIN)/containerd-stargz-grpc .
+
+# Container startup benchmark (bench/startup): cold pull + run of
+# HelloBench-style workloads as OCI on overlayfs, eStargz on
+# stargz-snapshotter and Nydus-Go on nydus-snapshotter, unlimited and
+# constrained network; rewrites its section of docs/benchmarks.md and
+# docs/bench-startup.png. QUICK=1: two workloads (under 10 minutes on a
+# fresh machine). Needs root.
+QUICK ?=
+BENCH_RUNS ?= 3
+bench: deps build snapshotter stargz
+	./scripts/debian-image.sh $(IMAGE_DIR) $(if $(QUICK),,python gcc) >/dev/null
+	cd bench/startup && $(GO) run . -bin $(BIN) -layout $(IMAGE_DIR)/debian -runs $(BENCH_RUNS) \
+	  -doc $(CURDIR)/docs/benchmarks.md -chart $(CURDIR)/docs/bench-startup.png $(if $(QUICK),-quick)
 
 clean:
 	rm -rf $(BIN)

@@ -73,6 +73,7 @@ add_layer() {
 	BR=$B/rootfs
 	cp "$BR/etc/resolv.conf" "$WORK/resolv.conf.orig" 2>/dev/null || : >"$WORK/resolv.conf.orig"
 	cp /etc/resolv.conf "$BR/etc/resolv.conf"
+	touch "$WORK/mark"
 	mount -t proc proc "$BR/proc"
 	mount --rbind /dev "$BR/dev"
 	chroot "$BR" sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
@@ -80,6 +81,13 @@ add_layer() {
 	unmount_under "$BR/dev"
 	unmount_under "$BR/proc"
 	cp "$WORK/resolv.conf.orig" "$BR/etc/resolv.conf"
+	# Put every ancestor directory of a changed entry into the layer too:
+	# `ctr-remote image optimize` (eStargz) fails on a layer holding
+	# usr/bin/x without usr/ ("failed to sort tar entries").
+	find "$BR" -xdev -newer "$WORK/mark" -printf '%h\n' | sort -u | awk -v r="$BR" '{
+		d = $0
+		while (length(d) > length(r)) { print d; sub(/\/[^\/]*$/, "", d) }
+	}' | sort -u | xargs -r -d '\n' touch -c -h
 	umoci repack --image "$LAYOUT:$tag" "$B"
 	rm -rf --one-file-system "$B"
 }

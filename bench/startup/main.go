@@ -1,0 +1,431 @@
+// Command startup is the container startup benchmark (`make bench`): cold
+// pull + run of HelloBench-style workloads on Debian images, as plain OCI
+// on overlayfs, as eStargz (and its optimized variant) on
+// stargz-snapshotter, and as Nydus-Go images (with and without a prefetch
+// list) on upstream nydus-snapshotter driving our nydusd, over an
+// unlimited and a constrained network profile, all in one invocation on
+// one machine. It writes a JSON file of every run, a Markdown report
+// section and a PNG chart.
+//
+// It needs root, Debian's containerd, runc, docker-registry and ctr-remote,
+// the images of scripts/debian-image.sh, and the binaries `make bench`
+// builds (bin/nydusd, nydusify, nydus-image, containerd-nydus-grpc,
+// containerd-stargz-grpc).
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// workload is a HelloBench-style command; its first line of output counts
+// as ready.
+type workload struct {
+	Name  string
+	Image string // tag in the Debian layout
+	Argv  []string
+	Want  string // in the output
+}
+
+var workloads = []workload{
+	{"echo", "minbase", []string{"/bin/sh", "-c", "echo hello"}, "hello"},
+	{"curl", "curl", []string{"/bin/sh", "-c", "curl --version"}, "curl 7.88"},
+	{"python", "python", []string{"python3", "-c", "import json, sqlite3, asyncio; print(1)"}, "1"},
+	{"gcc", "gcc", []string{"/bin/sh", "-c", `printf '#include <stdio.h>\nint main(void) { puts("hello"); return 0; }\n' > /tmp/h.c && gcc /tmp/h.c -o /tmp/a.out && /tmp/a.out`}, "hello"},
+}
+
+// form is how an image is stored and run.
+type form struct {
+	Name        string // report name
+	System      string // report name of the system
+	Tag         string // registry tag suffix
+	Snapshotter string // containerd snapshotter
+	Lazy        bool   // pulled with ctr-remote rpull (remote snapshots)
+}
+
+var forms = []form{
+	{"OCI", "overlayfs", "oci", "overlayfs", false},
+	{"eStargz", "stargz", "esgz", "stargz", true},
+	{"eStargz optimized", "stargz", "esgz-opt", "stargz", true},
+	{"Nydus-Go", "nydus", "nydus", "nydus", true},
+	{"Nydus-Go + prefetch", "nydus", "nydus-pf", "nydus", true},
+}
+
+// run is one cold pull + run.
+type result struct {
+	Workload, Form, Profile string
+	Rep                     int
+	Pull, Ready, Exit       time.Duration // ready and exit from the start of ctr run
+	Total                   time.Duration // pull + ready
+	Bytes, Requests         int64         // from the registry, pull start to ready
+	BytesExit               int64         // pull start to exit
+	ReadBytes               int64         // Nydus-Go: bytes the workload read (file metrics)
+	Err                     string        `json:",omitempty"`
+}
+
+// prepared is what setup measured about an image form.
+type prepared struct {
+	Workload, Form string
+	Size           int64         // layers in the registry
+	Convert        time.Duration // conversion time (0 for the source)
+	Err            string        `json:",omitempty"`
+}
+
+func main() {
+	quick := flag.Bool("quick", false, "quick profile: the echo and curl workloads only")
+	runs := flag.Int("runs", 3, "cold runs of each (workload, form, profile); the median is reported")
+	bin := flag.String("bin", "bin", "directory of the binaries")
+	layout := flag.String("layout", "/var/tmp/nydus-images/debian", "OCI layout of the Debian images (scripts/debian-image.sh)")
+	out := flag.String("out", "", "directory for results.json, report.md and startup.png (default: a new directory under /tmp)")
+	doc := flag.String("doc", "", "Markdown file whose startup section is replaced by the report (e.g. docs/benchmarks.md)")
+	chart := flag.String("chart", "", "where to copy the chart PNG too (e.g. docs/bench-startup.png)")
+	flag.Parse()
+	if err := mainErr(*quick, *runs, *bin, *layout, *out, *doc, *chart); err != nil {
+		fmt.Fprintf(os.Stderr, "startup: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func mainErr(quick bool, runs int, bin, layout, out, doc, chart string) error {
+	if os.Getuid() != 0 {
+		return fmt.Errorf("needs root (containerd, FUSE, overlayfs)")
+	}
+	if runs < 1 {
+		return fmt.Errorf("-runs must be at least 1")
+	}
+	wls := workloads
+	if quick {
+		wls = wls[:2]
+	}
+	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
+	b := bins{nydusd: abs(bin + "/nydusd"), nydusImage: abs(bin + "/nydus-image"), nydusify: abs(bin + "/nydusify"),
+		nydusSnapshotter: abs(bin + "/containerd-nydus-grpc"), stargzSnapshotter: abs(bin + "/containerd-stargz-grpc")}
+	for _, p := range []string{b.nydusd, b.nydusImage, b.nydusify, b.nydusSnapshotter, b.stargzSnapshotter, layout + "/index.json"} {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("%w (run `make bench`, which builds and prepares everything)", err)
+		}
+	}
+	if out == "" {
+		var err error
+		if out, err = os.MkdirTemp("", "nydus-bench-startup-"); err != nil {
+			return err
+		}
+	}
+	// Short: nydus-snapshotter's root must be at most 70 bytes.
+	dir, err := os.MkdirTemp("/tmp", "nb-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	start := time.Now()
+	s, err := newStack(dir, b)
+	if s != nil {
+		defer s.close()
+	}
+	if err != nil {
+		return err
+	}
+	logf("stack up: registry %s behind proxy %s, containerd, nydus-snapshotter, stargz-snapshotter", s.regAddr, s.proxy.Addr)
+
+	profiles := []profile{{Name: "unlimited"}, {Name: "constrained", Mbit: 100, RTT: 20 * time.Millisecond}}
+	var preps []prepared
+	for _, w := range wls {
+		preps = append(preps, s.prepare(layout, w)...)
+	}
+	var results []result
+	for _, p := range profiles {
+		s.proxy.setProfile(p)
+		for rep := 1; rep <= runs; rep++ {
+			for _, w := range wls {
+				for _, f := range forms {
+					if failed(preps, w, f) {
+						continue
+					}
+					r := s.measure(w, f, p, rep)
+					logf("%-11s %-7s %-20s run %d: pull %6.2fs ready %6.2fs total %6.2fs, %6.1f MB in %3d requests %s",
+						p.Name, w.Name, f.Name, rep, r.Pull.Seconds(), r.Ready.Seconds(), r.Total.Seconds(), float64(r.Bytes)/1e6, r.Requests, r.Err)
+					results = append(results, r)
+				}
+			}
+		}
+	}
+	s.proxy.setProfile(profile{Name: "unlimited"})
+
+	rep := report{Quick: quick, Runs: runs, Profiles: profiles, Workloads: wls, Prepared: preps, Results: results,
+		Started: start, Took: time.Since(start)}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	if err := writeJSON(filepath.Join(out, "results.json"), rep); err != nil {
+		return err
+	}
+	md := rep.markdown()
+	if err := os.WriteFile(filepath.Join(out, "report.md"), []byte(md), 0o644); err != nil {
+		return err
+	}
+	png := filepath.Join(out, "startup.png")
+	if err := rep.chart(png); err != nil {
+		return fmt.Errorf("chart: %w", err)
+	}
+	if chart != "" {
+		data, _ := os.ReadFile(png)
+		if err := os.WriteFile(chart, data, 0o644); err != nil {
+			return err
+		}
+	}
+	if doc != "" {
+		if err := replaceSection(doc, sectionHeading, md); err != nil {
+			return err
+		}
+	}
+	fmt.Print(md)
+	logf("results in %s (took %s)", out, time.Since(start).Round(time.Second))
+	for _, r := range results {
+		if r.Err == "" {
+			return nil
+		}
+	}
+	return fmt.Errorf("no run succeeded; see %s", filepath.Join(out, "report.md"))
+}
+
+func failed(preps []prepared, w workload, f form) bool {
+	for _, p := range preps {
+		if p.Workload == w.Name && p.Form == f.Name {
+			return p.Err != ""
+		}
+	}
+	return true
+}
+
+var began = time.Now()
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "==> [%4.0fs] "+format+"\n", append([]any{time.Since(began).Seconds()}, args...)...)
+}
+
+// ref is the reference of an image form in the registry, as pushed
+// (direct) or as pulled (through the proxy).
+func (s *stack) ref(w workload, f form, pull bool) string {
+	host := s.regAddr
+	if pull {
+		host = s.proxy.Addr
+	}
+	return fmt.Sprintf("%s/bench/debian-%s:%s", host, w.Image, f.Tag)
+}
+
+// prepare pushes every form of a workload's image and measures its size and
+// conversion time. A form that fails is reported, not fatal.
+func (s *stack) prepare(layout string, w workload) []prepared {
+	var out []prepared
+	add := func(f form, conv time.Duration, err error) {
+		p := prepared{Workload: w.Name, Form: f.Name, Convert: conv}
+		if err != nil {
+			p.Err = err.Error()
+			logf("%s %s: %v", w.Name, f.Name, err)
+		} else {
+			p.Size, err = s.imageSize(s.ref(w, f, false))
+			if err != nil {
+				p.Err = err.Error()
+			}
+		}
+		out = append(out, p)
+	}
+	timed := func(fn func() error) (time.Duration, error) {
+		t := time.Now()
+		err := fn()
+		return time.Since(t), err
+	}
+	oci, esgz, opt, nydus, nydusPF := forms[0], forms[1], forms[2], forms[3], forms[4]
+	logf("preparing debian-%s for %s", w.Image, w.Name)
+	_, err := run(5*time.Minute, "skopeo", "copy", "--quiet", "--dest-tls-verify=false", "oci:"+layout+":"+w.Image, "docker://"+s.ref(w, oci, false))
+	add(oci, 0, err)
+	if err != nil {
+		return out
+	}
+	// eStargz: ctr-remote converts images in containerd's store.
+	if _, err := s.ctr("images", "pull", "--plain-http", s.ref(w, oci, false)); err != nil {
+		add(esgz, 0, err)
+		add(opt, 0, err)
+	} else {
+		d, err := timed(func() error {
+			_, err := s.ctrRemote("image", "convert", "--estargz", "--oci", s.ref(w, oci, false), s.ref(w, esgz, false))
+			return err
+		})
+		if err == nil {
+			_, err = s.ctrRemote("image", "push", "--plain-http", s.ref(w, esgz, false))
+		}
+		add(esgz, d, err)
+		args, _ := json.Marshal(w.Argv[1:])
+		d, err = timed(func() error {
+			_, err := s.ctrRemote("image", "optimize", "--oci", "--period", "5",
+				"--entrypoint", fmt.Sprintf("[%q]", w.Argv[0]), "--args", string(args), s.ref(w, oci, false), s.ref(w, opt, false))
+			return err
+		})
+		if err == nil {
+			_, err = s.ctrRemote("image", "push", "--plain-http", s.ref(w, opt, false))
+		}
+		add(opt, d, err)
+	}
+	d, err := timed(func() error {
+		_, err := run(5*time.Minute, s.bins.nydusify, "convert", "--log-level", "warn", "--source", "oci:"+layout+":"+w.Image,
+			"--target", s.ref(w, nydus, false), "--plain-http")
+		return err
+	})
+	add(nydus, d, err)
+	// The prefetch list: the files one cold run of the workload read, in
+	// the order it first read them (nydusd's access pattern).
+	if err == nil {
+		var list []string
+		list, err = s.accessPattern(w)
+		if err == nil {
+			logf("%s: prefetch list of %d files", w.Name, len(list))
+			d, err = timed(func() error {
+				_, err := runStdin(strings.Join(list, "\n")+"\n", 5*time.Minute, s.bins.nydusify, "convert", "--log-level", "warn",
+					"--source", "oci:"+layout+":"+w.Image, "--target", s.ref(w, nydusPF, false), "--plain-http", "--prefetch-patterns")
+				return err
+			})
+		}
+	}
+	add(nydusPF, d, err)
+	if err := s.cold("nydus", "stargz"); err != nil {
+		logf("reset after preparing %s: %v", w.Name, err)
+	}
+	return out
+}
+
+// accessPattern runs the workload once on the Nydus-Go form and returns
+// the paths it read in first-access order.
+func (s *stack) accessPattern(w workload) ([]string, error) {
+	if err := s.cold("nydus"); err != nil {
+		return nil, err
+	}
+	ref := s.ref(w, forms[3], true)
+	if _, err := s.ctrRemote("image", "rpull", "--snapshotter", "nydus", "--plain-http", ref); err != nil {
+		return nil, err
+	}
+	if _, _, _, err := s.runReady("nydus", ref, "trace-"+w.Name, w.Argv, nil); err != nil {
+		return nil, err
+	}
+	socks, _ := filepath.Glob(filepath.Join(s.dir, "nr", "socket", "*", "api.sock"))
+	if len(socks) != 1 {
+		return nil, fmt.Errorf("want one nydusd API socket, have %d", len(socks))
+	}
+	var pat []struct {
+		Path string `json:"path"`
+	}
+	if err := apiGet(socks[0], "/api/v1/metrics/pattern", &pat); err != nil {
+		return nil, err
+	}
+	var list []string
+	for _, p := range pat {
+		if p.Path != "" {
+			list = append(list, p.Path)
+		}
+	}
+	return list, nil
+}
+
+// measure does one cold pull + run.
+func (s *stack) measure(w workload, f form, p profile, rep int) result {
+	r := result{Workload: w.Name, Form: f.Name, Profile: p.Name, Rep: rep}
+	if err := s.coldFor(f.Snapshotter); err != nil {
+		r.Err = "reset: " + err.Error()
+		return r
+	}
+	if f.Snapshotter == "stargz" {
+		// stargz keeps fetching whole layers in the background after a
+		// run, which would load the network of the next run, and keeps
+		// its caches after the images are removed: stop it at once.
+		defer s.cold("stargz")
+	}
+	ref := s.ref(w, f, true)
+	s.proxy.reset()
+	t := time.Now()
+	var err error
+	if f.Lazy {
+		_, err = s.ctrRemote("image", "rpull", "--snapshotter", f.Snapshotter, "--plain-http", ref)
+	} else {
+		_, err = s.ctr("images", "pull", "--plain-http", ref)
+	}
+	r.Pull = time.Since(t)
+	if err != nil {
+		r.Err = "pull: " + err.Error()
+		return r
+	}
+	var atReady traffic
+	ready, exit, out, err := s.runReady(f.Snapshotter, ref, fmt.Sprintf("b-%d", time.Now().UnixNano()), w.Argv, func() { atReady = s.proxy.traffic() })
+	r.Ready, r.Exit, r.Total = ready, exit, r.Pull+ready
+	r.Bytes, r.Requests = atReady.BlobBytes, atReady.Requests
+	r.BytesExit = s.proxy.traffic().BlobBytes
+	if err == nil && !strings.Contains(out, w.Want) {
+		err = fmt.Errorf("output lacks %q: %s", w.Want, lastLines(out, 2))
+	}
+	if err != nil {
+		r.Err = "run: " + err.Error()
+		return r
+	}
+	if f.System == "nydus" {
+		if socks, _ := filepath.Glob(filepath.Join(s.dir, "nr", "socket", "*", "api.sock")); len(socks) == 1 {
+			var files map[string]struct {
+				DataRead int64 `json:"data_read"`
+			}
+			if apiGet(socks[0], "/api/v1/metrics/files", &files) == nil {
+				for _, f := range files {
+					r.ReadBytes += f.DataRead
+				}
+			}
+		}
+	}
+	return r
+}
+
+// imageSize is the size of an image's layers in the registry.
+func (s *stack) imageSize(ref string) (int64, error) {
+	i := strings.Index(ref, "/")
+	j := strings.LastIndex(ref, ":")
+	req, _ := http.NewRequest(http.MethodGet, "http://"+ref[:i]+"/v2/"+ref[i+1:j]+"/manifests/"+ref[j+1:], nil)
+	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var m struct {
+		Layers []struct {
+			Size int64 `json:"size"`
+		} `json:"layers"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		return 0, fmt.Errorf("manifest of %s: %w", ref, err)
+	}
+	var n int64
+	for _, l := range m.Layers {
+		n += l.Size
+	}
+	return n, nil
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// median of durations or sizes.
+func median[T ~int64](xs []T) T {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]T(nil), xs...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}

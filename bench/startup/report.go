@@ -1,0 +1,254 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+)
+
+// sectionHeading is the heading of the report's section in the docs.
+const sectionHeading = "## Container startup (`make bench`)"
+
+// report is everything one invocation measured.
+type report struct {
+	Quick     bool
+	Runs      int
+	Profiles  []profile
+	Workloads []workload
+	Prepared  []prepared
+	Results   []result
+	Started   time.Time
+	Took      time.Duration
+}
+
+// cell is the medians of one (workload, form, profile).
+type cell struct {
+	ok                    bool
+	n, failed             int
+	pull, ready, total    time.Duration
+	bytes, requests, read int64
+	err                   string
+}
+
+func (r *report) cell(w, f, p string) cell {
+	var c cell
+	var pulls, readys, totals []time.Duration
+	var bytes, reqs, reads []int64
+	for _, x := range r.Results {
+		if x.Workload != w || x.Form != f || x.Profile != p {
+			continue
+		}
+		if x.Err != "" {
+			c.failed++
+			c.err = x.Err
+			continue
+		}
+		c.n++
+		pulls, readys, totals = append(pulls, x.Pull), append(readys, x.Ready), append(totals, x.Total)
+		bytes, reqs, reads = append(bytes, x.Bytes), append(reqs, x.Requests), append(reads, x.ReadBytes)
+	}
+	if c.n == 0 {
+		return c
+	}
+	c.ok = true
+	c.pull, c.ready, c.total = median(pulls), median(readys), median(totals)
+	c.bytes, c.requests, c.read = median(bytes), median(reqs), median(reads)
+	return c
+}
+
+func (r *report) prep(w, f string) prepared {
+	for _, p := range r.Prepared {
+		if p.Workload == w && p.Form == f {
+			return p
+		}
+	}
+	return prepared{Err: "not prepared"}
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.2f", d.Seconds()) }
+func mb(n int64) string           { return fmt.Sprintf("%.1f", float64(n)/1e6) }
+
+func ratio(a, b float64) string {
+	if a <= 0 || b <= 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**not met**"
+}
+
+func (r *report) markdown() string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	cmd := "make bench"
+	if r.Quick {
+		cmd = "make bench QUICK=1"
+	}
+	commit, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	kernel, _ := exec.Command("uname", "-r").Output()
+	p("%s\n\n", sectionHeading)
+	p("Written by `bench/startup`; rerun `%s` to refresh. Every figure below comes from that one invocation: %s UTC, commit `%s`, %d CPUs, kernel %s; it took %s.\n\n",
+		cmd, r.Started.UTC().Format("2006-01-02 15:04"), strings.TrimSpace(string(commit)), runtime.NumCPU(), strings.TrimSpace(string(kernel)), r.Took.Round(time.Second))
+	p("- Images: debootstrapped Debian bookworm minbase, plus one layer with the workload's packages (`scripts/debian-image.sh`).\n")
+	p("- Systems: containerd 1.6 with overlayfs (`ctr image pull`, then `ctr run`); stargz-snapshotter v0.19.1 (`ctr-remote image rpull`), images from `ctr-remote image convert --estargz --oci` and `ctr-remote image optimize --oci` (which profiles the workload); upstream nydus-snapshotter v0.16.1 with our nydusd (`ctr-remote image rpull --snapshotter nydus`), images from `nydusify convert`, and from `nydusify convert --prefetch-patterns` with the files one cold run read, in first-read order (nydusd's `/api/v1/metrics/pattern`).\n")
+	var profs []string
+	for _, pr := range r.Profiles {
+		profs = append(profs, pr.String())
+	}
+	p("- Network: the registry (Debian's docker-registry) sits behind a proxy in the harness that every system pulls through: %s.\n", strings.Join(profs, "; "))
+	p("- Each (workload, image form, network) ran %d times, interleaved, each run cold: every image removed (`ctr image rm --sync`), both remote snapshotters stopped, their roots and caches deleted and restarted, page cache dropped. Tables show medians.\n", r.Runs)
+	p("- **Pull** is `ctr image pull` / `ctr-remote image rpull`; **ready** is from the start of `ctr run` to the workload's first line of output; **total** = pull + ready. **Fetched** counts blob bytes the registry sent from the start of the pull to ready, **requests** every request.\n\n")
+
+	p("### Images\n\n| workload | form | size in the registry (MB) | conversion (s) |\n|---|---|--:|--:|\n")
+	for _, w := range r.Workloads {
+		for _, f := range forms {
+			pr := r.prep(w.Name, f.Name)
+			if pr.Err != "" {
+				p("| %s | %s | failed: %s | |\n", w.Name, f.Name, oneLine(pr.Err))
+				continue
+			}
+			conv := secs(pr.Convert)
+			if f.Name == "OCI" {
+				conv = "(source)"
+			}
+			p("| %s | %s | %s | %s |\n", w.Name, f.Name, mb(pr.Size), conv)
+		}
+	}
+	p("\n")
+
+	var failures []string
+	for _, pr := range r.Profiles {
+		p("### %s\n\n| workload | system | form | pull (s) | ready (s) | total (s) | fetched (MB) | requests |\n|---|---|---|--:|--:|--:|--:|--:|\n", pr.String())
+		for _, w := range r.Workloads {
+			for _, f := range forms {
+				c := r.cell(w.Name, f.Name, pr.Name)
+				if !c.ok {
+					why := c.err
+					if why == "" {
+						why = r.prep(w.Name, f.Name).Err
+					}
+					p("| %s | %s | %s | failed | | | | |\n", w.Name, f.System, f.Name)
+					failures = append(failures, fmt.Sprintf("%s, %s, %s: %s", pr.Name, w.Name, f.Name, oneLine(why)))
+					continue
+				}
+				if c.failed > 0 {
+					failures = append(failures, fmt.Sprintf("%s, %s, %s: %d of %d runs failed: %s", pr.Name, w.Name, f.Name, c.failed, c.failed+c.n, oneLine(c.err)))
+				}
+				p("| %s | %s | %s | %s | %s | %s | %s | %d |\n", w.Name, f.System, f.Name, secs(c.pull), secs(c.ready), secs(c.total), mb(c.bytes), c.requests)
+			}
+		}
+		p("\nRatios (total cold start, and bytes fetched):\n\n| workload | Nydus-Go ÷ OCI | Nydus-Go ÷ eStargz | Nydus-Go + prefetch ÷ eStargz optimized | fetched ÷ OCI | fetched ÷ eStargz |\n|---|--:|--:|--:|--:|--:|\n")
+		for _, w := range r.Workloads {
+			n, o, e := r.cell(w.Name, "Nydus-Go", pr.Name), r.cell(w.Name, "OCI", pr.Name), r.cell(w.Name, "eStargz", pr.Name)
+			np, eo := r.cell(w.Name, "Nydus-Go + prefetch", pr.Name), r.cell(w.Name, "eStargz optimized", pr.Name)
+			p("| %s | %s | %s | %s | %s | %s |\n", w.Name, ratio(n.total.Seconds(), o.total.Seconds()), ratio(n.total.Seconds(), e.total.Seconds()),
+				ratio(np.total.Seconds(), eo.total.Seconds()), ratio(float64(n.bytes), float64(o.bytes)), ratio(float64(n.bytes), float64(e.bytes)))
+		}
+		p("\n")
+		if pr.Mbit > 0 {
+			bw := pr.Mbit * 1e6 / 8
+			p("The floor: the bytes the workload read (nydusd's file metrics, uncompressed) at %s Mbit/s, plus three round trips (manifest, config, bootstrap layer), against Nydus-Go's total:\n\n| workload | read (MB) | floor (s) | Nydus-Go total (s) | fetched ÷ read | target fetched ≤ 1.2× read | target total ≤ 0.5× eStargz | target total ≤ 0.2× OCI |\n|---|--:|--:|--:|--:|---|---|---|\n", ftoa(pr.Mbit))
+			for _, w := range r.Workloads {
+				n, o, e := r.cell(w.Name, "Nydus-Go", pr.Name), r.cell(w.Name, "OCI", pr.Name), r.cell(w.Name, "eStargz", pr.Name)
+				if !n.ok || n.read == 0 {
+					p("| %s | — | — | — | — | — | — | — |\n", w.Name)
+					continue
+				}
+				floor := float64(n.read)/bw + 3*pr.RTT.Seconds()
+				fr := float64(n.bytes) / float64(n.read)
+				p("| %s | %s | %.2f | %s | %.2f | %s | %s | %s |\n", w.Name, mb(n.read), floor, secs(n.total), fr, verdict(fr <= 1.2),
+					verdictIf(e.ok, n.total.Seconds() <= 0.5*e.total.Seconds()), verdictIf(o.ok, n.total.Seconds() <= 0.2*o.total.Seconds()))
+			}
+			p("\n")
+		}
+	}
+	p("![Total cold start per workload and image form](bench-startup.png)\n\n")
+	if len(failures) > 0 {
+		p("Failures (the tables say \"failed\"; nothing is left out silently):\n\n")
+		for _, f := range failures {
+			p("- %s\n", f)
+		}
+		p("\n")
+	}
+	return b.String()
+}
+
+func verdictIf(have, ok bool) string {
+	if !have {
+		return "— (no reference)"
+	}
+	return verdict(ok)
+}
+
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return strings.ReplaceAll(s, "|", "/")
+}
+
+// chart draws the median total cold start of every form, grouped by
+// workload, one panel per network profile.
+func (r *report) chart(path string) error {
+	var names []string
+	for _, w := range r.Workloads {
+		names = append(names, w.Name)
+	}
+	var canvases [][]*plot.Plot
+	for _, pr := range r.Profiles {
+		pl := plot.New()
+		pl.Title.Text = "Cold start (pull + run to first output), " + pr.Name
+		pl.Y.Label.Text = "seconds (median)"
+		pl.Legend.Top = true
+		w := vg.Points(10)
+		for i, f := range forms {
+			vals := make(plotter.Values, len(r.Workloads))
+			for j, wl := range r.Workloads {
+				if c := r.cell(wl.Name, f.Name, pr.Name); c.ok {
+					vals[j] = c.total.Seconds()
+				}
+			}
+			bars, err := plotter.NewBarChart(vals, w)
+			if err != nil {
+				return err
+			}
+			bars.Color = plotutil.Color(i)
+			bars.LineStyle.Width = 0
+			bars.Offset = w * vg.Length(float64(i)-float64(len(forms)-1)/2)
+			pl.Add(bars)
+			pl.Legend.Add(f.Name, bars)
+		}
+		pl.NominalX(names...)
+		canvases = append(canvases, []*plot.Plot{pl})
+	}
+	img := vgimg.New(vg.Points(720), vg.Points(380*float64(len(canvases))))
+	tiles := draw.Tiles{Rows: len(canvases), Cols: 1, PadTop: vg.Points(6), PadBottom: vg.Points(6), PadY: vg.Points(12), PadLeft: vg.Points(6), PadRight: vg.Points(6)}
+	for i, c := range plot.Align(canvases, tiles, draw.New(img)) {
+		canvases[i][0].Draw(c[0])
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

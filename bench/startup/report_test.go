@@ -1,0 +1,63 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMarkdownRatiosAndFailures(t *testing.T) {
+	r := report{Runs: 3, Profiles: []profile{{Name: "unlimited"}, {Name: "constrained", Mbit: 100, RTT: 20 * time.Millisecond}},
+		Workloads: workloads[:1]}
+	for _, f := range forms {
+		r.Prepared = append(r.Prepared, prepared{Workload: "echo", Form: f.Name, Size: 1e6})
+	}
+	add := func(f, p string, total time.Duration, bytes int64, err string) {
+		for rep := 1; rep <= 3; rep++ {
+			r.Results = append(r.Results, result{Workload: "echo", Form: f, Profile: p, Rep: rep, Pull: total / 2, Ready: total / 2,
+				Total: total, Bytes: bytes, ReadBytes: 2e6, Err: err})
+		}
+	}
+	for _, p := range []string{"unlimited", "constrained"} {
+		add("OCI", p, 8*time.Second, 50e6, "")
+		add("eStargz", p, 2*time.Second, 10e6, "")
+		add("Nydus-Go", p, time.Second, 2e6, "")
+		add("Nydus-Go + prefetch", p, time.Second, 2e6, "")
+		add("eStargz optimized", p, 0, 0, "run: boom")
+	}
+	md := r.markdown()
+	for _, want := range []string{
+		"| echo | 0.12× | 0.50× | — | 0.04× | 0.20× |", // Nydus-Go ÷ OCI, ÷ eStargz, fetched ratios
+		"| echo | stargz | eStargz optimized | failed |",
+		"constrained, echo, eStargz optimized: run: boom",
+		"| echo | 2.0 | 0.22 | 1.00 | 1.00 | met | met | met |", // floor = 2 MB / 12.5 MB/s + 3 × 20 ms
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+	if err := r.chart(filepath.Join(t.TempDir(), "c.png")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReplaceSectionKeepsOthers(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "b.md")
+	os.WriteFile(p, []byte("# B\n\n## One\n\nold one\n\n"+sectionHeading+"\n\nold\n\n## Two\n\ntwo\n"), 0o644)
+	if err := replaceSection(p, sectionHeading, sectionHeading+"\n\nnew\n"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(p)
+	want := "# B\n\n## One\n\nold one\n\n" + sectionHeading + "\n\nnew\n\n## Two\n\ntwo\n"
+	if string(got) != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	if got := median([]int64{5, 1, 3}); got != 3 {
+		t.Fatalf("median %d", got)
+	}
+}

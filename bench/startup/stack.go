@@ -1,0 +1,482 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// proc is a daemon the harness started; it is stopped by PID.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func startProc(name, logPath string, argv ...string) (*proc, error) {
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() { cmd.Wait(); close(p.done) }()
+	return p, nil
+}
+
+func (p *proc) alive() bool {
+	if p == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// stop sends SIGTERM, then SIGKILL after 10 s.
+func (p *proc) stop() {
+	if !p.alive() {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// stack is the registry, the proxy, containerd and the two remote
+// snapshotters, all under dir.
+type stack struct {
+	dir  string
+	bins bins
+
+	reg      *proc
+	regAddr  string // the registry itself (pushes)
+	proxy    *proxy // what systems pull through
+	ctd      *proc
+	ctdSock  string
+	nydus    *proc
+	stargz   *proc
+	hadRunCD bool
+}
+
+// bins are the programs the harness runs.
+type bins struct {
+	nydusd, nydusImage, nydusify, nydusSnapshotter, stargzSnapshotter string
+}
+
+func newStack(dir string, b bins) (*stack, error) {
+	s := &stack{dir: dir, bins: b, ctdSock: filepath.Join(dir, "containerd.sock")}
+	_, err := os.Stat("/run/containerd")
+	s.hadRunCD = err == nil
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	s.regAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	cfg := fmt.Sprintf("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n",
+		filepath.Join(dir, "registry"), s.regAddr)
+	if err := os.WriteFile(filepath.Join(dir, "registry.yml"), []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	if s.reg, err = startProc("registry", filepath.Join(dir, "registry.log"), "docker-registry", "serve", filepath.Join(dir, "registry.yml")); err != nil {
+		return nil, err
+	}
+	if err := waitFor(20*time.Second, "the registry", func() bool {
+		c, err := net.Dial("tcp", s.regAddr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}); err != nil {
+		return nil, err
+	}
+	if s.proxy, err = startProxy(s.regAddr); err != nil {
+		return nil, err
+	}
+	if err := s.writeConfigs(); err != nil {
+		return nil, err
+	}
+	if s.ctd, err = startProc("containerd", filepath.Join(dir, "containerd.log"), "containerd", "--config", filepath.Join(dir, "containerd.toml")); err != nil {
+		return nil, err
+	}
+	if err := waitFor(20*time.Second, "containerd", func() bool { _, err := s.ctr("version"); return err == nil }); err != nil {
+		return nil, err
+	}
+	if err := s.restartSnapshotters(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *stack) writeConfigs() error {
+	d := s.dir
+	files := map[string]string{
+		"containerd.toml": fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+[metrics]
+  address = ""
+[proxy_plugins]
+  [proxy_plugins.nydus]
+    type = "snapshot"
+    address = %q
+  [proxy_plugins.stargz]
+    type = "snapshot"
+    address = %q
+[plugins]
+  [plugins."io.containerd.internal.v1.opt"]
+    path = %q
+`, filepath.Join(d, "containerd/root"), filepath.Join(d, "containerd/state"), s.ctdSock, s.ctdSock+".ttrpc",
+			filepath.Join(d, "nydus.sock"), filepath.Join(d, "stargz.sock"), filepath.Join(d, "containerd/opt")),
+		// Prefetch is on: an image with a prefetch list gets it fetched
+		// in the background; one without has nothing to prefetch.
+		"nydusd.json": `{"device":{"backend":{"type":"registry","config":{"scheme":"http","timeout":10,"connect_timeout":5,"retry_limit":2}},` +
+			`"cache":{"type":"blobcache"}},"mode":"direct","digest_validate":true,"iostats_files":true,"access_pattern":true,` +
+			`"enable_xattr":true,"fs_prefetch":{"enable":true,"prefetch_all":false,"threads_count":4}}`,
+		"nydus.toml": fmt.Sprintf(`version = 1
+root = %q
+address = %q
+daemon_mode = "dedicated"
+[system]
+enable = false
+[daemon]
+nydusd_config = %q
+nydusd_path = %q
+nydusimage_path = %q
+fs_driver = "fusedev"
+recover_policy = "none"
+[cgroup]
+enable = false
+[log]
+log_to_stdout = true
+level = "warn"
+[metrics]
+address = ""
+`, filepath.Join(d, "nr"), filepath.Join(d, "nydus.sock"), filepath.Join(d, "nydusd.json"), s.bins.nydusd, s.bins.nydusImage),
+		"stargz.toml": fmt.Sprintf("[resolver.host.%q]\nmirrors = [{ host = %q, insecure = true }]\n", s.proxy.Addr, s.proxy.Addr),
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(d, name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restartSnapshotters stops the named remote snapshotters (both when
+// none is named), removes everything they kept (mounts, caches, nydusd
+// processes) and starts them again, so the next run is cold; then waits
+// until containerd reaches them.
+func (s *stack) restartSnapshotters(names ...string) error {
+	if len(names) == 0 {
+		names = []string{"nydus", "stargz"}
+	}
+	for _, sn := range names {
+		var err error
+		switch sn {
+		case "nydus":
+			s.nydus.stop()
+			if err = wipe(filepath.Join(s.dir, "nr")); err != nil {
+				return err
+			}
+			s.nydus, err = startProc("nydus-snapshotter", filepath.Join(s.dir, "nydus-snapshotter.log"),
+				s.bins.nydusSnapshotter, "--config", filepath.Join(s.dir, "nydus.toml"))
+		case "stargz":
+			s.stargz.stop()
+			if err = wipe(filepath.Join(s.dir, "sr")); err != nil {
+				return err
+			}
+			s.stargz, err = startProc("stargz-snapshotter", filepath.Join(s.dir, "stargz-snapshotter.log"),
+				s.bins.stargzSnapshotter, "-config", filepath.Join(s.dir, "stargz.toml"), "-root", filepath.Join(s.dir, "sr"),
+				"-address", filepath.Join(s.dir, "stargz.sock"), "-log-level", "warn")
+		default:
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := waitFor(30*time.Second, "containerd to reach the "+sn+" snapshotter", func() bool {
+			_, err := s.ctr("snapshots", "--snapshotter", sn, "ls")
+			return err == nil
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// wipe kills the processes using root, unmounts it and removes it.
+func wipe(root string) error {
+	killUnder(root)
+	unmountUnder(root)
+	return os.RemoveAll(root)
+}
+
+// cold removes every image and container, restarts the named snapshotters
+// (none by default) with empty roots, then drops the page cache.
+func (s *stack) cold(snapshotters ...string) error {
+	if out, err := s.ctr("containers", "ls", "-q"); err == nil {
+		for _, id := range strings.Fields(out) {
+			s.ctr("tasks", "kill", "-s", "SIGKILL", id)
+			s.ctr("tasks", "rm", "-f", id)
+			s.ctr("containers", "rm", id)
+		}
+	}
+	if out, err := s.ctr("images", "ls", "-q"); err == nil && strings.TrimSpace(out) != "" {
+		if _, err := s.ctr(append([]string{"images", "rm", "--sync"}, strings.Fields(out)...)...); err != nil {
+			return err
+		}
+	}
+	if len(snapshotters) > 0 {
+		if err := s.restartSnapshotters(snapshotters...); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0)
+}
+
+// coldFor makes the next run of a snapshotter cold at the least cost:
+// removing the images empties overlayfs's content and snapshots, and
+// makes nydus-snapshotter stop the image's nydusd and delete its cache
+// files (it is restarted only if any are left); stargz-snapshotter keeps
+// caches and is restarted with an empty root (after each of its runs).
+func (s *stack) coldFor(snapshotter string) error {
+	if err := s.cold(); err != nil {
+		return err
+	}
+	if snapshotter == "nydus" {
+		left, _ := os.ReadDir(filepath.Join(s.dir, "nr", "cache"))
+		if len(left) > 0 || len(pidsMatching(filepath.Join(s.dir, "nr")+"/")) > 0 {
+			return s.cold("nydus")
+		}
+	}
+	return nil
+}
+
+// close stops everything by PID and unmounts what is left.
+func (s *stack) close() {
+	if s.ctd.alive() {
+		s.cold()
+	}
+	s.nydus.stop()
+	s.stargz.stop()
+	s.ctd.stop()
+	killUnder(s.dir) // nydusd daemons and shims left behind
+	unmountUnder(s.dir)
+	if s.proxy != nil {
+		s.proxy.close()
+	}
+	s.reg.stop()
+	if !s.hadRunCD {
+		os.RemoveAll("/run/containerd")
+	}
+	if cg, _ := filepath.Glob("/sys/fs/cgroup/*/default"); len(cg) > 0 {
+		for _, d := range cg {
+			os.Remove(d)
+		}
+	}
+}
+
+// run runs a command with a timeout and returns its combined output.
+func run(timeout time.Duration, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		return string(out), fmt.Errorf("%s %s: timed out after %s", name, strings.Join(args, " "), timeout)
+	}
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, lastLines(string(out), 3))
+	}
+	return string(out), nil
+}
+
+// runStdin is run with stdin.
+func runStdin(stdin string, timeout time.Duration, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, lastLines(string(out), 3))
+	}
+	return string(out), nil
+}
+
+// apiGet GETs path from a nydusd API socket into v.
+func apiGet(sock, path string, v any) error {
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}}
+	resp, err := c.Get("http://nydusd" + path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func (s *stack) ctr(args ...string) (string, error) {
+	return run(3*time.Minute, "ctr", append([]string{"-a", s.ctdSock}, args...)...)
+}
+
+func (s *stack) ctrRemote(args ...string) (string, error) {
+	return run(5*time.Minute, "ctr-remote", append([]string{"-a", s.ctdSock}, args...)...)
+}
+
+// runReady runs argv in a new container and returns the time to its first
+// line of output (ready, when onReady is called too) and to its exit, and
+// its output.
+func (s *stack) runReady(snapshotter, ref, id string, argv []string, onReady func()) (ready, exit time.Duration, out string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	args := append([]string{"-a", s.ctdSock, "run", "--rm"}, "--snapshotter", snapshotter, ref, id)
+	cmd := exec.CommandContext(ctx, "ctr", append(args, argv...)...)
+	cmd.WaitDelay = 5 * time.Second
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, 0, "", err
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, 0, "", err
+	}
+	var buf strings.Builder
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if ready == 0 {
+			ready = time.Since(start)
+			if onReady != nil {
+				onReady()
+			}
+		}
+		buf.WriteString(sc.Text() + "\n")
+	}
+	err = cmd.Wait()
+	exit = time.Since(start)
+	if ctx.Err() != nil {
+		err = errors.New("timed out")
+	}
+	if err == nil && ready == 0 {
+		err = errors.New("no output")
+	}
+	if err != nil {
+		err = fmt.Errorf("ctr run %s: %w: %s", ref, err, lastLines(stderr.String()+buf.String(), 3))
+	}
+	return ready, exit, buf.String(), err
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func waitFor(timeout time.Duration, what string, cond func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil
+}
+
+// killUnder SIGKILLs the processes whose command line mentions dir (nydusd
+// daemons, containerd shims), except this one.
+func killUnder(dir string) {
+	for i := 0; i < 3; i++ {
+		pids := pidsMatching(dir + "/")
+		if len(pids) == 0 {
+			return
+		}
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func pidsMatching(s string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, de := range ents {
+		pid, err := strconv.Atoi(de.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && bytes.Contains(cmd, []byte(s)) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// unmountUnder lazily unmounts everything at or below dir.
+func unmountUnder(dir string) {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	var ms []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			ms = append(ms, f[4])
+		}
+	}
+	slices.SortFunc(ms, func(a, b string) int { return len(b) - len(a) })
+	for _, m := range ms {
+		syscall.Unmount(m, syscall.MNT_DETACH)
+	}
+}
+
+func lastLines(s string, n int) string {
+	ls := strings.Split(strings.TrimSpace(s), "\n")
+	if len(ls) > n {
+		ls = ls[len(ls)-n:]
+	}
+	return strings.Join(ls, " | ")
+}
+
+func ftoa(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
