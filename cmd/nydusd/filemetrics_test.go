@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -70,5 +72,40 @@ func TestFileMetrics(t *testing.T) {
 	}
 	if code, body := d.do("GET", "/api/v1/metrics/files?id=/nope", nil); code != 404 || !strings.Contains(body, `"message"`) {
 		t.Fatalf("unknown id: %d %s", code, body)
+	}
+
+	// The fetch log (access_pattern), and nydusify trace drawing it.
+	code, body = d.do("GET", "/api/v1/metrics/fetches", nil)
+	var fl struct {
+		Fetches []struct {
+			Path  string `json:"path"`
+			Kind  string `json:"kind"`
+			Bytes int64  `json:"bytes"`
+		} `json:"fetches"`
+	}
+	if code != 200 || json.Unmarshal([]byte(body), &fl) != nil || len(fl.Fetches) == 0 {
+		t.Fatalf("metrics/fetches: %d %s", code, body)
+	}
+	for _, f := range fl.Fetches {
+		if f.Path != "/bin/app" || f.Bytes <= 0 || (f.Kind != "demand" && f.Kind != "readahead") {
+			t.Fatalf("unexpected fetch %+v", f)
+		}
+	}
+	nydusify := filepath.Join(t.TempDir(), "nydusify")
+	if out, err := exec.Command("go", "build", "-o", nydusify, "../nydusify").CombinedOutput(); err != nil {
+		t.Fatalf("build nydusify: %v\n%s", err, out)
+	}
+	png := filepath.Join(t.TempDir(), "startup.png")
+	out, err := exec.Command(nydusify, "trace", "--apisock", d.sock, "--output", png).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "/bin/app") || !strings.Contains(string(out), "demand") {
+		t.Fatalf("nydusify trace: %v\n%s", err, out)
+	}
+	if b, err := os.ReadFile(png); err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
+		t.Fatalf("trace PNG: %v", err)
+	}
+	// Without access_pattern the log is off, and trace says so.
+	out, err = exec.Command(nydusify, "trace", "--apisock", filepath.Join(t.TempDir(), "none.sock"), "--output", png).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "none.sock") {
+		t.Fatalf("trace on a missing socket: %v\n%s", err, out)
 	}
 }

@@ -61,6 +61,6 @@ separately, as upstream does.`,
 	root.SetVersionTemplate(version.String("nydusify"))
 	root.PersistentFlags().StringVar(&lo.level, "log-level", "info", "log level: trace, debug, info, warn, error")
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newConvertCmd(lo), newCheckCmd(lo), newCopyCmd(lo))
+	root.AddCommand(newConvertCmd(lo), newCheckCmd(lo), newCopyCmd(lo), newTraceCmd(lo))
 	return root
 }

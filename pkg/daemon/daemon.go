@@ -148,6 +148,9 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 	}
 	fo := nfs.Options{Log: d.o.Log, Events: d.o.Events, Validate: cfg.DigestValidate || d.o.DigestValidate, ReadAhead: readAhead(cfg),
 		FileStats: cfg.IOStatsFiles || cfg.AccessPattern}
+	if cfg.AccessPattern {
+		fo.FetchLogSize = fetchLogSize
+	}
 	var cc *chunkCache
 	if wd := cfg.Device.Cache.Config.WorkDir; wd != "" && cfg.Device.Cache.Type != "dummycache" && cfg.Device.Cache.Type != "" {
 		c, err := d.cache(ctx, wd, cfg.DigestValidate || d.o.DigestValidate)
@@ -479,6 +482,10 @@ type Error struct {
 func (e *Error) Error() string { return e.Msg }
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+// fetchLogSize is how many backend fetches an image with access_pattern
+// keeps for GET /api/v1/metrics/fetches (about 2.5 MiB at most).
+const fetchLogSize = 16384
 
 // readAhead is how far past a fetched chunk sequential reads fetch in the
 // background: amplify_io, but at least 4 MiB.

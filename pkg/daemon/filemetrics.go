@@ -110,3 +110,20 @@ func (d *Daemon) servePattern(w http.ResponseWriter, r *http.Request) {
 	})
 	writeJSON(w, 200, out)
 }
+
+// serveFetches answers GET /api/v1/metrics/fetches[?id=]: the image's
+// backend fetches in order, with their time, cause, file and size (our
+// extension; needs access_pattern). `nydusify trace` draws it.
+func (d *Daemon) serveFetches(w http.ResponseWriter, r *http.Request) {
+	inst, err := d.statsTarget(r.URL.Query().Get("id"))
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	l := inst.fs.FetchLog()
+	if l == nil {
+		writeErr(w, &Error{Code: "EINVAL", Status: 400, Msg: "the fetch log is off: set access_pattern in the image's config"})
+		return
+	}
+	writeJSON(w, 200, l)
+}

@@ -124,6 +124,7 @@ func (d *Daemon) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /api/v1/metrics/files", d.serveFileMetrics)
 	mux.HandleFunc("GET /api/v1/metrics/pattern", d.servePattern)
+	mux.HandleFunc("GET /api/v1/metrics/fetches", d.serveFetches)
 	mux.HandleFunc("GET /api/v1/metrics/inflight", func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 	})

@@ -82,6 +82,9 @@ type Options struct {
 	Events func(Event)
 	// FileStats keeps per-file I/O counters (see FS.FileStats).
 	FileStats bool
+	// FetchLogSize, when positive, keeps the last FetchLogSize backend
+	// fetches (FS.FetchLog): what a startup fetched, when and why.
+	FetchLogSize int
 }
 
 // Metrics counts a filesystem's activity.
@@ -119,6 +122,7 @@ type FS struct {
 	Metrics Metrics
 
 	fstats *fileStats // nil unless Options.FileStats
+	flog   *fetchLog  // nil unless Options.FetchLogSize
 
 	mu         sync.Mutex
 	inos       map[uint64]*Inode
@@ -156,6 +160,9 @@ func Open(ctx context.Context, bootstrap []byte, be Backend, o Options) (*FS, er
 		return nil, err
 	}
 	f.bg, f.stop = context.WithCancel(context.Background())
+	if o.FetchLogSize > 0 {
+		f.flog = &fetchLog{start: time.Now(), ring: make([]Fetch, o.FetchLogSize)}
+	}
 	if o.FileStats {
 		f.fstats = &fileStats{m: map[uint64]*FileStats{}}
 	}
@@ -364,7 +371,7 @@ func (f *FS) readAhead(ino *Inode, k int) {
 		go func(i int) {
 			defer f.bgWG.Done()
 			defer func() { <-f.raSem }()
-			ctx, cancel := context.WithTimeout(f.bg, time.Minute)
+			ctx, cancel := context.WithTimeout(withFetchKind(f.bg, FetchReadAhead), time.Minute)
 			defer cancel()
 			f.chunk(ctx, ino, i)
 		}(i)
@@ -410,7 +417,17 @@ func (f *FS) chunkFetched(ctx context.Context, ino *Inode, k int) ([]byte, bool,
 				}
 			}
 		}
-		data, err := f.cr.ReadChunk(ctx, info)
+		var sent atomic.Int64
+		began := time.Now()
+		data, err := f.cr.ReadChunk(context.WithValue(ctx, fetchBytesKey{}, &sent), info)
+		if f.flog != nil {
+			fe := Fetch{Start: began.Sub(f.flog.start), Duration: time.Since(began), Kind: fetchKind(ctx), Path: ino.path,
+				BlobID: bi.BlobID, Chunk: info.Index, Offset: info.CompressedOffset, Bytes: sent.Load()}
+			if err != nil {
+				fe.Err = err.Error()
+			}
+			f.flog.add(fe)
+		}
 		if err != nil {
 			f.Metrics.BackendErrors.Add(1)
 			f.o.Log.Error("fetch chunk failed", "blob", bi.BlobID, "chunk", info.Index, "file", ino.path, "err", err)
@@ -449,6 +466,7 @@ func (c countingBackend) ReadRange(ctx context.Context, blobID string, off, n in
 	if err == nil {
 		c.m.BackendReads.Add(1)
 		c.m.FetchedBytes.Add(int64(len(b)))
+		addFetchedBytes(ctx, int64(len(b)))
 	}
 	return b, err
 }

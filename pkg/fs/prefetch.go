@@ -74,6 +74,7 @@ func (f *FS) Prefetch(ctx context.Context, o PrefetchOptions) {
 	if o.Workers <= 0 {
 		o.Workers = 4
 	}
+	ctx = withFetchKind(ctx, FetchPrefetch)
 	type job struct {
 		ino *Inode
 		k   int

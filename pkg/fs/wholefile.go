@@ -66,6 +66,7 @@ func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, e
 	}
 	defer os.Remove(tmp.Name())
 	cs := int64(f.rd.ChunkSize())
+	ctx = withFetchKind(ctx, FetchWholeFile)
 	for k := range ino.addrs {
 		data, err := f.chunk(ctx, ino, k)
 		if err != nil {
