@@ -109,10 +109,14 @@ stargz:
 # fresh machine). Needs root.
 QUICK ?=
 BENCH_RUNS ?= 3
+BENCH_OUT ?= /tmp/nydus-bench-startup
 bench: deps build snapshotter stargz
 	./scripts/debian-image.sh $(IMAGE_DIR) $(if $(QUICK),,python gcc) >/dev/null
-	cd bench/startup && $(GO) run . -bin $(BIN) -layout $(IMAGE_DIR)/debian -runs $(BENCH_RUNS) \
-	  -doc $(CURDIR)/docs/benchmarks.md -chart $(CURDIR)/docs/bench-startup.png $(if $(QUICK),-quick)
+	rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
+	BENCH_FS_RUNS=$(if $(QUICK),1,3) $(GO) test ./cmd/nydusd -count=1 -run '^$$' -bench 'BenchmarkFS/(warm|walk)$$' \
+	  -benchtime 1x -timeout 20m > $(BENCH_OUT)/fs.txt || { cat $(BENCH_OUT)/fs.txt; exit 1; }
+	cd bench/startup && $(GO) run . -bin $(BIN) -layout $(IMAGE_DIR)/debian -runs $(BENCH_RUNS) -out $(BENCH_OUT) \
+	  -fs $(BENCH_OUT)/fs.txt -doc $(CURDIR)/docs/benchmarks.md -chart $(CURDIR)/docs/bench-startup.png $(if $(QUICK),-quick)
 
 clean:
 	rm -rf $(BIN)

@@ -85,15 +85,16 @@ func main() {
 	layout := flag.String("layout", "/var/tmp/nydus-images/debian", "OCI layout of the Debian images (scripts/debian-image.sh)")
 	out := flag.String("out", "", "directory for results.json, report.md and startup.png (default: a new directory under /tmp)")
 	doc := flag.String("doc", "", "Markdown file whose startup section is replaced by the report (e.g. docs/benchmarks.md)")
-	chart := flag.String("chart", "", "where to copy the chart PNG too (e.g. docs/bench-startup.png)")
+	chart := flag.String("chart", "", "where to copy the chart PNG too (e.g. docs/bench-startup.png); the startup I/O picture goes next to it (-trace.png)")
+	fsResults := flag.String("fs", "", "output of `go test -bench BenchmarkFS` (make bench-fs) to include")
 	flag.Parse()
-	if err := mainErr(*quick, *runs, *bin, *layout, *out, *doc, *chart); err != nil {
+	if err := mainErr(*quick, *runs, *bin, *layout, *out, *doc, *chart, *fsResults); err != nil {
 		fmt.Fprintf(os.Stderr, "startup: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func mainErr(quick bool, runs int, bin, layout, out, doc, chart string) error {
+func mainErr(quick bool, runs int, bin, layout, out, doc, chart, fsResults string) error {
 	if os.Getuid() != 0 {
 		return fmt.Errorf("needs root (containerd, FUSE, overlayfs)")
 	}
@@ -118,6 +119,9 @@ func mainErr(quick bool, runs int, bin, layout, out, doc, chart string) error {
 			return err
 		}
 	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
 	// Short: nydus-snapshotter's root must be at most 70 bytes.
 	dir, err := os.MkdirTemp("/tmp", "nb-")
 	if err != nil {
@@ -126,6 +130,9 @@ func mainErr(quick bool, runs int, bin, layout, out, doc, chart string) error {
 	defer os.RemoveAll(dir)
 	start := time.Now()
 	s, err := newStack(dir, b)
+	if s != nil {
+		s.out = out
+	}
 	if s != nil {
 		defer s.close()
 	}
@@ -159,7 +166,14 @@ func mainErr(quick bool, runs int, bin, layout, out, doc, chart string) error {
 	s.proxy.setProfile(profile{Name: "unlimited"})
 
 	rep := report{Quick: quick, Runs: runs, Profiles: profiles, Workloads: wls, Prepared: preps, Results: results,
-		Started: start, Took: time.Since(start)}
+		Started: start, Took: time.Since(start), Trace: s.traceSummary}
+	if fsResults != "" {
+		b, err := os.ReadFile(fsResults)
+		if err != nil {
+			return err
+		}
+		rep.FS = parseBenchFS(string(b))
+	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
@@ -178,6 +192,11 @@ func mainErr(quick bool, runs int, bin, layout, out, doc, chart string) error {
 		data, _ := os.ReadFile(png)
 		if err := os.WriteFile(chart, data, 0o644); err != nil {
 			return err
+		}
+		if data, err := os.ReadFile(filepath.Join(out, "trace.png")); err == nil {
+			if err := os.WriteFile(strings.TrimSuffix(chart, ".png")+"-trace.png", data, 0o644); err != nil {
+				return err
+			}
 		}
 	}
 	if doc != "" {
@@ -322,6 +341,14 @@ func (s *stack) accessPattern(w workload) ([]string, error) {
 	}
 	if err := apiGet(socks[0], "/api/v1/metrics/pattern", &pat); err != nil {
 		return nil, err
+	}
+	// The startup I/O picture of this cold run (the last workload's is
+	// kept), drawn by the command users have: nydusify trace.
+	if out, err := run(time.Minute, s.bins.nydusify, "trace", "--apisock", socks[0], "--top", "10",
+		"--output", filepath.Join(s.out, "trace.png"), "--json", filepath.Join(s.out, "trace-"+w.Name+".json")); err != nil {
+		logf("nydusify trace: %v", err)
+	} else {
+		s.traceSummary = fmt.Sprintf("`nydusify trace` of a cold `%s` run on Nydus-Go (no prefetch list, unlimited network):\n\n```\n%s```\n", w.Name, out)
 	}
 	var list []string
 	for _, p := range pat {

@@ -29,6 +29,39 @@ type report struct {
 	Results   []result
 	Started   time.Time
 	Took      time.Duration
+	// Trace is nydusify trace's summary of one cold Nydus-Go run.
+	Trace string
+	// FS are the filesystem-level figures of make bench-fs, if given.
+	FS []fsFigure
+}
+
+// fsFigure is one BenchmarkFS metric.
+type fsFigure struct {
+	Bench, Unit string
+	Value       float64
+}
+
+// parseBenchFS reads `go test -bench BenchmarkFS` output lines such as
+// "BenchmarkFS/warm-2  1  123 native-disk-MB/s  456 nydus-disk-MB/s".
+func parseBenchFS(out string) []fsFigure {
+	var figs []fsFigure
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		if len(f) < 4 || !strings.HasPrefix(f[0], "BenchmarkFS/") {
+			continue
+		}
+		name := strings.TrimPrefix(f[0], "BenchmarkFS/")
+		if i := strings.LastIndexByte(name, '-'); i > 0 {
+			name = name[:i]
+		}
+		for i := 2; i+1 < len(f); i += 2 {
+			var v float64
+			if _, err := fmt.Sscan(f[i], &v); err == nil && f[i+1] != "ns/op" {
+				figs = append(figs, fsFigure{Bench: name, Unit: f[i+1], Value: v})
+			}
+		}
+	}
+	return figs
 }
 
 // cell is the medians of one (workload, form, profile).
@@ -178,6 +211,16 @@ func (r *report) markdown() string {
 		}
 	}
 	p("![Total cold start per workload and image form](bench-startup.png)\n\n")
+	if r.Trace != "" {
+		p("%s\n![Startup I/O of one cold Nydus-Go run: bytes fetched over time, and which files were fetched when](bench-startup-trace.png)\n\n", r.Trace)
+	}
+	if len(r.FS) > 0 {
+		p("Filesystem level, from `BenchmarkFS` (`make bench-fs`) in the same invocation (warm: sequential read of a 1 GiB file with the page cache dropped (disk) and hot; walk: `tar -cf /dev/null` of a Debian rootfs; native ext4 is the reference):\n\n| benchmark | metric | value |\n|---|---|--:|\n")
+		for _, f := range r.FS {
+			p("| %s | %s | %.2f |\n", f.Bench, f.Unit, f.Value)
+		}
+		p("\n")
+	}
 	if len(failures) > 0 {
 		p("Failures (the tables say \"failed\"; nothing is left out silently):\n\n")
 		for _, f := range failures {

@@ -61,3 +61,11 @@ func TestMedian(t *testing.T) {
 		t.Fatalf("median %d", got)
 	}
 }
+
+func TestParseBenchFS(t *testing.T) {
+	out := "goos: linux\nBenchmarkFS/warm-2         \t       1\t5000000000 ns/op\t  1000 native-disk-MB/s\t 950.5 nydus-disk-MB/s\t 0.95 disk-ratio\nBenchmarkFS/walk-2 1 1 ns/op 47.4 native-ms 42.1 nydus-ms 0.89 slowdown\nPASS\n"
+	got := parseBenchFS(out)
+	if len(got) != 6 || got[1] != (fsFigure{"warm", "nydus-disk-MB/s", 950.5}) || got[5] != (fsFigure{"walk", "slowdown", 0.89}) {
+		t.Fatalf("parsed %+v", got)
+	}
+}

@@ -83,6 +83,9 @@ type stack struct {
 	nydus    *proc
 	stargz   *proc
 	hadRunCD bool
+
+	out          string // output directory
+	traceSummary string // nydusify trace's summary of a cold run
 }
 
 // bins are the programs the harness runs.
