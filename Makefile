@@ -6,7 +6,7 @@ GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/nydus-go/nydus/internal/version.GitCommit=$(GIT_COMMIT)
 FUZZTIME ?= 10s
 
-.PHONY: all build deps test unit lint fuzz interop e2e image demo demo-builder bench bench-build bench-convert bench-fs snapshotter stargz clean
+.PHONY: all build deps test unit lint fuzz interop e2e image demo demo-builder bench bench-images bench-build bench-convert bench-fs snapshotter stargz clean
 
 all: build
 
@@ -110,13 +110,16 @@ stargz:
 QUICK ?=
 BENCH_RUNS ?= 3
 BENCH_OUT ?= /tmp/nydus-bench-startup
-bench: deps build snapshotter stargz
-	./scripts/debian-image.sh $(IMAGE_DIR) $(if $(QUICK),,python gcc) >/dev/null
+bench: deps
+	$(MAKE) -j3 build snapshotter stargz bench-images QUICK=$(QUICK)
 	rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
 	BENCH_FS_RUNS=$(if $(QUICK),1,3) $(GO) test ./cmd/nydusd -count=1 -run '^$$' -bench 'BenchmarkFS/(warm|walk)$$' \
 	  -benchtime 1x -timeout 20m > $(BENCH_OUT)/fs.txt || { cat $(BENCH_OUT)/fs.txt; exit 1; }
 	cd bench/startup && $(GO) run . -bin $(BIN) -layout $(IMAGE_DIR)/debian -runs $(BENCH_RUNS) -out $(BENCH_OUT) \
 	  -fs $(BENCH_OUT)/fs.txt -doc $(CURDIR)/docs/benchmarks.md -chart $(CURDIR)/docs/bench-startup.png $(if $(QUICK),-quick)
+
+bench-images:
+	./scripts/debian-image.sh $(IMAGE_DIR) $(if $(QUICK),,python gcc) >/dev/null
 
 clean:
 	rm -rf $(BIN)

@@ -87,7 +87,15 @@ func main() {
 	doc := flag.String("doc", "", "Markdown file whose startup section is replaced by the report (e.g. docs/benchmarks.md)")
 	chart := flag.String("chart", "", "where to copy the chart PNG too (e.g. docs/bench-startup.png); the startup I/O picture goes next to it (-trace.png)")
 	fsResults := flag.String("fs", "", "output of `go test -bench BenchmarkFS` (make bench-fs) to include")
+	from := flag.String("from", "", "only redraw the report and chart from a results.json of an earlier run")
 	flag.Parse()
+	if *from != "" {
+		if err := redraw(*from, *out, *doc, *chart); err != nil {
+			fmt.Fprintf(os.Stderr, "startup: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := mainErr(*quick, *runs, *bin, *layout, *out, *doc, *chart, *fsResults); err != nil {
 		fmt.Fprintf(os.Stderr, "startup: %v\n", err)
 		os.Exit(1)
@@ -180,6 +188,37 @@ func mainErr(quick bool, runs int, bin, layout, out, doc, chart, fsResults strin
 	if err := writeJSON(filepath.Join(out, "results.json"), rep); err != nil {
 		return err
 	}
+	if err := rep.write(out, doc, chart); err != nil {
+		return err
+	}
+	logf("results in %s (took %s)", out, time.Since(start).Round(time.Second))
+	for _, r := range results {
+		if r.Err == "" {
+			return nil
+		}
+	}
+	return fmt.Errorf("no run succeeded; see %s", filepath.Join(out, "report.md"))
+}
+
+// redraw rewrites the report and chart of a results.json.
+func redraw(from, out, doc, chart string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	var rep report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("%s: %w", from, err)
+	}
+	if out == "" {
+		out = filepath.Dir(from)
+	}
+	return rep.write(out, doc, chart)
+}
+
+// write writes report.md and startup.png to out, and optionally the
+// section of doc and the chart (and trace picture) next to chart.
+func (rep *report) write(out, doc, chart string) error {
 	md := rep.markdown()
 	if err := os.WriteFile(filepath.Join(out, "report.md"), []byte(md), 0o644); err != nil {
 		return err
@@ -205,13 +244,7 @@ func mainErr(quick bool, runs int, bin, layout, out, doc, chart, fsResults strin
 		}
 	}
 	fmt.Print(md)
-	logf("results in %s (took %s)", out, time.Since(start).Round(time.Second))
-	for _, r := range results {
-		if r.Err == "" {
-			return nil
-		}
-	}
-	return fmt.Errorf("no run succeeded; see %s", filepath.Join(out, "report.md"))
+	return nil
 }
 
 func failed(preps []prepared, w workload, f form) bool {

@@ -144,7 +144,7 @@ func (r *report) markdown() string {
 		profs = append(profs, pr.String())
 	}
 	p("- Network: the registry (Debian's docker-registry) sits behind a proxy in the harness that every system pulls through: %s.\n", strings.Join(profs, "; "))
-	p("- Each (workload, image form, network) ran %d times, interleaved, each run cold: every image removed (`ctr image rm --sync`), both remote snapshotters stopped, their roots and caches deleted and restarted, page cache dropped. Tables show medians.\n", r.Runs)
+	p("- Each (workload, image form, network) ran %d times, interleaved, and every run was cold: every image removed first (`ctr image rm --sync`, which also makes nydus-snapshotter stop the image's nydusd and delete its cache files; it is restarted with an empty root if anything is left), stargz-snapshotter stopped, its root and caches deleted and restarted after each of its runs (it keeps fetching layers in the background and keeps caches after the images are gone), and the page cache dropped. Tables show medians.\n", r.Runs)
 	p("- **Pull** is `ctr image pull` / `ctr-remote image rpull`; **ready** is from the start of `ctr run` to the workload's first line of output; **total** = pull + ready. **Fetched** counts blob bytes the registry sent from the start of the pull to ready, **requests** every request.\n\n")
 
 	p("### Images\n\n| workload | form | size in the registry (MB) | conversion (s) |\n|---|---|--:|--:|\n")
@@ -259,12 +259,14 @@ func (r *report) chart(path string) error {
 		pl.Title.Text = "Cold start (pull + run to first output), " + pr.Name
 		pl.Y.Label.Text = "seconds (median)"
 		pl.Legend.Top = true
-		w := vg.Points(10)
+		w := vg.Points(16)
+		var top float64
 		for i, f := range forms {
 			vals := make(plotter.Values, len(r.Workloads))
 			for j, wl := range r.Workloads {
 				if c := r.cell(wl.Name, f.Name, pr.Name); c.ok {
 					vals[j] = c.total.Seconds()
+					top = max(top, vals[j])
 				}
 			}
 			bars, err := plotter.NewBarChart(vals, w)
@@ -278,6 +280,9 @@ func (r *report) chart(path string) error {
 			pl.Legend.Add(f.Name, bars)
 		}
 		pl.NominalX(names...)
+		// Room above the bars for the legend, and around the groups.
+		pl.Y.Min, pl.Y.Max = 0, top*1.45
+		pl.X.Min, pl.X.Max = -0.6, float64(len(names))-0.4
 		canvases = append(canvases, []*plot.Plot{pl})
 	}
 	img := vgimg.New(vg.Points(720), vg.Points(380*float64(len(canvases))))
