@@ -15,6 +15,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -150,9 +152,28 @@ func mainErr(quick bool, runs int, bin, layout, out, doc, chart, fsResults strin
 	logf("stack up: registry %s behind proxy %s, containerd, nydus-snapshotter, stargz-snapshotter", s.regAddr, s.proxy.Addr)
 
 	profiles := []profile{{Name: "unlimited"}, {Name: "constrained", Mbit: 100, RTT: 20 * time.Millisecond}}
-	var preps []prepared
-	for _, w := range wls {
-		preps = append(preps, s.prepare(layout, w)...)
+	// The quick profile prepares its images at the same time (conversion
+	// times are then measured under contention, as the report says).
+	preps := make([][]prepared, len(wls))
+	var wg sync.WaitGroup
+	for i, w := range wls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			preps[i] = s.prepare(layout, w)
+		}()
+		if !quick {
+			wg.Wait()
+		}
+	}
+	wg.Wait()
+	var prepped []prepared
+	for i, w := range wls {
+		prepped = append(prepped, preps[i]...)
+		prepped = append(prepped, s.preparePrefetch(layout, w, !failed(preps[i], w, forms[3])))
+	}
+	if err := s.cold("nydus", "stargz"); err != nil {
+		return err
 	}
 	var results []result
 	for _, p := range profiles {
@@ -160,7 +181,7 @@ func mainErr(quick bool, runs int, bin, layout, out, doc, chart, fsResults strin
 		for rep := 1; rep <= runs; rep++ {
 			for _, w := range wls {
 				for _, f := range forms {
-					if failed(preps, w, f) {
+					if failed(prepped, w, f) {
 						continue
 					}
 					r := s.measure(w, f, p, rep)
@@ -173,7 +194,7 @@ func mainErr(quick bool, runs int, bin, layout, out, doc, chart, fsResults strin
 	}
 	s.proxy.setProfile(profile{Name: "unlimited"})
 
-	rep := report{Quick: quick, Runs: runs, Profiles: profiles, Workloads: wls, Prepared: preps, Results: results,
+	rep := report{Quick: quick, Runs: runs, Profiles: profiles, Workloads: wls, Prepared: prepped, Results: results,
 		Started: start, Took: time.Since(start), Trace: s.traceSummary}
 	if fsResults != "" {
 		b, err := os.ReadFile(fsResults)
@@ -272,8 +293,10 @@ func (s *stack) ref(w workload, f form, pull bool) string {
 	return fmt.Sprintf("%s/bench/debian-%s:%s", host, w.Image, f.Tag)
 }
 
-// prepare pushes every form of a workload's image and measures its size and
-// conversion time. A form that fails is reported, not fatal.
+// prepare pushes the OCI, eStargz, optimized eStargz and Nydus-Go forms
+// of a workload's image and measures their size and conversion time. A
+// form that fails is reported, not fatal. It leaves the snapshotters
+// alone, so workloads can be prepared at the same time.
 func (s *stack) prepare(layout string, w workload) []prepared {
 	var out []prepared
 	add := func(f form, conv time.Duration, err error) {
@@ -294,7 +317,7 @@ func (s *stack) prepare(layout string, w workload) []prepared {
 		err := fn()
 		return time.Since(t), err
 	}
-	oci, esgz, opt, nydus, nydusPF := forms[0], forms[1], forms[2], forms[3], forms[4]
+	oci, esgz, opt, nydus := forms[0], forms[1], forms[2], forms[3]
 	logf("preparing debian-%s for %s", w.Image, w.Name)
 	_, err := run(5*time.Minute, "skopeo", "copy", "--quiet", "--dest-tls-verify=false", "oci:"+layout+":"+w.Image, "docker://"+s.ref(w, oci, false))
 	add(oci, 0, err)
@@ -331,25 +354,35 @@ func (s *stack) prepare(layout string, w workload) []prepared {
 		return err
 	})
 	add(nydus, d, err)
-	// The prefetch list: the files one cold run of the workload read, in
-	// the order it first read them (nydusd's access pattern).
-	if err == nil {
+	return out
+}
+
+// preparePrefetch builds the Nydus-Go image with a prefetch list: the
+// files one cold run of the workload on the Nydus-Go image read, in the
+// order it first read them (nydusd's access pattern). It needs the
+// snapshotters to itself.
+func (s *stack) preparePrefetch(layout string, w workload, nydusOK bool) prepared {
+	f := forms[4]
+	p := prepared{Workload: w.Name, Form: f.Name}
+	err := errors.New("the Nydus-Go image failed")
+	if nydusOK {
 		var list []string
-		list, err = s.accessPattern(w)
-		if err == nil {
+		if list, err = s.accessPattern(w); err == nil {
 			logf("%s: prefetch list of %d files", w.Name, len(list))
-			d, err = timed(func() error {
-				_, err := runStdin(strings.Join(list, "\n")+"\n", 5*time.Minute, s.bins.nydusify, "convert", "--log-level", "warn",
-					"--source", "oci:"+layout+":"+w.Image, "--target", s.ref(w, nydusPF, false), "--plain-http", "--prefetch-patterns")
-				return err
-			})
+			t := time.Now()
+			_, err = runStdin(strings.Join(list, "\n")+"\n", 5*time.Minute, s.bins.nydusify, "convert", "--log-level", "warn",
+				"--source", "oci:"+layout+":"+w.Image, "--target", s.ref(w, f, false), "--plain-http", "--prefetch-patterns")
+			p.Convert = time.Since(t)
 		}
 	}
-	add(nydusPF, d, err)
-	if err := s.cold("nydus", "stargz"); err != nil {
-		logf("reset after preparing %s: %v", w.Name, err)
+	if err == nil {
+		p.Size, err = s.imageSize(s.ref(w, f, false))
 	}
-	return out
+	if err != nil {
+		p.Err = err.Error()
+		logf("%s %s: %v", w.Name, f.Name, err)
+	}
+	return p
 }
 
 // accessPattern runs the workload once on the Nydus-Go form and returns

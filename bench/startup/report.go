@@ -147,7 +147,11 @@ func (r *report) markdown() string {
 	p("- Each (workload, image form, network) ran %d times, interleaved, and every run was cold: every image removed first (`ctr image rm --sync`, which also makes nydus-snapshotter stop the image's nydusd and delete its cache files; it is restarted with an empty root if anything is left), stargz-snapshotter stopped, its root and caches deleted and restarted after each of its runs (it keeps fetching layers in the background and keeps caches after the images are gone), and the page cache dropped. Tables show medians.\n", r.Runs)
 	p("- **Pull** is `ctr image pull` / `ctr-remote image rpull`; **ready** is from the start of `ctr run` to the workload's first line of output; **total** = pull + ready. **Fetched** counts blob bytes the registry sent from the start of the pull to ready, **requests** every request.\n\n")
 
-	p("### Images\n\n| workload | form | size in the registry (MB) | conversion (s) |\n|---|---|--:|--:|\n")
+	p("### Images\n\n")
+	if r.Quick {
+		p("The quick profile converts its images at the same time, so these conversion times include contention; `make bench` converts one image at a time.\n\n")
+	}
+	p("| workload | form | size in the registry (MB) | conversion (s) |\n|---|---|--:|--:|\n")
 	for _, w := range r.Workloads {
 		for _, f := range forms {
 			pr := r.prep(w.Name, f.Name)
