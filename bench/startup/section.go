@@ -3,11 +3,13 @@ package main
 import (
 	"os"
 	"strings"
+
+	"github.com/nydus-go/nydus/internal/atomicfile"
 )
 
 // replaceSection replaces the section under heading (up to the next "## "
 // heading) in a Markdown file with body, or appends body; other sections
-// are kept. The file is replaced atomically.
+// are kept. The file is replaced atomically (internal/atomicfile).
 func replaceSection(path, heading, body string) error {
 	old, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
@@ -25,21 +27,5 @@ func replaceSection(path, heading, body string) error {
 	} else {
 		out = strings.TrimRight(s, "\n") + "\n\n" + body
 	}
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteString(out); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.WriteFile(path, []byte(out), 0o644)
 }

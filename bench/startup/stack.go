@@ -7,67 +7,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/nydus-go/nydus/internal/sysproc"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
-
-// proc is a daemon the harness started; it is stopped by PID.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func startProc(name, logPath string, argv ...string) (*proc, error) {
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() { cmd.Wait(); close(p.done) }()
-	return p, nil
-}
-
-func (p *proc) alive() bool {
-	if p == nil {
-		return false
-	}
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// stop sends SIGTERM, then SIGKILL after 10 s.
-func (p *proc) stop() {
-	if !p.alive() {
-		return
-	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-}
 
 // stack is the registry, the proxy, containerd and the two remote
 // snapshotters, all under dir.
@@ -75,13 +25,13 @@ type stack struct {
 	dir  string
 	bins bins
 
-	reg      *proc
+	reg      *sysproc.Proc
 	regAddr  string // the registry itself (pushes)
 	proxy    *proxy // what systems pull through
-	ctd      *proc
+	ctd      *sysproc.Proc
 	ctdSock  string
-	nydus    *proc
-	stargz   *proc
+	nydus    *sysproc.Proc
+	stargz   *sysproc.Proc
 	hadRunCD bool
 
 	out          string // output directory
@@ -107,10 +57,10 @@ func newStack(dir string, b bins) (*stack, error) {
 	if err := os.WriteFile(filepath.Join(dir, "registry.yml"), []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
-	if s.reg, err = startProc("registry", filepath.Join(dir, "registry.log"), "docker-registry", "serve", filepath.Join(dir, "registry.yml")); err != nil {
+	if s.reg, err = sysproc.Start("registry", filepath.Join(dir, "registry.log"), "docker-registry", "serve", filepath.Join(dir, "registry.yml")); err != nil {
 		return nil, err
 	}
-	if err := waitFor(20*time.Second, "the registry", func() bool {
+	if err := sysproc.WaitFor(20*time.Second, "the registry", func() bool {
 		c, err := net.Dial("tcp", s.regAddr)
 		if err == nil {
 			c.Close()
@@ -125,10 +75,10 @@ func newStack(dir string, b bins) (*stack, error) {
 	if err := s.writeConfigs(); err != nil {
 		return nil, err
 	}
-	if s.ctd, err = startProc("containerd", filepath.Join(dir, "containerd.log"), "containerd", "--config", filepath.Join(dir, "containerd.toml")); err != nil {
+	if s.ctd, err = sysproc.Start("containerd", filepath.Join(dir, "containerd.log"), "containerd", "--config", filepath.Join(dir, "containerd.toml")); err != nil {
 		return nil, err
 	}
-	if err := waitFor(20*time.Second, "containerd", func() bool { _, err := s.ctr("version"); return err == nil }); err != nil {
+	if err := sysproc.WaitFor(20*time.Second, "containerd", func() bool { _, err := s.ctr("version"); return err == nil }); err != nil {
 		return nil, err
 	}
 	if err := s.restartSnapshotters(); err != nil {
@@ -209,18 +159,18 @@ func (s *stack) restartSnapshotters(names ...string) error {
 		var err error
 		switch sn {
 		case "nydus":
-			s.nydus.stop()
+			s.nydus.Stop(syscall.SIGTERM)
 			if err = wipe(filepath.Join(s.dir, "nr")); err != nil {
 				return err
 			}
-			s.nydus, err = startProc("nydus-snapshotter", filepath.Join(s.dir, "nydus-snapshotter.log"),
+			s.nydus, err = sysproc.Start("nydus-snapshotter", filepath.Join(s.dir, "nydus-snapshotter.log"),
 				s.bins.nydusSnapshotter, "--config", filepath.Join(s.dir, "nydus.toml"))
 		case "stargz":
-			s.stargz.stop()
+			s.stargz.Stop(syscall.SIGTERM)
 			if err = wipe(filepath.Join(s.dir, "sr")); err != nil {
 				return err
 			}
-			s.stargz, err = startProc("stargz-snapshotter", filepath.Join(s.dir, "stargz-snapshotter.log"),
+			s.stargz, err = sysproc.Start("stargz-snapshotter", filepath.Join(s.dir, "stargz-snapshotter.log"),
 				s.bins.stargzSnapshotter, "-config", filepath.Join(s.dir, "stargz.toml"), "-root", filepath.Join(s.dir, "sr"),
 				"-address", filepath.Join(s.dir, "stargz.sock"), "-log-level", "warn")
 		default:
@@ -229,7 +179,7 @@ func (s *stack) restartSnapshotters(names ...string) error {
 		if err != nil {
 			return err
 		}
-		if err := waitFor(30*time.Second, "containerd to reach the "+sn+" snapshotter", func() bool {
+		if err := sysproc.WaitFor(30*time.Second, "containerd to reach the "+sn+" snapshotter", func() bool {
 			_, err := s.ctr("snapshots", "--snapshotter", sn, "ls")
 			return err == nil
 		}); err != nil {
@@ -242,7 +192,7 @@ func (s *stack) restartSnapshotters(names ...string) error {
 // wipe kills the processes using root, unmounts it and removes it.
 func wipe(root string) error {
 	killUnder(root)
-	unmountUnder(root)
+	sysproc.UnmountUnder(root)
 	return os.RemoveAll(root)
 }
 
@@ -280,7 +230,7 @@ func (s *stack) coldFor(snapshotter string) error {
 	}
 	if snapshotter == "nydus" {
 		left, _ := os.ReadDir(filepath.Join(s.dir, "nr", "cache"))
-		if len(left) > 0 || len(pidsMatching(filepath.Join(s.dir, "nr")+"/")) > 0 {
+		if len(left) > 0 || len(sysproc.PIDsMatching(filepath.Join(s.dir, "nr")+"/")) > 0 {
 			return s.cold("nydus")
 		}
 	}
@@ -289,18 +239,18 @@ func (s *stack) coldFor(snapshotter string) error {
 
 // close stops everything by PID and unmounts what is left.
 func (s *stack) close() {
-	if s.ctd.alive() {
+	if s.ctd.Alive() {
 		s.cold()
 	}
-	s.nydus.stop()
-	s.stargz.stop()
-	s.ctd.stop()
+	s.nydus.Stop(syscall.SIGTERM)
+	s.stargz.Stop(syscall.SIGTERM)
+	s.ctd.Stop(syscall.SIGTERM)
 	killUnder(s.dir) // nydusd daemons and shims left behind
-	unmountUnder(s.dir)
+	sysproc.UnmountUnder(s.dir)
 	if s.proxy != nil {
 		s.proxy.close()
 	}
-	s.reg.stop()
+	s.reg.Stop(syscall.SIGTERM)
 	if !s.hadRunCD {
 		os.RemoveAll("/run/containerd")
 	}
@@ -418,22 +368,11 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-func waitFor(timeout time.Duration, what string, cond func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return nil
-}
-
 // killUnder SIGKILLs the processes whose command line mentions dir (nydusd
 // daemons, containerd shims), except this one.
 func killUnder(dir string) {
 	for i := 0; i < 3; i++ {
-		pids := pidsMatching(dir + "/")
+		pids := sysproc.PIDsMatching(dir + "/")
 		if len(pids) == 0 {
 			return
 		}
@@ -441,36 +380,6 @@ func killUnder(dir string) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-func pidsMatching(s string) []int {
-	ents, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, de := range ents {
-		pid, err := strconv.Atoi(de.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && bytes.Contains(cmd, []byte(s)) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
-// unmountUnder lazily unmounts everything at or below dir.
-func unmountUnder(dir string) {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	var ms []string
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
-			ms = append(ms, f[4])
-		}
-	}
-	slices.SortFunc(ms, func(a, b string) int { return len(b) - len(a) })
-	for _, m := range ms {
-		syscall.Unmount(m, syscall.MNT_DETACH)
 	}
 }
 

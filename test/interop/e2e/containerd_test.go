@@ -67,6 +67,21 @@ func waitLines(t *testing.T, out string, have, n int, what string) int {
 	return got
 }
 
+// startReader starts a readerScript container "reader" on ref, drops the
+// page cache every 200 ms until the test ends so its reads reach nydusd,
+// and waits for its first two passes. It returns the container's /out
+// directory and the passes so far.
+func (e *env) startReader(t *testing.T, ref string) (outDir string, lines int) {
+	t.Helper()
+	outDir = filepath.Join(e.dir, "out")
+	os.MkdirAll(outDir, 0o755)
+	e.startContainer("reader", ref, outDir, "/bin/sh", "-c", readerScript)
+	done := make(chan struct{})
+	go dropCaches(done)
+	t.Cleanup(func() { close(done) })
+	return outDir, waitLines(t, outDir, 0, 2, "before the kill")
+}
+
 // checkReader asserts the reader saw no error and always the same bytes.
 func checkReader(t *testing.T, out string) readerLog {
 	t.Helper()
@@ -94,7 +109,7 @@ func TestDedicatedLifecycle(t *testing.T) {
 	e.reg.ResetStats()
 	out, runTime, err := e.runContainer("hello", ref, "/bin/sh", "-c", "cat /etc/os-release; curl --version")
 	if err != nil {
-		t.Fatalf("%v\nsnapshotter log:\n%s", err, e.sn.tail())
+		t.Fatalf("%v\nsnapshotter log:\n%s", err, e.sn.Tail())
 	}
 	checkOutput(t, out, osRelease, curlVersion)
 	st := e.reg.Stats()
@@ -128,13 +143,7 @@ func TestDedicatedLifecycle(t *testing.T) {
 
 	// A container that keeps reading, with the page cache dropped so its
 	// reads reach nydusd.
-	outDir := filepath.Join(e.dir, "out")
-	os.MkdirAll(outDir, 0o755)
-	e.startContainer("reader", ref, outDir, "/bin/sh", "-c", readerScript)
-	stop := make(chan struct{})
-	go dropCaches(stop)
-	defer close(stop)
-	n := waitLines(t, outDir, 0, 2, "before the kill")
+	outDir, n := e.startReader(t, ref)
 
 	t.Run("nydusd killed, failover", func(t *testing.T) {
 		syscall.Kill(pids[0], syscall.SIGKILL)
@@ -153,7 +162,7 @@ func TestDedicatedLifecycle(t *testing.T) {
 	})
 
 	t.Run("snapshotter killed and restarted", func(t *testing.T) {
-		e.sn.stop(syscall.SIGKILL)
+		e.sn.Stop(syscall.SIGKILL)
 		n = waitLines(t, outDir, n, 2, "with the snapshotter dead")
 		e.startSnapshotter()
 		// containerd redials the proxy plugin with a backoff.
@@ -199,7 +208,7 @@ func TestSharedMode(t *testing.T) {
 	e.rpull(ref)
 	out, _, err := e.runContainer("hello", ref, "/bin/sh", "-c", "cat /etc/os-release; curl --version")
 	if err != nil {
-		t.Fatalf("%v\nsnapshotter log:\n%s", err, e.sn.tail())
+		t.Fatalf("%v\nsnapshotter log:\n%s", err, e.sn.Tail())
 	}
 	checkOutput(t, out, osRelease, curlVersion)
 	pids := e.nydusdPIDs()
@@ -261,7 +270,7 @@ func TestCorruptBootstrap(t *testing.T) {
 			if !strings.Contains(err.Error(), c.errWant) {
 				t.Errorf("the error lacks %q: %v", c.errWant, err)
 			}
-			if log := e.sn.tail(); !strings.Contains(log, c.logWant) {
+			if log := e.sn.Tail(); !strings.Contains(log, c.logWant) {
 				t.Errorf("the snapshotter's log lacks %q", c.logWant)
 			} else if i := strings.Index(log, c.logWant); c.name != "magic" {
 				t.Logf("nydusd said: %s", strings.SplitN(log[i:], "\n", 2)[0])
@@ -360,13 +369,7 @@ func TestRestartPolicy(t *testing.T) {
 	e := newEnv(t, &snOptions{recover: "restart"})
 	ref, _ := e.convert("curl", "nydus")
 	e.rpull(ref)
-	outDir := filepath.Join(e.dir, "out")
-	os.MkdirAll(outDir, 0o755)
-	e.startContainer("reader", ref, outDir, "/bin/sh", "-c", readerScript)
-	stop := make(chan struct{})
-	go dropCaches(stop)
-	defer close(stop)
-	waitLines(t, outDir, 0, 2, "before the kill")
+	outDir, _ := e.startReader(t, ref)
 	pids := e.nydusdPIDs()
 	if len(pids) != 1 {
 		t.Fatalf("want one nydusd, have %v", pids)

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -15,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,6 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/nydus-go/nydus/internal/roottest"
+	"github.com/nydus-go/nydus/internal/sysproc"
 	"github.com/nydus-go/nydus/pkg/registry/registrytest"
 )
 
@@ -73,63 +72,15 @@ func getBins(t *testing.T) bins {
 	}
 }
 
-// proc is a process a test started; it is stopped by PID.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-}
-
-// startProc starts argv with its output appended to logPath. The process
-// gets SIGKILL if the test binary dies.
-func startProc(t *testing.T, name, logPath string, argv ...string) *proc {
+// startProc starts a daemon with sysproc.Start, failing the test if it
+// cannot.
+func startProc(t *testing.T, name, logPath string, argv ...string) *sysproc.Proc {
 	t.Helper()
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	p, err := sysproc.Start(name, logPath, argv...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() { cmd.Wait(); close(p.done) }()
 	return p
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends sig and waits up to 15 s, then SIGKILLs.
-func (p *proc) stop(sig syscall.Signal) {
-	if p == nil || p.exited() {
-		return
-	}
-	p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func (p *proc) tail() string {
-	b, _ := os.ReadFile(p.log)
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	return string(b)
 }
 
 // snOptions configure the snapshotter of an env.
@@ -151,10 +102,10 @@ type env struct {
 	dir string
 	reg *registrytest.Registry
 
-	ctd     *proc
+	ctd     *sysproc.Proc
 	ctdSock string
 
-	sn      *proc
+	sn      *sysproc.Proc
 	snOpts  snOptions
 	snRoot  string
 	snCfg   string
@@ -253,8 +204,8 @@ func (e *env) startSnapshotter() {
 	e.sn = startProc(t, "snapshotter", filepath.Join(e.dir, "snapshotter.log"),
 		e.b.snapshotter, "--config", e.snCfg)
 	waitFor(t, 20*time.Second, "the snapshotter's socket", func() bool {
-		if e.sn.exited() {
-			t.Fatalf("snapshotter exited:\n%s", e.sn.tail())
+		if !e.sn.Alive() {
+			t.Fatalf("snapshotter exited:\n%s", e.sn.Tail())
 		}
 		c, err := net.Dial("unix", e.snSock)
 		if err == nil {
@@ -298,8 +249,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	}
 	e.ctd = startProc(t, "containerd", filepath.Join(e.dir, "containerd.log"), "containerd", "--config", p)
 	waitFor(t, 20*time.Second, "containerd", func() bool {
-		if e.ctd.exited() {
-			t.Fatalf("containerd exited:\n%s", e.ctd.tail())
+		if !e.ctd.Alive() {
+			t.Fatalf("containerd exited:\n%s", e.ctd.Tail())
 		}
 		_, err := e.ctr("version")
 		return err == nil
@@ -329,7 +280,7 @@ func (e *env) teardown() {
 		}
 		time.Sleep(time.Second)
 	}
-	if e.ctd != nil && !e.ctd.exited() {
+	if e.ctd != nil && e.ctd.Alive() {
 		if out, err := e.ctr("containers", "ls", "-q"); err == nil {
 			for _, id := range strings.Fields(out) {
 				e.removeContainer(id)
@@ -339,25 +290,25 @@ func (e *env) teardown() {
 			e.ctr(append([]string{"images", "rm", "--sync"}, strings.Fields(out)...)...)
 		}
 	}
-	e.sn.stop(syscall.SIGTERM)
+	e.sn.Stop(syscall.SIGTERM)
 	// nydusd daemons the snapshotter left running, and shims.
 	others := func(s string) []int {
-		return slices.DeleteFunc(pidsMatching(s), func(pid int) bool {
-			return e.ctd != nil && !e.ctd.exited() && pid == e.ctd.cmd.Process.Pid
+		return slices.DeleteFunc(sysproc.PIDsMatching(s), func(pid int) bool {
+			return e.ctd != nil && e.ctd.Alive() && pid == e.ctd.Cmd.Process.Pid
 		})
 	}
 	for _, pid := range others(e.dir) {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
-	waitGone(others, e.dir)
+	sysproc.WaitGone(func() []int { return others(e.dir) })
 	unmountUnder(t, e.dir)
-	e.ctd.stop(syscall.SIGTERM)
-	for _, pid := range pidsMatching(e.dir) {
+	e.ctd.Stop(syscall.SIGTERM)
+	for _, pid := range sysproc.PIDsMatching(e.dir) {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
-	waitGone(pidsMatching, e.dir)
+	sysproc.WaitGone(func() []int { return sysproc.PIDsMatching(e.dir) })
 	unmountUnder(t, e.dir)
-	if left := mountsUnder(e.dir); len(left) > 0 {
+	if left := sysproc.MountsUnder(e.dir); len(left) > 0 {
 		t.Errorf("mounts left behind: %v", left)
 	}
 	// containerd 1.6 keeps shim sockets, fifos and the runc root in
@@ -463,7 +414,7 @@ func (e *env) rpull(ref string) time.Duration {
 	e.t.Helper()
 	start := time.Now()
 	if _, err := run("ctr-remote", "-a", e.ctdSock, "image", "rpull", "--snapshotter", snapshotterName, "--plain-http", ref); err != nil {
-		e.t.Fatalf("%v\nsnapshotter log:\n%s", err, e.sn.tail())
+		e.t.Fatalf("%v\nsnapshotter log:\n%s", err, e.sn.Tail())
 	}
 	return time.Since(start)
 }
@@ -487,7 +438,7 @@ func (e *env) startContainer(id, ref, out string, argv ...string) {
 // nydusdPIDs lists our nydusd processes serving this env's snapshotter.
 func (e *env) nydusdPIDs() []int {
 	var pids []int
-	for _, pid := range pidsMatching(e.snRoot) {
+	for _, pid := range sysproc.PIDsMatching(e.snRoot) {
 		if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); bytes.HasPrefix(cmd, []byte(e.b.nydusd+"\x00")) {
 			pids = append(pids, pid)
 		}
@@ -530,49 +481,6 @@ func (e *env) cacheFiles() []string {
 	return names
 }
 
-// pidsMatching lists the processes whose command line contains s.
-func pidsMatching(s string) []int {
-	ents, _ := os.ReadDir("/proc")
-	var pids []int
-	self := os.Getpid()
-	for _, de := range ents {
-		pid, err := strconv.Atoi(de.Name())
-		if err != nil || pid == self {
-			continue
-		}
-		cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err == nil && bytes.Contains(cmd, []byte(s)) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
-func waitGone(f func(string) []int, s string) {
-	for i := 0; i < 100 && len(f(s)) > 0; i++ {
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// mountsUnder lists the mount points at or below dir, deepest first.
-func mountsUnder(dir string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var ms []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) > 4 && (fs[4] == dir || strings.HasPrefix(fs[4], dir+"/")) {
-			ms = append(ms, fs[4])
-		}
-	}
-	slices.SortFunc(ms, func(a, b string) int { return len(b) - len(a) })
-	return ms
-}
-
 // fuseMountsUnder lists the FUSE mount points at or below dir.
 func fuseMountsUnder(dir string) []string {
 	b, _ := os.ReadFile("/proc/self/mountinfo")
@@ -590,30 +498,20 @@ func fuseMountsUnder(dir string) []string {
 	return ms
 }
 
-// unmountUnder lazily unmounts everything at or below dir.
+// unmountUnder lazily unmounts everything at or below dir, logging what
+// it cannot.
 func unmountUnder(t *testing.T, dir string) {
-	for i := 0; i < 3; i++ {
-		ms := mountsUnder(dir)
-		if len(ms) == 0 {
-			return
-		}
-		for _, m := range ms {
-			if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
-				t.Logf("umount %s: %v", m, err)
-			}
-		}
+	if err := sysproc.UnmountUnder(dir); err != nil {
+		t.Log(err)
 	}
 }
 
-// waitFor polls cond every 100 ms until it holds or timeout passes.
+// waitFor polls cond every 100 ms until it holds or timeout passes, and
+// fails the test then.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err := sysproc.WaitFor(timeout, what, cond); err != nil {
+		t.Fatal(err)
 	}
 }
 
