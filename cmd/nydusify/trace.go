@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,8 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -214,23 +213,11 @@ func drawTrace(l *nfs.FetchLog, output string, top int) error {
 	for i, c := range plot.Align(plots, tiles, draw.New(img)) {
 		plots[i][0].Draw(c[0])
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(output), ".trace-*.png")
-	if err != nil {
+	var png bytes.Buffer
+	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(&png); err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(tmp); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), output)
+	return atomicfile.WriteFile(output, png.Bytes(), 0o644)
 }
 
 // shortPath keeps a label readable.
