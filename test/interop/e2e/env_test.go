@@ -329,6 +329,18 @@ func (e *env) teardown() {
 	}
 }
 
+// taskStatus returns the status ctr reports for a container's task
+// (RUNNING, STOPPED, ...), or "" if it has none.
+func (e *env) taskStatus(id string) string {
+	out, _ := e.ctr("tasks", "ls")
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[0] == id {
+			return f[2]
+		}
+	}
+	return ""
+}
+
 // removeContainer kills a container's task and deletes it.
 func (e *env) removeContainer(id string) {
 	e.ctr("tasks", "kill", "-s", "SIGKILL", id)
