@@ -1,6 +1,7 @@
 package rafs
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -428,18 +429,37 @@ type Dirent struct {
 }
 
 // ReadDir returns the entries of a directory, excluding "." and "..".
+//
+// It enforces what EROFS requires of a directory, so that nothing built
+// on a Reader (a mount, check, unpack) sees an ambiguous tree: names are
+// 1 to 255 bytes without '/' or NUL, unique and in strictly increasing
+// byte order across all of the directory's blocks, and "." names the
+// directory itself. ".." must exist; [Reader.Walk], which knows the
+// parent, checks that it names it.
 func (rd *Reader) ReadDir(ctx context.Context, ino *DiskInode) ([]Dirent, error) {
+	ents, _, err := rd.readDir(ctx, ino)
+	return ents, err
+}
+
+// readDir is ReadDir, also returning the nid ".." names.
+func (rd *Reader) readDir(ctx context.Context, ino *DiskInode) ([]Dirent, uint64, error) {
 	if !ino.IsDir() {
-		return nil, fmt.Errorf("inode %d is not a directory", ino.Nid)
+		return nil, 0, fmt.Errorf("inode %d is not a directory", ino.Nid)
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	data, err := rd.data(ino, maxDirSize)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	var out []Dirent
+	var (
+		out          []Dirent
+		prev         []byte
+		dot, dotdot  bool
+		dotdotNid    uint64
+		entriesSoFar int
+	)
 	for blk := 0; blk < len(data); blk += BlockSize {
 		end := blk + BlockSize
 		if end > len(data) {
@@ -447,11 +467,11 @@ func (rd *Reader) ReadDir(ctx context.Context, ino *DiskInode) ([]Dirent, error)
 		}
 		b := data[blk:end]
 		if len(b) < DirentSize {
-			return nil, fmt.Errorf("directory inode %d: block at %d is too short", ino.Nid, blk)
+			return nil, 0, fmt.Errorf("directory inode %d: block at %d is too short", ino.Nid, blk)
 		}
 		first := int(binary.LittleEndian.Uint16(b[8:]))
 		if first < DirentSize || first%DirentSize != 0 || first > len(b) {
-			return nil, fmt.Errorf("directory inode %d: invalid nameoff %d in block at %d", ino.Nid, first, blk)
+			return nil, 0, fmt.Errorf("directory inode %d: invalid nameoff %d in block at %d", ino.Nid, first, blk)
 		}
 		n := first / DirentSize
 		for i := 0; i < n; i++ {
@@ -464,31 +484,52 @@ func (rd *Reader) ReadDir(ctx context.Context, ino *DiskInode) ([]Dirent, error)
 				nameEnd = len(b)
 			}
 			if nameoff < first || nameEnd > len(b) || nameEnd < nameoff {
-				return nil, fmt.Errorf("directory inode %d: entry %d has invalid name offset %d..%d", ino.Nid, i, nameoff, nameEnd)
+				return nil, 0, fmt.Errorf("directory inode %d: entry %d has invalid name offset %d..%d", ino.Nid, entriesSoFar+i, nameoff, nameEnd)
 			}
 			name := b[nameoff:nameEnd]
 			if i+1 == n {
-				for j, c := range name {
-					if c == 0 {
-						name = name[:j]
-						break
+				// The block's last name is NUL-padded to the block end.
+				if j := bytes.IndexByte(name, 0); j >= 0 {
+					if bytes.ContainsFunc(name[j:], func(r rune) bool { return r != 0 }) {
+						return nil, 0, fmt.Errorf("directory inode %d: entry %d: name %q contains NUL", ino.Nid, entriesSoFar+i, name)
 					}
+					name = name[:j]
 				}
+			} else if bytes.IndexByte(name, 0) >= 0 {
+				return nil, 0, fmt.Errorf("directory inode %d: entry %d: name %q contains NUL", ino.Nid, entriesSoFar+i, name)
 			}
 			if len(name) == 0 || len(name) > 255 {
-				return nil, fmt.Errorf("directory inode %d: entry %d has an invalid name length %d", ino.Nid, i, len(name))
+				return nil, 0, fmt.Errorf("directory inode %d: entry %d has an invalid name length %d", ino.Nid, entriesSoFar+i, len(name))
 			}
-			s := string(name)
-			if s == "." || s == ".." {
-				continue
+			if bytes.IndexByte(name, '/') >= 0 {
+				return nil, 0, fmt.Errorf("directory inode %d: entry name %q contains '/'", ino.Nid, name)
 			}
-			if strings.IndexByte(s, '/') >= 0 {
-				return nil, fmt.Errorf("directory inode %d: entry name %q contains '/'", ino.Nid, s)
+			if prev != nil && bytes.Compare(prev, name) >= 0 {
+				if bytes.Equal(prev, name) {
+					return nil, 0, fmt.Errorf("directory inode %d: duplicate entry %q", ino.Nid, name)
+				}
+				return nil, 0, fmt.Errorf("directory inode %d: entry %q after %q: names are not in strictly increasing order", ino.Nid, name, prev)
 			}
-			out = append(out, Dirent{Name: s, Nid: binary.LittleEndian.Uint64(e[0:]), Type: e[10]})
+			prev = name
+			nid := binary.LittleEndian.Uint64(e[0:])
+			switch s := string(name); s {
+			case ".":
+				if nid != ino.Nid {
+					return nil, 0, fmt.Errorf("directory inode %d: \".\" names inode %d, not the directory itself", ino.Nid, nid)
+				}
+				dot = true
+			case "..":
+				dotdot, dotdotNid = true, nid
+			default:
+				out = append(out, Dirent{Name: s, Nid: nid, Type: e[10]})
+			}
 		}
+		entriesSoFar += n
 	}
-	return out, nil
+	if !dot || !dotdot {
+		return nil, 0, fmt.Errorf("directory inode %d: no \".\" or \"..\" entry", ino.Nid)
+	}
+	return out, dotdotNid, nil
 }
 
 // Readlink returns the target of a symbolic link.
@@ -620,10 +661,10 @@ func (rd *Reader) Walk(ctx context.Context, fn WalkFunc) error {
 	// Every entry but the root has its own dirent of at least 13 bytes,
 	// so a valid tree has fewer entries than that bound.
 	budget := rd.size/(DirentSize+1) + 1
-	return rd.walk(ctx, "/", root, onPath, visitedDirs, &budget, fn)
+	return rd.walk(ctx, "/", root, root.Nid, onPath, visitedDirs, &budget, fn)
 }
 
-func (rd *Reader) walk(ctx context.Context, p string, ino *DiskInode, onPath, visited map[uint64]bool, budget *int64, fn WalkFunc) error {
+func (rd *Reader) walk(ctx context.Context, p string, ino *DiskInode, parent uint64, onPath, visited map[uint64]bool, budget *int64, fn WalkFunc) error {
 	if *budget--; *budget < 0 {
 		return fmt.Errorf("more entries than a bootstrap of %d bytes can hold: overlapping directories", rd.size)
 	}
@@ -639,9 +680,12 @@ func (rd *Reader) walk(ctx context.Context, p string, ino *DiskInode, onPath, vi
 	onPath[ino.Nid] = true
 	visited[ino.Nid] = true
 	defer delete(onPath, ino.Nid)
-	ents, err := rd.ReadDir(ctx, ino)
+	ents, dotdot, err := rd.readDir(ctx, ino)
 	if err != nil {
 		return fmt.Errorf("%s: %w", p, err)
+	}
+	if dotdot != parent {
+		return fmt.Errorf("%s: \"..\" names inode %d, not the parent directory %d", p, dotdot, parent)
 	}
 	for _, e := range ents {
 		child, err := rd.Inode(ctx, e.Nid)
@@ -655,7 +699,7 @@ func (rd *Reader) walk(ctx context.Context, p string, ino *DiskInode, onPath, vi
 		if p != "/" {
 			cp = p + "/" + e.Name
 		}
-		if err := rd.walk(ctx, cp, child, onPath, visited, budget, fn); err != nil {
+		if err := rd.walk(ctx, cp, child, ino.Nid, onPath, visited, budget, fn); err != nil {
 			return err
 		}
 	}
