@@ -363,7 +363,12 @@ func TestMergePlatformWithoutSnapshotter(t *testing.T) {
 // deadSessionErrors are the failures docs/containerd.md documents for a
 // container whose FUSE session died: ENOTCONN once the connection is gone,
 // ECONNABORTED for requests the abort caught, SIGBUS for a mapped page.
-var deadSessionErrors = []string{"transport endpoint is not connected", "software caused connection abort", "bus error"}
+// ld.so reports errno by number ("Error 107").
+var deadSessionErrors = []string{
+	"transport endpoint is not connected", "error 107", // ENOTCONN
+	"software caused connection abort", "error 103", // ECONNABORTED
+	"bus error", // SIGBUS
+}
 
 func documentedDeadSessionError(line string) bool {
 	l := strings.ToLower(line)
