@@ -352,6 +352,48 @@ func (c *Cache) openBlobLocked(id string, n uint32, meta []byte) (_ *BlobCache, 
 	return b, nil
 }
 
+// maxMetaFile bounds the meta file Meta reads: the largest chunk-info
+// table a blob can have plus its header.
+const maxMetaFile = blob.MaxChunksPerBlob*blob.ChunkInfoV2Size + 1<<30
+
+// Meta returns the content of a blob's "<blob_id>.blob.meta" file (not
+// parsed; [blob.ParseMetaFile] does that), or an error wrapping
+// fs.ErrNotExist when there is none.
+func (c *Cache) Meta(ctx context.Context, blobID string) ([]byte, error) {
+	if err := checkBlobID(blobID); err != nil {
+		return nil, fmt.Errorf("read blob meta: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("read blob meta %s: %w", blobID, err)
+	}
+	f, err := os.OpenFile(c.path(blobID, kindMeta), os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read blob meta %s: %w", blobID, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read blob meta %s: %w", blobID, err)
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > maxMetaFile {
+		return nil, fmt.Errorf("read blob meta %s: not a regular file of at most %d bytes: %w", blobID, int64(maxMetaFile), ErrCorrupt)
+	}
+	b := make([]byte, fi.Size())
+	if _, err := io.ReadFull(f, b); err != nil {
+		return nil, fmt.Errorf("read blob meta %s: %w", blobID, err)
+	}
+	return b, nil
+}
+
+// HasMeta reports whether the blob has a "<blob_id>.blob.meta" file.
+func (c *Cache) HasMeta(blobID string) bool {
+	if checkBlobID(blobID) != nil {
+		return false
+	}
+	fi, err := os.Lstat(c.path(blobID, kindMeta))
+	return err == nil && fi.Mode().IsRegular()
+}
+
 // writeMeta makes the blob's meta file hold exactly meta, atomically.
 func (c *Cache) writeMeta(id string, meta []byte) error {
 	p := c.path(id, kindMeta)

@@ -2,6 +2,7 @@ package builder
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -94,9 +95,10 @@ type batchLoc struct {
 // ChunkReader reads, decompresses and resolves the chunks of one
 // bootstrap's blobs through a RangeReader. It is safe for concurrent use.
 type ChunkReader struct {
-	rd   *rafs.Reader
-	rr   RangeReader
-	comp compress.Algorithm
+	rd    *rafs.Reader
+	rr    RangeReader
+	comp  compress.Algorithm
+	store MetaStore // nil: none
 
 	mu     sync.Mutex
 	metas  map[uint32]*blob.Meta
@@ -142,7 +144,25 @@ func (cr *ChunkReader) meta(ctx context.Context, idx uint32) (*blob.Meta, error)
 	return v.(*blob.Meta), nil
 }
 
-// loadMeta reads and decodes a blob's CI table and batch contexts.
+// MetaStore keeps blobs' chunk-info tables on local disk, in the
+// "<blob_id>.blob.meta" file format ([blob.MarshalMetaFile]), so a
+// ChunkReader need not fetch a table again (package blobcache keeps them
+// beside the chunk cache).
+type MetaStore interface {
+	// LoadMeta returns the stored meta file of a blob, or ok=false.
+	LoadMeta(ctx context.Context, blobID string, chunks int) (file []byte, ok bool)
+	// HasMeta reports whether a meta file of the blob is stored.
+	HasMeta(ctx context.Context, blobID string) bool
+	// StoreMeta keeps the meta file of a blob.
+	StoreMeta(ctx context.Context, blobID string, chunks int, file []byte) error
+}
+
+// SetMetaStore makes cr look chunk-info tables up in ms before fetching
+// them, and keep what it fetches there. Call it before the first read.
+func (cr *ChunkReader) SetMetaStore(ms MetaStore) { cr.store = ms }
+
+// loadMeta reads and decodes a blob's CI table and batch contexts: from
+// the meta store if it has them, else from the blob.
 func (cr *ChunkReader) loadMeta(ctx context.Context, idx uint32) (*blob.Meta, error) {
 	cr.mu.Lock()
 	m, ok := cr.metas[idx]
@@ -154,27 +174,129 @@ func (cr *ChunkReader) loadMeta(ctx context.Context, idx uint32) (*blob.Meta, er
 	if bi.CICompressedSize == 0 || bi.CICompressedSize > 1<<30 || bi.CIUncompressedSize > 1<<30 {
 		return nil, fmt.Errorf("blob %s: no usable chunk-info table (size %d)", bi.BlobID, bi.CICompressedSize)
 	}
-	raw, err := cr.rr.ReadRange(ctx, bi.BlobID, int64(bi.CIOffset), int64(bi.CICompressedSize)+blob.MetaHeaderSize)
-	if err != nil {
-		return nil, fmt.Errorf("blob %s: batch chunks need the blob's chunk-info table at offset %d (%d bytes), which the blob source cannot provide: %w", bi.BlobID, bi.CIOffset, bi.CICompressedSize+blob.MetaHeaderSize, err)
-	}
-	hdr, err := blob.UnmarshalMetaHeader(raw[bi.CICompressedSize:])
-	if err != nil {
-		return nil, fmt.Errorf("blob %s: %w", bi.BlobID, err)
-	}
-	ci := raw[:bi.CICompressedSize]
-	if bi.CICompressedSize != bi.CIUncompressedSize {
-		if ci, err = compress.Decompress(bi.CICompressor, nil, ci, int(bi.CIUncompressedSize)); err != nil {
-			return nil, fmt.Errorf("blob %s: chunk-info table: %w", bi.BlobID, err)
+	var hdr blob.MetaHeader
+	if cr.store != nil {
+		if file, ok := cr.store.LoadMeta(ctx, bi.BlobID, int(bi.ChunkCount)); ok {
+			// A stored table that does not parse or does not match the
+			// bootstrap is ignored: the blob's own is fetched.
+			if sm, err := blob.ParseMetaFile(file); err == nil && metaMatches(sm.Header, bi) {
+				m, hdr = sm, sm.Header
+			}
 		}
 	}
-	if m, err = blob.DecodeMeta(hdr, ci); err != nil {
-		return nil, fmt.Errorf("blob %s: %w", bi.BlobID, err)
+	if m == nil {
+		raw, err := cr.rr.ReadRange(ctx, bi.BlobID, int64(bi.CIOffset), int64(bi.CICompressedSize)+blob.MetaHeaderSize)
+		if err != nil {
+			return nil, fmt.Errorf("blob %s: the chunk-info table at offset %d (%d bytes) could not be read: %w", bi.BlobID, bi.CIOffset, bi.CICompressedSize+blob.MetaHeaderSize, err)
+		}
+		if hdr, err = blob.UnmarshalMetaHeader(raw[bi.CICompressedSize:]); err != nil {
+			return nil, fmt.Errorf("blob %s: %w", bi.BlobID, err)
+		}
+		ci := raw[:bi.CICompressedSize]
+		if bi.CICompressedSize != bi.CIUncompressedSize {
+			if ci, err = compress.Decompress(bi.CICompressor, nil, ci, int(bi.CIUncompressedSize)); err != nil {
+				return nil, fmt.Errorf("blob %s: chunk-info table: %w", bi.BlobID, err)
+			}
+		}
+		if m, err = blob.DecodeMeta(hdr, ci); err != nil {
+			return nil, fmt.Errorf("blob %s: %w", bi.BlobID, err)
+		}
+		defer func() {
+			if cr.store == nil {
+				return
+			}
+			if file, err := blob.MarshalMetaFile(hdr, ci); err == nil {
+				cr.store.StoreMeta(ctx, bi.BlobID, int(bi.ChunkCount), file)
+			}
+		}()
+	}
+	// The header that ends the table records where the table is; a
+	// bootstrap pointing elsewhere in the blob finds a header that
+	// disagrees.
+	if !metaMatches(hdr, bi) {
+		return nil, fmt.Errorf("blob %s: the bootstrap's chunk-info table (offset %d, %d/%d bytes) disagrees with the blob's own header (offset %d, %d/%d bytes): %w",
+			bi.BlobID, bi.CIOffset, bi.CICompressedSize, bi.CIUncompressedSize, hdr.CIOffset, hdr.CICompressedSize, hdr.CIUncompressedSize, ErrChunkRecordMismatch)
 	}
 	cr.mu.Lock()
 	cr.metas[idx] = m
 	cr.mu.Unlock()
 	return m, nil
+}
+
+// metaMatches reports whether a blob's meta header records the
+// chunk-info table where the bootstrap's blob table says it is.
+func metaMatches(hdr blob.MetaHeader, bi rafs.BlobInfo) bool {
+	return hdr.CIOffset == bi.CIOffset && hdr.CICompressedSize == bi.CICompressedSize && hdr.CIUncompressedSize == bi.CIUncompressedSize &&
+		hdr.CIEntries == bi.ChunkCount
+}
+
+// ErrChunkRecordMismatch reports a bootstrap chunk record that disagrees
+// with its blob's own chunk-info table.
+var ErrChunkRecordMismatch = errors.New("chunk record disagrees with the blob's chunk-info table")
+
+// CheckRecord compares a bootstrap chunk record with entry c.Index of its
+// blob's own chunk-info table (fetched through the range reader once per
+// blob): the stored range, the uncompressed offset and size, and the
+// compressed and batch flags must all agree. Where a chunk lives in a
+// cache, and which stored bytes it decompresses from, must come from the
+// blob, not from a bootstrap that anyone can write: a record that
+// disagrees fails with an error wrapping [ErrChunkRecordMismatch].
+func (cr *ChunkReader) CheckRecord(ctx context.Context, c rafs.ChunkInfo) error {
+	return cr.checkRecord(ctx, c, true)
+}
+
+// ErrMetaNotLocal is returned by [ChunkReader.CheckRecordLocal] when the
+// blob's chunk-info table would have to be fetched.
+var ErrMetaNotLocal = errors.New("the blob's chunk-info table is not loaded or stored locally")
+
+// CheckRecordLocal is CheckRecord without a fetch: the table must already
+// be loaded or in the meta store, else it fails with [ErrMetaNotLocal].
+func (cr *ChunkReader) CheckRecordLocal(ctx context.Context, c rafs.ChunkInfo) error {
+	return cr.checkRecord(ctx, c, false)
+}
+
+func (cr *ChunkReader) checkRecord(ctx context.Context, c rafs.ChunkInfo, fetch bool) error {
+	if int(c.BlobIndex) >= len(cr.rd.Blobs) {
+		return fmt.Errorf("blob index %d out of range", c.BlobIndex)
+	}
+	bi := cr.rd.Blobs[c.BlobIndex]
+	if !fetch {
+		cr.mu.Lock()
+		_, ok := cr.metas[c.BlobIndex]
+		cr.mu.Unlock()
+		if !ok && (cr.store == nil || !cr.store.HasMeta(ctx, bi.BlobID)) {
+			return ErrMetaNotLocal
+		}
+	}
+	m, err := cr.meta(ctx, c.BlobIndex)
+	if err != nil {
+		return err
+	}
+	if int(c.Index) >= len(m.ChunkInfos) {
+		return fmt.Errorf("blob %s: chunk index %d beyond its %d chunk infos: %w", bi.BlobID, c.Index, len(m.ChunkInfos), ErrChunkRecordMismatch)
+	}
+	ci := m.ChunkInfos[c.Index]
+	batch := c.Flags&rafs.ChunkBatch != 0
+	var bad string
+	switch {
+	case ci.UncompressedOffset != c.UncompressedOffset:
+		bad = fmt.Sprintf("uncompressed offset %d, the blob's %d", c.UncompressedOffset, ci.UncompressedOffset)
+	case ci.UncompressedSize != c.UncompressedSize:
+		bad = fmt.Sprintf("uncompressed size %d, the blob's %d", c.UncompressedSize, ci.UncompressedSize)
+	case ci.IsBatch() != batch:
+		bad = fmt.Sprintf("batch flag %v, the blob's %v", batch, ci.IsBatch())
+	case ci.IsZran() || ci.IsEncrypted():
+		bad = "the blob's entry is a zran or encrypted chunk"
+	case !batch && ci.CompressedOffset != c.CompressedOffset:
+		bad = fmt.Sprintf("compressed offset %d, the blob's %d", c.CompressedOffset, ci.CompressedOffset)
+	case !batch && ci.CompressedSize != c.CompressedSize:
+		bad = fmt.Sprintf("compressed size %d, the blob's %d", c.CompressedSize, ci.CompressedSize)
+	case !batch && ci.Compressed != c.IsCompressed():
+		bad = fmt.Sprintf("compressed flag %v, the blob's %v", c.IsCompressed(), ci.Compressed)
+	default:
+		return nil
+	}
+	return fmt.Errorf("blob %s chunk %d: %s: %w", bi.BlobID, c.Index, bad, ErrChunkRecordMismatch)
 }
 
 // ReadChunk returns the uncompressed data of chunk c (not yet verified).

@@ -38,8 +38,9 @@ func (e *ChunkError) Error() string {
 func (e *ChunkError) Unwrap() error { return e.Err }
 
 // Check walks the whole bootstrap, validating every inode, directory and
-// chunk index. With src set it also reads every chunk once and verifies
-// its digest, returning a *ChunkError for the first bad chunk.
+// chunk index. With src set it also compares every chunk record with its
+// blob's own chunk-info table and reads every chunk once to verify its
+// digest, returning a *ChunkError for the first bad chunk.
 func Check(ctx context.Context, rd *rafs.Reader, src RangeReader) (*Summary, error) {
 	tree, err := rd.Load(ctx, rafs.LoadOptions{})
 	if err != nil {
@@ -85,6 +86,9 @@ func Check(ctx context.Context, rd *rafs.Reader, src RangeReader) (*Summary, err
 			s.UniqueChunks++
 			s.UniqueBytes += uint64(c.UncompressedSize)
 			if cr != nil {
+				if err := cr.CheckRecord(ctx, c); err != nil {
+					return &ChunkError{Path: p, Chunk: i, BlobID: rd.Blobs[c.BlobIndex].BlobID, Err: err}
+				}
 				if _, err := readVerified(ctx, rd, cr, dig, c, false); err != nil {
 					return &ChunkError{Path: p, Chunk: i, BlobID: rd.Blobs[c.BlobIndex].BlobID, Err: err}
 				}

@@ -160,6 +160,7 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 		}
 		cc = newChunkCache(c, rd)
 		fo.Cache = cc
+		fo.Metas = cc
 		if d.o.Passthrough {
 			fo.WholeFileDir = filepath.Join(wd, "nydus-go-files")
 			d.mu.Lock()

@@ -85,6 +85,9 @@ type Options struct {
 	// FetchLogSize, when positive, keeps the last FetchLogSize backend
 	// fetches (FS.FetchLog): what a startup fetched, when and why.
 	FetchLogSize int
+	// Metas, if set, keeps the blobs' chunk-info tables on local disk, so
+	// checking chunk records against them needs no fetch after the first.
+	Metas builder.MetaStore
 }
 
 // Metrics counts a filesystem's activity.
@@ -95,6 +98,9 @@ type Metrics struct {
 	CacheHits      atomic.Int64
 	DigestFailures atomic.Int64
 	BackendErrors  atomic.Int64
+	// RecordMismatches counts reads refused because the bootstrap's chunk
+	// record disagreed with the blob's own chunk-info table.
+	RecordMismatches atomic.Int64
 	ReadBytes      atomic.Int64
 	// PrefetchedChunks counts chunks fetched by Prefetch; PrefetchDone
 	// is set when it finishes.
@@ -158,6 +164,9 @@ func Open(ctx context.Context, bootstrap []byte, be Backend, o Options) (*FS, er
 		raSem: make(chan struct{}, 4), inos: map[uint64]*Inode{}, paths: map[uint64]string{rd.RootNid(): "/"}, prefetched: map[uint64]bool{}}
 	if f.cr, err = builder.NewChunkReader(ctx, rd, countingBackend{be, &f.Metrics}); err != nil {
 		return nil, err
+	}
+	if o.Metas != nil {
+		f.cr.SetMetaStore(o.Metas)
 	}
 	f.bg, f.stop = context.WithCancel(context.Background())
 	if o.FetchLogSize > 0 {
@@ -378,8 +387,35 @@ func (f *FS) readAhead(ino *Inode, k int) {
 	}
 }
 
+// verifyCachedKey marks a context whose reads re-verify cached chunks
+// (whole-file assembly), whatever Options.Validate says.
+type verifyCachedKey struct{}
+
+// checkRecord compares a chunk's bootstrap record with its blob's own
+// chunk-info table. The cache places and reads chunks by that record, so
+// a bootstrap that disagrees with the blob (a crafted one) could
+// otherwise write verified data into another chunk's slot of a cache
+// that other images share.
+func (f *FS) checkRecord(ctx context.Context, ino *Inode, info rafs.ChunkInfo, bi rafs.BlobInfo) error {
+	err := f.cr.CheckRecord(ctx, info)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, builder.ErrChunkRecordMismatch) {
+		f.Metrics.RecordMismatches.Add(1)
+		f.o.Log.Error("chunk record disagrees with the blob's chunk-info table; refusing the read", "blob", bi.BlobID, "chunk", info.Index, "file", ino.path, "err", err)
+		f.o.Events(Event{Kind: "chunk-record-mismatch", BlobID: bi.BlobID, Chunk: info.Index, Path: ino.path, Err: err.Error()})
+	} else {
+		f.Metrics.BackendErrors.Add(1)
+		f.o.Log.Error("reading the blob's chunk-info table failed", "blob", bi.BlobID, "chunk", info.Index, "file", ino.path, "err", err)
+		f.o.Events(Event{Kind: "backend-error", BlobID: bi.BlobID, Chunk: info.Index, Path: ino.path, Err: err.Error()})
+	}
+	return fmt.Errorf("%w: %s: chunk %d of blob %s: %w", ErrIO, ino.path, info.Index, bi.BlobID, err)
+}
+
 // chunkFetched is chunk, also telling whether the chunk came from the
-// backend (a cache miss).
+// backend (a cache miss). Every chunk record is checked against the
+// blob's own chunk-info table before its data is served or cached.
 func (f *FS) chunkFetched(ctx context.Context, ino *Inode, k int) ([]byte, bool, error) {
 	a := ino.addrs[k]
 	info, ok := f.chunks[[2]uint32{a.BlobIndex, a.CIIndex}]
@@ -387,39 +423,55 @@ func (f *FS) chunkFetched(ctx context.Context, ino *Inode, k int) ([]byte, bool,
 		return nil, false, fmt.Errorf("%w: %s: chunk %d (blob %d, index %d) is not in the chunk table", ErrIO, ino.path, k, a.BlobIndex, a.CIIndex)
 	}
 	bi := f.rd.Blobs[a.BlobIndex]
-	if f.o.Cache != nil {
-		var verify func([]byte) error
-		if f.o.Validate {
-			verify = func(b []byte) error {
-				if digester.Sum(f.dig, b) != info.Digest {
-					f.Metrics.DigestFailures.Add(1)
-					f.o.Log.Error("cached chunk digest mismatch; refetching", "blob", bi.BlobID, "chunk", info.Index, "file", ino.path)
-					f.o.Events(Event{Kind: "cache-digest-mismatch", BlobID: bi.BlobID, Chunk: info.Index, Path: ino.path})
-					return errors.New("cached chunk digest mismatch")
-				}
-				return nil
+	var verify func([]byte) error
+	if f.o.Validate || ctx.Value(verifyCachedKey{}) != nil {
+		verify = func(b []byte) error {
+			if digester.Sum(f.dig, b) != info.Digest {
+				f.Metrics.DigestFailures.Add(1)
+				f.o.Log.Error("cached chunk digest mismatch; refetching", "blob", bi.BlobID, "chunk", info.Index, "file", ino.path)
+				f.o.Events(Event{Kind: "cache-digest-mismatch", BlobID: bi.BlobID, Chunk: info.Index, Path: ino.path})
+				return errors.New("cached chunk digest mismatch")
 			}
+			return nil
 		}
+	}
+	if f.o.Cache != nil {
 		data, ok, err := f.o.Cache.Get(ctx, bi.BlobID, info.Index, int64(info.UncompressedOffset), int(info.UncompressedSize), verify)
 		if err == nil && ok {
+			// The slot was read by this bootstrap's record: serve it only
+			// if the blob agrees.
+			if err := f.checkRecord(ctx, ino, info, bi); err != nil {
+				return nil, false, err
+			}
 			f.Metrics.CacheHits.Add(1)
 			return data, false, nil
 		}
 	}
 	key := fmt.Sprintf("%d/%d", a.BlobIndex, a.CIIndex)
 	v, err, _ := f.sf.Do(key, func() (any, error) {
+		// The record check needs the blob's chunk-info table (one fetch
+		// per blob, or none with a meta store): run it beside the data
+		// fetch, and use the data only if both succeed.
+		// Bytes of both go to this fetch's log entry.
+		var sent atomic.Int64
+		fctx := context.WithValue(ctx, fetchBytesKey{}, &sent)
+		rec := make(chan error, 1)
+		go func() { rec <- f.checkRecord(fctx, ino, info, bi) }()
 		// A flight for this chunk may have filled the cache between the
 		// lookup above and this one starting.
 		if f.o.Cache != nil {
 			if data, ok, err := f.o.Cache.Get(ctx, bi.BlobID, info.Index, int64(info.UncompressedOffset), int(info.UncompressedSize), nil); err == nil && ok {
 				if digester.Sum(f.dig, data) == info.Digest {
+					if err := <-rec; err != nil {
+						return nil, err
+					}
 					return data, nil
 				}
 			}
 		}
-		var sent atomic.Int64
 		began := time.Now()
-		data, err := f.cr.ReadChunk(context.WithValue(ctx, fetchBytesKey{}, &sent), info)
+		data, err := f.cr.ReadChunk(fctx, info)
+		rerr := <-rec
 		if f.flog != nil {
 			fe := Fetch{Start: began.Sub(f.flog.start), Duration: time.Since(began), Kind: fetchKind(ctx), Path: ino.path,
 				BlobID: bi.BlobID, Chunk: info.Index, Offset: info.CompressedOffset, Bytes: sent.Load()}
@@ -428,11 +480,14 @@ func (f *FS) chunkFetched(ctx context.Context, ino *Inode, k int) ([]byte, bool,
 			}
 			f.flog.add(fe)
 		}
+		if rerr != nil {
+			return nil, rerr
+		}
 		if err != nil {
 			f.Metrics.BackendErrors.Add(1)
 			f.o.Log.Error("fetch chunk failed", "blob", bi.BlobID, "chunk", info.Index, "file", ino.path, "err", err)
 			f.o.Events(Event{Kind: "backend-error", BlobID: bi.BlobID, Chunk: info.Index, Path: ino.path, Err: err.Error()})
-			return nil, fmt.Errorf("%w: %s: chunk %d of blob %s: %v", ErrIO, ino.path, info.Index, bi.BlobID, err)
+			return nil, fmt.Errorf("%w: %s: chunk %d of blob %s: %w", ErrIO, ino.path, info.Index, bi.BlobID, err)
 		}
 		f.Metrics.FetchedChunks.Add(1)
 		if got := digester.Sum(f.dig, data); got != info.Digest || len(data) != int(info.UncompressedSize) {

@@ -48,6 +48,17 @@ func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, e
 		return nil, err
 	}
 	p := filepath.Join(f.o.WholeFileDir, f.wholeKey(ino))
+	if !build {
+		// A copy is shared by every image whose records name the same
+		// chunks: hand it out only if this image's records agree with
+		// their blobs. Without a fetch: the caller may hold locks, and a
+		// read through the daemon makes the full check.
+		for _, a := range ino.addrs {
+			if err := f.cr.CheckRecordLocal(ctx, f.chunks[[2]uint32{a.BlobIndex, a.CIIndex}]); err != nil {
+				return nil, nil
+			}
+		}
+	}
 	if fd, err := os.Open(p); err == nil {
 		return fd, nil
 	}
@@ -66,7 +77,9 @@ func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, e
 	}
 	defer os.Remove(tmp.Name())
 	cs := int64(f.rd.ChunkSize())
-	ctx = withFetchKind(ctx, FetchWholeFile)
+	// Every chunk is verified as it is assembled, cached or not: the copy
+	// is served by passthrough without the daemon ever seeing it again.
+	ctx = context.WithValue(withFetchKind(ctx, FetchWholeFile), verifyCachedKey{}, true)
 	for k := range ino.addrs {
 		data, err := f.chunk(ctx, ino, k)
 		if err != nil {
@@ -78,10 +91,11 @@ func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, e
 			return nil, err
 		}
 	}
-	if err := tmp.Sync(); err == nil {
-		err = tmp.Close()
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return nil, err
 	}
-	if err != nil {
+	if err := tmp.Close(); err != nil {
 		return nil, err
 	}
 	if err := os.Chmod(tmp.Name(), 0o400); err != nil {
