@@ -101,7 +101,7 @@ type Metrics struct {
 	// RecordMismatches counts reads refused because the bootstrap's chunk
 	// record disagreed with the blob's own chunk-info table.
 	RecordMismatches atomic.Int64
-	ReadBytes      atomic.Int64
+	ReadBytes        atomic.Int64
 	// PrefetchedChunks counts chunks fetched by Prefetch; PrefetchDone
 	// is set when it finishes.
 	PrefetchedChunks atomic.Int64
