@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -114,6 +115,7 @@ func checkHonest(t *testing.T, dir string, files map[string][]byte) {
 func TestCachePoisoningRefused(t *testing.T) {
 	roottest.RequireFUSE(t)
 	honest, crafted, blobs, files := poisonImage(t)
+	var metricsOf func() (int, string)
 	check := func(t *testing.T, evilMnt, goodMnt string, evilLog func() string) {
 		for i, err := range readHeads(evilMnt, "f0", "f1") {
 			if !errors.Is(err, syscall.EIO) {
@@ -124,6 +126,9 @@ func TestCachePoisoningRefused(t *testing.T) {
 			t.Errorf("the daemon does not log the mismatch:\n%s", l)
 		}
 		checkHonest(t, goodMnt, files)
+		if code, body := metricsOf(); code != 200 || !regexp.MustCompile(`nydusd_chunk_record_mismatches_total\{mountpoint="/(evil)?"\} [1-9]`).MatchString(body) {
+			t.Errorf("prometheus metrics do not count the mismatches: %d\n%s", code, body)
+		}
 		// And after the honest image filled the cache, the crafted one
 		// still gets EIO, not another chunk's bytes.
 		for i, err := range readHeads(evilMnt, "f0", "f1") {
@@ -138,6 +143,7 @@ func TestCachePoisoningRefused(t *testing.T) {
 		os.WriteFile(cfg, []byte(sharedCacheConfig(blobs, work)), 0o600)
 		evil := start(t, "--bootstrap", crafted, "--config", cfg)
 		good := start(t, "--bootstrap", honest, "--config", cfg)
+		metricsOf = func() (int, string) { return evil.do("GET", "/metrics", nil) }
 		check(t, evil.mnt, good.mnt, evil.log.String)
 		// A third daemon on the warm cache, after both.
 		again := start(t, "--bootstrap", honest, "--config", cfg)
@@ -151,6 +157,7 @@ func TestCachePoisoningRefused(t *testing.T) {
 				t.Fatalf("mount %s: %d %s", m.name, code, body)
 			}
 		}
+		metricsOf = func() (int, string) { return d.do("GET", "/metrics", nil) }
 		check(t, filepath.Join(d.mnt, "evil"), filepath.Join(d.mnt, "good"), d.log.String)
 	})
 }

@@ -18,6 +18,7 @@ var promMetrics = []struct{ name, help string }{
 	{"nydusd_backend_errors_total", "Chunk fetches that failed."},
 	{"nydusd_cache_hits_total", "Chunks served from the local cache."},
 	{"nydusd_digest_failures_total", "Chunks that failed digest verification."},
+	{"nydusd_chunk_record_mismatches_total", "Reads refused because the bootstrap's chunk record disagreed with the blob's chunk-info table."},
 	{"nydusd_prefetched_chunks_total", "Chunks fetched by background prefetch."},
 }
 
@@ -41,13 +42,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for mp, f := range c.d.Instances() {
 		m := &f.Metrics
 		vals := map[string]int64{
-			"nydusd_read_bytes_total":        m.ReadBytes.Load(),
-			"nydusd_backend_chunks_total":    m.FetchedChunks.Load(),
-			"nydusd_backend_bytes_total":     m.FetchedBytes.Load(),
-			"nydusd_backend_errors_total":    m.BackendErrors.Load(),
-			"nydusd_cache_hits_total":        m.CacheHits.Load(),
-			"nydusd_digest_failures_total":   m.DigestFailures.Load(),
-			"nydusd_prefetched_chunks_total": m.PrefetchedChunks.Load(),
+			"nydusd_read_bytes_total":              m.ReadBytes.Load(),
+			"nydusd_backend_chunks_total":          m.FetchedChunks.Load(),
+			"nydusd_backend_bytes_total":           m.FetchedBytes.Load(),
+			"nydusd_backend_errors_total":          m.BackendErrors.Load(),
+			"nydusd_cache_hits_total":              m.CacheHits.Load(),
+			"nydusd_digest_failures_total":         m.DigestFailures.Load(),
+			"nydusd_chunk_record_mismatches_total": m.RecordMismatches.Load(),
+			"nydusd_prefetched_chunks_total":       m.PrefetchedChunks.Load(),
 		}
 		for name, v := range vals {
 			ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.CounterValue, float64(v), mp)
