@@ -61,3 +61,52 @@ func TestDuplicateNamesRejected(t *testing.T) {
 		t.Fatal("unpack wrote an archive of the crafted bootstrap")
 	}
 }
+
+// headerOnly returns the header blocks of one tar entry, without data or
+// end-of-archive marker: what a hostile or truncated layer starts with.
+func headerOnly(t *testing.T, h *tar.Header) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	if err := tw.WriteHeader(h); err != nil {
+		t.Fatal(err)
+	}
+	// Flush would demand the data; the header is already in b.
+	return append([]byte(nil), b.Bytes()...)
+}
+
+// TestHugeDeclaredSizes: a 3 KB tar whose header declares a file of 2^62
+// (PAX), 2^54 (PAX) or 2^50 (GNU base-256) bytes fails at once with one
+// line naming the entry, not with a panic or an out-of-memory crash; a
+// file whose data ends early says where.
+func TestHugeDeclaredSizes(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name   string
+		size   int64
+		format tar.Format
+	}{
+		{"pax-2^62", 1 << 62, tar.FormatPAX},
+		{"pax-2^54", 1 << 54, tar.FormatPAX},
+		{"base256-2^50", 1 << 50, tar.FormatGNU},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := headerOnly(t, &tar.Header{Typeflag: tar.TypeReg, Name: "huge", Size: tc.size, Mode: 0o644, Format: tc.format})
+			if tc.format == tar.FormatGNU && !bytes.Contains(b[124:136], []byte{0x80}) {
+				t.Fatal("the header does not use base-256")
+			}
+			src := writeFile(t, filepath.Join(dir, tc.name+".tar"), b)
+			r := run(t, "", "create", "-t", "tar-rafs", "-B", filepath.Join(dir, "boot"), "--blob", filepath.Join(dir, "blob"), src)
+			oneLineError(t, r, "huge: size")
+			if r.code != 1 || !strings.Contains(r.stderr, "exceeds the limit") {
+				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			}
+		})
+	}
+	// Within the limit but short: the error gives the offset where the
+	// data ended, and nothing was allocated for the declared terabyte.
+	b := headerOnly(t, &tar.Header{Typeflag: tar.TypeReg, Name: "short", Size: 1 << 40, Mode: 0o644, Format: tar.FormatPAX})
+	src := writeFile(t, filepath.Join(dir, "short.tar"), append(b, "0123456789"...))
+	r := run(t, "", "create", "-t", "tar-rafs", "-B", filepath.Join(dir, "boot"), "--blob", filepath.Join(dir, "blob"), src)
+	oneLineError(t, r, "ends at offset 10")
+}

@@ -228,10 +228,21 @@ func (p *pipeline) flushBatch() {
 	p.batch, p.members = nil, nil
 }
 
+// MaxFileSize is the largest regular file the builder accepts: a blob's
+// uncompressed address space (chunk-info entries hold 44-bit offsets).
+// Larger sizes, from a tar header (octal, base-256 or PAX) or a
+// directory, fail before anything is allocated for them.
+const MaxFileSize = 1 << 44
+
 // addFile splits r into chunks and queues them.
 func (p *pipeline) addFile(ctx context.Context, name string, ino *rafs.Inode, r io.Reader) error {
+	if ino.Size > MaxFileSize {
+		return fmt.Errorf("%s: size %d exceeds the limit of %d bytes (2^44, a blob's uncompressed address space)", name, ino.Size, uint64(MaxFileSize))
+	}
+	// The size is the header's word: the chunk list grows with the data
+	// actually read, so a header declaring petabytes allocates nothing.
 	n := (ino.Size + uint64(p.chunkSize) - 1) / uint64(p.chunkSize)
-	ino.Chunks = make([]rafs.ChunkInfo, n)
+	ino.Chunks = make([]rafs.ChunkInfo, 0, min(n, 1024))
 	p.stats.Files++
 	remaining := ino.Size
 	for i := 0; remaining > 0; i++ {
@@ -246,12 +257,13 @@ func (p *pipeline) addFile(ctx context.Context, name string, ino *rafs.Inode, r 
 			sz = remaining
 		}
 		buf := p.bufs.Get().([]byte)[:sz]
-		if _, err := io.ReadFull(r, buf); err != nil {
+		if got, err := io.ReadFull(r, buf); err != nil {
 			p.bufs.Put(buf[:cap(buf)])
+			at := ino.Size - remaining + uint64(got)
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return fmt.Errorf("data of %s ends at offset %d, header says %d bytes: %w", name, ino.Size-remaining, ino.Size, io.ErrUnexpectedEOF)
+				return fmt.Errorf("data of %s ends at offset %d, header says %d bytes: %w", name, at, ino.Size, io.ErrUnexpectedEOF)
 			}
-			return fmt.Errorf("read data of %s at offset %d: %w", name, ino.Size-remaining, err)
+			return fmt.Errorf("read data of %s at offset %d: %w", name, at, err)
 		}
 		remaining -= sz
 		if err := p.addChunk(ino, i, buf, n == 1); err != nil {
@@ -270,7 +282,7 @@ func (p *pipeline) addChunk(ino *rafs.Inode, idx int, data []byte, whole bool) e
 	p.stats.Bytes += uint64(size)
 	if c, ok := p.known[d]; ok {
 		c.FileOffset = fileOff
-		ino.Chunks[idx] = c
+		ino.Chunks = append(ino.Chunks, c)
 		p.stats.DedupChunks++
 		p.stats.DedupBytes += uint64(size)
 		p.bufs.Put(data[:cap(data)])
@@ -285,7 +297,7 @@ func (p *pipeline) addChunk(ino *rafs.Inode, idx int, data []byte, whole bool) e
 	info := rafs.ChunkInfo{Digest: d, BlobIndex: p.blobIndex, Index: ci,
 		UncompressedOffset: p.uncompOff, UncompressedSize: size, FileOffset: fileOff}
 	p.known[d] = info
-	ino.Chunks[idx] = info
+	ino.Chunks = append(ino.Chunks, info)
 	if p.cache != nil {
 		if _, err := p.cache.WriteAt(data, int64(p.uncompOff)); err != nil {
 			p.bufs.Put(data[:cap(data)])
