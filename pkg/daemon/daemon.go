@@ -137,7 +137,7 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 	if err != nil {
 		return nil, fmt.Errorf("bootstrap: %w", err)
 	}
-	be, closer, err := newBackend(ctx, cfg)
+	be, closer, err := newBackend(ctx, cfg, d.o.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -247,7 +247,7 @@ func (d *Daemon) UnderlyingFiles() []string {
 }
 
 // newBackend builds the blob backend of a configuration.
-func newBackend(ctx context.Context, cfg *api.ConfigV1) (nfs.Backend, func(), error) {
+func newBackend(ctx context.Context, cfg *api.ConfigV1, log *slog.Logger) (nfs.Backend, func(), error) {
 	bc := cfg.Device.Backend.Config
 	switch cfg.Device.Backend.Type {
 	case "localfs":
@@ -273,6 +273,9 @@ func newBackend(ctx context.Context, cfg *api.ConfigV1) (nfs.Backend, func(), er
 		if err != nil {
 			return nil, nil, err
 		}
+		c.OnIgnoredRange(func() {
+			log.Warn("the registry ignores Range requests and sends whole blobs: every read streams the blob up to the range's end (memory stays bounded, the network does not)", "registry", bc.Host, "repo", bc.Repo)
+		})
 		return c, func() {}, nil
 	}
 	return nil, nil, fmt.Errorf("backend type %q is not supported yet", cfg.Device.Backend.Type)

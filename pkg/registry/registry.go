@@ -68,7 +68,21 @@ type Client struct {
 	// swapped holds the client after SetAuth (nil: httpc).
 	swapped atomic.Pointer[http.Client]
 	newRT   func(ctx context.Context, auth authn.Authenticator) (http.RoundTripper, error)
+	// ignoresRange is set once the server answered a range with the
+	// whole object; onIgnoredRange (nil: none) is called then, once.
+	ignoresRange   atomic.Bool
+	onIgnoredRange func()
 }
+
+// IgnoresRange reports whether the server has answered a Range request
+// with the whole object. Each such read costs the transfer of the blob up
+// to the range's end (streamed, not kept), so callers should prefer fewer,
+// larger reads.
+func (c *Client) IgnoresRange() bool { return c.ignoresRange.Load() }
+
+// OnIgnoredRange sets a function called once, when the server is first
+// seen ignoring Range (for a warning in the caller's log).
+func (c *Client) OnIgnoredRange(fn func()) { c.onIgnoredRange = fn }
 
 // New returns a client for cfg. Authentication happens lazily, on the
 // first request.
@@ -219,49 +233,107 @@ func (c *Client) readRange(ctx context.Context, digest string, off, n int64) ([]
 	default:
 		return nil, fmt.Errorf("registry %s: GET blob %s: HTTP %s", c.cfg, digest, resp.Status)
 	}
-	b, err := RangeBody(resp, uint64(off), uint64(n))
+	b, whole, err := rangeBody(resp, uint64(off), uint64(n), c.ignoresRange.Load())
+	if whole && !c.ignoresRange.Swap(true) && c.onIgnoredRange != nil {
+		c.onIgnoredRange()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("registry %s: blob %s bytes %d-%d: %w", c.cfg, digest, off, off+n-1, err)
 	}
 	return b, nil
 }
 
-// RangeBody extracts [off, off+size) from a response to a Range request.
-// A 206 body is the range. A 200 body is either the range (some proxies,
-// such as nydus-snapshotter's content proxy, answer ranges with 200) or
-// the whole object; the two are told apart by the body's length.
+// RangeBody extracts [off, off+size) from a response to a Range request,
+// streaming: it holds at most about 2*size bytes, whatever the body's
+// length. A 206 body is the range. A 200 body is either the range (some
+// proxies, such as nydus-snapshotter's content proxy, answer ranges with
+// 200) or the whole object, which a server that ignores Range sends; the
+// two are told apart by Content-Length, or when it is absent by whether
+// the body ends after size bytes. Bytes before off are discarded as they
+// arrive, and the body is not read past the range.
 func RangeBody(resp *http.Response, off, size uint64) ([]byte, error) {
-	buf := make([]byte, size)
-	if _, err := io.ReadFull(resp.Body, buf); err != nil {
-		return nil, err
-	}
+	b, _, err := rangeBody(resp, off, size, false)
+	return b, err
+}
+
+// maxSkip bounds how far into a whole-object answer a range may start.
+const maxSkip = 1 << 40
+
+// rangeBody is RangeBody; whole reports that the server sent the whole
+// object, and knownWhole (a server remembered to ignore Range) skips the
+// probe for a 200 body without Content-Length.
+func rangeBody(resp *http.Response, off, size uint64, knownWhole bool) (data []byte, whole bool, err error) {
 	if resp.StatusCode == http.StatusPartialContent {
 		if cr := resp.Header.Get("Content-Range"); cr != "" {
 			var start, end int64
 			if _, err := fmt.Sscanf(cr, "bytes %d-%d/", &start, &end); err != nil || uint64(start) != off || uint64(end) != off+size-1 {
-				return nil, fmt.Errorf("server answered range bytes=%d-%d with Content-Range %q", off, off+size-1, cr)
+				return nil, false, fmt.Errorf("server answered range bytes=%d-%d with Content-Range %q", off, off+size-1, cr)
 			}
 		}
-		return buf, nil
+		if resp.ContentLength >= 0 && uint64(resp.ContentLength) != size {
+			return nil, false, fmt.Errorf("server answered range bytes=%d-%d with %d bytes", off, off+size-1, resp.ContentLength)
+		}
+		buf := make([]byte, size)
+		if _, err := io.ReadFull(resp.Body, buf); err != nil {
+			return nil, false, err
+		}
+		return buf, false, nil
 	}
-	var one [1]byte
-	if n, _ := io.ReadFull(resp.Body, one[:]); n == 0 {
-		return buf, nil // the body was exactly the range
+	switch cl := resp.ContentLength; {
+	case cl >= 0 && uint64(cl) == size:
+		// The range itself: a whole object of size bytes could only
+		// answer a range at 0, and then the bytes are the same.
+		buf := make([]byte, size)
+		if _, err := io.ReadFull(resp.Body, buf); err != nil {
+			return nil, false, err
+		}
+		return buf, false, nil
+	case cl >= 0 && uint64(cl) < off+size:
+		return nil, true, fmt.Errorf("server ignored the Range header and sent %d bytes, which end before bytes %d-%d", cl, off, off+size-1)
+	case cl < 0 && !knownWhole:
+		// No length: read size bytes; if the body ends there it was the
+		// range, else it is the object from its start.
+		prefix := make([]byte, size+1)
+		n, err := io.ReadFull(resp.Body, prefix)
+		if uint64(n) == size && (err == io.ErrUnexpectedEOF || err == io.EOF) {
+			return prefix[:size], false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		return skipTo(resp.Body, prefix, off, size)
 	}
-	const maxSkip = 1 << 34
+	return skipTo(resp.Body, nil, off, size)
+}
+
+// skipTo returns bytes [off, off+size) of an object whose first
+// len(prefix) bytes were already read into prefix and whose rest is r.
+func skipTo(r io.Reader, prefix []byte, off, size uint64) ([]byte, bool, error) {
 	if off > maxSkip {
-		return nil, fmt.Errorf("server ignored the Range header and offset %d is too far to skip", off)
+		return nil, true, fmt.Errorf("server ignored the Range header and offset %d is too far to skip", off)
 	}
-	all := append(buf, one[0])
-	rest, err := io.ReadAll(io.LimitReader(resp.Body, int64(off+size)-int64(len(all))))
-	if err != nil {
-		return nil, err
+	have := uint64(len(prefix))
+	out := make([]byte, 0, size)
+	if off < have {
+		out = append(out, prefix[off:min(have, off+size)]...)
+	} else if _, err := io.CopyN(io.Discard, r, int64(off-have)); err != nil {
+		return nil, true, fmt.Errorf("server ignored the Range header; skipping to offset %d: %w", off, unexpected(err))
 	}
-	all = append(all, rest...)
-	if uint64(len(all)) < off+size {
-		return nil, io.ErrUnexpectedEOF
+	if rest := size - uint64(len(out)); rest > 0 {
+		buf := out[len(out):size]
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return nil, true, fmt.Errorf("server ignored the Range header; reading bytes %d-%d: %w", off, off+size-1, unexpected(err))
+		}
+		out = out[:size]
 	}
-	return all[off : off+size], nil
+	return out, true, nil
+}
+
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // NewForRepository returns a client for repo that authenticates with a
