@@ -14,6 +14,7 @@ import (
 func newCheckCmd(lo *logOptions) *cobra.Command {
 	var source, target, platform, workDir, nydusImage, nydusd string
 	var srcInsecure, dstInsecure, plainHTTP, multi, all bool
+	var nf netFlags
 	c := &cobra.Command{
 		Use:   "check --target REF [--source REF]",
 		Short: "Check a Nydus image: manifest rules, bootstrap, chunk digests, and its files against the source",
@@ -37,6 +38,7 @@ It exits non-zero and lists the differences when anything is wrong.`,
 			}
 			sro := converter.RegistryOptions{PlainHTTP: plainHTTP, SkipTLSVerify: srcInsecure}
 			dro := converter.RegistryOptions{PlainHTTP: plainHTTP, SkipTLSVerify: dstInsecure}
+			nf.apply(&sro, &dro)
 			o := checker.Options{MultiPlatform: multi, AllPlatforms: all, Source: sro, Target: dro, Nydusd: nydusd, Log: log}
 			if !all {
 				p, err := converter.ParsePlatforms(platform)
@@ -88,6 +90,7 @@ It exits non-zero and lists the differences when anything is wrong.`,
 		},
 	}
 	fl := c.Flags()
+	nf.register(fl)
 	fl.StringVar(&source, "source", "", "source image to compare the file tree with")
 	fl.StringVar(&target, "target", "", "Nydus image to check")
 	fl.BoolVar(&srcInsecure, "source-insecure", false, "skip TLS verification for the source registry")

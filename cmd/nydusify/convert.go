@@ -46,6 +46,7 @@ type convertFlags struct {
 	outputJSON                     string
 	sourceArchive, targetArchive   string
 	pushRetryCount                 int
+	net                            netFlags
 	pushRetryDelay                 string
 	independent                    bool
 	targetSuffix                   string
@@ -80,6 +81,7 @@ reuses layers converted earlier, on any machine.`,
 		},
 	}
 	fl := c.Flags()
+	f.net.register(fl)
 	fl.StringVar(&f.source, "source", "", "source image reference")
 	fl.StringVar(&f.target, "target", "", "target image reference")
 	fl.BoolVar(&f.sourceInsecure, "source-insecure", false, "skip TLS verification for the source registry")
@@ -173,6 +175,7 @@ func runConvert(cmd *cobra.Command, f *convertFlags, lo *logOptions) error {
 	}
 	srcRO := converter.RegistryOptions{PlainHTTP: f.plainHTTP, SkipTLSVerify: f.sourceInsecure, Retries: f.pushRetryCount, RetryDelay: delay}
 	dstRO := converter.RegistryOptions{PlainHTTP: f.plainHTTP, SkipTLSVerify: f.targetInsecure, Retries: f.pushRetryCount, RetryDelay: delay}
+	f.net.apply(&srcRO, &dstRO)
 	o := converter.Options{
 		AllPlatforms: f.allPlatforms, MergePlatform: f.mergePlatform, OCI: f.oci,
 		CompressionLevel: f.level, Independent: f.independent, Source: srcRO, Target: dstRO,
@@ -225,12 +228,14 @@ func runConvert(cmd *cobra.Command, f *convertFlags, lo *logOptions) error {
 	}
 	if f.chunkDict != "" {
 		ro := converter.RegistryOptions{PlainHTTP: f.plainHTTP, SkipTLSVerify: f.chunkDictInsecure, Retries: f.pushRetryCount, RetryDelay: delay}
+		f.net.apply(&ro)
 		if o.ChunkDict, err = converter.OpenChunkDict(ctx, f.chunkDict, ro); err != nil {
 			return err
 		}
 	}
 	if f.buildCache != "" {
 		ro := converter.RegistryOptions{PlainHTTP: f.plainHTTP, SkipTLSVerify: f.buildCacheInsecure, Retries: f.pushRetryCount, RetryDelay: delay}
+		f.net.apply(&ro)
 		var opts []name.Option
 		if f.plainHTTP {
 			opts = append(opts, name.Insecure)

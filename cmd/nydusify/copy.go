@@ -15,6 +15,7 @@ func newCopyCmd(lo *logOptions) *cobra.Command {
 	var srcInsecure, dstInsecure, plainHTTP, all bool
 	var pushChunk int64
 	var workDir, nydusImage string
+	var nf netFlags
 	c := &cobra.Command{
 		Use:   "copy --source REF --target REF",
 		Short: "Copy an image (manifest, bootstrap and blobs) between registries",
@@ -33,6 +34,7 @@ skipped; blobs in another repository of the same registry are mounted.`,
 			}
 			sro := converter.RegistryOptions{PlainHTTP: plainHTTP, SkipTLSVerify: srcInsecure}
 			dro := converter.RegistryOptions{PlainHTTP: plainHTTP, SkipTLSVerify: dstInsecure}
+			nf.apply(&sro, &dro)
 			src, err := converter.ParseRef(source, false, sro)
 			if err != nil {
 				return err
@@ -100,6 +102,7 @@ skipped; blobs in another repository of the same registry are mounted.`,
 		},
 	}
 	fl := c.Flags()
+	nf.register(fl)
 	fl.StringVar(&source, "source", "", "source image reference")
 	fl.StringVar(&target, "target", "", "target image reference")
 	fl.BoolVar(&srcInsecure, "source-insecure", false, "skip TLS verification for the source registry")

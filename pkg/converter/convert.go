@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -614,14 +616,15 @@ type fetchResult struct {
 	err  error
 }
 
-// fetch downloads a registry layer to a temporary file, verifying its
-// digest; local layers are read in place later.
+// fetch copies a layer (downloaded, or from a local layout) to a
+// temporary file, verifying its digest and size.
 func (c *conv) fetch(ctx context.Context, l v1.Layer, i, n int, plat string) fetchResult {
-	if c.src.ref.Name == nil {
-		return fetchResult{}
-	}
 	d, _ := l.Digest()
 	size, _ := l.Size()
+	// Local layers (oci: layouts, archives) are copied and verified like
+	// downloaded ones: a substituted file must not convert under the
+	// original's name (the nydus-source-digest annotation), and the copy
+	// is what was verified.
 	rc, err := l.Compressed()
 	if err != nil {
 		return fetchResult{err: fmt.Errorf("layer %d %s: %w", i, d, describeRemoteErr(err))}
@@ -634,15 +637,32 @@ func (c *conv) fetch(ctx context.Context, l v1.Layer, i, n int, plat string) fet
 	cr := &countingReader{r: rc, report: func(b int64) {
 		c.o.Events(Event{Kind: "layer-progress", Platform: plat, Layer: i, Layers: n, Digest: d.String(), Bytes: b, Total: size * 2})
 	}}
-	if _, err := io.Copy(f, cr); err != nil {
+	if err := verifyLayer(cr, f, d, size); err != nil {
 		f.Close()
 		os.Remove(f.Name())
-		return fetchResult{err: fmt.Errorf("download layer %d %s from %s: %w", i, d, c.src.ref, describeRemoteErr(err))}
+		return fetchResult{err: fmt.Errorf("download layer %d from %s: %w", i, c.src.ref, describeRemoteErr(err))}
 	}
 	if err := f.Close(); err != nil {
 		return fetchResult{err: err}
 	}
 	return fetchResult{path: f.Name()}
+}
+
+// verifyLayer copies a layer's compressed bytes from r to w and checks
+// that they have digest d and size bytes.
+func verifyLayer(r io.Reader, w io.Writer, d v1.Hash, size int64) error {
+	if d.Algorithm != "sha256" {
+		return fmt.Errorf("layer %s: unsupported digest algorithm %q", d, d.Algorithm)
+	}
+	h := sha256.New()
+	got, err := io.Copy(io.MultiWriter(w, h), r)
+	if err != nil {
+		return fmt.Errorf("layer %s: %w", d, err)
+	}
+	if sum := hex.EncodeToString(h.Sum(nil)); sum != d.Hex || (size > 0 && got != size) {
+		return fmt.Errorf("layer %s: content has digest sha256:%s and %d bytes, the manifest says %s and %d bytes", d, sum, got, d, size)
+	}
+	return nil
 }
 
 // build converts one layer.

@@ -9,8 +9,10 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"net"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -57,8 +59,33 @@ type RegistryOptions struct {
 	// Jobs is the number of concurrent blob uploads.
 	Jobs int
 	// Transport, when set, replaces the base HTTP transport (and so
-	// SkipTLSVerify, which configures the default one).
+	// SkipTLSVerify, ConnectTimeout and ResponseHeaderTimeout, which
+	// configure the default one); IdleTimeout still applies.
 	Transport http.RoundTripper
+	// ConnectTimeout bounds TCP connection and TLS handshake (default
+	// DefaultConnectTimeout).
+	ConnectTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for a response's headers once
+	// the request is sent (default DefaultResponseHeaderTimeout): a
+	// registry that accepts connections and never answers fails.
+	ResponseHeaderTimeout time.Duration
+	// IdleTimeout fails a transfer whose body sends nothing for this long
+	// (default DefaultIdleTimeout).
+	IdleTimeout time.Duration
+}
+
+// Default network timeouts of RegistryOptions.
+const (
+	DefaultConnectTimeout        = 10 * time.Second
+	DefaultResponseHeaderTimeout = 30 * time.Second
+	DefaultIdleTimeout           = 60 * time.Second
+)
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
 }
 
 // ParseRef parses an image reference. `oci:DIR[:TAG]` names an OCI
@@ -94,7 +121,11 @@ func (ro RegistryOptions) Remote(ctx context.Context) []remote.Option {
 	if kc == nil {
 		kc = authn.DefaultKeychain
 	}
+	connect := orDefault(ro.ConnectTimeout, DefaultConnectTimeout)
 	base := http.DefaultTransport.(*http.Transport).Clone()
+	base.DialContext = (&net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second}).DialContext
+	base.TLSHandshakeTimeout = connect
+	base.ResponseHeaderTimeout = orDefault(ro.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
 	if ro.SkipTLSVerify {
 		base.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
 	}
@@ -102,6 +133,7 @@ func (ro RegistryOptions) Remote(ctx context.Context) []remote.Option {
 	if ro.Transport != nil {
 		rt = ro.Transport
 	}
+	rt = &idleTimeoutTransport{rt: rt, idle: orDefault(ro.IdleTimeout, DefaultIdleTimeout)}
 	retries := ro.Retries
 	if retries <= 0 {
 		retries = 3
@@ -124,6 +156,62 @@ func (ro RegistryOptions) Remote(ctx context.Context) []remote.Option {
 		remote.WithJobs(jobs),
 		remote.WithUserAgent("nydus-go"),
 	}
+}
+
+// idleTimeoutTransport cancels a request whose response body sends
+// nothing for idle: http.Transport bounds connecting and the headers, but
+// not a body that stalls.
+type idleTimeoutTransport struct {
+	rt   http.RoundTripper
+	idle time.Duration
+}
+
+func (t *idleTimeoutTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancelCause(req.Context())
+	resp, err := t.rt.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	b := &idleBody{rc: resp.Body, cancel: cancel, idle: t.idle, host: req.URL.Host}
+	b.timer = time.AfterFunc(t.idle, b.expire)
+	resp.Body = b
+	return resp, nil
+}
+
+// errIdle is the cause of a transfer cancelled by IdleTimeout.
+var errIdle = errors.New("transfer idle")
+
+type idleBody struct {
+	rc     io.ReadCloser
+	cancel context.CancelCauseFunc
+	timer  *time.Timer
+	idle   time.Duration
+	host   string
+	fired  atomic.Bool
+}
+
+func (b *idleBody) expire() {
+	b.fired.Store(true)
+	b.cancel(errIdle)
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if n > 0 {
+		b.timer.Reset(b.idle)
+	}
+	if err != nil && err != io.EOF && b.fired.Load() {
+		err = fmt.Errorf("%s sent nothing for %s: %w", b.host, b.idle, err)
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	b.timer.Stop()
+	err := b.rc.Close()
+	b.cancel(nil)
+	return err
 }
 
 // source is a resolved source image or index.

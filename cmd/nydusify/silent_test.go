@@ -1,0 +1,53 @@
+package main
+
+import (
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSilentRegistry: nydusify against a registry that accepts TCP
+// connections and never answers exits non-zero with one line naming the
+// registry, after --response-timeout, instead of hanging.
+func TestSilentRegistry(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	dir := t.TempDir()
+	host := ln.Addr().String()
+	for _, args := range [][]string{
+		{"convert", "--source", host + "/app:1", "--target", "oci:" + filepath.Join(dir, "out") + ":x"},
+		{"check", "--target", host + "/app:1"},
+		{"copy", "--source", host + "/app:1", "--target", host + "/app:2"},
+	} {
+		start := time.Now()
+		res := run(t, dir, append(args, "--plain-http", "--response-timeout", "1s", "--connect-timeout", "1s")...)
+		took := time.Since(start)
+		lines := strings.Split(strings.TrimSpace(res.stderr), "\n")
+		if res.code == 0 || took > 45*time.Second || !strings.Contains(lines[len(lines)-1], host) {
+			t.Fatalf("%s: exit %d after %s:\n%s", args[0], res.code, took, res.stderr)
+		}
+		t.Logf("%s: exit %d after %s: %s", args[0], res.code, took.Round(time.Millisecond), lines[len(lines)-1])
+	}
+}
