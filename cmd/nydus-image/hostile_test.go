@@ -110,3 +110,32 @@ func TestHugeDeclaredSizes(t *testing.T) {
 	r := run(t, "", "create", "-t", "tar-rafs", "-B", filepath.Join(dir, "boot"), "--blob", filepath.Join(dir, "blob"), src)
 	oneLineError(t, r, "ends at offset 10")
 }
+
+// TestUnstorableXattrsExplained: xattrs RAFS v6 (or Linux) cannot hold
+// are dropped with a warning that gives the real reason.
+func TestUnstorableXattrsExplained(t *testing.T) {
+	dir := t.TempDir()
+	h := tar.Header{Typeflag: tar.TypeReg, Name: "f", Mode: 0o644, Format: tar.FormatPAX, PAXRecords: map[string]string{
+		"SCHILY.xattr.user.":                            "empty name",
+		"SCHILY.xattr.user." + strings.Repeat("n", 300): "long name",
+		"SCHILY.xattr.user.big":                         strings.Repeat("v", 70000),
+		"SCHILY.xattr.weird.ns":                         "x",
+		"SCHILY.xattr.user.ok":                          "kept",
+	}}
+	src := writeFile(t, filepath.Join(dir, "x.tar"), treetest.Tar([]treetest.File{{Header: h}}))
+	boot := filepath.Join(dir, "boot")
+	r := mustRun(t, "", "create", "-t", "tar-rafs", "-B", boot, "-D", filepath.Join(dir, "blobs"), src)
+	for _, want := range []string{
+		`user.\" dropped: the name is empty after its namespace prefix`,
+		"the name is 300 bytes after its namespace prefix",
+		`user.big\" dropped: the value is 70000 bytes`,
+		`weird.ns\" dropped: RAFS v6 stores only`,
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("no warning %q:\n%s", want, r.stderr)
+		}
+	}
+	if strings.Contains(r.stderr, "user.ok") {
+		t.Errorf("a storable xattr was dropped:\n%s", r.stderr)
+	}
+}

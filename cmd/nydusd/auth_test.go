@@ -58,6 +58,9 @@ func TestRegistryAuthRenewal(t *testing.T) {
 	if code, body := d.do("PUT", "/api/v1/config?id=/", map[string]string{"registry_auth": "%%%"}); code != 400 || !strings.Contains(body, "registry_auth") {
 		t.Fatalf("invalid registry_auth: %d %s", code, body)
 	}
+	if code, body := d.do("PUT", "/api/v1/config?id=/", map[string]string{"registry_auth": ""}); code != 400 || !strings.Contains(body, "registry_auth is empty") {
+		t.Fatalf("empty registry_auth: %d %s", code, body)
+	}
 	if code, body := d.do("PUT", "/api/v1/config?id=/nope", map[string]string{"registry_auth": b64("alice:s3cret-pw")}); code != 404 {
 		t.Fatalf("unknown id: %d %s", code, body)
 	}

@@ -151,8 +151,8 @@ func (t *tarTree) add(ctx context.Context, hdr *tar.Header, tr *tar.Reader) erro
 	if err != nil {
 		return err
 	}
-	for _, x := range skipped {
-		t.warn(fmt.Sprintf("tar entry %q: xattr %q dropped: RAFS v6 stores only user., trusted., security. and system.posix_acl_* attributes", hdr.Name, x))
+	for _, why := range skipped {
+		t.warn(fmt.Sprintf("tar entry %q: %s", hdr.Name, why))
 	}
 	if len(parts) == 0 {
 		// The root itself: only a directory may update it.
@@ -284,8 +284,8 @@ func xattrsFromPAX(recs map[string]string) (xs []rafs.Xattr, skipped []string) {
 		default:
 			continue
 		}
-		if _, pl, ok := rafs.XattrIndex(name); !ok || len(name)-pl > 255 || len(v) > 0xffff {
-			skipped = append(skipped, name)
+		if why := xattrUnstorable(name, len(v)); why != "" {
+			skipped = append(skipped, fmt.Sprintf("xattr %q dropped: %s", name, why))
 			continue
 		}
 		xs = append(xs, rafs.Xattr{Name: name, Value: []byte(v)})
@@ -293,6 +293,23 @@ func xattrsFromPAX(recs map[string]string) (xs []rafs.Xattr, skipped []string) {
 	sort.Slice(xs, func(i, j int) bool { return xs[i].Name < xs[j].Name })
 	sort.Strings(skipped)
 	return xs, skipped
+}
+
+// xattrUnstorable says why an extended attribute cannot be kept in RAFS
+// v6 (and so on Linux), or "" if it can.
+func xattrUnstorable(name string, valueLen int) string {
+	_, pl, ok := rafs.XattrIndex(name)
+	switch {
+	case !ok:
+		return "RAFS v6 stores only user., trusted., security. and system.posix_acl_* attributes"
+	case strings.HasSuffix(name[:pl], ".") && len(name) == pl:
+		return "the name is empty after its namespace prefix (Linux cannot set it)"
+	case len(name)-pl > 255:
+		return fmt.Sprintf("the name is %d bytes after its namespace prefix, more than the 255 EROFS stores", len(name)-pl)
+	case valueLen > 0xffff:
+		return fmt.Sprintf("the value is %d bytes, more than the 65535 EROFS stores", valueLen)
+	}
+	return ""
 }
 
 // tailReader remembers the last 1024 bytes read, to check that a tar

@@ -410,7 +410,13 @@ type authSetter interface {
 // of the image mounted at id ("/" in dedicated mode, "/NAME" in shared
 // mode; "" for every registry-backed image), as nydus-snapshotter's
 // PUT /api/v1/config {"registry_auth"} asks.
+//
+// An empty auth is refused: it would silently turn the mount anonymous,
+// and a token that expired is renewed, never removed.
 func (d *Daemon) SetRegistryAuth(ctx context.Context, id, auth string) error {
+	if auth == "" {
+		return &Error{Code: "EINVAL", Status: 400, Msg: "registry_auth is empty: refusing to drop the mount's credentials (send base64 user:password)"}
+	}
 	d.mu.Lock()
 	var targets []authSetter
 	found := false
