@@ -224,6 +224,14 @@ func (f *FS) Inode(ctx context.Context, nid uint64) (*Inode, error) {
 		if ino.addrs, err = f.rd.ChunkAddrs(ctx, di); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrIO, err)
 		}
+		// Reads copy from chunk k at the file offset's place in it, so
+		// every chunk must hold exactly its part of the file.
+		for k, a := range ino.addrs {
+			c, ok := f.chunks[[2]uint32{a.BlobIndex, a.CIIndex}]
+			if want := rafs.FileChunkSize(di.Size, f.rd.ChunkSize(), k); ok && c.UncompressedSize != want {
+				return nil, fmt.Errorf("%w: inode %d: chunk %d (blob %d, index %d) holds %d bytes, the file's size needs %d", ErrIO, nid, k, a.BlobIndex, a.CIIndex, c.UncompressedSize, want)
+			}
+		}
 	}
 	f.mu.Lock()
 	ino.path = f.paths[nid]

@@ -83,12 +83,12 @@ func (rd *Reader) Load(ctx context.Context, opts LoadOptions) (*Node, error) {
 					}
 					c.BlobIndex, c.Index = a.BlobIndex, a.CIIndex
 					c.FileOffset = uint64(i) * cs
+					want := FileChunkSize(di.Size, uint32(cs), i)
 					if c.UncompressedSize == 0 {
-						sz := di.Size - c.FileOffset
-						if sz > cs {
-							sz = cs
-						}
-						c.UncompressedSize = uint32(sz)
+						c.UncompressedSize = want
+					}
+					if c.UncompressedSize != want {
+						return fmt.Errorf("%s: chunk %d (blob %d, index %d) holds %d bytes, the file's size needs %d", p, i, a.BlobIndex, a.CIIndex, c.UncompressedSize, want)
 					}
 					ino.Chunks[i] = c
 				}

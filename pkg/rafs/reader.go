@@ -586,6 +586,17 @@ func (rd *Reader) ChunkAddrs(ctx context.Context, ino *DiskInode) ([]ChunkAddr, 
 	return out, nil
 }
 
+// FileChunkSize returns how many bytes chunk k of a file of the given
+// size holds: the chunk size, or what is left of the file in its last
+// chunk. A chunk record of another size does not belong to the file.
+func FileChunkSize(fileSize uint64, chunkSize uint32, k int) uint32 {
+	off := uint64(k) * uint64(chunkSize)
+	if off >= fileSize {
+		return 0
+	}
+	return uint32(min(fileSize-off, uint64(chunkSize)))
+}
+
 // ChunkTable reads the trailing chunk info table.
 func (rd *Reader) ChunkTable(ctx context.Context) ([]ChunkInfo, error) {
 	if err := ctx.Err(); err != nil {

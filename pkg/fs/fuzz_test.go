@@ -1,0 +1,88 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nydus-go/nydus/internal/treetest"
+	"github.com/nydus-go/nydus/pkg/builder"
+)
+
+// bytesBackend serves every blob id from one byte slice.
+type bytesBackend []byte
+
+func (b bytesBackend) ReadRange(_ context.Context, _ string, off, n int64) ([]byte, error) {
+	if off < 0 || n < 0 || off > int64(len(b)) || n > int64(len(b))-off {
+		return nil, fmt.Errorf("range %d+%d beyond the blob's %d bytes", off, n, len(b))
+	}
+	return append([]byte(nil), b[off:off+n]...), nil
+}
+
+// FuzzMount mutates a bootstrap and its blob together and mounts them as
+// nydusd does (chunk cache, record checks, read-ahead): walking the tree
+// and reading every file at several offsets must return data or an
+// error, never panic or hang.
+func FuzzMount(f *testing.F) {
+	files := []treetest.File{
+		treetest.Reg("a", 0o644, []byte("hello")), treetest.Reg("d/b", 0o600, treetest.Random(1, 9000)),
+		treetest.Reg("d/c", 0o644, bytes.Repeat([]byte("z"), 5000)),
+	}
+	for _, o := range []builder.Options{{ChunkSize: 0x1000}, {ChunkSize: 0x1000, BatchSize: 0x1000}, {ChunkSize: 0x1000, TOC: true, InlineMeta: true}} {
+		var blob bytes.Buffer
+		res, err := builder.Create(context.Background(), bytes.NewReader(treetest.Tar(files)), &blob, o)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(res.Bootstrap, blob.Bytes())
+	}
+	f.Fuzz(func(t *testing.T, boot, blob []byte) {
+		if len(boot) > 1<<20 || len(blob) > 4<<20 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		fsys, err := Open(ctx, boot, bytesBackend(blob), Options{Cache: &memCache{m: map[string][]byte{}}, ReadAhead: 0x4000})
+		if err != nil {
+			return
+		}
+		defer fsys.Close()
+		budget := 2000
+		var walk func(nid uint64, depth int)
+		walk = func(nid uint64, depth int) {
+			ents, err := fsys.ReadDir(ctx, nid)
+			if err != nil || depth > 32 {
+				return
+			}
+			for _, e := range ents {
+				if budget--; budget < 0 {
+					return
+				}
+				ino, err := fsys.Lookup(ctx, nid, e.Name)
+				if err != nil {
+					continue
+				}
+				fsys.Xattr(ctx, ino.Nid, "user.x")
+				switch {
+				case ino.IsDir():
+					walk(ino.Nid, depth+1)
+				case ino.IsSymlink():
+					fsys.Readlink(ctx, ino.Nid)
+				case ino.IsRegular():
+					buf := make([]byte, 0x1800)
+					for _, off := range []int64{0, 0x800, 0x1000, 0x2100, int64(ino.Size) - 1, int64(ino.Size) + 10} {
+						if off >= 0 {
+							fsys.Read(ctx, ino.Nid, buf, off)
+						}
+					}
+				}
+			}
+		}
+		walk(fsys.RootNid(), 0)
+		if ctx.Err() != nil {
+			t.Fatal("walking and reading the mount took over 10 s")
+		}
+	})
+}
