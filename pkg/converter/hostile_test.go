@@ -108,22 +108,24 @@ func TestSilentRegistryTimesOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	var conns []net.Conn
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
+	accepted := make(chan struct{})
 	go func() {
+		defer close(accepted)
+		var conns []net.Conn // read nothing, answer nothing
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			conns = append(conns, c) // read nothing, answer nothing
+			conns = append(conns, c)
 		}
 	}()
+	defer func() { ln.Close(); <-accepted }()
 	for _, plainHTTP := range []bool{false, true} {
 		o := testOptions(t)
 		o.Source = RegistryOptions{PlainHTTP: plainHTTP, ResponseHeaderTimeout: time.Second, ConnectTimeout: time.Second, Retries: 1, RetryDelay: 10 * time.Millisecond}
