@@ -1,10 +1,16 @@
 package fs
 
 import (
+	"bytes"
+	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/nydus-go/nydus/internal/treetest"
+	"github.com/nydus-go/nydus/pkg/builder"
 )
 
 func TestCleanWholeFileDirRemovesOnlyOldPartialBuilds(t *testing.T) {
@@ -28,5 +34,48 @@ func TestCleanWholeFileDirRemovesOnlyOldPartialBuilds(t *testing.T) {
 	}
 	if n := CleanWholeFileDir(filepath.Join(dir, "missing"), 0); n != 0 {
 		t.Fatalf("missing dir: %d", n)
+	}
+}
+
+// TestWholeFileVerifiesCachedChunks: a whole-file copy is assembled only
+// from chunks verified during the assembly, so a cached chunk that no
+// longer matches its digest is refetched, not copied into the file that
+// passthrough then serves without the daemon.
+func TestWholeFileVerifiesCachedChunks(t *testing.T) {
+	data := treetest.Random(7, 3*0x1000+10)
+	var blob bytes.Buffer
+	res, err := builder.Create(context.Background(), bytes.NewReader(treetest.Tar([]treetest.File{treetest.Reg("f", 0o644, data)})), &blob, builder.Options{ChunkSize: 0x1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := &memCache{m: map[string][]byte{}}
+	f, err := Open(context.Background(), res.Bootstrap, bytesBackend(blob.Bytes()), Options{Cache: cache, WholeFileDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ino, _ := f.Lookup(context.Background(), f.RootNid(), "f")
+	if _, err := f.Read(context.Background(), ino.Nid, make([]byte, len(data)), 0); err != nil {
+		t.Fatal(err)
+	}
+	// Poison every cached chunk in place.
+	cache.mu.Lock()
+	for _, b := range cache.m {
+		for i := range b {
+			b[i] ^= 0x5a
+		}
+	}
+	cache.mu.Unlock()
+	fd, err := f.WholeFile(context.Background(), ino.Nid, true)
+	if err != nil || fd == nil {
+		t.Fatalf("whole file: %v", err)
+	}
+	defer fd.Close()
+	got, _ := io.ReadAll(fd)
+	if !bytes.Equal(got, data) {
+		t.Fatal("the whole-file copy holds the poisoned cache bytes")
+	}
+	if f.Metrics.DigestFailures.Load() == 0 {
+		t.Error("the poisoned chunks were not counted")
 	}
 }
