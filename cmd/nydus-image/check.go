@@ -13,6 +13,7 @@ import (
 	"github.com/nydus-go/nydus/internal/version"
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/rafs"
+	"github.com/nydus-go/nydus/pkg/storage"
 	"github.com/spf13/cobra"
 )
 
@@ -73,9 +74,9 @@ func runCheck(ctx context.Context, path, blobDir, outJSON string, verbose bool) 
 		return err
 	}
 	defer f.Close()
-	var src builder.RangeReader
+	var src storage.RangeReader
 	if blobDir != "" {
-		fs := &builder.FileSource{Dir: blobDir}
+		fs := &storage.FileSource{Dir: blobDir}
 		defer fs.Close()
 		src = fs
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/nydus-go/nydus/pkg/blob"
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/rafs"
+	"github.com/nydus-go/nydus/pkg/storage"
 )
 
 // output is a destination file: a FIFO or character device is written in
@@ -185,7 +186,7 @@ func writeJSON(path string, v any) error {
 // layer blob) the sha256 of the blob file itself.
 func fixPlaceholderIDs(rd *rafs.Reader, path string, blobFile *os.File) {
 	id := builder.BlobIDFromPath(path)
-	if !builder.IsBlobID(id) {
+	if !storage.IsBlobID(id) {
 		if blobFile == nil {
 			return
 		}

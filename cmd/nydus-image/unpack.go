@@ -13,6 +13,7 @@ import (
 	"github.com/nydus-go/nydus/internal/version"
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/registry"
+	"github.com/nydus-go/nydus/pkg/storage"
 	"github.com/spf13/cobra"
 )
 
@@ -81,14 +82,14 @@ func runUnpack(ctx context.Context, path, output, blob, blobDir, backendType, ba
 		return err
 	}
 	defer f.Close()
-	var src builder.RangeReader
+	var src storage.RangeReader
 	switch {
 	case blob != "":
-		fs := &builder.FileSource{File: blob}
+		fs := &storage.FileSource{File: blob}
 		defer fs.Close()
 		src = fs
 	case blobDir != "":
-		fs := &builder.FileSource{Dir: blobDir}
+		fs := &storage.FileSource{Dir: blobDir}
 		defer fs.Close()
 		src = fs
 	case backendType != "":

@@ -295,3 +295,19 @@ func TestSharedMode(t *testing.T) {
 }
 
 func unixUnmount(dir string) { unix.Unmount(dir, unix.MNT_DETACH) }
+
+// TestRuntimeDoesNotImportBuilder: nydusd's dependency graph holds no
+// build-side package (the builder, the converter, the checker).
+func TestRuntimeDoesNotImportBuilder(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, p := range strings.Fields(string(out)) {
+		for _, bad := range []string{"/pkg/builder", "/pkg/converter", "/pkg/checker"} {
+			if strings.HasSuffix(p, bad) {
+				t.Errorf("nydusd depends on %s", p)
+			}
+		}
+	}
+}

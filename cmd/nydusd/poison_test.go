@@ -18,6 +18,7 @@ import (
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
 	"github.com/nydus-go/nydus/pkg/rafs"
+	"github.com/nydus-go/nydus/pkg/storage"
 )
 
 // poisonImage builds two 1 MiB files (one 1 MiB chunk each) and a
@@ -69,7 +70,7 @@ func poisonImage(t *testing.T) (honest, crafted, blobs string, files map[string]
 
 	// nydus-image check (builder.Check) reports the disagreement.
 	crd, _ := rafs.Open(context.Background(), bytes.NewReader(boot), int64(len(boot)))
-	if _, err := builder.Check(context.Background(), crd, &builder.FileSource{Dir: blobs}); !errors.Is(err, builder.ErrChunkRecordMismatch) {
+	if _, err := builder.Check(context.Background(), crd, &storage.FileSource{Dir: blobs}); !errors.Is(err, storage.ErrChunkRecordMismatch) {
 		t.Fatalf("check of the crafted bootstrap: %v, want a chunk record mismatch", err)
 	}
 	return honest, crafted, blobs, files

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/nydus-go/nydus/pkg/storage"
 	"io"
 	"os"
 	"path/filepath"
@@ -19,7 +20,7 @@ import (
 	"github.com/nydus-go/nydus/pkg/rafs"
 )
 
-// memBlob is a blob held in memory, readable as a RangeReader.
+// memBlob is a blob held in memory, readable as a storage.RangeReader.
 type memBlob struct {
 	data []byte
 	comp compress.Algorithm
@@ -229,7 +230,7 @@ func TestUpstreamFixtureData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	src := &FileSource{File: filepath.Join(dir, "blobs/be7d77eeb719f70884758d1aa800ed0fb09d701aaec469964e9d54325f0d5fef")}
+	src := &storage.FileSource{File: filepath.Join(dir, "blobs/be7d77eeb719f70884758d1aa800ed0fb09d701aaec469964e9d54325f0d5fef")}
 	defer src.Close()
 	var out bytes.Buffer
 	if err := Unpack(ctx, rd, src, &out, UnpackOptions{}); err != nil {
@@ -292,7 +293,7 @@ func TestUpstreamTOCFixture(t *testing.T) {
 	if len(rd.Blobs) != 1 || !strings.HasPrefix(rd.Blobs[0].BlobID, "d788a0ea") {
 		t.Fatalf("inline bootstrap blobs: %+v", rd.Blobs)
 	}
-	src := &FileSource{File: p}
+	src := &storage.FileSource{File: p}
 	defer src.Close()
 	var out bytes.Buffer
 	if err := Unpack(ctx, rd, src, &out, UnpackOptions{}); err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/nydus-go/nydus/pkg/rafs"
+	"github.com/nydus-go/nydus/pkg/storage"
 )
 
 // MergeSource is one per-layer bootstrap, lowest layer first.
@@ -53,15 +54,6 @@ type MergeResult struct {
 	Blobs []string
 	// ChunkSize, Compressor and Digester describe the merged image.
 	Options Options
-}
-
-// IsBlobID reports whether s is a 64-character lowercase hex string.
-func IsBlobID(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	_, err := hex.DecodeString(s)
-	return err == nil && strings.ToLower(s) == s
 }
 
 // BlobIDFromPath returns the file name of p up to its first ".".
@@ -158,13 +150,13 @@ func Merge(ctx context.Context, sources []MergeSource, o MergeOptions) (*MergeRe
 				switch {
 				case src.OriginalBlobID != "":
 					id = src.OriginalBlobID
-				case IsBlobID(BlobIDFromPath(src.Path)):
+				case storage.IsBlobID(BlobIDFromPath(src.Path)):
 					id = BlobIDFromPath(src.Path)
 				}
 				if src.BlobDigest != "" {
 					id = strings.TrimPrefix(src.BlobDigest, "sha256:")
 				}
-				if !IsBlobID(id) || id == rafs.PlaceholderBlobID {
+				if !storage.IsBlobID(id) || id == rafs.PlaceholderBlobID {
 					return nil, fmt.Errorf("%s: cannot determine the layer blob id: name the bootstrap file after the blob digest or pass --blob-digests", what)
 				}
 				bi.BlobID = id

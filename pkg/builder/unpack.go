@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/nydus-go/nydus/pkg/storage"
 	"io"
 	"time"
 
@@ -25,12 +26,12 @@ type UnpackOptions struct {
 // Unpack writes the filesystem of a bootstrap as a tar stream to w,
 // reading file data through src. Entry names are relative and never
 // contain "..", so extracting the stream cannot escape its target.
-func Unpack(ctx context.Context, rd *rafs.Reader, src RangeReader, w io.Writer, opts UnpackOptions) error {
+func Unpack(ctx context.Context, rd *rafs.Reader, src storage.RangeReader, w io.Writer, opts UnpackOptions) error {
 	root, err := rd.Load(ctx, rafs.LoadOptions{})
 	if err != nil {
 		return err
 	}
-	cr, err := NewChunkReader(ctx, rd, src)
+	cr, err := storage.NewChunkReader(ctx, rd, src)
 	if err != nil {
 		return err
 	}
@@ -116,7 +117,7 @@ func Unpack(ctx context.Context, rd *rafs.Reader, src RangeReader, w io.Writer, 
 	return tw.Close()
 }
 
-func readVerified(ctx context.Context, rd *rafs.Reader, cr *ChunkReader, dig digester.Algorithm, c rafs.ChunkInfo, skip bool) ([]byte, error) {
+func readVerified(ctx context.Context, rd *rafs.Reader, cr *storage.ChunkReader, dig digester.Algorithm, c rafs.ChunkInfo, skip bool) ([]byte, error) {
 	if int(c.BlobIndex) >= len(rd.Blobs) {
 		return nil, fmt.Errorf("blob index %d out of range", c.BlobIndex)
 	}

@@ -3,6 +3,7 @@ package builder
 import (
 	"context"
 	"fmt"
+	"github.com/nydus-go/nydus/pkg/storage"
 
 	"github.com/nydus-go/nydus/pkg/rafs"
 )
@@ -41,14 +42,14 @@ func (e *ChunkError) Unwrap() error { return e.Err }
 // chunk index. With src set it also compares every chunk record with its
 // blob's own chunk-info table and reads every chunk once to verify its
 // digest, returning a *ChunkError for the first bad chunk.
-func Check(ctx context.Context, rd *rafs.Reader, src RangeReader) (*Summary, error) {
+func Check(ctx context.Context, rd *rafs.Reader, src storage.RangeReader) (*Summary, error) {
 	tree, err := rd.Load(ctx, rafs.LoadOptions{})
 	if err != nil {
 		return nil, err
 	}
-	var cr *ChunkReader
+	var cr *storage.ChunkReader
 	if src != nil {
-		if cr, err = NewChunkReader(ctx, rd, src); err != nil {
+		if cr, err = storage.NewChunkReader(ctx, rd, src); err != nil {
 			return nil, err
 		}
 	}

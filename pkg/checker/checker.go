@@ -10,8 +10,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/converter"
+	"github.com/nydus-go/nydus/pkg/storage"
 )
 
 // MaxDifferences bounds Report.Differences; further differences are only
@@ -212,7 +212,7 @@ func Check(ctx context.Context, source *converter.Ref, target converter.Ref, o O
 		}
 		defer src.close()
 	}
-	var rr builder.RangeReader
+	var rr storage.RangeReader
 	closeRR := func() {}
 	defer func() { closeRR() }()
 	var reports []Report

@@ -21,9 +21,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/converter"
 	"github.com/nydus-go/nydus/pkg/registry"
+	"github.com/nydus-go/nydus/pkg/storage"
 )
 
 // refNameAnnotation tags the images of an OCI layout's index.json.
@@ -173,9 +173,9 @@ func (o *opened) openLayout() error {
 }
 
 // rangeReader returns a reader of the image's blobs by id.
-func (o *opened) rangeReader(ctx context.Context) (builder.RangeReader, func(), error) {
+func (o *opened) rangeReader(ctx context.Context) (storage.RangeReader, func(), error) {
 	if o.rname == nil {
-		fs := &builder.FileSource{Dir: filepath.Join(o.dir, "blobs", "sha256")}
+		fs := &storage.FileSource{Dir: filepath.Join(o.dir, "blobs", "sha256")}
 		return fs, func() { fs.Close() }, nil
 	}
 	var base http.RoundTripper = o.ro.Transport

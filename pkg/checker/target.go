@@ -20,11 +20,12 @@ import (
 	"github.com/nydus-go/nydus/pkg/converter"
 	"github.com/nydus-go/nydus/pkg/digester"
 	"github.com/nydus-go/nydus/pkg/rafs"
+	"github.com/nydus-go/nydus/pkg/storage"
 )
 
 // checkImage checks one Nydus manifest, filling r. An error is returned
 // only when the check itself cannot go on (e.g. an unreadable source).
-func checkImage(ctx context.Context, r *Report, tgt *opened, img v1.Image, src *compareSource, rr builder.RangeReader, o *Options) error {
+func checkImage(ctx context.Context, r *Report, tgt *opened, img v1.Image, src *compareSource, rr storage.RangeReader, o *Options) error {
 	mf, err := img.Manifest()
 	if err != nil {
 		return describeRemote(tgt.what(), tgt.host(), err)
@@ -222,7 +223,7 @@ type fileSum struct {
 
 // readContents reads and verifies every chunk of every regular file of
 // the tree and returns the sha256 of each file's content.
-func readContents(ctx context.Context, r *Report, rd *rafs.Reader, tree *rafs.Node, rr builder.RangeReader, o *Options) map[*rafs.Inode]*fileSum {
+func readContents(ctx context.Context, r *Report, rd *rafs.Reader, tree *rafs.Node, rr storage.RangeReader, o *Options) map[*rafs.Inode]*fileSum {
 	type job struct {
 		path string
 		ino  *rafs.Inode
@@ -240,7 +241,7 @@ func readContents(ctx context.Context, r *Report, rd *rafs.Reader, tree *rafs.No
 	for _, j := range jobs {
 		sums[j.ino] = &fileSum{bad: true} // until its chunks are verified
 	}
-	cr, err := builder.NewChunkReader(ctx, rd, rr)
+	cr, err := storage.NewChunkReader(ctx, rd, rr)
 	if err != nil {
 		r.BootstrapErr = oneLine(err.Error())
 		return sums
@@ -311,7 +312,7 @@ func readContents(ctx context.Context, r *Report, rd *rafs.Reader, tree *rafs.No
 // hashes the content into h. It returns the number of chunks read, the
 // number without a digest and the first bad chunk (a *builder.ChunkError
 // naming the file).
-func hashFile(ctx context.Context, rd *rafs.Reader, cr *builder.ChunkReader, dig digester.Algorithm, chunkSize uint64, path string, ino *rafs.Inode, h hash.Hash) (read, noDigest int, err error) {
+func hashFile(ctx context.Context, rd *rafs.Reader, cr *storage.ChunkReader, dig digester.Algorithm, chunkSize uint64, path string, ino *rafs.Inode, h hash.Hash) (read, noDigest int, err error) {
 	var total uint64
 	for i, c := range ino.Chunks {
 		blobID := ""

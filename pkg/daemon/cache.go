@@ -79,17 +79,17 @@ func (cc *chunkCache) Put(ctx context.Context, id string, ci uint32, off int64, 
 	return b.Put(ctx, ci, off, data, nil)
 }
 
-// LoadMeta implements builder.MetaStore with the cache's .blob.meta
+// LoadMeta implements storage.MetaStore with the cache's .blob.meta
 // files.
 func (cc *chunkCache) LoadMeta(ctx context.Context, id string, _ int) ([]byte, bool) {
 	b, err := cc.c.Meta(ctx, id)
 	return b, err == nil
 }
 
-// HasMeta implements builder.MetaStore.
+// HasMeta implements storage.MetaStore.
 func (cc *chunkCache) HasMeta(ctx context.Context, id string) bool { return cc.c.HasMeta(id) }
 
-// StoreMeta implements builder.MetaStore: the file is written beside the
+// StoreMeta implements storage.MetaStore: the file is written beside the
 // blob's data, as upstream nydusd does.
 func (cc *chunkCache) StoreMeta(ctx context.Context, id string, chunks int, file []byte) error {
 	b, err := cc.c.Blob(ctx, id, chunks, file)

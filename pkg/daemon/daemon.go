@@ -19,12 +19,12 @@ import (
 	"time"
 
 	"github.com/nydus-go/nydus/pkg/blobcache"
-	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
 	nfs "github.com/nydus-go/nydus/pkg/fs"
 	"github.com/nydus-go/nydus/pkg/fusefs"
 	"github.com/nydus-go/nydus/pkg/rafs"
 	"github.com/nydus-go/nydus/pkg/registry"
+	"github.com/nydus-go/nydus/pkg/storage"
 )
 
 // Options configure a daemon.
@@ -254,7 +254,7 @@ func newBackend(ctx context.Context, cfg *api.ConfigV1, log *slog.Logger) (nfs.B
 		if bc.Dir == "" && bc.BlobFile == "" {
 			return nil, nil, errors.New("invalid nydusd config: field device.backend.config.dir is empty")
 		}
-		fs := &builder.FileSource{Dir: bc.Dir, File: bc.BlobFile}
+		fs := &storage.FileSource{Dir: bc.Dir, File: bc.BlobFile}
 		return fs, func() { fs.Close() }, nil
 	case "registry":
 		auth := bc.Auth

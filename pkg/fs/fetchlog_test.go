@@ -9,6 +9,7 @@ import (
 
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
+	"github.com/nydus-go/nydus/pkg/storage"
 )
 
 // TestFetchLog: with FetchLogSize, every backend fetch is logged in order
@@ -26,7 +27,7 @@ func TestFetchLog(t *testing.T) {
 	}
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, res.BlobID), blob.Bytes(), 0o644)
-	f, err := Open(context.Background(), res.Bootstrap, &builder.FileSource{Dir: dir},
+	f, err := Open(context.Background(), res.Bootstrap, &storage.FileSource{Dir: dir},
 		Options{Cache: &memCache{m: map[string][]byte{}}, ReadAhead: 4 * 0x10000, FetchLogSize: 64})
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +63,7 @@ func TestFetchLog(t *testing.T) {
 	}
 
 	// A ring of 2 keeps the newest two.
-	g, _ := Open(context.Background(), res.Bootstrap, &builder.FileSource{Dir: dir}, Options{FetchLogSize: 2})
+	g, _ := Open(context.Background(), res.Bootstrap, &storage.FileSource{Dir: dir}, Options{FetchLogSize: 2})
 	defer g.Close()
 	ino, _ = g.Lookup(context.Background(), g.RootNid(), "a")
 	for k := 0; k < 4; k++ {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
+	"github.com/nydus-go/nydus/pkg/storage"
 )
 
 // memCache is an in-memory ChunkCache.
@@ -40,7 +41,7 @@ func (c *memCache) Put(_ context.Context, blobID string, ci uint32, _ int64, dat
 // rangeCounter counts the backend reads of each range, slowly enough for
 // concurrent readers to overlap.
 type rangeCounter struct {
-	builder.FileSource
+	storage.FileSource
 	mu     sync.Mutex
 	counts map[string]int
 }
@@ -78,7 +79,7 @@ func TestEachRangeFetchedOnce(t *testing.T) {
 	}
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, res.BlobID), blob.Bytes(), 0o644)
-	be := &rangeCounter{FileSource: builder.FileSource{Dir: dir}, counts: map[string]int{}}
+	be := &rangeCounter{FileSource: storage.FileSource{Dir: dir}, counts: map[string]int{}}
 	f, err := Open(context.Background(), res.Bootstrap, be, Options{Cache: &memCache{m: map[string][]byte{}}, ReadAhead: 4 * 0x10000})
 	if err != nil {
 		t.Fatal(err)

@@ -16,9 +16,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/digester"
 	"github.com/nydus-go/nydus/pkg/rafs"
+	"github.com/nydus-go/nydus/pkg/storage"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -34,8 +34,11 @@ var (
 	ErrNoAttr = errors.New("no such attribute")
 )
 
-// Backend reads byte ranges of blobs (a registry, local files, ...).
-type Backend = builder.RangeReader
+// Backend reads byte ranges of blobs (a registry, local files, ...);
+// storage.FileSource and registry.Client are two.
+type Backend interface {
+	ReadRange(ctx context.Context, blobID string, off, n int64) ([]byte, error)
+}
 
 // ChunkCache keeps verified, uncompressed chunks. Package blobcache
 // provides one in upstream nydusd's file layout.
@@ -87,7 +90,7 @@ type Options struct {
 	FetchLogSize int
 	// Metas, if set, keeps the blobs' chunk-info tables on local disk, so
 	// checking chunk records against them needs no fetch after the first.
-	Metas builder.MetaStore
+	Metas storage.MetaStore
 }
 
 // Metrics counts a filesystem's activity.
@@ -115,7 +118,7 @@ type Metrics struct {
 // FS is a mounted image.
 type FS struct {
 	rd     *rafs.Reader
-	cr     *builder.ChunkReader
+	cr     *storage.ChunkReader
 	chunks map[[2]uint32]rafs.ChunkInfo
 	dig    digester.Algorithm
 	o      Options
@@ -162,7 +165,7 @@ func Open(ctx context.Context, bootstrap []byte, be Backend, o Options) (*FS, er
 	}
 	f := &FS{rd: rd, dig: rd.Ext.Flags.Digester(), o: o, chunks: make(map[[2]uint32]rafs.ChunkInfo, len(table)),
 		raSem: make(chan struct{}, 4), inos: map[uint64]*Inode{}, paths: map[uint64]string{rd.RootNid(): "/"}, prefetched: map[uint64]bool{}}
-	if f.cr, err = builder.NewChunkReader(ctx, rd, countingBackend{be, &f.Metrics}); err != nil {
+	if f.cr, err = storage.NewChunkReader(ctx, rd, countingBackend{be, &f.Metrics}); err != nil {
 		return nil, err
 	}
 	if o.Metas != nil {
@@ -409,7 +412,7 @@ func (f *FS) checkRecord(ctx context.Context, ino *Inode, info rafs.ChunkInfo, b
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, builder.ErrChunkRecordMismatch) {
+	if errors.Is(err, storage.ErrChunkRecordMismatch) {
 		f.Metrics.RecordMismatches.Add(1)
 		f.o.Log.Error("chunk record disagrees with the blob's chunk-info table; refusing the read", "blob", bi.BlobID, "chunk", info.Index, "file", ino.path, "err", err)
 		f.o.Events(Event{Kind: "chunk-record-mismatch", BlobID: bi.BlobID, Chunk: info.Index, Path: ino.path, Err: err.Error()})

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
+	"github.com/nydus-go/nydus/pkg/storage"
 )
 
 // TestReadAheadFetchesFollowingChunks: a miss on chunk 0 of a 16-chunk
@@ -29,7 +30,7 @@ func TestReadAheadFetchesFollowingChunks(t *testing.T) {
 		ra        int64
 		want, max int64
 	}{{0, 1, 1}, {4 * 0x10000, 5, 5}, {1 << 30, 5, 16}} {
-		f, err := Open(context.Background(), res.Bootstrap, &builder.FileSource{Dir: dir}, Options{ReadAhead: c.ra})
+		f, err := Open(context.Background(), res.Bootstrap, &storage.FileSource{Dir: dir}, Options{ReadAhead: c.ra})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -44,7 +45,7 @@ func TestReadAheadFetchesFollowingChunks(t *testing.T) {
 			t.Errorf("ReadAhead %d: fetched %d chunks, want %d to %d", c.ra, got, c.want, c.max)
 		}
 	}
-	f, _ := Open(context.Background(), res.Bootstrap, &builder.FileSource{Dir: dir}, Options{ReadAhead: 1 << 20})
+	f, _ := Open(context.Background(), res.Bootstrap, &storage.FileSource{Dir: dir}, Options{ReadAhead: 1 << 20})
 	defer f.Close()
 	if got, err := readAll(t, f, "/f"); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("full read with read-ahead: %v", err)

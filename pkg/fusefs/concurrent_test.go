@@ -14,6 +14,7 @@ import (
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
 	nfs "github.com/nydus-go/nydus/pkg/fs"
+	"github.com/nydus-go/nydus/pkg/storage"
 )
 
 // TestConcurrentReadsThroughMount: many goroutines read overlapping
@@ -30,7 +31,7 @@ func TestConcurrentReadsThroughMount(t *testing.T) {
 		files = append(files, treetest.Reg(name, 0o644, want[name]))
 	}
 	boot, dir := buildImage(t, treetest.Tar(files), builder.Options{ChunkSize: 0x10000})
-	f, err := nfs.Open(context.Background(), boot, &builder.FileSource{Dir: dir}, nfs.Options{WholeFileDir: t.TempDir(), ReadAhead: 256 << 10})
+	f, err := nfs.Open(context.Background(), boot, &storage.FileSource{Dir: dir}, nfs.Options{WholeFileDir: t.TempDir(), ReadAhead: 256 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
 	nfs "github.com/nydus-go/nydus/pkg/fs"
+	"github.com/nydus-go/nydus/pkg/storage"
 )
 
 func buildImage(t *testing.T, layer []byte, o builder.Options) (boot []byte, blobDir string) {
@@ -75,7 +76,7 @@ func TestMountedTreeEqualsSource(t *testing.T) {
 	layer := treetest.Tar(treetest.Sample())
 	for _, batch := range []uint32{0, 0x8000} {
 		boot, dir := buildImage(t, layer, builder.Options{Whiteout: builder.WhiteoutNone, BatchSize: batch, ChunkSize: 0x10000})
-		src := &builder.FileSource{Dir: dir}
+		src := &storage.FileSource{Dir: dir}
 		mnt, f := mount(t, boot, src, nfs.Options{}, "etc/hostname")
 		got, err := treetest.FromDir(mnt, treetest.Options{})
 		if err != nil {
@@ -105,7 +106,7 @@ func TestTamperedChunkGivesEIO(t *testing.T) {
 	os.WriteFile(p, b, 0o644)
 	var events []nfs.Event
 	var mu sync.Mutex
-	mnt, f := mount(t, boot, &builder.FileSource{Dir: dir}, nfs.Options{Events: func(e nfs.Event) { mu.Lock(); events = append(events, e); mu.Unlock() }}, "good")
+	mnt, f := mount(t, boot, &storage.FileSource{Dir: dir}, nfs.Options{Events: func(e nfs.Event) { mu.Lock(); events = append(events, e); mu.Unlock() }}, "good")
 	if got, err := os.ReadFile(filepath.Join(mnt, "good")); err != nil || !bytes.Equal(got, treetest.Random(1, 100000)) {
 		t.Fatalf("good file: %v", err)
 	}

@@ -20,12 +20,13 @@ import (
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
 	nfs "github.com/nydus-go/nydus/pkg/fs"
+	"github.com/nydus-go/nydus/pkg/storage"
 )
 
 // slowSource delays every range read, so reads through the mount take
 // long enough to be interrupted.
 type slowSource struct {
-	builder.FileSource
+	storage.FileSource
 	delay time.Duration
 }
 
@@ -54,7 +55,7 @@ func TestSignalsDoNotFailReads(t *testing.T) {
 		treetest.Reg("small", 0o644, []byte("x")),
 		treetest.Reg("big", 0o644, data),
 	}), builder.Options{ChunkSize: 0x10000})
-	mnt, _ := mount(t, boot, &slowSource{FileSource: builder.FileSource{Dir: dir}, delay: 150 * time.Millisecond}, nfs.Options{}, "small")
+	mnt, _ := mount(t, boot, &slowSource{FileSource: storage.FileSource{Dir: dir}, delay: 150 * time.Millisecond}, nfs.Options{}, "small")
 
 	// The reader is another process: it says "ready" once its handler is
 	// installed, then reads the file (six chunks, ~0.9 s) while it is
@@ -124,7 +125,7 @@ func TestInterruptedRequestsSucceed(t *testing.T) {
 		treetest.Reg("usr/bin/dash", 0o755, data),
 		{Header: tar.Header{Typeflag: tar.TypeSymlink, Name: "bin", Linkname: "usr/bin", Mode: 0o777, ModTime: treetest.T}},
 	}), builder.Options{ChunkSize: 0x10000})
-	f, err := nfs.Open(context.Background(), boot, &slowSource{FileSource: builder.FileSource{Dir: dir}}, nfs.Options{})
+	f, err := nfs.Open(context.Background(), boot, &slowSource{FileSource: storage.FileSource{Dir: dir}}, nfs.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

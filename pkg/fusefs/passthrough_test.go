@@ -16,6 +16,7 @@ import (
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
 	nfs "github.com/nydus-go/nydus/pkg/fs"
+	"github.com/nydus-go/nydus/pkg/storage"
 )
 
 // readUncached reads a file after dropping its page cache, so every byte
@@ -43,7 +44,7 @@ func TestPassthroughServesWholeFileWithoutDaemon(t *testing.T) {
 	layer := treetest.Tar([]treetest.File{treetest.Reg("app/lib.so", 0o755, want)})
 	boot, dir := buildImage(t, layer, builder.Options{ChunkSize: 0x100000})
 	whole := t.TempDir()
-	f, err := nfs.Open(context.Background(), boot, &builder.FileSource{Dir: dir}, nfs.Options{WholeFileDir: whole})
+	f, err := nfs.Open(context.Background(), boot, &storage.FileSource{Dir: dir}, nfs.Options{WholeFileDir: whole})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +97,7 @@ func TestNoPassthroughWithDigestValidate(t *testing.T) {
 	want := treetest.Random(8, 300000)
 	boot, dir := buildImage(t, treetest.Tar([]treetest.File{treetest.Reg("f", 0o644, want)}), builder.Options{})
 	whole := t.TempDir()
-	f, err := nfs.Open(context.Background(), boot, &builder.FileSource{Dir: dir}, nfs.Options{WholeFileDir: whole, Validate: true})
+	f, err := nfs.Open(context.Background(), boot, &storage.FileSource{Dir: dir}, nfs.Options{WholeFileDir: whole, Validate: true})
 	if err != nil {
 		t.Fatal(err)
 	}

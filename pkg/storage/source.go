@@ -1,11 +1,13 @@
-package builder
+package storage
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"golang.org/x/sync/singleflight"
@@ -392,4 +394,13 @@ func (cr *ChunkReader) batch(ctx context.Context, idx uint32, id string, loc bat
 		return nil, err
 	}
 	return v.([]byte), nil
+}
+
+// IsBlobID reports whether s is a 64-character lowercase hex string.
+func IsBlobID(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil && strings.ToLower(s) == s
 }
