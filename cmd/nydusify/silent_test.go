@@ -1,41 +1,20 @@
 package main
 
 import (
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nydus-go/nydus/internal/nettest"
 )
 
 // TestSilentRegistry: nydusify against a registry that accepts TCP
 // connections and never answers exits non-zero with one line naming the
 // registry, after --response-timeout, instead of hanging.
 func TestSilentRegistry(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
 	dir := t.TempDir()
-	host := ln.Addr().String()
+	host := nettest.Silent(t)
 	for _, args := range [][]string{
 		{"convert", "--source", host + "/app:1", "--target", "oci:" + filepath.Join(dir, "out") + ":x"},
 		{"check", "--target", host + "/app:1"},

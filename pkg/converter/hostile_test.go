@@ -6,7 +6,6 @@ import (
 	"compress/gzip"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/nydus-go/nydus/internal/nettest"
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/registry/registrytest"
 )
@@ -104,32 +104,11 @@ func TestSubstitutedLayoutLayerRefused(t *testing.T) {
 // never answers fails the conversion after the response-header timeout,
 // over HTTPS and over plain HTTP, instead of hanging.
 func TestSilentRegistryTimesOut(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	accepted := make(chan struct{})
-	go func() {
-		defer close(accepted)
-		var conns []net.Conn // read nothing, answer nothing
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-		}
-	}()
-	defer func() { ln.Close(); <-accepted }()
+	host := nettest.Silent(t)
 	for _, plainHTTP := range []bool{false, true} {
 		o := testOptions(t)
 		o.Source = RegistryOptions{PlainHTTP: plainHTTP, ResponseHeaderTimeout: time.Second, ConnectTimeout: time.Second, Retries: 1, RetryDelay: 10 * time.Millisecond}
-		src, err := ParseRef(ln.Addr().String()+"/app:1", false, o.Source)
+		src, err := ParseRef(host+"/app:1", false, o.Source)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -142,7 +121,7 @@ func TestSilentRegistryTimesOut(t *testing.T) {
 		if err == nil || hung || took > 30*time.Second {
 			t.Fatalf("plain HTTP %v: %v after %s", plainHTTP, err, took)
 		}
-		if !strings.Contains(err.Error(), ln.Addr().String()) {
+		if !strings.Contains(err.Error(), host) {
 			t.Errorf("the error does not name the registry: %v", err)
 		}
 		t.Logf("plain HTTP %v: failed after %s: %v", plainHTTP, took.Round(time.Millisecond), err)

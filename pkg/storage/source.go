@@ -133,10 +133,7 @@ func (cr *ChunkReader) compressor(idx uint32) compress.Algorithm {
 // meta loads a blob's CI table and batch contexts through the range
 // reader (cached).
 func (cr *ChunkReader) meta(ctx context.Context, idx uint32) (*blob.Meta, error) {
-	cr.mu.Lock()
-	m, ok := cr.metas[idx]
-	cr.mu.Unlock()
-	if ok {
+	if m, ok := cr.loadedMeta(idx); ok {
 		return m, nil
 	}
 	v, err, _ := cr.batches.Do(fmt.Sprintf("meta/%d", idx), func() (any, error) { return cr.loadMeta(ctx, idx) })
@@ -144,6 +141,14 @@ func (cr *ChunkReader) meta(ctx context.Context, idx uint32) (*blob.Meta, error)
 		return nil, err
 	}
 	return v.(*blob.Meta), nil
+}
+
+// loadedMeta returns a blob's chunk-info table if it is loaded.
+func (cr *ChunkReader) loadedMeta(idx uint32) (*blob.Meta, bool) {
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
+	m, ok := cr.metas[idx]
+	return m, ok
 }
 
 // MetaStore keeps blobs' chunk-info tables on local disk, in the
@@ -166,9 +171,7 @@ func (cr *ChunkReader) SetMetaStore(ms MetaStore) { cr.store = ms }
 // loadMeta reads and decodes a blob's CI table and batch contexts: from
 // the meta store if it has them, else from the blob.
 func (cr *ChunkReader) loadMeta(ctx context.Context, idx uint32) (*blob.Meta, error) {
-	cr.mu.Lock()
-	m, ok := cr.metas[idx]
-	cr.mu.Unlock()
+	m, ok := cr.loadedMeta(idx)
 	if ok {
 		return m, nil
 	}
@@ -263,10 +266,7 @@ func (cr *ChunkReader) checkRecord(ctx context.Context, c rafs.ChunkInfo, fetch 
 	}
 	bi := cr.rd.Blobs[c.BlobIndex]
 	if !fetch {
-		cr.mu.Lock()
-		_, ok := cr.metas[c.BlobIndex]
-		cr.mu.Unlock()
-		if !ok && (cr.store == nil || !cr.store.HasMeta(ctx, bi.BlobID)) {
+		if _, ok := cr.loadedMeta(c.BlobIndex); !ok && (cr.store == nil || !cr.store.HasMeta(ctx, bi.BlobID)) {
 			return ErrMetaNotLocal
 		}
 	}
