@@ -3,24 +3,14 @@ package builder
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"testing"
 	"time"
 
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/rafs"
+	"github.com/nydus-go/nydus/pkg/storage"
 )
-
-// bytesBlob serves every blob id from one byte slice.
-type bytesBlob []byte
-
-func (m bytesBlob) ReadRange(ctx context.Context, _ string, off, n int64) ([]byte, error) {
-	if off < 0 || n < 0 || off > int64(len(m)) || n > int64(len(m))-off {
-		return nil, fmt.Errorf("range %d+%d beyond the blob's %d bytes", off, n, len(m))
-	}
-	return append([]byte(nil), m[off:off+n]...), nil
-}
 
 // seedImage builds a small image: its bootstrap and its blob, whose CI
 // table (the blob meta), batches and ToC the bootstrap points into.
@@ -55,8 +45,8 @@ func FuzzImage(f *testing.F) {
 		if err != nil {
 			return
 		}
-		_, checkErr := Check(ctx, rd, bytesBlob(blob))
-		unpackErr := Unpack(ctx, rd, bytesBlob(blob), io.Discard, UnpackOptions{})
+		_, checkErr := Check(ctx, rd, storage.BytesSource(blob))
+		unpackErr := Unpack(ctx, rd, storage.BytesSource(blob), io.Discard, UnpackOptions{})
 		if ctx.Err() != nil {
 			t.Fatalf("check or unpack took over 10 s: %v / %v", checkErr, unpackErr)
 		}

@@ -3,23 +3,13 @@ package fs
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
+	"github.com/nydus-go/nydus/pkg/storage"
 )
-
-// bytesBackend serves every blob id from one byte slice.
-type bytesBackend []byte
-
-func (b bytesBackend) ReadRange(_ context.Context, _ string, off, n int64) ([]byte, error) {
-	if off < 0 || n < 0 || off > int64(len(b)) || n > int64(len(b))-off {
-		return nil, fmt.Errorf("range %d+%d beyond the blob's %d bytes", off, n, len(b))
-	}
-	return append([]byte(nil), b[off:off+n]...), nil
-}
 
 // FuzzMount mutates a bootstrap and its blob together and mounts them as
 // nydusd does (chunk cache, record checks, read-ahead): walking the tree
@@ -44,7 +34,7 @@ func FuzzMount(f *testing.F) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		fsys, err := Open(ctx, boot, bytesBackend(blob), Options{Cache: &memCache{m: map[string][]byte{}}, ReadAhead: 0x4000})
+		fsys, err := Open(ctx, boot, storage.BytesSource(blob), Options{Cache: &memCache{m: map[string][]byte{}}, ReadAhead: 0x4000})
 		if err != nil {
 			return
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
+	"github.com/nydus-go/nydus/pkg/storage"
 )
 
 func TestCleanWholeFileDirRemovesOnlyOldPartialBuilds(t *testing.T) {
@@ -49,7 +50,7 @@ func TestWholeFileVerifiesCachedChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	cache := &memCache{m: map[string][]byte{}}
-	f, err := Open(context.Background(), res.Bootstrap, bytesBackend(blob.Bytes()), Options{Cache: cache, WholeFileDir: t.TempDir()})
+	f, err := Open(context.Background(), res.Bootstrap, storage.BytesSource(blob.Bytes()), Options{Cache: cache, WholeFileDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

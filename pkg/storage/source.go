@@ -86,6 +86,21 @@ func (s *FileSource) ReadRange(ctx context.Context, blobID string, off, n int64)
 	return buf, nil
 }
 
+// BytesSource serves every blob id from one in-memory blob; a read beyond
+// its end fails.
+type BytesSource []byte
+
+// ReadRange returns a copy of n bytes at off.
+func (b BytesSource) ReadRange(ctx context.Context, _ string, off, n int64) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if off < 0 || n < 0 || off > int64(len(b)) || n > int64(len(b))-off {
+		return nil, fmt.Errorf("range %d+%d beyond the blob's %d bytes", off, n, len(b))
+	}
+	return append([]byte(nil), b[off:off+n]...), nil
+}
+
 // batchLoc locates a batch chunk: the batch's stored range and size, and
 // the chunk's offset inside the uncompressed batch.
 type batchLoc struct {
