@@ -114,7 +114,9 @@ are read from stdin until EOF.`,
 	fl.StringVar(&f.prefetchPolicy, "prefetch-policy", "none", "prefetch policy: fs, blob, none (fs and blob read paths from stdin)")
 	fl.BoolVar(&f.repeatable, "repeatable", false, "produce reproducible output (always on)")
 	fl.StringVarP(&f.outputJSON, "output-json", "J", "", "write a JSON build report to this file")
-	fl.BoolVarP(&f.encrypt, "encrypt", "E", false, "encrypt the blob with AES-128-XTS (not supported yet)")
+	// Listed although it only errors: nydus-snapshotter's converter
+	// detects the features it may use from this help text.
+	fl.BoolVarP(&f.encrypt, "encrypt", "E", false, "NOT SUPPORTED YET, fails with an error (listed for nydus-snapshotter's feature detection)")
 	fl.StringVar(&f.blobID, "blob-id", "", "blob id to record instead of the blob's sha256 (not supported yet)")
 	fl.StringVar(&f.blobCacheDir, "blob-cache-dir", "", "also write <blob_id>.blob.data (uncompressed, 4K-aligned: kernel/nydusd cache layout) and <blob_id>.blob.meta here")
 	fl.StringVarP(&f.config, "config", "C", "", "configuration file (ignored by create)")

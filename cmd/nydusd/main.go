@@ -183,6 +183,9 @@ func run(cmd *cobra.Command, f *flags) error {
 		for _, u := range unknown {
 			log.Warn("ignoring unknown config field", "field", u)
 		}
+		for _, u := range cfg.Unimplemented() {
+			log.Warn("config field ignored", "field", u)
+		}
 	case f.localfsDir != "":
 		cfg = &api.ConfigV1{Device: api.DeviceV1{Backend: api.BackendV1{Type: "localfs", Config: api.BackendConfig{Dir: f.localfsDir}}}}
 	}

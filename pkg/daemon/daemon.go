@@ -343,6 +343,9 @@ func (d *Daemon) Mount(ctx context.Context, sub string, req api.MountRequest) er
 	for _, u := range unknown {
 		d.o.Log.Warn("ignoring unknown config field", "field", u)
 	}
+	for _, u := range cfg.Unimplemented() {
+		d.o.Log.Warn("config field ignored", "field", u)
+	}
 	d.mu.Lock()
 	if !d.shared {
 		d.mu.Unlock()

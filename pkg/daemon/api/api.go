@@ -53,6 +53,9 @@ type BackendConfig struct {
 	BlobURLScheme      string `json:"blob_url_scheme,omitempty"`
 	BlobRedirectedHost string `json:"blob_redirected_host,omitempty"`
 	Proxy              *Proxy `json:"proxy,omitempty"`
+	// Mirrors is kept raw: mirrors are not implemented yet (see
+	// ConfigV1.Unimplemented).
+	Mirrors []json.RawMessage `json:"mirrors,omitempty"`
 	// localfs
 	Dir       string   `json:"dir,omitempty"`
 	BlobFile  string   `json:"blob_file,omitempty"`
@@ -133,16 +136,52 @@ func ParseConfig(b []byte) (*ConfigV1, []string, error) {
 		return nil, nil, fmt.Errorf("invalid nydusd config: field device.backend.type is empty")
 	}
 	switch c.Device.Backend.Type {
-	case "registry", "localfs", "http-proxy":
+	case "registry", "localfs":
+	case "http-proxy":
+		return nil, nil, fmt.Errorf("invalid nydusd config: field device.backend.type: the http-proxy backend is not supported by nydusd yet (want registry or localfs)")
 	default:
-		return nil, nil, fmt.Errorf("invalid nydusd config: field device.backend.type: unsupported backend %q (want registry, localfs or http-proxy)", c.Device.Backend.Type)
+		return nil, nil, fmt.Errorf("invalid nydusd config: field device.backend.type: unsupported backend %q (want registry or localfs)", c.Device.Backend.Type)
 	}
 	switch c.Device.Cache.Type {
 	case "", "blobcache", "filecache", "dummycache":
+	case "fscache":
+		return nil, nil, fmt.Errorf("invalid nydusd config: field device.cache.type: fscache is not supported (it serves EROFS over the kernel's fscache, which this nydusd does not; use blobcache)")
 	default:
-		return nil, nil, fmt.Errorf("invalid nydusd config: field device.cache.type: unsupported cache %q", c.Device.Cache.Type)
+		return nil, nil, fmt.Errorf("invalid nydusd config: field device.cache.type: unsupported cache %q (want blobcache, filecache or dummycache)", c.Device.Cache.Type)
 	}
 	return &c, unknown, nil
+}
+
+// Unimplemented lists the fields of c that upstream defines, that are
+// set to something other than their default, and that this nydusd does
+// not implement yet, each as "field: what happens instead". The daemon
+// logs each as a warning at mount: none is silently ignored.
+func (c *ConfigV1) Unimplemented() []string {
+	b := c.Device.Backend.Config
+	var out []string
+	add := func(cond bool, field, what string) {
+		if cond {
+			out = append(out, field+": "+what)
+		}
+	}
+	const bc = "device.backend.config."
+	if p := b.Proxy; p != nil {
+		add(p.URL != "", bc+"proxy.url", "not implemented yet: requests go straight to the registry, not through the proxy")
+		add(p.PingURL != "", bc+"proxy.ping_url", "not implemented yet: no health check")
+		add(p.CheckInterval != 0, bc+"proxy.check_interval", "not implemented yet: no health check")
+		add(p.UseHTTP, bc+"proxy.use_http", "not implemented yet")
+	}
+	add(len(b.Mirrors) > 0, bc+"mirrors", "not implemented yet: requests go to the registry itself")
+	add(b.BlobURLScheme != "" && b.BlobURLScheme != b.Scheme, bc+"blob_url_scheme", "not implemented yet: blob redirects are followed with the scheme they name")
+	add(b.BlobRedirectedHost != "", bc+"blob_redirected_host", "not implemented yet: blob redirects are followed to the host they name")
+	add(len(b.AltDirs) > 0, bc+"alt_dirs", "not implemented yet: blobs are looked up in dir only")
+	add(b.Readahead, bc+"readahead", "not implemented yet: no access log of the localfs blobs is kept")
+	add(c.Device.Cache.Compressed, "device.cache.compressed", "not implemented yet: chunks are cached uncompressed")
+	add(c.Device.Cache.Config.DisableIndexedMap, "device.cache.config.disable_indexed_map", "not implemented yet: the indexed chunk map is used")
+	add(c.Mode != "" && c.Mode != "direct" && c.Mode != "cached", "mode", fmt.Sprintf("unknown mode %q: RAFS v6 is always read in direct mode", c.Mode))
+	add(c.LatestRead, "latest_read_files", "not implemented yet: use iostats_files and GET /api/v1/metrics/files")
+	add(c.FSPrefetch.MergingSize != 0, "fs_prefetch.merging_size", "not implemented yet: prefetch requests are not merged")
+	return out
 }
 
 func asTypeErr(err error, te **json.UnmarshalTypeError) bool {
@@ -163,6 +202,7 @@ func structKeys() []string {
 		"device.backend.config.blob_url_scheme", "device.backend.config.blob_redirected_host",
 		"device.backend.config.proxy", "device.backend.config.proxy.url", "device.backend.config.proxy.ping_url",
 		"device.backend.config.proxy.fallback", "device.backend.config.proxy.check_interval", "device.backend.config.proxy.use_http",
+		"device.backend.config.mirrors",
 		"device.backend.config.dir", "device.backend.config.blob_file", "device.backend.config.alt_dirs",
 		"device.backend.config.readahead", "device.backend.config.addr", "device.backend.config.path",
 		"device.cache", "device.cache.type", "device.cache.compressed", "device.cache.config",
