@@ -146,7 +146,7 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 		closer()
 		return nil, fmt.Errorf("bootstrap %s: %w", bootstrap, err)
 	}
-	fo := nfs.Options{Log: d.o.Log, Events: d.o.Events, Validate: cfg.DigestValidate || d.o.DigestValidate, ReadAhead: readAhead(cfg),
+	fo := nfs.Options{Log: d.o.Log, Events: d.o.Events, Validate: cfg.DigestValidate || d.o.DigestValidate, ReadAhead: readAhead(cfg), Amplify: amplify(cfg),
 		FileStats: cfg.IOStatsFiles || cfg.AccessPattern}
 	if cfg.AccessPattern {
 		fo.FetchLogSize = fetchLogSize
@@ -502,6 +502,19 @@ const fetchLogSize = 16384
 
 // readAhead is how far past a fetched chunk sequential reads fetch in the
 // background: amplify_io, but at least 4 MiB.
+// defaultAmplify is upstream's default amplify_io.
+const defaultAmplify = 1 << 20
+
+// amplify returns how far a miss is extended to the following chunks of
+// its blob in the same request: amplify_io (0 turns it off), upstream's
+// 1 MiB when unset.
+func amplify(cfg *api.ConfigV1) int64 {
+	if cfg.AmplifyIO == nil {
+		return defaultAmplify
+	}
+	return int64(*cfg.AmplifyIO)
+}
+
 func readAhead(cfg *api.ConfigV1) int64 {
 	ra := int64(4 << 20)
 	if cfg.AmplifyIO != nil && int64(*cfg.AmplifyIO) > ra {

@@ -18,6 +18,7 @@ var promMetrics = []struct{ name, help string }{
 	{"nydusd_backend_errors_total", "Chunk fetches that failed."},
 	{"nydusd_cache_hits_total", "Chunks served from the local cache."},
 	{"nydusd_digest_failures_total", "Chunks that failed digest verification."},
+	{"nydusd_amplified_chunks_total", "Chunks fetched in another chunk's request (amplify_io)."},
 	{"nydusd_chunk_record_mismatches_total", "Reads refused because the bootstrap's chunk record disagreed with the blob's chunk-info table."},
 	{"nydusd_prefetched_chunks_total", "Chunks fetched by background prefetch."},
 }
@@ -49,6 +50,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			"nydusd_cache_hits_total":              m.CacheHits.Load(),
 			"nydusd_digest_failures_total":         m.DigestFailures.Load(),
 			"nydusd_chunk_record_mismatches_total": m.RecordMismatches.Load(),
+			"nydusd_amplified_chunks_total":        m.AmplifiedChunks.Load(),
 			"nydusd_prefetched_chunks_total":       m.PrefetchedChunks.Load(),
 		}
 		for name, v := range vals {

@@ -32,7 +32,10 @@ type Fetch struct {
 	// when another chunk's fetch of the batch served it).
 	Offset uint64 `json:"offset"`
 	Bytes  int64  `json:"bytes"`
-	Err    string `json:"error,omitempty"`
+	// Amplified counts the following chunks of the blob that came in the
+	// same request (Options.Amplify); Bytes includes theirs.
+	Amplified int    `json:"amplified,omitempty"`
+	Err       string `json:"error,omitempty"`
 }
 
 // FetchLog is what a filesystem fetched, in order, when

@@ -31,6 +31,13 @@ func (c *memCache) Get(_ context.Context, blobID string, ci uint32, _ int64, _ i
 	return b, ok, nil
 }
 
+func (c *memCache) Has(_ context.Context, blobID string, ci uint32) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.m[fmt.Sprint(blobID, ci)]
+	return ok
+}
+
 func (c *memCache) Put(_ context.Context, blobID string, ci uint32, _ int64, data []byte) error {
 	c.mu.Lock()
 	c.m[fmt.Sprint(blobID, ci)] = data

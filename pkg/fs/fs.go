@@ -75,6 +75,12 @@ type Options struct {
 	// WholeFileReserve, if set, is asked before a whole-file copy of size
 	// bytes is built; false skips it (a disk cap would be exceeded).
 	WholeFileReserve func(size int64) bool
+	// Amplify, when positive, extends the fetch of a missing plain chunk
+	// to the following chunks of its blob that are stored right after it
+	// and not cached, in the same range request, up to Amplify stored
+	// bytes in all (nydusd's amplify_io, as upstream defines it). Each
+	// such chunk is verified and cached like any other. It needs a Cache.
+	Amplify int64
 	// ReadAhead is how many bytes past a chunk that had to be fetched
 	// are fetched in the background too (0: none), so sequential reads
 	// overlap network, verification and cache writes.
@@ -101,6 +107,9 @@ type Metrics struct {
 	CacheHits      atomic.Int64
 	DigestFailures atomic.Int64
 	BackendErrors  atomic.Int64
+	// AmplifiedChunks counts chunks that came in another chunk's request
+	// (Options.Amplify).
+	AmplifiedChunks atomic.Int64
 	// RecordMismatches counts reads refused because the bootstrap's chunk
 	// record disagreed with the blob's own chunk-info table.
 	RecordMismatches atomic.Int64
@@ -132,6 +141,13 @@ type FS struct {
 
 	fstats *fileStats // nil unless Options.FileStats
 	flog   *fetchLog  // nil unless Options.FetchLogSize
+
+	// spans holds the chunks ([blob, ci index]) being fetched, as their own
+	// flight or inside another chunk's amplified span, each with a channel
+	// closed when it is done: an amplified span never takes a chunk that
+	// is already on its way, and a reader of a chunk inside a span waits
+	// for the span instead of sending a request of its own.
+	spans sync.Map
 
 	mu         sync.Mutex
 	inos       map[uint64]*Inode
@@ -458,8 +474,30 @@ func (f *FS) chunkFetched(ctx context.Context, ino *Inode, k int) ([]byte, bool,
 			return data, false, nil
 		}
 	}
+	skey := [2]uint32{a.BlobIndex, a.CIIndex}
+	if ch, ok := f.spans.Load(skey); ok {
+		// Another chunk's span is fetching this one; the flight below
+		// then finds it in the cache.
+		select {
+		case <-ch.(chan struct{}):
+		case <-ctx.Done():
+			return nil, false, fmt.Errorf("%w: %s: chunk %d of blob %s: %w", ErrIO, ino.path, info.Index, bi.BlobID, ctx.Err())
+		}
+	}
 	key := fmt.Sprintf("%d/%d", a.BlobIndex, a.CIIndex)
 	v, err, _ := f.sf.Do(key, func() (any, error) {
+		done := make(chan struct{})
+		if ch, busy := f.spans.LoadOrStore(skey, done); !busy {
+			defer func() { f.spans.Delete(skey); close(done) }()
+		} else {
+			// A span took this chunk after the check above: wait for it,
+			// and the cache check below finds the chunk.
+			select {
+			case <-ch.(chan struct{}):
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w: %s: chunk %d of blob %s: %w", ErrIO, ino.path, info.Index, bi.BlobID, ctx.Err())
+			}
+		}
 		// The record check needs the blob's chunk-info table (one fetch
 		// per blob, or none with a meta store): run it beside the data
 		// fetch, and use the data only if both succeed.
@@ -481,11 +519,18 @@ func (f *FS) chunkFetched(ctx context.Context, ino *Inode, k int) ([]byte, bool,
 			}
 		}
 		began := time.Now()
-		data, err := f.cr.ReadChunk(fctx, info)
+		span := f.planSpan(ctx, info, bi)
+		var data []byte
+		var err error
+		if len(span) == 1 {
+			data, err = f.cr.ReadChunk(fctx, info)
+		} else {
+			data, err = f.readSpan(fctx, ino, bi, span)
+		}
 		rerr := <-rec
 		if f.flog != nil {
 			fe := Fetch{Start: began.Sub(f.flog.start), Duration: time.Since(began), Kind: fetchKind(ctx), Path: ino.path,
-				BlobID: bi.BlobID, Chunk: info.Index, Offset: info.CompressedOffset, Bytes: sent.Load()}
+				BlobID: bi.BlobID, Chunk: info.Index, Offset: info.CompressedOffset, Bytes: sent.Load(), Amplified: len(span) - 1}
 			if err != nil {
 				fe.Err = err.Error()
 			}
@@ -518,6 +563,82 @@ func (f *FS) chunkFetched(ctx context.Context, ino *Inode, k int) ([]byte, bool,
 		return nil, false, err
 	}
 	return v.([]byte), true, nil
+}
+
+// planSpan returns the chunks to fetch for a miss of info: info, then,
+// with Options.Amplify, the following plain chunks of its blob (by
+// chunk-info index) that this image knows, that are stored right after
+// it, that are neither cached nor on their way, up to Amplify stored
+// bytes. Each chunk after the first is registered in f.spans; readSpan
+// releases it.
+func (f *FS) planSpan(ctx context.Context, info rafs.ChunkInfo, bi rafs.BlobInfo) []rafs.ChunkInfo {
+	span := []rafs.ChunkInfo{info}
+	if f.o.Amplify <= 0 || f.o.Cache == nil || info.Flags&rafs.ChunkBatch != 0 {
+		return span
+	}
+	hc, _ := f.o.Cache.(cacheHas)
+	size := int64(info.CompressedSize)
+	end := info.CompressedOffset + uint64(info.CompressedSize)
+	for idx := info.Index + 1; ; idx++ {
+		k := [2]uint32{info.BlobIndex, idx}
+		c, ok := f.chunks[k]
+		if !ok || c.Flags&rafs.ChunkBatch != 0 || c.CompressedOffset < end || c.CompressedOffset-end > storage.MaxSpanGap ||
+			size+int64(c.CompressedOffset-end)+int64(c.CompressedSize) > f.o.Amplify {
+			break
+		}
+		if hc != nil && hc.Has(ctx, bi.BlobID, idx) {
+			break
+		}
+		if _, busy := f.spans.LoadOrStore(k, make(chan struct{})); busy {
+			break
+		}
+		span = append(span, c)
+		size += int64(c.CompressedOffset-end) + int64(c.CompressedSize)
+		end = c.CompressedOffset + uint64(c.CompressedSize)
+	}
+	return span
+}
+
+// readSpan fetches span (planSpan's) in one request and returns the data
+// of its first chunk (not yet verified: the caller does that). Each
+// following chunk is checked against its blob's table, verified and
+// cached here, then released from f.spans; one that fails is dropped
+// (counted and logged), and a later read fetches it on its own.
+func (f *FS) readSpan(ctx context.Context, ino *Inode, bi rafs.BlobInfo, span []rafs.ChunkInfo) ([]byte, error) {
+	release := func(cs []rafs.ChunkInfo) {
+		for _, c := range cs {
+			k := [2]uint32{c.BlobIndex, c.Index}
+			if ch, ok := f.spans.LoadAndDelete(k); ok {
+				close(ch.(chan struct{}))
+			}
+		}
+	}
+	defer release(span[1:])
+	datas, errs, err := f.cr.ReadSpan(ctx, span)
+	if err != nil {
+		return nil, err
+	}
+	for i := 1; i < len(span); i++ {
+		c := span[i]
+		switch {
+		case errs[i] != nil:
+			f.o.Log.Warn("amplified chunk dropped", "blob", bi.BlobID, "chunk", c.Index, "err", errs[i])
+			continue
+		case f.checkRecord(ctx, ino, c, bi) != nil:
+			continue
+		case digester.Sum(f.dig, datas[i]) != c.Digest || len(datas[i]) != int(c.UncompressedSize):
+			f.Metrics.DigestFailures.Add(1)
+			f.o.Log.Error("chunk digest mismatch", "blob", bi.BlobID, "chunk", c.Index, "amplified_by", ino.path)
+			f.o.Events(Event{Kind: "digest-mismatch", BlobID: bi.BlobID, Chunk: c.Index, Path: ino.path})
+			continue
+		}
+		f.Metrics.FetchedChunks.Add(1)
+		f.Metrics.AmplifiedChunks.Add(1)
+		if err := f.o.Cache.Put(ctx, bi.BlobID, c.Index, int64(c.UncompressedOffset), datas[i]); err != nil {
+			f.o.Log.Warn("caching chunk failed", "blob", bi.BlobID, "chunk", c.Index, "err", err)
+		}
+	}
+	return datas[0], errs[0]
 }
 
 // countingBackend counts what the backend answers in a filesystem's

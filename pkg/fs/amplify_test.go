@@ -1,0 +1,205 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/nydus-go/nydus/internal/treetest"
+	"github.com/nydus-go/nydus/pkg/builder"
+	"github.com/nydus-go/nydus/pkg/rafs"
+	"github.com/nydus-go/nydus/pkg/storage"
+)
+
+// amplifyImage builds one file of 8 incompressible 64 KiB chunks.
+func amplifyImage(t *testing.T) (boot []byte, dir, blobID string, data []byte) {
+	t.Helper()
+	data = treetest.Random(77, 8*0x10000)
+	var blob bytes.Buffer
+	res, err := builder.Create(context.Background(), bytes.NewReader(treetest.Tar([]treetest.File{treetest.Reg("big", 0o644, data)})), &blob,
+		builder.Options{ChunkSize: 0x10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir = t.TempDir()
+	os.WriteFile(filepath.Join(dir, res.BlobID), blob.Bytes(), 0o644)
+	return res.Bootstrap, dir, res.BlobID, data
+}
+
+// dataRanges returns the ranges read at or above off0 (the chunk data,
+// not the chunk-info table at the blob's end), sorted.
+func (r *rangeCounter) dataRanges(below int64) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for k := range r.counts {
+		off, _ := strconv.ParseInt(strings.Split(k, "+")[0], 10, 64)
+		if off < below {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestAmplification: with Options.Amplify, a miss fetches the following
+// uncached chunks of the blob in the same request, never past Amplify,
+// never a cached chunk again, and no byte twice.
+func TestAmplification(t *testing.T) {
+	boot, dir, _, data := amplifyImage(t)
+	be := &rangeCounter{FileSource: storage.FileSource{Dir: dir}, counts: map[string]int{}}
+	f, err := Open(context.Background(), boot, be, Options{Cache: &memCache{m: map[string][]byte{}}, Amplify: 4 * 0x10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	table, _ := f.Reader().ChunkTable(context.Background())
+	sort.Slice(table, func(i, j int) bool { return table[i].Index < table[j].Index })
+	off := func(k int) int64 { return int64(table[k].CompressedOffset) }
+	dataEnd := int64(table[7].CompressedOffset) + int64(table[7].CompressedSize)
+	ino, _ := f.Lookup(context.Background(), f.RootNid(), "big")
+	read := func(k int) error {
+		buf := make([]byte, 100)
+		n, err := f.Read(context.Background(), ino.Nid, buf, int64(k)*0x10000+5)
+		if err == nil && !bytes.Equal(buf[:n], data[k*0x10000+5:][:n]) {
+			err = errors.New("wrong bytes")
+		}
+		return err
+	}
+	span := func(from, n int) string {
+		return strconv.FormatInt(off(from), 10) + "+" + strconv.FormatInt(off(from+n-1)+int64(table[from+n-1].CompressedSize)-off(from), 10)
+	}
+	for _, step := range []struct {
+		chunk int
+		want  []string
+	}{
+		{0, []string{span(0, 4)}},                         // 0 and the next three, in one request
+		{3, []string{span(0, 4)}},                         // already there
+		{5, []string{span(0, 4), span(5, 3)}},             // 5, 6, 7: the blob ends
+		{4, []string{span(0, 4), span(4, 1), span(5, 3)}}, // 4 alone: 5 is cached
+		{7, []string{span(0, 4), span(4, 1), span(5, 3)}},
+	} {
+		if err := read(step.chunk); err != nil {
+			t.Fatalf("read chunk %d: %v", step.chunk, err)
+		}
+		want := append([]string(nil), step.want...)
+		sort.Strings(want)
+		if got := be.dataRanges(dataEnd); strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Fatalf("after reading chunk %d: data ranges %v, want %v", step.chunk, got, want)
+		}
+	}
+	for k, n := range be.counts {
+		if n != 1 {
+			t.Errorf("range %s fetched %d times", k, n)
+		}
+	}
+	if got := f.Metrics.AmplifiedChunks.Load(); got != 5 {
+		t.Errorf("AmplifiedChunks %d, want 5", got)
+	}
+	if l := f.FetchLog(); l != nil {
+		t.Error("fetch log without FetchLogSize")
+	}
+}
+
+// TestAmplificationTampered: a tampered chunk inside an amplified span is
+// neither served nor cached; its neighbours are, and reading it gives EIO.
+func TestAmplificationTampered(t *testing.T) {
+	boot, dir, blobID, data := amplifyImage(t)
+	rd, _ := rafs.Open(context.Background(), bytes.NewReader(boot), int64(len(boot)))
+	table, _ := rd.ChunkTable(context.Background())
+	var c2 rafs.ChunkInfo
+	for _, c := range table {
+		if c.Index == 2 {
+			c2 = c
+		}
+	}
+	p := filepath.Join(dir, blobID)
+	b, _ := os.ReadFile(p)
+	b[c2.CompressedOffset+100] ^= 0xff
+	os.WriteFile(p, b, 0o644)
+	cache := &memCache{m: map[string][]byte{}}
+	f, err := Open(context.Background(), boot, &storage.FileSource{Dir: dir}, Options{Cache: cache, Amplify: 8 * 0x10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ino, _ := f.Lookup(context.Background(), f.RootNid(), "big")
+	buf := make([]byte, 0x10000)
+	if _, err := f.Read(context.Background(), ino.Nid, buf, 0); err != nil || !bytes.Equal(buf, data[:0x10000]) {
+		t.Fatalf("chunk 0: %v", err)
+	}
+	if cache.Has(context.Background(), blobID, 2) || !cache.Has(context.Background(), blobID, 3) {
+		t.Fatal("the tampered chunk was cached, or its neighbour was not")
+	}
+	if f.Metrics.DigestFailures.Load() != 1 {
+		t.Errorf("DigestFailures %d, want 1", f.Metrics.DigestFailures.Load())
+	}
+	if _, err := f.Read(context.Background(), ino.Nid, buf, 2*0x10000); !errors.Is(err, ErrIO) {
+		t.Fatalf("tampered chunk 2: %v, want EIO", err)
+	}
+	if _, err := f.Read(context.Background(), ino.Nid, buf, 3*0x10000); err != nil || !bytes.Equal(buf, data[3*0x10000:4*0x10000]) {
+		t.Fatalf("chunk 3: %v", err)
+	}
+}
+
+// TestAmplificationConcurrent: many readers with amplification and
+// read-ahead at once read the right bytes, and no byte of the blob is
+// fetched twice: a reader of a chunk inside an amplified span waits for
+// it, and a span never takes a chunk that is on its way.
+func TestAmplificationConcurrent(t *testing.T) {
+	boot, dir, _, data := amplifyImage(t)
+	be := &rangeCounter{FileSource: storage.FileSource{Dir: dir}, counts: map[string]int{}}
+	f, err := Open(context.Background(), boot, be, Options{Cache: &memCache{m: map[string][]byte{}}, Amplify: 3 * 0x10000, ReadAhead: 2 * 0x10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ino, _ := f.Lookup(context.Background(), f.RootNid(), "big")
+	errs := make(chan error, 16)
+	for g := 0; g < 16; g++ {
+		go func(g int) {
+			buf := make([]byte, 0x10000)
+			for k := 0; k < 8; k++ {
+				c := (g + k*3) % 8
+				if _, err := f.Read(context.Background(), ino.Nid, buf, int64(c)*0x10000); err != nil || !bytes.Equal(buf, data[c*0x10000:][:0x10000]) {
+					errs <- errors.New("chunk " + strconv.Itoa(c) + ": wrong bytes or " + errString(err))
+					return
+				}
+			}
+			errs <- nil
+		}(g)
+	}
+	for g := 0; g < 16; g++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.bgWG.Wait()
+	be.mu.Lock()
+	defer be.mu.Unlock()
+	seen := map[int64]bool{}
+	for k, n := range be.counts {
+		parts := strings.Split(k, "+")
+		off, _ := strconv.ParseInt(parts[0], 10, 64)
+		size, _ := strconv.ParseInt(parts[1], 10, 64)
+		for b := off; b < off+size; b += 4096 {
+			if seen[b] || n > 1 {
+				t.Fatalf("bytes at %d fetched twice (ranges %v)", b, be.counts)
+			}
+			seen[b] = true
+		}
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "no error"
+	}
+	return err.Error()
+}
