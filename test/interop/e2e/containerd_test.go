@@ -362,12 +362,14 @@ func TestMergePlatformWithoutSnapshotter(t *testing.T) {
 
 // deadSessionErrors are the failures docs/containerd.md documents for a
 // container whose FUSE session died: ENOTCONN once the connection is gone,
-// ECONNABORTED for requests the abort caught, SIGBUS for a mapped page.
+// ECONNABORTED for requests the abort caught, SIGBUS for a mapped page,
+// SIGSEGV for a program that was half loaded.
 // ld.so reports errno by number ("Error 107").
 var deadSessionErrors = []string{
 	"transport endpoint is not connected", "error 107", // ENOTCONN
 	"software caused connection abort", "error 103", // ECONNABORTED
-	"bus error", // SIGBUS
+	"bus error",          // SIGBUS: a mapped page of the dead session
+	"segmentation fault", // SIGSEGV: a program half-loaded when its mappings failed
 }
 
 func documentedDeadSessionError(line string) bool {
