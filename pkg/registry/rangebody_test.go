@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // patternReader yields n bytes of a position-derived pattern without
@@ -141,4 +145,52 @@ func TestServerIgnoringRangeRemembered(t *testing.T) {
 	if !c.IgnoresRange() || warned != 1 || gets != 3 {
 		t.Fatalf("IgnoresRange %v, warned %d times, %d GETs", c.IgnoresRange(), warned, gets)
 	}
+}
+
+// TestConnectionsReused: sequential and concurrent ranged reads reuse
+// pooled connections instead of opening one per request.
+func TestConnectionsReused(t *testing.T) {
+	const total = 1 << 20
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			return
+		}
+		http.ServeContent(w, r, "blob", time.Time{}, bytes.NewReader(pattern(0, total)))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	c, err := New(context.Background(), Config{Host: strings.TrimPrefix(srv.URL, "http://"), Repo: "x/y", Scheme: "http"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(off int64) {
+		got, err := c.ReadRange(context.Background(), "sha256:"+strings.Repeat("b", 64), off, 1000)
+		if err != nil || !bytes.Equal(got, pattern(off, 1000)) {
+			t.Errorf("offset %d: %v", off, err)
+		}
+	}
+	for i := int64(0); i < 20; i++ {
+		read(i * 4096)
+	}
+	if n := conns.Load(); n > 2 {
+		t.Fatalf("20 sequential reads opened %d connections", n)
+	}
+	for round := 0; round < 5; round++ {
+		var wg sync.WaitGroup
+		for g := 0; g < 8; g++ {
+			wg.Add(1)
+			go func(g int) { defer wg.Done(); read(int64(g) * 8192) }(g)
+		}
+		wg.Wait()
+	}
+	if n := conns.Load(); n > 10 {
+		t.Fatalf("5 rounds of 8 concurrent reads opened %d connections in all, want the 8 of the first round reused", n)
+	}
+	t.Logf("%d connections for 60 reads", conns.Load())
 }

@@ -59,6 +59,11 @@ func (c Config) scheme() string {
 	return c.Scheme
 }
 
+// maxIdlePerHost is how many idle connections a Client keeps to its
+// registry: enough for nydusd's concurrent readers, read-ahead and
+// prefetch workers.
+const maxIdlePerHost = 32
+
 // Client reads blobs of one repository.
 type Client struct {
 	cfg   Config
@@ -113,6 +118,10 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.TLSHandshakeTimeout = connect
+	// Go's default keeps 2 idle connections per host: readers, read-ahead
+	// and prefetch workers beyond that would open and close connections
+	// (a TCP and TLS handshake each) all the time.
+	base.MaxIdleConnsPerHost = maxIdlePerHost
 	if cfg.SkipVerify {
 		base.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
 	}
@@ -234,6 +243,11 @@ func (c *Client) readRange(ctx context.Context, digest string, off, n int64) ([]
 		return nil, fmt.Errorf("registry %s: GET blob %s: HTTP %s", c.cfg, digest, resp.Status)
 	}
 	b, whole, err := rangeBody(resp, uint64(off), uint64(n), c.ignoresRange.Load())
+	if err == nil && !whole {
+		// Reach the body's end, so the connection goes back to the pool
+		// (a whole-blob answer is not drained: closing is cheaper).
+		io.CopyN(io.Discard, resp.Body, 4096)
+	}
 	if whole && !c.ignoresRange.Swap(true) && c.onIgnoredRange != nil {
 		c.onIgnoredRange()
 	}
