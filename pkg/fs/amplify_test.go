@@ -9,7 +9,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
@@ -202,4 +204,59 @@ func errString(err error) string {
 		return "no error"
 	}
 	return err.Error()
+}
+
+// gatedBackend blocks every read until release is closed.
+type gatedBackend struct {
+	storage.FileSource
+	started chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (g *gatedBackend) ReadRange(ctx context.Context, blobID string, off, n int64) ([]byte, error) {
+	g.once.Do(func() { close(g.started) })
+	select {
+	case <-g.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return g.FileSource.ReadRange(ctx, blobID, off, n)
+}
+
+// TestJoinedFetchOutlivesFirstReader: a fetch that a demand read joined
+// does not fail when the reader that started it (a read-ahead, say) is
+// cancelled: the demand read gets its bytes, the cancelled one gives up
+// at once.
+func TestJoinedFetchOutlivesFirstReader(t *testing.T) {
+	boot, dir, _, data := amplifyImage(t)
+	g := &gatedBackend{FileSource: storage.FileSource{Dir: dir}, started: make(chan struct{}), release: make(chan struct{})}
+	f, err := Open(context.Background(), boot, g, Options{Cache: &memCache{m: map[string][]byte{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ino, _ := f.Lookup(context.Background(), f.RootNid(), "big")
+	first, cancel := context.WithCancel(context.Background())
+	firstErr := make(chan error, 1)
+	go func() {
+		_, err := f.Read(first, ino.Nid, make([]byte, 10), 0)
+		firstErr <- err
+	}()
+	<-g.started
+	second := make(chan error, 1)
+	buf := make([]byte, 10)
+	go func() {
+		_, err := f.Read(context.Background(), ino.Nid, buf, 0)
+		second <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // let the second reader join
+	cancel()
+	if err := <-firstErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled reader: %v", err)
+	}
+	close(g.release)
+	if err := <-second; err != nil || !bytes.Equal(buf, data[:10]) {
+		t.Fatalf("the reader that joined: %v", err)
+	}
 }

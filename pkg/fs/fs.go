@@ -414,6 +414,14 @@ func (f *FS) readAhead(ino *Inode, k int) {
 	}
 }
 
+// detachedCtx is cancelled with Context but looks values up in vals.
+type detachedCtx struct {
+	context.Context
+	vals context.Context
+}
+
+func (d detachedCtx) Value(k any) any { return d.vals.Value(k) }
+
 // verifyCachedKey marks a context whose reads re-verify cached chunks
 // (whole-file assembly), whatever Options.Validate says.
 type verifyCachedKey struct{}
@@ -485,7 +493,13 @@ func (f *FS) chunkFetched(ctx context.Context, ino *Inode, k int) ([]byte, bool,
 		}
 	}
 	key := fmt.Sprintf("%d/%d", a.BlobIndex, a.CIIndex)
-	v, err, _ := f.sf.Do(key, func() (any, error) {
+	flight := f.sf.DoChan(key, func() (any, error) {
+		// The fetch is shared by every reader that joins it: it must not
+		// fail because the first one (a read-ahead, an interrupted
+		// reader) gave up. It keeps that reader's values (fetch kind,
+		// byte counter) and ends when the filesystem closes; the
+		// backend's timeouts bound it.
+		ctx := detachedCtx{Context: f.bg, vals: ctx}
 		done := make(chan struct{})
 		if ch, busy := f.spans.LoadOrStore(skey, done); !busy {
 			defer func() { f.spans.Delete(skey); close(done) }()
@@ -559,10 +573,16 @@ func (f *FS) chunkFetched(ctx context.Context, ino *Inode, k int) ([]byte, bool,
 		}
 		return data, nil
 	})
-	if err != nil {
-		return nil, false, err
+	var r singleflight.Result
+	select {
+	case r = <-flight:
+	case <-ctx.Done():
+		return nil, false, fmt.Errorf("%w: %s: chunk %d of blob %s: %w", ErrIO, ino.path, info.Index, bi.BlobID, ctx.Err())
 	}
-	return v.([]byte), true, nil
+	if r.Err != nil {
+		return nil, false, r.Err
+	}
+	return r.Val.([]byte), true, nil
 }
 
 // planSpan returns the chunks to fetch for a miss of info: info, then,
