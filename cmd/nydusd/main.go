@@ -32,6 +32,7 @@ type flags struct {
 	backendSource, eventSink, cacheMax                     string
 	logRotation, threads                                   int
 	upgrade, showVersion, passthrough, digestValidate      bool
+	dependencies                                           bool
 }
 
 func main() {
@@ -87,6 +88,7 @@ through the API: POST /api/v1/mount?mountpoint=/NAME (shared mode).`,
 	fl.StringVar(&f.eventSink, "event-sink", os.Getenv("NYDUSD_EVENT_SINK"), "POST events (mounts, verification failures, backend errors) as JSON to this http(s):// or unix:///path URL, asynchronously (env NYDUSD_EVENT_SINK)")
 	fl.StringVar(&f.cacheMax, "cache-max-size", os.Getenv("NYDUSD_CACHE_MAX_SIZE"), "cap each cache work_dir, e.g. 10GiB; unused blobs are evicted LRU (env NYDUSD_CACHE_MAX_SIZE)")
 	fl.BoolVar(&f.digestValidate, "digest-validate", envBool("NYDUSD_DIGEST_VALIDATE"), "re-verify cached chunks on every read, overriding the config's digest_validate (env NYDUSD_DIGEST_VALIDATE)")
+	fl.BoolVar(&f.dependencies, "dependency-prefetch", envBoolOr("NYDUSD_DEPENDENCY_PREFETCH", true), "when a program is opened, fetch its interpreter and the libraries ld.so will load, all at once (env NYDUSD_DEPENDENCY_PREFETCH=0 turns it off)")
 	fl.BoolVarP(&f.showVersion, "version", "V", false, "print the version")
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "nydusd: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
@@ -166,7 +168,7 @@ func run(cmd *cobra.Command, f *flags) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	d := daemon.New(daemon.Options{ID: f.id, Supervisor: f.supervisor, Mountpoint: f.mountpoint, Log: log, Passthrough: f.passthrough,
+	d := daemon.New(daemon.Options{ID: f.id, Supervisor: f.supervisor, Mountpoint: f.mountpoint, Log: log, Passthrough: f.passthrough, Dependencies: f.dependencies,
 		Events: events, CacheMaxBytes: cacheMax, DigestValidate: f.digestValidate, FailoverPolicy: f.failover,
 		Version: api.Version{PackageVer: version.Version, GitCommit: version.Commit(), BuildTime: version.BuildTime, Profile: "release", Rustc: "go"}})
 	var cfg *api.ConfigV1
@@ -286,6 +288,17 @@ func warnUnknownFlags(fs *pflag.FlagSet, log *slog.Logger) {
 }
 
 // envBool reads a boolean environment variable (1, true, yes).
+// envBoolOr is envBool with a default for an unset or empty variable.
+func envBoolOr(name string, def bool) bool {
+	switch strings.ToLower(os.Getenv(name)) {
+	case "":
+		return def
+	case "0", "false", "no", "off":
+		return false
+	}
+	return true
+}
+
 func envBool(name string) bool {
 	switch strings.ToLower(os.Getenv(name)) {
 	case "1", "true", "yes", "on":

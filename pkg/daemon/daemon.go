@@ -51,6 +51,9 @@ type Options struct {
 	// the kernel through FUSE passthrough, so later reads of the file
 	// never reach the daemon. It needs a cache work_dir.
 	Passthrough bool
+	// Dependencies fetches a program's interpreter and libraries in the
+	// background when it is opened (fs.Options.Dependencies).
+	Dependencies bool
 	// DigestValidate re-verifies cached chunks on every read for every
 	// image, whatever the image config's digest_validate says.
 	DigestValidate bool
@@ -146,7 +149,7 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 		closer()
 		return nil, fmt.Errorf("bootstrap %s: %w", bootstrap, err)
 	}
-	fo := nfs.Options{Log: d.o.Log, Events: d.o.Events, Validate: cfg.DigestValidate || d.o.DigestValidate, ReadAhead: readAhead(cfg), Amplify: amplify(cfg),
+	fo := nfs.Options{Log: d.o.Log, Events: d.o.Events, Validate: cfg.DigestValidate || d.o.DigestValidate, ReadAhead: readAhead(cfg), Amplify: amplify(cfg), Dependencies: d.o.Dependencies,
 		FileStats: cfg.IOStatsFiles || cfg.AccessPattern}
 	if cfg.AccessPattern {
 		fo.FetchLogSize = fetchLogSize

@@ -18,6 +18,8 @@ var promMetrics = []struct{ name, help string }{
 	{"nydusd_backend_errors_total", "Chunk fetches that failed."},
 	{"nydusd_cache_hits_total", "Chunks served from the local cache."},
 	{"nydusd_digest_failures_total", "Chunks that failed digest verification."},
+	{"nydusd_dependency_files_total", "Files fetched because a program that needs them was opened."},
+	{"nydusd_dependency_bytes_total", "Bytes of the files fetched because a program that needs them was opened."},
 	{"nydusd_amplified_chunks_total", "Chunks fetched in another chunk's request (amplify_io)."},
 	{"nydusd_chunk_record_mismatches_total", "Reads refused because the bootstrap's chunk record disagreed with the blob's chunk-info table."},
 	{"nydusd_prefetched_chunks_total", "Chunks fetched by background prefetch."},
@@ -51,6 +53,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			"nydusd_digest_failures_total":         m.DigestFailures.Load(),
 			"nydusd_chunk_record_mismatches_total": m.RecordMismatches.Load(),
 			"nydusd_amplified_chunks_total":        m.AmplifiedChunks.Load(),
+			"nydusd_dependency_files_total":        m.DependencyFiles.Load(),
+			"nydusd_dependency_bytes_total":        m.DependencyBytes.Load(),
 			"nydusd_prefetched_chunks_total":       m.PrefetchedChunks.Load(),
 		}
 		for name, v := range vals {

@@ -94,6 +94,9 @@ type Options struct {
 	// FetchLogSize, when positive, keeps the last FetchLogSize backend
 	// fetches (FS.FetchLog): what a startup fetched, when and why.
 	FetchLogSize int
+	// Dependencies makes Opened fetch a program's interpreter and
+	// libraries in the background (see FS.Opened).
+	Dependencies bool
 	// Metas, if set, keeps the blobs' chunk-info tables on local disk, so
 	// checking chunk records against them needs no fetch after the first.
 	Metas storage.MetaStore
@@ -107,6 +110,10 @@ type Metrics struct {
 	CacheHits      atomic.Int64
 	DigestFailures atomic.Int64
 	BackendErrors  atomic.Int64
+	// DependencyFiles and DependencyBytes count the files (and their
+	// bytes) fetched because a program that needs them was opened.
+	DependencyFiles atomic.Int64
+	DependencyBytes atomic.Int64
 	// AmplifiedChunks counts chunks that came in another chunk's request
 	// (Options.Amplify).
 	AmplifiedChunks atomic.Int64
@@ -149,6 +156,8 @@ type FS struct {
 	// for the span instead of sending a request of its own.
 	spans sync.Map
 
+	deps depState
+
 	mu         sync.Mutex
 	inos       map[uint64]*Inode
 	paths      map[uint64]string
@@ -188,6 +197,7 @@ func Open(ctx context.Context, bootstrap []byte, be Backend, o Options) (*FS, er
 		f.cr.SetMetaStore(o.Metas)
 	}
 	f.bg, f.stop = context.WithCancel(context.Background())
+	f.deps.sem = make(chan struct{}, maxDepFiles)
 	if o.FetchLogSize > 0 {
 		f.flog = &fetchLog{start: time.Now(), ring: make([]Fetch, o.FetchLogSize)}
 	}

@@ -385,6 +385,7 @@ func (s *FileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Ope
 	}
 	ctx := ctxOf(cancel, &in.InHeader)
 	img.fs.CountFop(nid, nfs.FopOpen, false)
+	img.fs.Opened(nid)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.o.Passthrough && !s.noPassthrough.Load() && s.cached[in.NodeId] == 0 {

@@ -1,0 +1,126 @@
+package fs
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/nydus-go/nydus/internal/elftest"
+	"github.com/nydus-go/nydus/internal/treetest"
+	"github.com/nydus-go/nydus/pkg/builder"
+	"github.com/nydus-go/nydus/pkg/storage"
+)
+
+func symlink(name, target string) treetest.File {
+	return treetest.File{Header: tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: target, Mode: 0o777}}
+}
+
+// depsImage holds a program linked against a chain of libraries, laid
+// out as on Debian (merged /usr, multiarch, soname symlinks, $ORIGIN
+// RUNPATH), a script run by the program, and a malformed ELF file.
+func depsImage(t *testing.T) (*FS, *rangeCounter) {
+	t.Helper()
+	const interp = "/lib64/ld-linux-x86-64.so.2"
+	pad := func(b []byte, n int) []byte { return append(b, treetest.Random(int64(n), n)...) }
+	files := []treetest.File{
+		symlink("lib", "usr/lib"), symlink("lib64", "usr/lib64"),
+		treetest.Reg("usr/lib64/ld-linux-x86-64.so.2", 0o755, pad(elftest.Build("", nil, "", ""), 100000)),
+		treetest.Reg("usr/bin/app", 0o755, pad(elftest.Build(interp, []string{"libA.so.1"}, "", ""), 50000)),
+		symlink("usr/lib/x86_64-linux-gnu/libA.so.1", "libA.so.1.0.0"),
+		treetest.Reg("usr/lib/x86_64-linux-gnu/libA.so.1.0.0", 0o644, pad(elftest.Build("", []string{"libB.so.2", "libmissing.so"}, "$ORIGIN/private", ""), 200000)),
+		treetest.Reg("usr/lib/x86_64-linux-gnu/private/libB.so.2", 0o644, pad(elftest.Build("", nil, "", ""), 300000)),
+		treetest.Reg("usr/bin/script", 0o755, []byte("#!/usr/bin/app -x\necho hi\n")),
+		treetest.Reg("usr/bin/bad", 0o755, append([]byte("\x7fELF\x02\x01\x01"), treetest.Random(5, 5000)...)),
+	}
+	var blob bytes.Buffer
+	res, err := builder.Create(context.Background(), bytes.NewReader(treetest.Tar(files)), &blob, builder.Options{ChunkSize: 0x10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, res.BlobID), blob.Bytes(), 0o644)
+	be := &rangeCounter{FileSource: storage.FileSource{Dir: dir}, counts: map[string]int{}}
+	f, err := Open(context.Background(), res.Bootstrap, be, Options{Cache: &memCache{m: map[string][]byte{}}, Dependencies: true, FetchLogSize: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return f, be
+}
+
+func (f *FS) mustResolve(t *testing.T, p string) *Inode {
+	t.Helper()
+	ino, err := f.resolvePath(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ino
+}
+
+// TestDependencySpeculation: opening a program fetches its interpreter
+// and its chain of libraries (found through soname symlinks, a symlinked
+// /lib and $ORIGIN) with the dependency kind, before anything reads them;
+// reading them then sends no request.
+func TestDependencySpeculation(t *testing.T) {
+	for _, start := range []string{"/usr/bin/app", "/usr/bin/script"} {
+		t.Run(filepath.Base(start), func(t *testing.T) {
+			f, be := depsImage(t)
+			f.Opened(f.mustResolve(t, start).Nid)
+			f.bgWG.Wait()
+			kinds := map[string]string{}
+			for _, fe := range f.FetchLog().Fetches {
+				if kinds[fe.Path] == "" {
+					kinds[fe.Path] = fe.Kind
+				}
+			}
+			for _, p := range []string{"/usr/lib64/ld-linux-x86-64.so.2", "/usr/lib/x86_64-linux-gnu/libA.so.1.0.0", "/usr/lib/x86_64-linux-gnu/private/libB.so.2"} {
+				if kinds[p] != FetchDependency {
+					t.Errorf("%s: first fetched as %q, want %q (fetches by file: %v)", p, kinds[p], FetchDependency, kinds)
+				}
+			}
+			want := int64(3)
+			if start == "/usr/bin/script" {
+				want = 4 // the program too
+			}
+			if got := f.Metrics.DependencyFiles.Load(); got != want {
+				t.Errorf("DependencyFiles %d, want %d", got, want)
+			}
+			be.mu.Lock()
+			before := len(be.counts)
+			be.mu.Unlock()
+			lib := f.mustResolve(t, "/lib/x86_64-linux-gnu/private/../private/libB.so.2")
+			if _, err := f.Read(context.Background(), lib.Nid, make([]byte, lib.Size), 0); err != nil {
+				t.Fatal(err)
+			}
+			be.mu.Lock()
+			after := len(be.counts)
+			be.mu.Unlock()
+			if after != before {
+				t.Errorf("reading a speculated library sent %d requests", after-before)
+			}
+		})
+	}
+}
+
+// TestDependencySpeculationIgnoresMalformed: a file with the ELF magic
+// and garbage after it, or with no dependencies, fetches nothing more.
+func TestDependencySpeculationIgnoresMalformed(t *testing.T) {
+	f, _ := depsImage(t)
+	f.Opened(f.mustResolve(t, "/usr/bin/bad").Nid)
+	f.Opened(f.mustResolve(t, "/usr/lib/x86_64-linux-gnu/private/libB.so.2").Nid)
+	f.bgWG.Wait()
+	if got := f.Metrics.DependencyFiles.Load(); got != 0 {
+		t.Errorf("DependencyFiles %d, want 0", got)
+	}
+	// Without Options.Dependencies, opening a program fetches nothing.
+	g, _ := depsImage(t)
+	g.o.Dependencies = false
+	g.Opened(g.mustResolve(t, "/usr/bin/app").Nid)
+	g.bgWG.Wait()
+	if n := len(g.FetchLog().Fetches); n != 0 || g.Metrics.DependencyFiles.Load() != 0 {
+		t.Errorf("with Dependencies off, opening a program fetched %d times", n)
+	}
+}
