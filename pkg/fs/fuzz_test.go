@@ -12,7 +12,8 @@ import (
 )
 
 // FuzzMount mutates a bootstrap and its blob together and mounts them as
-// nydusd does (chunk cache, record checks, read-ahead): walking the tree
+// nydusd does (chunk cache, record checks, amplification, read-ahead,
+// dependency speculation on every opened file): walking the tree
 // and reading every file at several offsets must return data or an
 // error, never panic or hang.
 func FuzzMount(f *testing.F) {
@@ -34,7 +35,7 @@ func FuzzMount(f *testing.F) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		fsys, err := Open(ctx, boot, storage.BytesSource(blob), Options{Cache: &memCache{m: map[string][]byte{}}, ReadAhead: 0x4000})
+		fsys, err := Open(ctx, boot, storage.BytesSource(blob), Options{Cache: &memCache{m: map[string][]byte{}}, ReadAhead: 0x4000, Amplify: 0x8000, Dependencies: true})
 		if err != nil {
 			return
 		}
@@ -61,6 +62,7 @@ func FuzzMount(f *testing.F) {
 				case ino.IsSymlink():
 					fsys.Readlink(ctx, ino.Nid)
 				case ino.IsRegular():
+					fsys.Opened(ino.Nid)
 					buf := make([]byte, 0x1800)
 					for _, off := range []int64{0, 0x800, 0x1000, 0x2100, int64(ino.Size) - 1, int64(ino.Size) + 10} {
 						if off >= 0 {
@@ -71,6 +73,7 @@ func FuzzMount(f *testing.F) {
 			}
 		}
 		walk(fsys.RootNid(), 0)
+		fsys.bgWG.Wait()
 		if ctx.Err() != nil {
 			t.Fatal("walking and reading the mount took over 10 s")
 		}
