@@ -103,6 +103,10 @@ func TestFileMetrics(t *testing.T) {
 	if b, err := os.ReadFile(png); err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
 		t.Fatalf("trace PNG: %v", err)
 	}
+	// The optimize loop's first command: the files read, in order.
+	if out, err := exec.Command(nydusify, "trace", "--apisock", d.sock, "--prefetch-list", "-").Output(); err != nil || string(out) != "/bin/app\n" {
+		t.Fatalf("nydusify trace --prefetch-list: %v: %q", err, out)
+	}
 	// Without access_pattern the log is off, and trace says so.
 	out, err = exec.Command(nydusify, "trace", "--apisock", filepath.Join(t.TempDir(), "none.sock"), "--output", png).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "none.sock") {

@@ -27,7 +27,7 @@ import (
 )
 
 func newTraceCmd(lo *logOptions) *cobra.Command {
-	var apisock, id, output, jsonOut string
+	var apisock, id, output, jsonOut, prefetchList string
 	var top int
 	c := &cobra.Command{
 		Use:   "trace --apisock SOCKET [--output startup.png]",
@@ -39,15 +39,32 @@ by read-ahead or by prefetch. It also prints a summary.
 
 The image's nydusd config must set "access_pattern": true (the snapshotter
 keeps that field of its nydusd_config template). Use --id /SNAPSHOT for a
-shared daemon serving several images.`,
-		Example: `  nydusify trace --apisock /var/lib/containerd-nydus/socket/ID/api.sock --output startup.png`,
-		Args:    cobra.NoArgs,
+shared daemon serving several images.
+
+--prefetch-list FILE (or - for stdout) writes the files the image read, in
+first-read order (GET /api/v1/metrics/pattern), one path per line: the
+input of "nydusify convert --prefetch-patterns". So a recorded run becomes
+an optimized image in two commands (see the examples).`,
+		Example: `  nydusify trace --apisock /var/lib/containerd-nydus/socket/ID/api.sock --output startup.png
+
+  # the optimize loop: record a cold run's reads, convert with them
+  nydusify trace --apisock /var/lib/containerd-nydus/socket/ID/api.sock --prefetch-list app.list
+  nydusify convert --source app:1 --target app:1-nydus --prefetch-patterns < app.list`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if apisock == "" {
 				return errors.New("--apisock is required")
 			}
-			if output == "" && jsonOut == "" {
-				return errors.New("nothing to write: give --output and/or --json")
+			if output == "" && jsonOut == "" && prefetchList == "" {
+				return errors.New("nothing to write: give --output, --json and/or --prefetch-list")
+			}
+			if prefetchList != "" {
+				if err := writePrefetchList(cmd, apisock, id, prefetchList); err != nil {
+					return err
+				}
+				if output == "" && jsonOut == "" {
+					return nil
+				}
 			}
 			l, err := fetchLog(cmd.Context(), apisock, id)
 			if err != nil {
@@ -76,43 +93,79 @@ shared daemon serving several images.`,
 	c.Flags().StringVarP(&output, "output", "o", "", "PNG file to write")
 	c.Flags().StringVar(&jsonOut, "json", "", "also write the fetch log as JSON to this file")
 	c.Flags().IntVar(&top, "top", 12, "files to name in the picture and the summary")
+	c.Flags().StringVar(&prefetchList, "prefetch-list", "", "write the files the image read, in first-read order, for convert --prefetch-patterns (- for stdout)")
 	return c
 }
 
-// fetchLog GETs /api/v1/metrics/fetches from a nydusd API socket.
-func fetchLog(ctx context.Context, sock, id string) (*nfs.FetchLog, error) {
+// writePrefetchList writes the image's access pattern, one path a line.
+func writePrefetchList(cmd *cobra.Command, sock, id, out string) error {
+	var pattern []struct {
+		Path string `json:"path"`
+	}
+	if err := apiGet(cmd.Context(), sock, "/api/v1/metrics/pattern", id, &pattern); err != nil {
+		return err
+	}
+	var b strings.Builder
+	for _, p := range pattern {
+		if strings.HasPrefix(p.Path, "/") {
+			b.WriteString(p.Path + "\n")
+		}
+	}
+	if b.Len() == 0 {
+		return fmt.Errorf("%s: the image has read no file yet (is access_pattern set in its nydusd config?)", sock)
+	}
+	if out == "-" {
+		_, err := io.WriteString(cmd.OutOrStdout(), b.String())
+		return err
+	}
+	return atomicfile.WriteFile(out, []byte(b.String()), 0o644)
+}
+
+// apiGet GETs path (with ?id= when set) from a nydusd API socket and
+// decodes the JSON answer into v.
+func apiGet(ctx context.Context, sock, path, id string, v any) error {
 	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 		}}}
-	u := "http://nydusd/api/v1/metrics/fetches"
+	u := "http://nydusd" + path
 	if id != "" {
 		u += "?id=" + url.QueryEscape(id)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("nydusd API %s: %w", sock, err)
+		return fmt.Errorf("nydusd API %s: %w", sock, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
 	if err != nil {
-		return nil, fmt.Errorf("nydusd API %s: %w", sock, err)
+		return fmt.Errorf("nydusd API %s: %w", sock, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var e struct{ Message string }
+		var e struct {
+			Message string `json:"message"`
+		}
 		json.Unmarshal(b, &e)
 		if e.Message == "" {
 			e.Message = strings.TrimSpace(string(b))
 		}
-		return nil, fmt.Errorf("nydusd API %s: %s: %s", sock, resp.Status, e.Message)
+		return fmt.Errorf("nydusd API %s: %s: %s", sock, resp.Status, e.Message)
 	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("nydusd API %s: %s: %w", sock, path, err)
+	}
+	return nil
+}
+
+// fetchLog GETs /api/v1/metrics/fetches from a nydusd API socket.
+func fetchLog(ctx context.Context, sock, id string) (*nfs.FetchLog, error) {
 	var l nfs.FetchLog
-	if err := json.Unmarshal(b, &l); err != nil {
-		return nil, fmt.Errorf("nydusd API %s: fetch log: %w", sock, err)
+	if err := apiGet(ctx, sock, "/api/v1/metrics/fetches", id, &l); err != nil {
+		return nil, err
 	}
 	return &l, nil
 }
