@@ -157,6 +157,7 @@ type FS struct {
 	spans sync.Map
 
 	deps depState
+	prio *priorities // orders backend requests (demand first)
 
 	mu         sync.Mutex
 	inos       map[uint64]*Inode
@@ -188,9 +189,9 @@ func Open(ctx context.Context, bootstrap []byte, be Backend, o Options) (*FS, er
 	if o.Events == nil {
 		o.Events = func(Event) {}
 	}
-	f := &FS{rd: rd, dig: rd.Ext.Flags.Digester(), o: o, chunks: make(map[[2]uint32]rafs.ChunkInfo, len(table)),
+	f := &FS{prio: newPriorities(), rd: rd, dig: rd.Ext.Flags.Digester(), o: o, chunks: make(map[[2]uint32]rafs.ChunkInfo, len(table)),
 		raSem: make(chan struct{}, 4), inos: map[uint64]*Inode{}, paths: map[uint64]string{rd.RootNid(): "/"}, prefetched: map[uint64]bool{}}
-	if f.cr, err = storage.NewChunkReader(ctx, rd, countingBackend{be, &f.Metrics}); err != nil {
+	if f.cr, err = storage.NewChunkReader(ctx, rd, countingBackend{be, &f.Metrics, f.prio}); err != nil {
 		return nil, err
 	}
 	if o.Metas != nil {
@@ -675,11 +676,17 @@ func (f *FS) readSpan(ctx context.Context, ino *Inode, bi rafs.BlobInfo, span []
 // metrics.
 type countingBackend struct {
 	Backend
-	m *Metrics
+	m    *Metrics
+	prio *priorities
 }
 
 func (c countingBackend) ReadRange(ctx context.Context, blobID string, off, n int64) ([]byte, error) {
+	leave, err := c.prio.enter(ctx)
+	if err != nil {
+		return nil, err
+	}
 	b, err := c.Backend.ReadRange(ctx, blobID, off, n)
+	leave()
 	if err == nil {
 		c.m.BackendReads.Add(1)
 		c.m.FetchedBytes.Add(int64(len(b)))
