@@ -41,7 +41,7 @@ var fieldStatus = map[string]string{
 	"device.cache.config.disable_indexed_map": "cache:" + `{"config": {"disable_indexed_map": true}}`,
 	"mode":            "top:" + `{"mode": "mmap"}`,
 	"digest_validate": "implemented", "iostats_files": "implemented",
-	"enable_xattr": "implemented", "access_pattern": "implemented",
+	"enable_xattr": "top:" + `{"enable_xattr": false}`, "access_pattern": "implemented",
 	"latest_read_files": "top:" + `{"latest_read_files": true}`, "amplify_io": "implemented",
 	"fs_prefetch": "section", "fs_prefetch.enable": "implemented", "fs_prefetch.threads_count": "implemented",
 	"fs_prefetch.merging_size":   "top:" + `{"fs_prefetch": {"merging_size": 1048576}}`,
