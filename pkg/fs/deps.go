@@ -45,7 +45,7 @@ func (f *FS) Opened(nid uint64) {
 	if !f.o.Dependencies || !f.deps.claim(nid) {
 		return
 	}
-	f.Go(func(ctx context.Context) { f.speculate(withFetchKind(ctx, FetchDependency), nid, 0) })
+	f.Go(func(ctx context.Context) { f.speculate(ctx, nid, 0) })
 }
 
 // claim marks nid as handled and reports whether it was not already.
@@ -68,7 +68,15 @@ func (f *FS) speculate(ctx context.Context, nid uint64, depth int) {
 	if err != nil || !ino.IsRegular() || ino.Size < 4 || depth > maxDepDepth {
 		return
 	}
-	r := &inodeReader{f: f, ctx: ctx, ino: ino}
+	// The opened file's own head is what its opener reads next: a demand
+	// read (so a race with the opener's read fetches it once, as
+	// demand); what it needs is fetched as dependencies.
+	hctx := withFetchKind(ctx, FetchDependency)
+	if depth == 0 {
+		hctx = withFetchKind(ctx, FetchDemand)
+	}
+	ctx = withFetchKind(ctx, FetchDependency)
+	r := &inodeReader{f: f, ctx: hctx, ino: ino}
 	head := make([]byte, 256)
 	n, _ := r.ReadAt(head, 0)
 	var wants []string
