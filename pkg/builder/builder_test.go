@@ -221,7 +221,7 @@ func TestUnpackDetectsCorruptChunk(t *testing.T) {
 
 func TestUpstreamFixtureData(t *testing.T) {
 	ctx := context.Background()
-	dir := "../../../shared/fixtures/nydus"
+	dir := "../../testdata/upstream/nydus"
 	boot, err := os.ReadFile(filepath.Join(dir, "bootstrap/rafs-v6-2.2.boot"))
 	if err != nil {
 		t.Fatal(err)
@@ -266,7 +266,7 @@ func hdrLink(name, target string) (h tarHdr) {
 // itself, and every file of the inline bootstrap is read and verified.
 func TestUpstreamTOCFixture(t *testing.T) {
 	ctx := context.Background()
-	p := "../../../shared/fixtures/nydus/toc/2fa78cad554b75ac91a4a125ed148d0ddeb25efa4aaa8bd80e5dc292690a4dca"
+	p := "../../testdata/upstream/nydus/toc/2fa78cad554b75ac91a4a125ed148d0ddeb25efa4aaa8bd80e5dc292690a4dca"
 	raw, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)

@@ -16,7 +16,7 @@ import (
 	"github.com/nydus-go/nydus/pkg/digester"
 )
 
-const fixtures = "../../../shared/fixtures"
+const fixtures = "../../testdata/upstream"
 
 func fixture(t testing.TB, rel string) []byte {
 	t.Helper()
