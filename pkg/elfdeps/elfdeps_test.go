@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -29,7 +30,7 @@ func TestReadELFBuilt(t *testing.T) {
 	// With DT_RUNPATH, DT_RPATH is not searched; the cache and the
 	// default directories follow.
 	c := Candidates("libfoo.so.1", d, []CacheEntry{{Name: "libfoo.so.1", Path: "/lib/x86_64-linux-gnu/libfoo.so.1", Flags: 0x0303}, {Name: "libfoo.so.1", Path: "/lib32/libfoo.so.1", Flags: 0x0003}})
-	if c[0] != "/app/lib/libfoo.so.1" || c[1] != "/opt/x/libfoo.so.1" || c[2] != "/lib/x86_64-linux-gnu/libfoo.so.1" || contains(c, "/old/libfoo.so.1") || contains(c, "/lib32/libfoo.so.1") {
+	if c[0] != "/app/lib/libfoo.so.1" || c[1] != "/opt/x/libfoo.so.1" || c[2] != "/lib/x86_64-linux-gnu/libfoo.so.1" || slices.Contains(c, "/old/libfoo.so.1") || slices.Contains(c, "/lib32/libfoo.so.1") {
 		t.Fatalf("candidates %v", c)
 	}
 	if _, err := ReadELF(bytes.NewReader([]byte("#!/bin/sh\n")), 10, "/"); err != ErrNotELF {
@@ -42,15 +43,6 @@ func TestReadELFBuilt(t *testing.T) {
 			t.Errorf("Shebang(%q) = %q, want %q", tc.head, got, tc.want)
 		}
 	}
-}
-
-func contains(s []string, x string) bool {
-	for _, v := range s {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }
 
 // TestReadELFMatchesDebugELF: on the machine's own programs and

@@ -23,15 +23,24 @@ import (
 func amplifyImage(t *testing.T) (boot []byte, dir, blobID string, data []byte) {
 	t.Helper()
 	data = treetest.Random(77, 8*0x10000)
+	res, dir := buildImage(t, []treetest.File{treetest.Reg("big", 0o644, data)}, builder.Options{ChunkSize: 0x10000})
+	return res.Bootstrap, dir, res.BlobID, data
+}
+
+// buildImage builds files into a bootstrap and a blob, written as
+// <dir>/<blob id> for a storage.FileSource.
+func buildImage(t *testing.T, files []treetest.File, o builder.Options) (*builder.Result, string) {
+	t.Helper()
 	var blob bytes.Buffer
-	res, err := builder.Create(context.Background(), bytes.NewReader(treetest.Tar([]treetest.File{treetest.Reg("big", 0o644, data)})), &blob,
-		builder.Options{ChunkSize: 0x10000})
+	res, err := builder.Create(context.Background(), bytes.NewReader(treetest.Tar(files)), &blob, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir = t.TempDir()
-	os.WriteFile(filepath.Join(dir, res.BlobID), blob.Bytes(), 0o644)
-	return res.Bootstrap, dir, res.BlobID, data
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, res.BlobID), blob.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return res, dir
 }
 
 // dataRanges returns the ranges read at or above off0 (the chunk data,

@@ -2,9 +2,7 @@ package fs
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -35,13 +33,7 @@ func depsImage(t *testing.T) (*FS, *rangeCounter) {
 		treetest.Reg("usr/bin/script", 0o755, []byte("#!/usr/bin/app -x\necho hi\n")),
 		treetest.Reg("usr/bin/bad", 0o755, append([]byte("\x7fELF\x02\x01\x01"), treetest.Random(5, 5000)...)),
 	}
-	var blob bytes.Buffer
-	res, err := builder.Create(context.Background(), bytes.NewReader(treetest.Tar(files)), &blob, builder.Options{ChunkSize: 0x10000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, res.BlobID), blob.Bytes(), 0o644)
+	res, dir := buildImage(t, files, builder.Options{ChunkSize: 0x10000})
 	be := &rangeCounter{FileSource: storage.FileSource{Dir: dir}, counts: map[string]int{}}
 	f, err := Open(context.Background(), res.Bootstrap, be, Options{Cache: &memCache{m: map[string][]byte{}}, Dependencies: true, FetchLogSize: 1000})
 	if err != nil {

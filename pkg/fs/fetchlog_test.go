@@ -1,10 +1,7 @@
 package fs
 
 import (
-	"bytes"
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/nydus-go/nydus/internal/treetest"
@@ -20,13 +17,7 @@ func TestFetchLog(t *testing.T) {
 		treetest.Reg("a", 0o644, treetest.Random(1, 4*0x10000)),
 		treetest.Reg("b", 0o644, treetest.Random(2, 0x10000)),
 	}
-	var blob bytes.Buffer
-	res, err := builder.Create(context.Background(), bytes.NewReader(treetest.Tar(files)), &blob, builder.Options{ChunkSize: 0x10000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, res.BlobID), blob.Bytes(), 0o644)
+	res, dir := buildImage(t, files, builder.Options{ChunkSize: 0x10000})
 	f, err := Open(context.Background(), res.Bootstrap, &storage.FileSource{Dir: dir},
 		Options{Cache: &memCache{m: map[string][]byte{}}, ReadAhead: 4 * 0x10000, FetchLogSize: 64})
 	if err != nil {

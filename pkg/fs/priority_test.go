@@ -1,10 +1,7 @@
 package fs
 
 import (
-	"bytes"
 	"context"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -44,13 +41,7 @@ func (s *sendLog) ReadRange(ctx context.Context, blobID string, off, n int64) ([
 // request starts until it is done.
 func TestDemandBeforeBackground(t *testing.T) {
 	files := []treetest.File{treetest.Reg("bulk", 0o644, treetest.Random(1, 64*0x10000)), treetest.Reg("wanted", 0o644, treetest.Random(2, 4*0x10000))}
-	var blob bytes.Buffer
-	res, err := builder.Create(context.Background(), bytes.NewReader(treetest.Tar(files)), &blob, builder.Options{ChunkSize: 0x10000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, res.BlobID), blob.Bytes(), 0o644)
+	res, dir := buildImage(t, files, builder.Options{ChunkSize: 0x10000})
 	be := &sendLog{FileSource: storage.FileSource{Dir: dir}}
 	f, err := Open(context.Background(), res.Bootstrap, be, Options{Cache: &memCache{m: map[string][]byte{}}})
 	if err != nil {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -86,7 +87,7 @@ func TestConfigFieldAudit(t *testing.T) {
 		}
 	}
 	for k := range fieldStatus {
-		if !contains(known, k) {
+		if !slices.Contains(known, k) {
 			t.Errorf("fieldStatus lists %s, which ParseConfig does not know", k)
 		}
 	}
@@ -104,13 +105,4 @@ func TestConfigFieldAudit(t *testing.T) {
 			t.Errorf("%s: %v, want %q", bad.cfg, err, bad.want)
 		}
 	}
-}
-
-func contains(s []string, x string) bool {
-	for _, v := range s {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }
