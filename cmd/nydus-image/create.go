@@ -72,7 +72,10 @@ tar-tarfs, stargz_index.
 
 Chunks are deduplicated against this layer, --parent-bootstrap and
 --chunk-dict. With --prefetch-policy fs or blob, absolute paths to prefetch
-are read from stdin until EOF.`,
+are read from stdin until EOF: they fill the bootstrap's prefetch table,
+and their files' data goes first in the blob, in list order (the hot set
+that nydusd streams at mount; the data is spooled to a temporary file
+while the tar is read).`,
 		Example: `  # what nydus-snapshotter's converter runs for each layer
   nydus-image create --type tar-rafs --blob-inline-meta --features blob-toc \
       --fs-version 6 --whiteout-spec none --prefetch-policy fs \

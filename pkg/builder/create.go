@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path"
 	"runtime"
-	"strings"
 
 	"github.com/nydus-go/nydus/pkg/blob"
 	"github.com/nydus-go/nydus/pkg/compress"
@@ -45,8 +43,17 @@ type Options struct {
 	// ChunkDicts are further chunk dictionaries, e.g. the layers below
 	// this one in the same image (their blob ids must be real).
 	ChunkDicts []*rafs.Reader
-	// Prefetch lists absolute paths recorded in the prefetch table.
+	// Prefetch lists absolute paths recorded in the prefetch table. The
+	// files they name (directories recursively) are also the layer's hot
+	// set: their data goes first in the blob, in list order.
 	Prefetch []string
+	// HotFiles lists more absolute paths of the hot set, after Prefetch's,
+	// without entering the prefetch table: nydusify gives every layer the
+	// image's prefetch list this way, and the merged bootstrap's table.
+	HotFiles []string
+	// SpoolDir holds the temporary file that a build with a hot set
+	// spools file data to (default: the system's temporary directory).
+	SpoolDir string
 	// Workers is the number of compression goroutines (default GOMAXPROCS).
 	Workers int
 	// BlobCache, when set, receives the uncompressed chunk data at its
@@ -213,13 +220,27 @@ func Create(ctx context.Context, tarStream io.Reader, blobOut io.Writer, o Optio
 		return nil, err
 	}
 	pl := newPipeline(o.ChunkSize, o.BatchSize, o.Compressor, o.CompressionLevel, o.Digester, o.Workers, newIdx, b.known, bw, o.BlobCache)
-	upper, rerr := readTar(ctx, tarStream, pl, o.Warn)
+	var sink fileSink = pl
+	hot := append(append([]string(nil), o.Prefetch...), o.HotFiles...)
+	var sp *spool
+	if len(hot) > 0 {
+		if sp, err = newSpool(o.SpoolDir); err != nil {
+			pl.close()
+			return nil, err
+		}
+		defer sp.Close()
+		sink = sp
+	}
+	upper, rerr := readTar(ctx, tarStream, sink, o.Warn)
 	if rerr == nil {
 		// Read the source to its end, so that a compressed source's
 		// checksum trailer is verified.
 		if _, err := io.Copy(io.Discard, tarStream); err != nil {
 			rerr = fmt.Errorf("after the end of the tar archive: %w", err)
 		}
+	}
+	if rerr == nil && sp != nil {
+		rerr = sp.emit(ctx, upper, hot, pl)
 	}
 	cerr := pl.close()
 	if rerr != nil {
@@ -351,7 +372,7 @@ func marshalTree(tree *rafs.Node, blobs []rafs.BlobInfo, o *Options, keep int) (
 	}
 	var prefetch []*rafs.Inode
 	for _, p := range o.Prefetch {
-		n := lookup(tree, p)
+		n := resolve(tree, p)
 		if n == nil {
 			if o.Warn != nil {
 				o.Warn(fmt.Sprintf("prefetch path %s does not exist in the image; ignored", p))
@@ -392,20 +413,6 @@ func bfs(root *rafs.Node) []*rafs.Inode {
 		q = append(q, n.Children...)
 	}
 	return out
-}
-
-func lookup(root *rafs.Node, p string) *rafs.Node {
-	p = path.Clean("/" + p)
-	n := root
-	if p == "/" {
-		return n
-	}
-	for _, name := range strings.Split(p[1:], "/") {
-		if n = n.Child(name); n == nil {
-			return nil
-		}
-	}
-	return n
 }
 
 var errNoSource = errors.New("no source")

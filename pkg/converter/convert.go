@@ -54,7 +54,8 @@ type Options struct {
 	BatchSize        uint32
 	// Digester hashes chunks (default blake3).
 	Digester digester.Algorithm
-	// Prefetch lists absolute paths for the prefetch table.
+	// Prefetch lists absolute paths for the prefetch table; their files
+	// also go first in each layer's blob, in list order (the hot set).
 	Prefetch []string
 	// Independent packs every layer on its own, like upstream, instead
 	// of against the chunks of the layers below it.
@@ -607,7 +608,13 @@ func (c *conv) optionsKey() string {
 	if o.ChunkDict != nil {
 		dict = o.ChunkDict.id
 	}
-	return fmt.Sprintf("v1;%s;%s;l%d;c%#x;b%#x;%s;%s", mode, o.Compressor, o.CompressionLevel, o.ChunkSize, o.BatchSize, o.Digester, dict)
+	k := fmt.Sprintf("v1;%s;%s;l%d;c%#x;b%#x;%s;%s", mode, o.Compressor, o.CompressionLevel, o.ChunkSize, o.BatchSize, o.Digester, dict)
+	if len(o.Prefetch) > 0 {
+		// The prefetch list orders each layer's blob (its hot set).
+		h := sha256.Sum256([]byte(strings.Join(o.Prefetch, "\x00")))
+		k += ";hot" + hex.EncodeToString(h[:8])
+	}
+	return k
 }
 
 // fetchResult is a downloaded (or local) compressed layer.
@@ -712,7 +719,12 @@ func (c *conv) build(ctx context.Context, fr fetchResult, l v1.Layer, i, n int, 
 		TOC:              true,
 		ChunkDict:        dict,
 		ChunkDicts:       dicts,
-		Warn:             func(m string) { o.Log.Warn(m, "layer", i) },
+		// The image's prefetch list is every layer's hot set: its files
+		// go first in their layer's blob, so nydusd streams them in a few
+		// requests; the merged bootstrap's prefetch table names them.
+		HotFiles: o.Prefetch,
+		SpoolDir: c.work,
+		Warn:     func(m string) { o.Log.Warn(m, "layer", i) },
 	})
 	if err == nil {
 		err = bw.Flush()
