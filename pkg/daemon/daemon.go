@@ -112,7 +112,11 @@ func (d *Daemon) prefetch(inst *instance, files []string) {
 	if workers <= 0 || workers > 64 {
 		workers = 8
 	}
-	go inst.fs.Prefetch(inst.pctx, nfs.PrefetchOptions{Paths: paths, All: pf.PrefetchAll, Workers: workers, BytesPerSecond: int64(pf.BandwidthRate)})
+	merge := int64(pf.MergingSize)
+	if merge <= 0 || merge > 64<<20 {
+		merge = nfs.DefaultMergeSize
+	}
+	go inst.fs.Prefetch(inst.pctx, nfs.PrefetchOptions{Paths: paths, All: pf.PrefetchAll, Workers: workers, MergeSize: merge, BytesPerSecond: int64(pf.BandwidthRate)})
 }
 
 // New returns a daemon in state INIT.

@@ -12,7 +12,8 @@ import (
 const (
 	FetchDemand    = "demand"    // a read needed it
 	FetchReadAhead = "readahead" // read-ahead after a sequential miss
-	FetchPrefetch  = "prefetch"  // the prefetch list or prefetch_all
+	FetchHotSet    = "hotset"    // the hot set (prefetch table, prefetch files), streamed at mount
+	FetchPrefetch  = "prefetch"  // prefetch_all
 	FetchWholeFile = "wholefile" // assembling a whole-file copy
 )
 

@@ -10,7 +10,7 @@ import (
 )
 
 // TestFetchLog: with FetchLogSize, every backend fetch is logged in order
-// with its cause (demand, read-ahead, prefetch), file and the bytes the
+// with its cause (demand, read-ahead, hot set), file and the bytes the
 // backend sent; the ring keeps the newest and counts the dropped.
 func TestFetchLog(t *testing.T) {
 	files := []treetest.File{
@@ -46,8 +46,8 @@ func TestFetchLog(t *testing.T) {
 	if l.Fetches[0].Kind != FetchDemand || l.Fetches[0].Path != "/a" || l.Fetches[0].Chunk != 0 {
 		t.Errorf("first fetch %+v, want chunk 0 of /a on demand", l.Fetches[0])
 	}
-	if kinds[FetchDemand] != 1 || kinds[FetchReadAhead] != 3 || kinds[FetchPrefetch] != 1 {
-		t.Errorf("fetches by kind %v, want 1 demand, 3 readahead, 1 prefetch", kinds)
+	if kinds[FetchDemand] != 1 || kinds[FetchReadAhead] != 3 || kinds[FetchHotSet] != 1 {
+		t.Errorf("fetches by kind %v, want 1 demand, 3 readahead, 1 hotset", kinds)
 	}
 	if total != f.Metrics.FetchedBytes.Load() {
 		t.Errorf("logged %d bytes, the backend sent %d", total, f.Metrics.FetchedBytes.Load())

@@ -134,6 +134,7 @@ type Metrics struct {
 // FS is a mounted image.
 type FS struct {
 	rd     *rafs.Reader
+	be     countingBackend // the backend, counted and ordered by priority
 	cr     *storage.ChunkReader
 	chunks map[[2]uint32]rafs.ChunkInfo
 	dig    digester.Algorithm
@@ -191,7 +192,8 @@ func Open(ctx context.Context, bootstrap []byte, be Backend, o Options) (*FS, er
 	}
 	f := &FS{prio: newPriorities(), rd: rd, dig: rd.Ext.Flags.Digester(), o: o, chunks: make(map[[2]uint32]rafs.ChunkInfo, len(table)),
 		raSem: make(chan struct{}, 4), inos: map[uint64]*Inode{}, paths: map[uint64]string{rd.RootNid(): "/"}, prefetched: map[uint64]bool{}}
-	if f.cr, err = storage.NewChunkReader(ctx, rd, countingBackend{be, &f.Metrics, f.prio}); err != nil {
+	f.be = countingBackend{be, &f.Metrics, f.prio}
+	if f.cr, err = storage.NewChunkReader(ctx, rd, f.be); err != nil {
 		return nil, err
 	}
 	if o.Metas != nil {
@@ -693,4 +695,44 @@ func (c countingBackend) ReadRange(ctx context.Context, blobID string, off, n in
 		addFetchedBytes(ctx, int64(len(b)))
 	}
 	return b, err
+}
+
+// OpenRange streams a range (storage.OpenRange), counting its bytes as
+// they arrive; the request holds its priority until the stream is closed.
+func (c countingBackend) OpenRange(ctx context.Context, blobID string, off, n int64) (io.ReadCloser, error) {
+	leave, err := c.prio.enter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := storage.OpenRange(ctx, c.Backend, blobID, off, n)
+	if err != nil {
+		leave()
+		return nil, err
+	}
+	c.m.BackendReads.Add(1)
+	return &countedStream{rc: rc, ctx: ctx, m: c.m, leave: leave}, nil
+}
+
+// countedStream counts a streamed range's bytes in a filesystem's
+// metrics and its fetch's byte counter.
+type countedStream struct {
+	rc    io.ReadCloser
+	ctx   context.Context
+	m     *Metrics
+	leave func()
+	once  sync.Once
+}
+
+func (s *countedStream) Read(p []byte) (int, error) {
+	n, err := s.rc.Read(p)
+	if n > 0 {
+		s.m.FetchedBytes.Add(int64(n))
+		addFetchedBytes(s.ctx, int64(n))
+	}
+	return n, err
+}
+
+func (s *countedStream) Close() error {
+	s.once.Do(s.leave)
+	return s.rc.Close()
 }

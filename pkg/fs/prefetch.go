@@ -11,12 +11,20 @@ import (
 // PrefetchOptions configure background prefetch.
 type PrefetchOptions struct {
 	// Paths are absolute paths to fetch first (directories recursively):
-	// the bootstrap's prefetch table and --prefetch-files.
+	// the bootstrap's prefetch table and --prefetch-files. Their chunks
+	// are the hot set, streamed at once, in path order, with a few large
+	// requests (see stream.go).
 	Paths []string
-	// All fetches every file afterwards (fs_prefetch.prefetch_all).
+	// All fetches every file afterwards (fs_prefetch.prefetch_all), in
+	// requests of at most MergeSize stored bytes, behind every other kind
+	// of request.
 	All bool
-	// Workers is the number of concurrent fetches (default 4).
+	// Workers is the number of prefetch_all requests in flight (default
+	// 4; fs_prefetch.threads_count).
 	Workers int
+	// MergeSize bounds prefetch_all's requests (default
+	// DefaultMergeSize; fs_prefetch.merging_size).
+	MergeSize int64
 	// BytesPerSecond limits the fetched (stored) bytes; 0: unlimited.
 	BytesPerSecond int64
 }
@@ -67,37 +75,21 @@ func (f *FS) walk(ctx context.Context, nid uint64, p string, fn func(string, *In
 	return true
 }
 
-// Prefetch fetches file data into the cache in the background, with
-// bounded workers and bandwidth; foreground reads are never blocked (they
-// share in-flight fetches). It returns when done or when ctx ends.
+// Prefetch fetches file data into the cache in the background: the hot
+// set (o.Paths) streamed first, then, with o.All, every other file.
+// Foreground reads are never blocked: a read of a chunk that a running
+// request holds waits for it, and other reads go before prefetch_all's
+// requests. It returns when done or when ctx ends.
 func (f *FS) Prefetch(ctx context.Context, o PrefetchOptions) {
 	if o.Workers <= 0 {
 		o.Workers = 4
 	}
-	ctx = withFetchKind(ctx, FetchPrefetch)
-	type job struct {
-		ino *Inode
-		k   int
+	if o.MergeSize <= 0 {
+		o.MergeSize = DefaultMergeSize
 	}
-	jobs := make(chan job, o.Workers*2)
-	var wg sync.WaitGroup
 	lim := newLimiter(o.BytesPerSecond)
-	for range o.Workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range jobs {
-				if ctx.Err() != nil {
-					continue
-				}
-				a := j.ino.addrs[j.k]
-				info := f.chunks[[2]uint32{a.BlobIndex, a.CIIndex}]
-				lim.wait(ctx, int64(info.CompressedSize))
-				if _, err := f.chunk(ctx, j.ino, j.k); err == nil {
-					f.Metrics.PrefetchedChunks.Add(1)
-				}
-			}
-		}()
+	if o.BytesPerSecond <= 0 {
+		lim = nil
 	}
 	defer func() {
 		// Prefetched files get whole-file caches (passthrough).
@@ -108,37 +100,35 @@ func (f *FS) Prefetch(ctx context.Context, o PrefetchOptions) {
 		}
 	}()
 	seen := map[uint64]bool{}
-	feed := func(p string, ino *Inode) bool {
-		if ctx.Err() != nil {
-			return false
-		}
-		if !ino.IsRegular() || seen[ino.Nid] {
-			return true
-		}
-		seen[ino.Nid] = true
-		f.mu.Lock()
-		f.prefetched[ino.Nid] = true
-		f.mu.Unlock()
-		for k := range ino.addrs {
-			select {
-			case jobs <- job{ino, k}:
-			case <-ctx.Done():
+	collect := func(refs *[]chunkRef) func(string, *Inode) bool {
+		return func(p string, ino *Inode) bool {
+			if ctx.Err() != nil {
 				return false
 			}
+			if !ino.IsRegular() || seen[ino.Nid] {
+				return true
+			}
+			seen[ino.Nid] = true
+			f.mu.Lock()
+			f.prefetched[ino.Nid] = true
+			f.mu.Unlock()
+			*refs = append(*refs, f.fileRefs(ino)...)
+			return true
 		}
-		return true
 	}
+	var hot []chunkRef
 	for _, p := range o.Paths {
 		ino, err := f.lookupPath(ctx, p)
 		if err == nil {
-			f.walk(ctx, ino.Nid, p, feed)
+			f.walk(ctx, ino.Nid, p, collect(&hot))
 		}
 	}
-	if o.All {
-		f.walk(ctx, f.RootNid(), "/", feed)
+	f.stream(ctx, hot, streamOptions{kind: FetchHotSet, first: hotFirstSegment, max: hotMaxSegment, workers: hotWorkers, lim: lim})
+	if o.All && ctx.Err() == nil {
+		var rest []chunkRef
+		f.walk(ctx, f.RootNid(), "/", collect(&rest))
+		f.stream(ctx, rest, streamOptions{kind: FetchPrefetch, max: o.MergeSize, workers: o.Workers, lim: lim})
 	}
-	close(jobs)
-	wg.Wait()
 	f.Metrics.PrefetchDone.Store(true)
 }
 

@@ -23,8 +23,13 @@ func newPriorities() *priorities {
 	return p
 }
 
-// urgent reports whether requests of a fetch kind go first.
-func urgent(kind string) bool { return kind == FetchDemand || kind == FetchDependency }
+// urgent reports whether requests of a fetch kind go first: what a
+// reader waits for, what a starting program is about to load, and the
+// hot set, which the builder laid out in the order the image's programs
+// read it.
+func urgent(kind string) bool {
+	return kind == FetchDemand || kind == FetchDependency || kind == FetchHotSet
+}
 
 // enter admits a request of ctx's fetch kind and returns the function
 // that ends it; a background request waits for demand to drain (or ctx).

@@ -6,6 +6,7 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -413,3 +414,150 @@ func (r *BlobReaderAt) ReadAt(p []byte, off int64) (int, error) {
 
 // Size returns the blob size.
 func (r *BlobReaderAt) Size() int64 { return r.size }
+
+// OpenRange streams n bytes at off of blob digest: the returned reader
+// yields the range's bytes as they arrive (it fails with
+// io.ErrUnexpectedEOF if the body ends early), so a large range is
+// consumed while it is still coming. Sending the request is retried as
+// ReadRange's is; a failure while the body streams is the caller's to
+// handle. A 206 must carry the range asked for; a 200 with the whole
+// blob is skipped through to the range, and a 200 whose length does not
+// tell is read whole (at most about 2*n bytes held), as ReadRange does.
+func (c *Client) OpenRange(ctx context.Context, digest string, off, n int64) (io.ReadCloser, error) {
+	if !strings.Contains(digest, ":") {
+		digest = "sha256:" + digest
+	}
+	if off < 0 || n <= 0 {
+		return nil, fmt.Errorf("registry %s: blob %s: invalid range %d+%d", c.cfg, digest, off, n)
+	}
+	var last error
+	for attempt := 0; attempt <= c.cfg.RetryLimit; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-time.After(time.Duration(100<<min(attempt-1, 6)) * time.Millisecond):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		rc, err := c.openRange(ctx, digest, off, n)
+		if err == nil {
+			return rc, nil
+		}
+		last = err
+		var pe *permanentError
+		if errors.As(err, &pe) || ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, last
+}
+
+func (c *Client) openRange(ctx context.Context, digest string, off, n int64) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+digest, nil)
+	if err != nil {
+		return nil, &permanentError{err}
+	}
+	last := off + n - 1
+	req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-"+strconv.FormatInt(last, 10))
+	resp, err := c.client().Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("registry %s: GET blob %s: %w", c.cfg, digest, err)
+	}
+	what := fmt.Sprintf("registry %s: blob %s bytes %d-%d", c.cfg, digest, off, last)
+	fail := func(err error) (io.ReadCloser, error) {
+		resp.Body.Close()
+		return nil, err
+	}
+	switch resp.StatusCode {
+	case http.StatusPartialContent, http.StatusOK:
+	case http.StatusNotFound, http.StatusUnauthorized, http.StatusForbidden, http.StatusRequestedRangeNotSatisfiable:
+		return fail(&permanentError{fmt.Errorf("%s: HTTP %s", what, resp.Status)})
+	default:
+		return fail(fmt.Errorf("registry %s: GET blob %s: HTTP %s", c.cfg, digest, resp.Status))
+	}
+	if resp.StatusCode == http.StatusPartialContent {
+		if cr := resp.Header.Get("Content-Range"); cr != "" {
+			var start, end int64
+			if _, err := fmt.Sscanf(cr, "bytes %d-%d/", &start, &end); err != nil || start != off || end != last {
+				return fail(fmt.Errorf("%s: server answered with Content-Range %q", what, cr))
+			}
+		}
+		if resp.ContentLength >= 0 && resp.ContentLength != n {
+			return fail(fmt.Errorf("%s: server answered with %d bytes", what, resp.ContentLength))
+		}
+		return &rangeStream{exactReader: exactReader{r: resp.Body, n: n, what: what}, body: resp.Body}, nil
+	}
+	switch cl := resp.ContentLength; {
+	case cl == n:
+		// The range itself (a whole object of n bytes can only answer a
+		// range at 0, and then the bytes are the same).
+		return &rangeStream{exactReader: exactReader{r: resp.Body, n: n, what: what}, body: resp.Body}, nil
+	case cl >= 0 && cl < off+n:
+		return fail(fmt.Errorf("%s: server ignored the Range header and sent %d bytes, which end before the range", what, cl))
+	case cl > 0 || c.ignoresRange.Load():
+		// The whole blob: skip to the range, then stream it; the body is
+		// closed, not drained, past the range.
+		if !c.ignoresRange.Swap(true) && c.onIgnoredRange != nil {
+			c.onIgnoredRange()
+		}
+		if off > maxSkip {
+			return fail(fmt.Errorf("%s: server ignored the Range header and offset %d is too far to skip", what, off))
+		}
+		if _, err := io.CopyN(io.Discard, resp.Body, off); err != nil {
+			return fail(fmt.Errorf("%s: server ignored the Range header; skipping to the range: %w", what, unexpected(err)))
+		}
+		return &rangeStream{exactReader: exactReader{r: resp.Body, n: n, what: what}, body: resp.Body, noDrain: true}, nil
+	}
+	// No length: tell the range from the whole blob as ReadRange does.
+	b, whole, err := rangeBody(resp, uint64(off), uint64(n), false)
+	resp.Body.Close()
+	if whole && !c.ignoresRange.Swap(true) && c.onIgnoredRange != nil {
+		c.onIgnoredRange()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
+// exactReader yields n bytes of r and fails with io.ErrUnexpectedEOF if
+// r ends before them.
+type exactReader struct {
+	r    io.Reader
+	n    int64
+	what string
+}
+
+func (e *exactReader) Read(p []byte) (int, error) {
+	if e.n <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > e.n {
+		p = p[:e.n]
+	}
+	k, err := e.r.Read(p)
+	e.n -= int64(k)
+	switch {
+	case err == io.EOF && e.n > 0:
+		return k, fmt.Errorf("%s: body ended %d bytes early: %w", e.what, e.n, io.ErrUnexpectedEOF)
+	case err == io.EOF:
+		err = nil
+	}
+	return k, err
+}
+
+// rangeStream is a streamed range's body.
+type rangeStream struct {
+	exactReader
+	body    io.ReadCloser
+	noDrain bool // a whole-blob answer: closing is cheaper than draining
+}
+
+// Close reaches the end of a fully read range's body, so the connection
+// goes back to the pool, and closes it.
+func (s *rangeStream) Close() error {
+	if s.n == 0 && !s.noDrain {
+		io.CopyN(io.Discard, s.body, 4096)
+	}
+	return s.body.Close()
+}

@@ -396,26 +396,13 @@ func (cr *ChunkReader) ReadChunk(ctx context.Context, c rafs.ChunkInfo) ([]byte,
 		}
 		return out, nil
 	}
-	var loc batchLoc
-	{
-		m, err := cr.meta(ctx, c.BlobIndex)
-		if err != nil {
-			return nil, err
-		}
-		if int(c.Index) >= len(m.ChunkInfos) {
-			return nil, fmt.Errorf("blob %s: chunk index %d beyond its %d chunk infos", bi.BlobID, c.Index, len(m.ChunkInfos))
-		}
-		ci := m.ChunkInfos[c.Index]
-		if !ci.IsBatch() || int(ci.ContextIndex()) >= len(m.BatchContexts) {
-			return nil, fmt.Errorf("blob %s chunk %d: not a valid batch chunk", bi.BlobID, c.Index)
-		}
-		bc := m.BatchContexts[ci.ContextIndex()]
-		loc = batchLoc{off: ci.CompressedOffset, csize: uint64(bc.CompressedSize), usize: bc.UncompressedSize, inOff: ci.ContextOffset()}
+	loc, err := cr.batchLoc(ctx, c)
+	if err != nil {
+		return nil, err
 	}
-	if uint64(loc.inOff)+uint64(c.UncompressedSize) > uint64(loc.usize) || loc.csize > uint64(loc.usize) {
-		return nil, fmt.Errorf("blob %s chunk %d: outside its batch", bi.BlobID, c.Index)
-	}
-	buf, err := cr.batch(ctx, c.BlobIndex, bi.BlobID, loc, cr.compressor(c.BlobIndex))
+	buf, err := cr.batch(ctx, c.BlobIndex, bi.BlobID, loc, cr.compressor(c.BlobIndex), func(ctx context.Context) ([]byte, error) {
+		return cr.rr.ReadRange(ctx, bi.BlobID, int64(loc.off), int64(loc.csize))
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -423,8 +410,9 @@ func (cr *ChunkReader) ReadChunk(ctx context.Context, c rafs.ChunkInfo) ([]byte,
 }
 
 // batch returns the uncompressed buffer of a batch, keeping a few recent
-// ones since neighbouring files share batches.
-func (cr *ChunkReader) batch(ctx context.Context, idx uint32, id string, loc batchLoc, comp compress.Algorithm) ([]byte, error) {
+// ones since neighbouring files share batches; fetch returns its stored
+// bytes when it is not among them.
+func (cr *ChunkReader) batch(ctx context.Context, idx uint32, id string, loc batchLoc, comp compress.Algorithm, fetch func(context.Context) ([]byte, error)) ([]byte, error) {
 	k := [2]uint64{uint64(idx), loc.off}
 	cr.mu.Lock()
 	b, ok := cr.recent[k]
@@ -439,7 +427,7 @@ func (cr *ChunkReader) batch(ctx context.Context, idx uint32, id string, loc bat
 		if ok {
 			return b, nil
 		}
-		raw, err := cr.rr.ReadRange(ctx, id, int64(loc.off), int64(loc.csize))
+		raw, err := fetch(ctx)
 		if err != nil {
 			return nil, err
 		}

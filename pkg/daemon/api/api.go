@@ -181,7 +181,6 @@ func (c *ConfigV1) Unimplemented() []string {
 	add(c.Mode != "" && c.Mode != "direct" && c.Mode != "cached", "mode", fmt.Sprintf("unknown mode %q: RAFS v6 is always read in direct mode", c.Mode))
 	add(!c.EnableXattr, "enable_xattr", "false (upstream's default) is not implemented: extended attributes are served anyway")
 	add(c.LatestRead, "latest_read_files", "not implemented yet: use iostats_files and GET /api/v1/metrics/files")
-	add(c.FSPrefetch.MergingSize != 0, "fs_prefetch.merging_size", "not implemented yet: prefetch requests are not merged")
 	return out
 }
 

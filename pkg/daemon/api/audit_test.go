@@ -45,7 +45,7 @@ var fieldStatus = map[string]string{
 	"enable_xattr": "top:" + `{"enable_xattr": false}`, "access_pattern": "implemented",
 	"latest_read_files": "top:" + `{"latest_read_files": true}`, "amplify_io": "implemented",
 	"fs_prefetch": "section", "fs_prefetch.enable": "implemented", "fs_prefetch.threads_count": "implemented",
-	"fs_prefetch.merging_size":   "top:" + `{"fs_prefetch": {"merging_size": 1048576}}`,
+	"fs_prefetch.merging_size":   "implemented",
 	"fs_prefetch.bandwidth_rate": "implemented", "fs_prefetch.prefetch_all": "implemented",
 }
 
