@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -267,5 +268,56 @@ func TestJoinedFetchOutlivesFirstReader(t *testing.T) {
 	close(g.release)
 	if err := <-second; err != nil || !bytes.Equal(buf, data[:10]) {
 		t.Fatalf("the reader that joined: %v", err)
+	}
+}
+
+// TestAmplificationBatches: a miss of a small file's batch chunk also
+// fetches the batches and chunks stored after it, up to Amplify, in the
+// same request: reading the following small files sends no request,
+// and every byte read is right.
+func TestAmplificationBatches(t *testing.T) {
+	var files []treetest.File
+	want := map[string][]byte{}
+	for i := range 30 {
+		name := fmt.Sprintf("m%02d.py", i)
+		d := treetest.Random(int64(i), 1500+i*40) // incompressible: 1.5 to 2.7 KB, stored as is
+		files = append(files, treetest.Reg(name, 0o644, d))
+		want["/"+name] = d
+	}
+	res, dir := buildImage(t, files, builder.Options{ChunkSize: 0x10000, BatchSize: 0x4000})
+	if res.Stats.BatchedChunks != 30 {
+		t.Fatalf("%d chunks batched, want 30", res.Stats.BatchedChunks)
+	}
+	be := newStreamLog(dir)
+	rd, _ := rafs.Open(context.Background(), bytes.NewReader(res.Bootstrap), int64(len(res.Bootstrap)))
+	dataEnd := int64(rd.Blobs[0].CIOffset)
+	const amplify = 48 << 10
+	f, err := Open(context.Background(), res.Bootstrap, be, Options{Cache: &memCache{m: map[string][]byte{}}, Amplify: amplify})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for i := range 30 {
+		p := fmt.Sprintf("/m%02d.py", i)
+		if err := readFile(t, f, p, want[p]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reqs := be.requests(dataEnd)
+	var total int64
+	for _, r := range reqs {
+		if r.n > amplify {
+			t.Errorf("request %v is larger than amplify_io %d", r, amplify)
+		}
+		total += r.n
+	}
+	// 30 files of about 2.1 KB in 16 KiB batches: about 65 KB in 4
+	// batches; a 48 KiB request takes up to 3 of them: 2 requests, where
+	// a request per batch made 4.
+	if len(reqs) > 2 || total > dataEnd {
+		t.Fatalf("%d requests, %d bytes for 30 small files in %d bytes of data: %v", len(reqs), total, dataEnd, reqs)
+	}
+	if f.Metrics.AmplifiedChunks.Load() < 20 {
+		t.Fatalf("only %d chunks came amplified", f.Metrics.AmplifiedChunks.Load())
 	}
 }

@@ -598,36 +598,61 @@ func (f *FS) chunkFetched(ctx context.Context, ino *Inode, k int) ([]byte, bool,
 	return r.Val.([]byte), true, nil
 }
 
+// spanChunk is a chunk of an amplified span and its stored unit.
+type spanChunk struct {
+	info rafs.ChunkInfo
+	unit storage.Unit
+}
+
 // planSpan returns the chunks to fetch for a miss of info: info, then,
-// with Options.Amplify, the following plain chunks of its blob (by
-// chunk-info index) that this image knows, that are stored right after
-// it, that are neither cached nor on their way, up to Amplify stored
-// bytes. Each chunk after the first is registered in f.spans; readSpan
-// releases it.
-func (f *FS) planSpan(ctx context.Context, info rafs.ChunkInfo, bi rafs.BlobInfo) []rafs.ChunkInfo {
-	span := []rafs.ChunkInfo{info}
-	if f.o.Amplify <= 0 || f.o.Cache == nil || info.Flags&rafs.ChunkBatch != 0 {
+// with Options.Amplify, the following chunks of its blob (by chunk-info
+// index, which is stored order) that this image knows, that are stored
+// right after it (the other chunks of its batch, then the following
+// plain chunks and batches), that are neither cached nor on their way,
+// up to Amplify stored bytes. Each chunk after the first is registered
+// in f.spans; readSpan releases it.
+func (f *FS) planSpan(ctx context.Context, info rafs.ChunkInfo, bi rafs.BlobInfo) []spanChunk {
+	u0, err := f.cr.Unit(ctx, info)
+	span := []spanChunk{{info, u0}}
+	if err != nil || f.o.Amplify <= 0 || f.o.Cache == nil {
 		return span
 	}
 	hc, _ := f.o.Cache.(cacheHas)
-	size := int64(info.CompressedSize)
-	end := info.CompressedOffset + uint64(info.CompressedSize)
+	cur := u0
+	size := int64(u0.Size)
+	end := u0.Offset + u0.Size
 	for idx := info.Index + 1; ; idx++ {
 		k := [2]uint32{info.BlobIndex, idx}
 		c, ok := f.chunks[k]
-		if !ok || c.Flags&rafs.ChunkBatch != 0 || c.CompressedOffset < end || c.CompressedOffset-end > storage.MaxSpanGap ||
-			size+int64(c.CompressedOffset-end)+int64(c.CompressedSize) > f.o.Amplify {
+		if !ok {
+			break
+		}
+		u, err := f.cr.Unit(ctx, c)
+		if err != nil {
+			break
+		}
+		sameUnit := u.Batch && cur.Batch && u.Offset == cur.Offset
+		if !sameUnit && (u.Offset < end || u.Offset-end > storage.MaxSpanGap || size+int64(u.Offset-end)+int64(u.Size) > f.o.Amplify) {
 			break
 		}
 		if hc != nil && hc.Has(ctx, bi.BlobID, idx) {
+			if sameUnit {
+				continue // costs no bytes: the batch comes anyway
+			}
 			break
 		}
 		if _, busy := f.spans.LoadOrStore(k, make(chan struct{})); busy {
+			if sameUnit {
+				continue
+			}
 			break
 		}
-		span = append(span, c)
-		size += int64(c.CompressedOffset-end) + int64(c.CompressedSize)
-		end = c.CompressedOffset + uint64(c.CompressedSize)
+		span = append(span, spanChunk{c, u})
+		if !sameUnit {
+			size += int64(u.Offset-end) + int64(u.Size)
+			end = u.Offset + u.Size
+			cur = u
+		}
 	}
 	return span
 }
@@ -637,41 +662,49 @@ func (f *FS) planSpan(ctx context.Context, info rafs.ChunkInfo, bi rafs.BlobInfo
 // following chunk is checked against its blob's table, verified and
 // cached here, then released from f.spans; one that fails is dropped
 // (counted and logged), and a later read fetches it on its own.
-func (f *FS) readSpan(ctx context.Context, ino *Inode, bi rafs.BlobInfo, span []rafs.ChunkInfo) ([]byte, error) {
-	release := func(cs []rafs.ChunkInfo) {
-		for _, c := range cs {
-			k := [2]uint32{c.BlobIndex, c.Index}
+func (f *FS) readSpan(ctx context.Context, ino *Inode, bi rafs.BlobInfo, span []spanChunk) ([]byte, error) {
+	defer func() {
+		for _, c := range span[1:] {
+			k := [2]uint32{c.info.BlobIndex, c.info.Index}
 			if ch, ok := f.spans.LoadAndDelete(k); ok {
 				close(ch.(chan struct{}))
 			}
 		}
+	}()
+	start := span[0].unit.Offset
+	end := start
+	for _, c := range span {
+		end = max(end, c.unit.Offset+c.unit.Size)
 	}
-	defer release(span[1:])
-	datas, errs, err := f.cr.ReadSpan(ctx, span)
+	raw, err := f.be.ReadRange(ctx, bi.BlobID, int64(start), int64(end-start))
 	if err != nil {
 		return nil, err
 	}
-	for i := 1; i < len(span); i++ {
-		c := span[i]
+	if uint64(len(raw)) != end-start {
+		return nil, fmt.Errorf("blob %s: %d bytes at offset %d, want %d", bi.BlobID, len(raw), start, end-start)
+	}
+	stored := func(u storage.Unit) []byte { return raw[u.Offset-start:][:u.Size] }
+	for _, c := range span[1:] {
+		data, err := f.cr.DecodeUnit(ctx, c.info, c.unit, stored(c.unit))
 		switch {
-		case errs[i] != nil:
-			f.o.Log.Warn("amplified chunk dropped", "blob", bi.BlobID, "chunk", c.Index, "err", errs[i])
+		case err != nil:
+			f.o.Log.Warn("amplified chunk dropped", "blob", bi.BlobID, "chunk", c.info.Index, "err", err)
 			continue
-		case f.checkRecord(ctx, ino, c, bi) != nil:
+		case f.checkRecord(ctx, ino, c.info, bi) != nil:
 			continue
-		case digester.Sum(f.dig, datas[i]) != c.Digest || len(datas[i]) != int(c.UncompressedSize):
+		case digester.Sum(f.dig, data) != c.info.Digest || len(data) != int(c.info.UncompressedSize):
 			f.Metrics.DigestFailures.Add(1)
-			f.o.Log.Error("chunk digest mismatch", "blob", bi.BlobID, "chunk", c.Index, "amplified_by", ino.path)
-			f.o.Events(Event{Kind: "digest-mismatch", BlobID: bi.BlobID, Chunk: c.Index, Path: ino.path})
+			f.o.Log.Error("chunk digest mismatch", "blob", bi.BlobID, "chunk", c.info.Index, "amplified_by", ino.path)
+			f.o.Events(Event{Kind: "digest-mismatch", BlobID: bi.BlobID, Chunk: c.info.Index, Path: ino.path})
 			continue
 		}
 		f.Metrics.FetchedChunks.Add(1)
 		f.Metrics.AmplifiedChunks.Add(1)
-		if err := f.o.Cache.Put(ctx, bi.BlobID, c.Index, int64(c.UncompressedOffset), datas[i]); err != nil {
-			f.o.Log.Warn("caching chunk failed", "blob", bi.BlobID, "chunk", c.Index, "err", err)
+		if err := f.o.Cache.Put(ctx, bi.BlobID, c.info.Index, int64(c.info.UncompressedOffset), data); err != nil {
+			f.o.Log.Warn("caching chunk failed", "blob", bi.BlobID, "chunk", c.info.Index, "err", err)
 		}
 	}
-	return datas[0], errs[0]
+	return f.cr.DecodeUnit(ctx, span[0].info, span[0].unit, stored(span[0].unit))
 }
 
 // countingBackend counts what the backend answers in a filesystem's

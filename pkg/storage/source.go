@@ -317,58 +317,8 @@ func (cr *ChunkReader) checkRecord(ctx context.Context, c rafs.ChunkInfo, fetch 
 }
 
 // MaxSpanGap is the largest gap between two chunks of a span that
-// ReadSpan reads through (alignment padding).
+// an amplified read reads through (alignment padding).
 const MaxSpanGap = 4096
-
-// ReadSpan reads plain (non-batch) chunks of one blob, stored in
-// increasing order with gaps of at most MaxSpanGap, with one range read,
-// and returns each one's uncompressed data (not yet verified), or the
-// error decompressing it. The read itself failing fails all.
-func (cr *ChunkReader) ReadSpan(ctx context.Context, cs []rafs.ChunkInfo) ([][]byte, []error, error) {
-	if len(cs) == 0 {
-		return nil, nil, nil
-	}
-	if len(cs) == 1 {
-		b, err := cr.ReadChunk(ctx, cs[0])
-		if err != nil {
-			return nil, nil, err
-		}
-		return [][]byte{b}, []error{nil}, nil
-	}
-	first := cs[0]
-	if int(first.BlobIndex) >= len(cr.rd.Blobs) {
-		return nil, nil, fmt.Errorf("blob index %d out of range", first.BlobIndex)
-	}
-	bi := cr.rd.Blobs[first.BlobIndex]
-	end := first.CompressedOffset
-	for _, c := range cs {
-		switch {
-		case c.BlobIndex != first.BlobIndex || c.Flags&rafs.ChunkBatch != 0:
-			return nil, nil, fmt.Errorf("blob %s chunk %d: a span holds the plain chunks of one blob", bi.BlobID, c.Index)
-		case c.CompressedOffset < end || c.CompressedOffset-end > MaxSpanGap:
-			return nil, nil, fmt.Errorf("blob %s chunk %d at offset %d: not right after the span's end %d", bi.BlobID, c.Index, c.CompressedOffset, end)
-		case c.CompressedSize == 0 || c.CompressedSize > rafs.MaxChunkSize*2 || c.UncompressedSize > rafs.MaxChunkSize:
-			return nil, nil, fmt.Errorf("blob %s chunk %d: stored size %d out of range", bi.BlobID, c.Index, c.CompressedSize)
-		}
-		end = c.CompressedOffset + uint64(c.CompressedSize)
-	}
-	raw, err := cr.rr.ReadRange(ctx, bi.BlobID, int64(first.CompressedOffset), int64(end-first.CompressedOffset))
-	if err != nil {
-		return nil, nil, err
-	}
-	out, errs := make([][]byte, len(cs)), make([]error, len(cs))
-	for i, c := range cs {
-		b := raw[c.CompressedOffset-first.CompressedOffset:][:c.CompressedSize]
-		if !c.IsCompressed() {
-			out[i] = append([]byte(nil), b...)
-			continue
-		}
-		if out[i], errs[i] = compress.Decompress(cr.compressor(c.BlobIndex), nil, b, int(c.UncompressedSize)); errs[i] != nil {
-			errs[i] = fmt.Errorf("blob %s chunk %d at offset %d: %w", bi.BlobID, c.Index, c.CompressedOffset, errs[i])
-		}
-	}
-	return out, errs, nil
-}
 
 // ReadChunk returns the uncompressed data of chunk c (not yet verified).
 func (cr *ChunkReader) ReadChunk(ctx context.Context, c rafs.ChunkInfo) ([]byte, error) {
