@@ -12,8 +12,9 @@ import (
 )
 
 // FuzzMount mutates a bootstrap and its blob together and mounts them as
-// nydusd does (chunk cache, record checks, amplification, read-ahead,
-// dependency speculation on every opened file): walking the tree
+// nydusd does (chunk cache, record checks, the hot set and prefetch_all
+// streamed, amplification, read-ahead, dependency speculation on every
+// opened file): walking the tree
 // and reading every file at several offsets must return data or an
 // error, never panic or hang.
 func FuzzMount(f *testing.F) {
@@ -21,7 +22,8 @@ func FuzzMount(f *testing.F) {
 		treetest.Reg("a", 0o644, []byte("hello")), treetest.Reg("d/b", 0o600, treetest.Random(1, 9000)),
 		treetest.Reg("d/c", 0o644, bytes.Repeat([]byte("z"), 5000)),
 	}
-	for _, o := range []builder.Options{{ChunkSize: 0x1000}, {ChunkSize: 0x1000, BatchSize: 0x1000}, {ChunkSize: 0x1000, TOC: true, InlineMeta: true}} {
+	hot := []string{"/d/c", "/a"}
+	for _, o := range []builder.Options{{ChunkSize: 0x1000}, {ChunkSize: 0x1000, BatchSize: 0x1000, Prefetch: hot}, {ChunkSize: 0x1000, TOC: true, InlineMeta: true, Prefetch: hot}} {
 		var blob bytes.Buffer
 		res, err := builder.Create(context.Background(), bytes.NewReader(treetest.Tar(files)), &blob, o)
 		if err != nil {
@@ -40,6 +42,10 @@ func FuzzMount(f *testing.F) {
 			return
 		}
 		defer fsys.Close()
+		// The hot set (the prefetch table) and then every file streamed,
+		// as nydusd does at mount with prefetch_all; reads then find the
+		// chunks cached or fetch them again.
+		fsys.Prefetch(ctx, PrefetchOptions{Paths: fsys.PrefetchTablePaths(ctx), All: true, MergeSize: 0x2000})
 		budget := 2000
 		var walk func(nid uint64, depth int)
 		walk = func(nid uint64, depth int) {

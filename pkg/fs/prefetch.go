@@ -48,8 +48,15 @@ func (f *FS) PrefetchTablePaths(ctx context.Context) []string {
 	return out
 }
 
-// walk visits the tree depth-first; fn returns false to stop.
+// walk visits the tree depth-first; fn returns false to stop. A
+// directory is entered once: a crafted bootstrap whose directories loop
+// (which rafs.Open cannot rule out without walking the whole tree) ends
+// the walk instead of running it forever.
 func (f *FS) walk(ctx context.Context, nid uint64, p string, fn func(string, *Inode) bool) bool {
+	return f.walkOnce(ctx, nid, p, map[uint64]bool{}, fn)
+}
+
+func (f *FS) walkOnce(ctx context.Context, nid uint64, p string, entered map[uint64]bool, fn func(string, *Inode) bool) bool {
 	if ctx.Err() != nil {
 		return false
 	}
@@ -60,15 +67,16 @@ func (f *FS) walk(ctx context.Context, nid uint64, p string, fn func(string, *In
 	if !fn(p, ino) {
 		return false
 	}
-	if !ino.IsDir() {
+	if !ino.IsDir() || entered[nid] {
 		return true
 	}
+	entered[nid] = true
 	ents, err := f.ReadDir(ctx, nid)
 	if err != nil {
 		return true
 	}
 	for _, e := range ents {
-		if !f.walk(ctx, e.Nid, path.Join(p, e.Name), fn) {
+		if !f.walkOnce(ctx, e.Nid, path.Join(p, e.Name), entered, fn) {
 			return false
 		}
 	}
