@@ -223,7 +223,7 @@ func Create(ctx context.Context, tarStream io.Reader, blobOut io.Writer, o Optio
 	var sink fileSink = pl
 	hot := append(append([]string(nil), o.Prefetch...), o.HotFiles...)
 	var sp *spool
-	if len(hot) > 0 {
+	if len(hot) > 0 && !namesRoot(hot) {
 		if sp, err = newSpool(o.SpoolDir); err != nil {
 			pl.close()
 			return nil, err

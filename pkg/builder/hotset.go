@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"strings"
 
 	"github.com/nydus-go/nydus/pkg/rafs"
@@ -21,6 +22,18 @@ import (
 // hands the hot files to the chunk pipeline in list order and the rest in
 // tar order. Chunks already known (deduplicated against a parent, a chunk
 // dictionary or a lower layer) keep their place, as in any build.
+
+// namesRoot reports whether a hot list names the root: then every file
+// is hot, tar order is as good as any, and nothing is spooled (what
+// nydus-snapshotter's converter asks with its default pattern "/").
+func namesRoot(hot []string) bool {
+	for _, p := range hot {
+		if len(splitPath(path.Clean("/"+p))) == 0 {
+			return true
+		}
+	}
+	return false
+}
 
 // spooled is one regular file's data in the spool.
 type spooled struct {

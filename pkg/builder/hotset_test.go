@@ -136,3 +136,18 @@ func walkFiles(t *testing.T, rd *rafs.Reader, fn func(p string, chunks []rafs.Ch
 		return nil
 	})
 }
+
+// TestHotSetRoot: a prefetch list naming the root (nydus-snapshotter's
+// converter's default "/") makes every file hot: the blob keeps tar order
+// and nothing is spooled, and the table still names the root.
+func TestHotSetRoot(t *testing.T) {
+	layer := hotLayer()
+	plain := build(t, layer, Options{Whiteout: WhiteoutNone, ChunkSize: 0x10000})
+	root := build(t, layer, Options{Whiteout: WhiteoutNone, ChunkSize: 0x10000, Prefetch: []string{"/"}, SpoolDir: "/nonexistent-spool-dir"})
+	if !bytes.Equal(plain.blob, root.blob) {
+		t.Fatal("a root prefetch list reordered the blob")
+	}
+	if len(root.rd.Prefetch) != 1 || root.rd.Prefetch[0] != root.rd.RootNid() {
+		t.Fatalf("prefetch table %v, want the root nid %d", root.rd.Prefetch, root.rd.RootNid())
+	}
+}

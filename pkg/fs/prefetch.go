@@ -127,9 +127,16 @@ func (f *FS) Prefetch(ctx context.Context, o PrefetchOptions) {
 	var hot []chunkRef
 	for _, p := range o.Paths {
 		ino, err := f.lookupPath(ctx, p)
-		if err == nil {
-			f.walk(ctx, ino.Nid, p, collect(&hot))
+		if err != nil {
+			continue
 		}
+		if ino.Nid == f.RootNid() {
+			// The whole image (nydus-snapshotter's converter's default
+			// pattern "/"): no hot set, but prefetch_all, behind reads.
+			o.All = true
+			continue
+		}
+		f.walk(ctx, ino.Nid, p, collect(&hot))
 	}
 	f.stream(ctx, hot, streamOptions{kind: FetchHotSet, first: hotFirstSegment, max: hotMaxSegment, workers: hotWorkers, lim: lim})
 	if o.All && ctx.Err() == nil {

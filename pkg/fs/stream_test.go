@@ -419,3 +419,28 @@ func TestStreamTampered(t *testing.T) {
 		})
 	}
 }
+
+// TestPrefetchRootIsPrefetchAll: a prefetch table naming the root is not
+// streamed as a hot set (which goes before read-ahead) but as
+// prefetch_all, behind every other request.
+func TestPrefetchRootIsPrefetchAll(t *testing.T) {
+	im := buildHotImage(t, 0)
+	be := newStreamLog(im.dir)
+	f, err := Open(context.Background(), im.boot, be, Options{Cache: &memCache{m: map[string][]byte{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Prefetch(context.Background(), PrefetchOptions{Paths: []string{"/"}})
+	reqs := be.requests(im.dataEnd)
+	var total int64
+	for _, r := range reqs {
+		if r.kind != FetchPrefetch {
+			t.Fatalf("request %v: want only prefetch_all streams: %v", r, reqs)
+		}
+		total += r.n
+	}
+	if total < im.dataEnd*9/10 {
+		t.Fatalf("prefetch of / fetched %d of %d bytes", total, im.dataEnd)
+	}
+}
