@@ -35,7 +35,8 @@ func newTraceCmd(lo *logOptions) *cobra.Command {
 		Long: `Read the fetch log of an image served by nydusd (GET
 /api/v1/metrics/fetches on its API socket) and draw a PNG timeline: bytes
 fetched over time, and which files' chunks were fetched when, on demand,
-by read-ahead or by prefetch. It also prints a summary.
+by dependency speculation, in the hot-set stream, by read-ahead or by
+prefetch. It also prints a summary.
 
 The image's nydusd config must set "access_pattern": true (the snapshotter
 keeps that field of its nydusd_config template). Use --id /SNAPSHOT for a
@@ -170,7 +171,7 @@ func fetchLog(ctx context.Context, sock, id string) (*nfs.FetchLog, error) {
 	return &l, nil
 }
 
-var traceKinds = []string{nfs.FetchDemand, nfs.FetchDependency, nfs.FetchReadAhead, nfs.FetchPrefetch, nfs.FetchWholeFile}
+var traceKinds = []string{nfs.FetchDemand, nfs.FetchDependency, nfs.FetchHotSet, nfs.FetchReadAhead, nfs.FetchPrefetch, nfs.FetchWholeFile}
 
 // fileOrder ranks files by their first fetch and totals their bytes.
 func fileOrder(l *nfs.FetchLog) (rank map[string]int, bytes map[string]int64, byBytes []string) {
