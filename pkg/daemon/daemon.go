@@ -116,7 +116,17 @@ func (d *Daemon) prefetch(inst *instance, files []string) {
 	if merge <= 0 || merge > 64<<20 {
 		merge = nfs.DefaultMergeSize
 	}
-	go inst.fs.Prefetch(inst.pctx, nfs.PrefetchOptions{Paths: paths, All: pf.PrefetchAll, Workers: workers, MergeSize: merge, BytesPerSecond: int64(pf.BandwidthRate)})
+	o := nfs.PrefetchOptions{Paths: paths, All: pf.PrefetchAll, Workers: workers, MergeSize: merge, BytesPerSecond: int64(pf.BandwidthRate)}
+	// In the filesystem's goroutine group, so closing it (unmount)
+	// waits for the streams to end and none writes to the cache after
+	// its handles are released; stopped by the image's prefetch context
+	// or the filesystem's, whichever ends first.
+	inst.fs.Go(func(bg context.Context) {
+		ctx, cancel := context.WithCancel(inst.pctx)
+		defer cancel()
+		defer context.AfterFunc(bg, cancel)()
+		inst.fs.Prefetch(ctx, o)
+	})
 }
 
 // New returns a daemon in state INIT.
