@@ -197,19 +197,30 @@ func (c *Client) ReadRange(ctx context.Context, digest string, off, n int64) ([]
 	if !strings.Contains(digest, ":") {
 		digest = "sha256:" + digest
 	}
+	var b []byte
+	err := c.retry(ctx, func() (err error) {
+		b, err = c.readRange(ctx, digest, off, n)
+		return err
+	})
+	return b, err
+}
+
+// retry runs op until it succeeds, fails permanently or ctx ends, at
+// most RetryLimit times more, backing off 100 ms, 200 ms, 400 ms, ...
+// between tries; it returns op's last error.
+func (c *Client) retry(ctx context.Context, op func() error) error {
 	var last error
 	for attempt := 0; attempt <= c.cfg.RetryLimit; attempt++ {
 		if attempt > 0 {
-			// Back off 100 ms, 200 ms, 400 ms, ... before retrying.
 			select {
 			case <-time.After(time.Duration(100<<min(attempt-1, 6)) * time.Millisecond):
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return ctx.Err()
 			}
 		}
-		b, err := c.readRange(ctx, digest, off, n)
+		err := op()
 		if err == nil {
-			return b, nil
+			return nil
 		}
 		last = err
 		var pe *permanentError
@@ -217,7 +228,7 @@ func (c *Client) ReadRange(ctx context.Context, digest string, off, n int64) ([]
 			break
 		}
 	}
-	return nil, last
+	return last
 }
 
 type permanentError struct{ err error }
@@ -430,26 +441,12 @@ func (c *Client) OpenRange(ctx context.Context, digest string, off, n int64) (io
 	if off < 0 || n <= 0 {
 		return nil, fmt.Errorf("registry %s: blob %s: invalid range %d+%d", c.cfg, digest, off, n)
 	}
-	var last error
-	for attempt := 0; attempt <= c.cfg.RetryLimit; attempt++ {
-		if attempt > 0 {
-			select {
-			case <-time.After(time.Duration(100<<min(attempt-1, 6)) * time.Millisecond):
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		}
-		rc, err := c.openRange(ctx, digest, off, n)
-		if err == nil {
-			return rc, nil
-		}
-		last = err
-		var pe *permanentError
-		if errors.As(err, &pe) || ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, last
+	var rc io.ReadCloser
+	err := c.retry(ctx, func() (err error) {
+		rc, err = c.openRange(ctx, digest, off, n)
+		return err
+	})
+	return rc, err
 }
 
 func (c *Client) openRange(ctx context.Context, digest string, off, n int64) (io.ReadCloser, error) {

@@ -337,14 +337,7 @@ func (cr *ChunkReader) ReadChunk(ctx context.Context, c rafs.ChunkInfo) ([]byte,
 		if err != nil {
 			return nil, err
 		}
-		if !c.IsCompressed() {
-			return raw, nil
-		}
-		out, err := compress.Decompress(cr.compressor(c.BlobIndex), nil, raw, int(c.UncompressedSize))
-		if err != nil {
-			return nil, fmt.Errorf("blob %s chunk %d at offset %d: %w", bi.BlobID, c.Index, c.CompressedOffset, err)
-		}
-		return out, nil
+		return cr.DecodeUnit(ctx, c, Unit{Offset: c.CompressedOffset, Size: uint64(c.CompressedSize)}, raw)
 	}
 	loc, err := cr.batchLoc(ctx, c)
 	if err != nil {
