@@ -58,6 +58,21 @@ var forms = []form{
 	{"eStargz optimized", "stargz", "esgz-opt", "stargz", true},
 	{"Nydus-Go", "nydus", "nydus", "nydus", true},
 	{"Nydus-Go + prefetch", "nydus", "nydus-pf", "nydus", true},
+	// The same images under nydus-snapshotter's shared mode: one nydusd,
+	// started with the snapshotter, mounts every image through its API.
+	{"Nydus-Go shared", "nydus shared", "nydus", "nydus-shared", true},
+	{"Nydus-Go + prefetch shared", "nydus shared", "nydus-pf", "nydus-shared", true},
+}
+
+// imageForm returns the form whose image f runs: the first form with its
+// tag (the shared-mode forms run the dedicated forms' images).
+func imageForm(f form) form {
+	for _, g := range forms {
+		if g.Tag == f.Tag {
+			return g
+		}
+	}
+	return f
 }
 
 // run is one cold pull + run.
@@ -172,7 +187,7 @@ func mainErr(quick bool, runs int, bin, layout, out, doc, chart, fsResults strin
 		prepped = append(prepped, preps[i]...)
 		prepped = append(prepped, s.preparePrefetch(layout, w, !failed(preps[i], w, forms[3])))
 	}
-	if err := s.cold("nydus", "stargz"); err != nil {
+	if err := s.cold("nydus", "nydus-shared", "stargz"); err != nil {
 		return err
 	}
 	var results []result
@@ -269,6 +284,7 @@ func (rep *report) write(out, doc, chart string) error {
 }
 
 func failed(preps []prepared, w workload, f form) bool {
+	f = imageForm(f)
 	for _, p := range preps {
 		if p.Workload == w.Name && p.Form == f.Name {
 			return p.Err != ""
@@ -464,7 +480,7 @@ func (s *stack) measure(w workload, f form, p profile, rep int) result {
 		r.Err = "run: " + err.Error()
 		return r
 	}
-	if f.System == "nydus" {
+	if f.Snapshotter == "nydus" {
 		if socks, _ := filepath.Glob(filepath.Join(s.dir, "nr", "socket", "*", "api.sock")); len(socks) == 1 {
 			var files map[string]struct {
 				DataRead int64 `json:"data_read"`

@@ -100,6 +100,11 @@ func (r *report) cell(w, f, p string) cell {
 }
 
 func (r *report) prep(w, f string) prepared {
+	for _, g := range forms {
+		if g.Name == f {
+			f = imageForm(g).Name
+		}
+	}
 	for _, p := range r.Prepared {
 		if p.Workload == w && p.Form == f {
 			return p
@@ -138,7 +143,7 @@ func (r *report) markdown() string {
 	p("Written by `bench/startup`; rerun `%s` to refresh. Every figure below comes from that one invocation: %s UTC, commit `%s`, %d CPUs, kernel %s; it took %s.\n\n",
 		cmd, r.Started.UTC().Format("2006-01-02 15:04"), strings.TrimSpace(string(commit)), runtime.NumCPU(), strings.TrimSpace(string(kernel)), r.Took.Round(time.Second))
 	p("- Images: debootstrapped Debian bookworm minbase, plus one layer with the workload's packages (`scripts/debian-image.sh`).\n")
-	p("- Systems: containerd 1.6 with overlayfs (`ctr image pull`, then `ctr run`); stargz-snapshotter v0.19.1 (`ctr-remote image rpull`), images from `ctr-remote image convert --estargz --oci` and `ctr-remote image optimize --oci` (which profiles the workload); upstream nydus-snapshotter v0.16.1 with our nydusd (`ctr-remote image rpull --snapshotter nydus`), images from `nydusify convert`, and from `nydusify convert --prefetch-patterns` with the files one cold run read, in first-read order (nydusd's `/api/v1/metrics/pattern`).\n")
+	p("- Systems: containerd 1.6 with overlayfs (`ctr image pull`, then `ctr run`); stargz-snapshotter v0.19.1 (`ctr-remote image rpull`), images from `ctr-remote image convert --estargz --oci` and `ctr-remote image optimize --oci` (which profiles the workload); upstream nydus-snapshotter v0.16.1 with our nydusd (`ctr-remote image rpull --snapshotter nydus`), in its dedicated mode (a nydusd spawned per image) and, as *shared*, in its shared mode (one nydusd started with the snapshotter mounts every image through its API), images from `nydusify convert`, and from `nydusify convert --prefetch-patterns` with the files one cold run read, in first-read order (nydusd's `/api/v1/metrics/pattern`).\n")
 	var profs []string
 	for _, pr := range r.Profiles {
 		profs = append(profs, pr.String())
@@ -154,6 +159,9 @@ func (r *report) markdown() string {
 	p("| workload | form | size in the registry (MB) | conversion (s) |\n|---|---|--:|--:|\n")
 	for _, w := range r.Workloads {
 		for _, f := range forms {
+			if imageForm(f).Name != f.Name {
+				continue // the same image as an earlier form
+			}
 			pr := r.prep(w.Name, f.Name)
 			if pr.Err != "" {
 				p("| %s | %s | failed: %s | |\n", w.Name, f.Name, oneLine(pr.Err))
@@ -195,6 +203,14 @@ func (r *report) markdown() string {
 			np, eo := r.cell(w.Name, "Nydus-Go + prefetch", pr.Name), r.cell(w.Name, "eStargz optimized", pr.Name)
 			p("| %s | %s | %s | %s | %s | %s |\n", w.Name, ratio(n.total.Seconds(), o.total.Seconds()), ratio(n.total.Seconds(), e.total.Seconds()),
 				ratio(np.total.Seconds(), eo.total.Seconds()), ratio(float64(n.bytes), float64(o.bytes)), ratio(float64(n.bytes), float64(e.bytes)))
+		}
+		p("\nShared mode (one nydusd for every image, already running when the image is mounted):\n\n| workload | Nydus-Go shared ÷ eStargz | Nydus-Go + prefetch shared ÷ eStargz optimized | ready, shared ÷ dedicated | ready with prefetch, shared ÷ dedicated |\n|---|--:|--:|--:|--:|\n")
+		for _, w := range r.Workloads {
+			n, np := r.cell(w.Name, "Nydus-Go", pr.Name), r.cell(w.Name, "Nydus-Go + prefetch", pr.Name)
+			ns, nps := r.cell(w.Name, "Nydus-Go shared", pr.Name), r.cell(w.Name, "Nydus-Go + prefetch shared", pr.Name)
+			e, eo := r.cell(w.Name, "eStargz", pr.Name), r.cell(w.Name, "eStargz optimized", pr.Name)
+			p("| %s | %s | %s | %s | %s |\n", w.Name, ratio(ns.total.Seconds(), e.total.Seconds()), ratio(nps.total.Seconds(), eo.total.Seconds()),
+				ratio(ns.ready.Seconds(), n.ready.Seconds()), ratio(nps.ready.Seconds(), np.ready.Seconds()))
 		}
 		p("\n")
 		if pr.Mbit > 0 {

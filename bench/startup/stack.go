@@ -31,6 +31,7 @@ type stack struct {
 	ctd      *sysproc.Proc
 	ctdSock  string
 	nydus    *sysproc.Proc
+	nydusSh  *sysproc.Proc // nydus-snapshotter in shared mode
 	stargz   *sysproc.Proc
 	hadRunCD bool
 
@@ -104,6 +105,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   [proxy_plugins.nydus]
     type = "snapshot"
     address = %q
+  [proxy_plugins.nydus-shared]
+    type = "snapshot"
+    address = %q
   [proxy_plugins.stargz]
     type = "snapshot"
     address = %q
@@ -111,16 +115,32 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   [plugins."io.containerd.internal.v1.opt"]
     path = %q
 `, filepath.Join(d, "containerd/root"), filepath.Join(d, "containerd/state"), s.ctdSock, s.ctdSock+".ttrpc",
-			filepath.Join(d, "nydus.sock"), filepath.Join(d, "stargz.sock"), filepath.Join(d, "containerd/opt")),
+			filepath.Join(d, "nydus.sock"), filepath.Join(d, "nydus-shared.sock"), filepath.Join(d, "stargz.sock"), filepath.Join(d, "containerd/opt")),
 		// Prefetch is on: an image with a prefetch list gets it fetched
 		// in the background; one without has nothing to prefetch.
 		"nydusd.json": `{"device":{"backend":{"type":"registry","config":{"scheme":"http","timeout":10,"connect_timeout":5,"retry_limit":2}},` +
 			`"cache":{"type":"blobcache"}},"mode":"direct","digest_validate":true,"iostats_files":true,"access_pattern":true,` +
 			`"enable_xattr":true,"fs_prefetch":{"enable":true,"prefetch_all":false,"threads_count":4}}`,
-		"nydus.toml": fmt.Sprintf(`version = 1
+		"nydus.toml":        nydusTOML(filepath.Join(d, "nr"), filepath.Join(d, "nydus.sock"), "dedicated", filepath.Join(d, "nydusd.json"), s.bins),
+		"nydus-shared.toml": nydusTOML(filepath.Join(d, "nrs"), filepath.Join(d, "nydus-shared.sock"), "shared", filepath.Join(d, "nydusd.json"), s.bins),
+		"stargz.toml":       fmt.Sprintf("[resolver.host.%q]\nmirrors = [{ host = %q, insecure = true }]\n", s.proxy.Addr, s.proxy.Addr),
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(d, name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nydusTOML is a nydus-snapshotter configuration: dedicated mode spawns
+// one nydusd per image, shared mode starts one nydusd with the
+// snapshotter and mounts every image in it through its API.
+func nydusTOML(root, sock, mode, nydusdConfig string, b bins) string {
+	return fmt.Sprintf(`version = 1
 root = %q
 address = %q
-daemon_mode = "dedicated"
+daemon_mode = %q
 [system]
 enable = false
 [daemon]
@@ -136,15 +156,7 @@ log_to_stdout = true
 level = "warn"
 [metrics]
 address = ""
-`, filepath.Join(d, "nr"), filepath.Join(d, "nydus.sock"), filepath.Join(d, "nydusd.json"), s.bins.nydusd, s.bins.nydusImage),
-		"stargz.toml": fmt.Sprintf("[resolver.host.%q]\nmirrors = [{ host = %q, insecure = true }]\n", s.proxy.Addr, s.proxy.Addr),
-	}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(d, name), []byte(content), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
+`, root, sock, mode, nydusdConfig, b.nydusd, b.nydusImage)
 }
 
 // restartSnapshotters stops the named remote snapshotters (both when
@@ -153,7 +165,7 @@ address = ""
 // until containerd reaches them.
 func (s *stack) restartSnapshotters(names ...string) error {
 	if len(names) == 0 {
-		names = []string{"nydus", "stargz"}
+		names = []string{"nydus", "nydus-shared", "stargz"}
 	}
 	for _, sn := range names {
 		var err error
@@ -165,6 +177,13 @@ func (s *stack) restartSnapshotters(names ...string) error {
 			}
 			s.nydus, err = sysproc.Start("nydus-snapshotter", filepath.Join(s.dir, "nydus-snapshotter.log"),
 				s.bins.nydusSnapshotter, "--config", filepath.Join(s.dir, "nydus.toml"))
+		case "nydus-shared":
+			s.nydusSh.Stop(syscall.SIGTERM)
+			if err = wipe(filepath.Join(s.dir, "nrs")); err != nil {
+				return err
+			}
+			s.nydusSh, err = sysproc.Start("nydus-snapshotter (shared)", filepath.Join(s.dir, "nydus-shared-snapshotter.log"),
+				s.bins.nydusSnapshotter, "--config", filepath.Join(s.dir, "nydus-shared.toml"))
 		case "stargz":
 			s.stargz.Stop(syscall.SIGTERM)
 			if err = wipe(filepath.Join(s.dir, "sr")); err != nil {
@@ -228,10 +247,18 @@ func (s *stack) coldFor(snapshotter string) error {
 	if err := s.cold(); err != nil {
 		return err
 	}
-	if snapshotter == "nydus" {
+	switch snapshotter {
+	case "nydus":
 		left, _ := os.ReadDir(filepath.Join(s.dir, "nr", "cache"))
 		if len(left) > 0 || len(sysproc.PIDsMatching(filepath.Join(s.dir, "nr")+"/")) > 0 {
 			return s.cold("nydus")
+		}
+	case "nydus-shared":
+		// The shared nydusd keeps running, as on a node; the image's
+		// cache files must be gone.
+		left, _ := os.ReadDir(filepath.Join(s.dir, "nrs", "cache"))
+		if len(left) > 0 {
+			return s.cold("nydus-shared")
 		}
 	}
 	return nil
@@ -243,6 +270,7 @@ func (s *stack) close() {
 		s.cold()
 	}
 	s.nydus.Stop(syscall.SIGTERM)
+	s.nydusSh.Stop(syscall.SIGTERM)
 	s.stargz.Stop(syscall.SIGTERM)
 	s.ctd.Stop(syscall.SIGTERM)
 	killUnder(s.dir) // nydusd daemons and shims left behind
