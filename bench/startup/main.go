@@ -84,7 +84,16 @@ type result struct {
 	Bytes, Requests         int64         // from the registry, pull start to ready
 	BytesExit               int64         // pull start to exit
 	ReadBytes               int64         // Nydus-Go: bytes the workload read (file metrics)
-	Err                     string        `json:",omitempty"`
+	// Kinds counts nydusd's backend fetches by kind up to the workload's
+	// exit (Nydus-Go dedicated; from GET /api/v1/metrics/fetches).
+	Kinds map[string]kindStat `json:",omitempty"`
+	Err   string              `json:",omitempty"`
+}
+
+// kindStat is what nydusd fetched for one reason: requests, bytes, and
+// the chunks that came amplified in them.
+type kindStat struct {
+	Requests, Bytes, Amplified int64
 }
 
 // prepared is what setup measured about an image form.
@@ -488,6 +497,23 @@ func (s *stack) measure(w workload, f form, p profile, rep int) result {
 			if apiGet(socks[0], "/api/v1/metrics/files", &files) == nil {
 				for _, f := range files {
 					r.ReadBytes += f.DataRead
+				}
+			}
+			var log struct {
+				Fetches []struct {
+					Kind      string `json:"kind"`
+					Bytes     int64  `json:"bytes"`
+					Amplified int64  `json:"amplified"`
+				} `json:"fetches"`
+			}
+			if apiGet(socks[0], "/api/v1/metrics/fetches", &log) == nil {
+				r.Kinds = map[string]kindStat{}
+				for _, fe := range log.Fetches {
+					k := r.Kinds[fe.Kind]
+					k.Requests++
+					k.Bytes += fe.Bytes
+					k.Amplified += fe.Amplified
+					r.Kinds[fe.Kind] = k
 				}
 			}
 		}

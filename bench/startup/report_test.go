@@ -15,9 +15,11 @@ func TestMarkdownRatiosAndFailures(t *testing.T) {
 		r.Prepared = append(r.Prepared, prepared{Workload: "echo", Form: f.Name, Size: 1e6})
 	}
 	add := func(f, p string, total time.Duration, bytes int64, err string) {
+		reqs := map[string]int64{"eStargz": 12, "Nydus-Go": 5, "Nydus-Go + prefetch": 4}[f]
 		for rep := 1; rep <= 3; rep++ {
 			r.Results = append(r.Results, result{Workload: "echo", Form: f, Profile: p, Rep: rep, Pull: total / 2, Ready: total / 2,
-				Total: total, Bytes: bytes, ReadBytes: 2e6, Err: err})
+				Total: total, Bytes: bytes, Requests: reqs, ReadBytes: 2e6, Err: err,
+				Kinds: map[string]kindStat{"demand": {Requests: 3, Bytes: 1e6, Amplified: 1}, "hotset": {Requests: 2, Bytes: 2e6, Amplified: 1}}})
 		}
 	}
 	for _, p := range []string{"unlimited", "constrained"} {
@@ -25,6 +27,8 @@ func TestMarkdownRatiosAndFailures(t *testing.T) {
 		add("eStargz", p, 2*time.Second, 10e6, "")
 		add("Nydus-Go", p, time.Second, 2e6, "")
 		add("Nydus-Go + prefetch", p, time.Second, 2e6, "")
+		add("Nydus-Go shared", p, time.Second, 2e6, "")
+		add("Nydus-Go + prefetch shared", p, time.Second/2, 2e6, "")
 		add("eStargz optimized", p, 0, 0, "run: boom")
 	}
 	md := r.markdown()
@@ -32,7 +36,12 @@ func TestMarkdownRatiosAndFailures(t *testing.T) {
 		"| echo | 0.12× | 0.50× | — | 0.04× | 0.20× |", // Nydus-Go ÷ OCI, ÷ eStargz, fetched ratios
 		"| echo | stargz | eStargz optimized | failed |",
 		"constrained, echo, eStargz optimized: run: boom",
-		"| echo | 2.0 | 0.22 | 1.00 | 1.00 | met | met | met |", // floor = 2 MB / 12.5 MB/s + 3 × 20 ms
+		// Targets: 1 s ÷ 2 s, 0 requests, eStargz optimized failed; the
+		// floor = 2 MB / 12.5 MB/s + 3 × 20 ms + OCI's 4 s ready.
+		"| echo | 0.50× | met | 0.42× | met | — | — (no reference) | 4 | met | 4.22 | 0.24× | met | 1.00 | met |",
+		"| echo | 0.50× | — | 1.00× | 0.50× |",        // shared: ÷ eStargz, ÷ eStargz optimized (failed), ready ratios
+		"| echo | 0.50× | met |\n",                    // unlimited: ≤ 0.8× eStargz
+		"| echo | Nydus-Go | 3 / 1.0 | — | 2 / 2.0 |", // fetch kinds
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
