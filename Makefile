@@ -108,8 +108,11 @@ stargz:
 # docs/bench-startup.png. QUICK=1: two workloads, images converted at
 # the same time, no filesystem-level figures (under 10 minutes on a fresh
 # machine); the full profile adds BenchmarkFS's warm read and walk.
-# Needs root.
+# WORKLOADS=FILE runs your own workloads instead (a JSON list of
+# {"name", "packages", "argv", "want"}; each image is minbase plus a
+# layer with its Debian packages, built once). Needs root.
 QUICK ?=
+WORKLOADS ?=
 BENCH_RUNS ?= 3
 BENCH_OUT ?= /tmp/nydus-bench-startup
 bench: deps
@@ -118,7 +121,8 @@ bench: deps
 	$(if $(QUICK),,BENCH_FS_RUNS=3 $(GO) test ./cmd/nydusd -count=1 -run '^$$' -bench 'BenchmarkFS/(warm|walk)$$' \
 	  -benchtime 1x -timeout 20m > $(BENCH_OUT)/fs.txt || { cat $(BENCH_OUT)/fs.txt; exit 1; })
 	cd bench/startup && $(GO) run . -bin $(BIN) -layout $(IMAGE_DIR)/debian -runs $(BENCH_RUNS) -out $(BENCH_OUT) \
-	  $(if $(QUICK),-quick,-fs $(BENCH_OUT)/fs.txt) -doc $(CURDIR)/docs/benchmarks.md -chart $(CURDIR)/docs/bench-startup.png
+	  $(if $(QUICK),-quick,-fs $(BENCH_OUT)/fs.txt) $(if $(WORKLOADS),-workloads $(abspath $(WORKLOADS)) -images $(CURDIR)/scripts/debian-image.sh) \
+	  -doc $(CURDIR)/docs/benchmarks.md -chart $(CURDIR)/docs/bench-startup.png
 
 bench-images:
 	./scripts/debian-image.sh $(IMAGE_DIR) $(if $(QUICK),,python gcc) >/dev/null

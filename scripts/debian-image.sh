@@ -10,6 +10,9 @@
 #   DIR/debian:python   (EXTRA "python") minbase plus a layer with python3
 #   DIR/debian:gcc      (EXTRA "gcc") minbase plus a layer with gcc and
 #                       libc6-dev
+#   DIR/debian:TAG      (EXTRA "TAG=PKG[,PKG...]") minbase plus a layer
+#                       with those Debian packages (bench/startup
+#                       -workloads builds its images this way)
 #
 # DIR defaults to /var/tmp/nydus-images. Finished builds leave DIR/debian.ok
 # (minbase and curl) and DIR/debian-EXTRA.ok and are reused; delete DIR to
@@ -20,10 +23,26 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DIR=${1:-/var/tmp/nydus-images}
 shift || true
-EXTRA=("$@")
-for x in "${EXTRA[@]}"; do
-	case $x in python | gcc) ;; *)
-		printf 'debian-image: error: unknown extra image %q (want python or gcc)\n' "$x" >&2
+EXTRA=()
+declare -A CUSTOM=()
+for x in "$@"; do
+	case $x in
+	python | gcc) EXTRA+=("$x") ;;
+	*=*)
+		tag=${x%%=*} pkgs=${x#*=}
+		if [[ ! $tag =~ ^[a-z0-9][a-z0-9._-]{0,63}$ || $tag == minbase || $tag == curl || $tag == python || $tag == gcc ]]; then
+			printf 'debian-image: error: extra image %q: invalid tag %q (lower-case letters, digits, ".", "_", "-"; not minbase, curl, python or gcc)\n' "$x" "$tag" >&2
+			exit 2
+		fi
+		if [[ ! $pkgs =~ ^[a-z0-9][a-z0-9.+-]*(,[a-z0-9][a-z0-9.+-]*)*$ ]]; then
+			printf 'debian-image: error: extra image %q: invalid package list %q (Debian package names, comma-separated)\n' "$x" "$pkgs" >&2
+			exit 2
+		fi
+		CUSTOM[$tag]=${pkgs//,/ }
+		EXTRA+=("$tag")
+		;;
+	*)
+		printf 'debian-image: error: unknown extra image %q (want python, gcc or TAG=PKG[,PKG...])\n' "$x" >&2
 		exit 2
 		;;
 	esac
@@ -58,6 +77,10 @@ cleanup() {
 
 # packages_of TAG: the Debian packages of an image's second layer.
 packages_of() {
+	if [[ -n ${CUSTOM[$1]:-} ]]; then
+		echo "${CUSTOM[$1]}"
+		return
+	fi
 	case $1 in
 	curl) echo curl ca-certificates ;;
 	python) echo python3 ;;
@@ -92,9 +115,13 @@ add_layer() {
 	rm -rf --one-file-system "$B"
 }
 
+# A finished extra image leaves DIR/debian-TAG.ok holding its packages: a
+# custom tag whose package list changed is built again.
 missing=()
 for x in "${EXTRA[@]}"; do
-	[[ -f $DIR/debian-$x.ok ]] || missing+=("$x")
+	if [[ ! -f $DIR/debian-$x.ok ]] || { [[ -n ${CUSTOM[$x]:-} ]] && [[ $(cat "$DIR/debian-$x.ok") != "${CUSTOM[$x]}" ]]; }; then
+		missing+=("$x")
+	fi
 done
 if [[ -f $DIR/debian.ok && -f $LAYOUT/index.json ]]; then
 	((${#missing[@]} == 0)) && { echo "$LAYOUT"; exit 0; }
@@ -105,7 +132,7 @@ if [[ -f $DIR/debian.ok && -f $LAYOUT/index.json ]]; then
 	mkdir -p "$WORK"
 	for x in "${missing[@]}"; do
 		add_layer "$x"
-		touch "$DIR/debian-$x.ok"
+		packages_of "$x" >"$DIR/debian-$x.ok"
 	done
 	echo "$LAYOUT"
 	exit 0
@@ -152,7 +179,7 @@ add_layer curl
 touch "$DIR/debian.ok"
 for x in "${EXTRA[@]}"; do
 	add_layer "$x"
-	touch "$DIR/debian-$x.ok"
+	packages_of "$x" >"$DIR/debian-$x.ok"
 done
 log "images ready in $((SECONDS - t0))s: $LAYOUT (tags minbase, curl ${EXTRA[*]})"
 echo "$LAYOUT"

@@ -14,13 +14,17 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -30,17 +34,88 @@ import (
 // workload is a HelloBench-style command; its first line of output counts
 // as ready.
 type workload struct {
-	Name  string
-	Image string // tag in the Debian layout
-	Argv  []string
-	Want  string // in the output
+	Name     string   `json:"name"`
+	Image    string   `json:"-"`                  // tag in the Debian layout
+	Packages []string `json:"packages,omitempty"` // Debian packages of the image's second layer (-workloads)
+	Argv     []string `json:"argv"`
+	Want     string   `json:"want"` // in the output
+}
+
+// readWorkloads reads a -workloads file: a JSON list of {"name",
+// "packages", "argv", "want"}. A workload with packages runs on
+// minbase plus a layer with them (tag "w-<name>", built by
+// scripts/debian-image.sh); one without runs on minbase.
+func readWorkloads(path string) ([]workload, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var wls []workload
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&wls); err != nil {
+		return nil, fmt.Errorf("%s: %w (want a JSON list of {\"name\", \"packages\", \"argv\", \"want\"})", path, err)
+	}
+	if len(wls) == 0 {
+		return nil, fmt.Errorf("%s: no workloads", path)
+	}
+	seen := map[string]bool{}
+	for i := range wls {
+		w := &wls[i]
+		switch {
+		case !workloadName.MatchString(w.Name):
+			return nil, fmt.Errorf("%s: workload %d: name %q: want lower-case letters, digits and '-', at most 32", path, i, w.Name)
+		case seen[w.Name]:
+			return nil, fmt.Errorf("%s: workload %q appears twice", path, w.Name)
+		case len(w.Argv) == 0:
+			return nil, fmt.Errorf("%s: workload %q: empty argv", path, w.Name)
+		case w.Want == "":
+			return nil, fmt.Errorf("%s: workload %q: empty want (the text its output must contain)", path, w.Name)
+		}
+		seen[w.Name] = true
+		for _, p := range w.Packages {
+			if !debianPackage.MatchString(p) {
+				return nil, fmt.Errorf("%s: workload %q: %q is not a Debian package name", path, w.Name, p)
+			}
+		}
+		w.Image = "minbase"
+		if len(w.Packages) > 0 {
+			w.Image = "w-" + w.Name
+		}
+	}
+	return wls, nil
+}
+
+var (
+	workloadName  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+	debianPackage = regexp.MustCompile(`^[a-z0-9][a-z0-9.+-]+$`)
+)
+
+// buildImages builds the -workloads images missing from the layout with
+// scripts/debian-image.sh (it keeps those already built).
+func buildImages(script, layout string, wls []workload) error {
+	args := []string{script, filepath.Dir(layout)}
+	for _, w := range wls {
+		if len(w.Packages) > 0 {
+			args = append(args, w.Image+"="+strings.Join(w.Packages, ","))
+		}
+	}
+	if len(args) == 2 {
+		return nil
+	}
+	cmd := exec.Command("bash", args...)
+	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("building the workloads' images (%s): %w", strings.Join(args, " "), err)
+	}
+	return nil
 }
 
 var workloads = []workload{
-	{"echo", "minbase", []string{"/bin/sh", "-c", "echo hello"}, "hello"},
-	{"curl", "curl", []string{"/bin/sh", "-c", "curl --version"}, "curl 7.88"},
-	{"python", "python", []string{"python3", "-c", "import json, sqlite3, asyncio; print(1)"}, "1"},
-	{"gcc", "gcc", []string{"/bin/sh", "-c", `printf '#include <stdio.h>\nint main(void) { puts("hello"); return 0; }\n' > /tmp/h.c && gcc /tmp/h.c -o /tmp/a.out && /tmp/a.out`}, "hello"},
+	{Name: "echo", Image: "minbase", Argv: []string{"/bin/sh", "-c", "echo hello"}, Want: "hello"},
+	{Name: "curl", Image: "curl", Argv: []string{"/bin/sh", "-c", "curl --version"}, Want: "curl 7.88"},
+	{Name: "python", Image: "python", Argv: []string{"python3", "-c", "import json, sqlite3, asyncio; print(1)"}, Want: "1"},
+	{Name: "gcc", Image: "gcc", Argv: []string{"/bin/sh", "-c", `printf '#include <stdio.h>\nint main(void) { puts("hello"); return 0; }\n' > /tmp/h.c && gcc /tmp/h.c -o /tmp/a.out && /tmp/a.out`}, Want: "hello"},
 }
 
 // form is how an image is stored and run.
@@ -114,6 +189,8 @@ func main() {
 	chart := flag.String("chart", "", "where to copy the chart PNG too (e.g. docs/bench-startup.png); the startup I/O picture goes next to it (-trace.png)")
 	fsResults := flag.String("fs", "", "output of `go test -bench BenchmarkFS` (make bench-fs) to include")
 	from := flag.String("from", "", "only redraw the report and chart from a results.json of an earlier run")
+	wlFile := flag.String("workloads", "", `JSON list of workloads to run instead of the built-in ones: [{"name": "web", "packages": ["nginx-light"], "argv": ["nginx", "-v"], "want": "nginx version"}]; each runs on minbase plus a layer with its packages`)
+	script := flag.String("images", "../../scripts/debian-image.sh", "scripts/debian-image.sh, which builds the -workloads images into the layout's directory")
 	flag.Parse()
 	if *from != "" {
 		if err := redraw(*from, *out, *doc, *chart); err != nil {
@@ -122,21 +199,32 @@ func main() {
 		}
 		return
 	}
-	if err := mainErr(*quick, *runs, *bin, *layout, *out, *doc, *chart, *fsResults); err != nil {
+	wls := workloads
+	if *wlFile != "" {
+		var err error
+		if wls, err = readWorkloads(*wlFile); err != nil {
+			fmt.Fprintf(os.Stderr, "startup: %v\n", err)
+			os.Exit(2)
+		}
+		if err := buildImages(*script, *layout, wls); err != nil {
+			fmt.Fprintf(os.Stderr, "startup: %v\n", err)
+			os.Exit(1)
+		}
+	}
+	if err := mainErr(wls, *quick, *runs, *bin, *layout, *out, *doc, *chart, *fsResults); err != nil {
 		fmt.Fprintf(os.Stderr, "startup: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func mainErr(quick bool, runs int, bin, layout, out, doc, chart, fsResults string) error {
+func mainErr(wls []workload, quick bool, runs int, bin, layout, out, doc, chart, fsResults string) error {
 	if os.Getuid() != 0 {
 		return fmt.Errorf("needs root (containerd, FUSE, overlayfs)")
 	}
 	if runs < 1 {
 		return fmt.Errorf("-runs must be at least 1")
 	}
-	wls := workloads
-	if quick {
+	if quick && len(wls) > 2 {
 		wls = wls[:2]
 	}
 	abs := func(p string) string { a, _ := filepath.Abs(p); return a }

@@ -78,3 +78,33 @@ func TestParseBenchFS(t *testing.T) {
 		t.Fatalf("parsed %+v", got)
 	}
 }
+
+func TestReadWorkloads(t *testing.T) {
+	dir := t.TempDir()
+	write := func(s string) string {
+		p := filepath.Join(dir, "w.json")
+		os.WriteFile(p, []byte(s), 0o644)
+		return p
+	}
+	wls, err := readWorkloads(write(`[{"name": "web", "packages": ["nginx-light"], "argv": ["nginx", "-v"], "want": "nginx version"},
+		{"name": "sh", "argv": ["/bin/sh", "-c", "echo hi"], "want": "hi"}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(wls) != 2 || wls[0].Image != "w-web" || wls[1].Image != "minbase" || wls[0].Packages[0] != "nginx-light" {
+		t.Fatalf("parsed %+v", wls)
+	}
+	for in, want := range map[string]string{
+		`[]`: "no workloads",
+		`[{"name": "Web", "argv": ["x"], "want": "y"}]`:                                          `name "Web"`,
+		`[{"name": "a", "argv": [], "want": "y"}]`:                                               "empty argv",
+		`[{"name": "a", "argv": ["x"]}]`:                                                         "empty want",
+		`[{"name": "a", "argv": ["x"], "want": "y", "packages": ["a b"]}]`:                       `"a b" is not a Debian package name`,
+		`[{"name": "a", "argv": ["x"], "want": "y"}, {"name": "a", "argv": ["x"], "want": "y"}]`: "appears twice",
+		`[{"name": "a", "argv": ["x"], "want": "y", "image": "z"}]`:                              "unknown field",
+	} {
+		if _, err := readWorkloads(write(in)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", in, err, want)
+		}
+	}
+}
