@@ -158,3 +158,80 @@ func TestPrefetchAll(t *testing.T) {
 		t.Fatalf("%d blob GETs after prefetch", st.BlobGets)
 	}
 }
+
+// TestHotSetStreamedFromRegistry: an image converted with a prefetch list
+// has its hot files first in the blob; nydusd, with fs_prefetch on,
+// streams them at mount from Debian's docker-registry in a couple of
+// ranged GETs, after which reading them touches no backend, while a
+// cold file still needs a request.
+func TestHotSetStreamedFromRegistry(t *testing.T) {
+	roottest.RequireFUSE(t)
+	ctx := context.Background()
+	r := registrytest.Start(t, registrytest.Options{})
+	want := map[string][]byte{}
+	var files []treetest.File
+	for i := 0; i < 40; i++ {
+		name := fmt.Sprintf("usr/lib/lib%02d.so", i)
+		want["/"+name] = treetest.Random(int64(300+i), 150_000)
+		files = append(files, treetest.Reg(name, 0o644, want["/"+name]))
+	}
+	want["/etc/app.conf"] = []byte("hot = true\n")
+	files = append(files, treetest.Reg("etc/app.conf", 0o644, want["/etc/app.conf"]))
+	registrytest.PushImage(t, r.Host+"/hot:1", [][]byte{treetest.Tar(files)})
+	hot := []string{"/usr/lib/lib33.so", "/usr/lib/lib07.so", "/etc/app.conf", "/usr/lib/lib21.so", "/usr/lib/lib02.so"}
+	ro := converter.RegistryOptions{PlainHTTP: true}
+	src, _ := converter.ParseRef(r.Host+"/hot:1", false, ro)
+	dst, _ := converter.ParseRef(r.Host+"/hot:nydus", false, ro)
+	if _, err := converter.Convert(ctx, src, dst, converter.Options{Source: ro, Target: ro, WorkDir: t.TempDir(), BatchSize: 0x10000, Prefetch: hot}); err != nil {
+		t.Fatal(err)
+	}
+	img, _ := remote.Image(dst.Name, ro.Remote(ctx)...)
+	ls, _ := img.Layers()
+	rc, _ := ls[len(ls)-1].Compressed()
+	boot, _ := converter.ExtractBootstrap(rc, 1<<30)
+	rc.Close()
+	bootPath := filepath.Join(t.TempDir(), "image.boot")
+	os.WriteFile(bootPath, boot, 0o644)
+	cfg := fmt.Sprintf(`{"device":{"backend":{"type":"registry","config":{"host":%q,"repo":"hot","scheme":"http"}},"cache":{"type":"blobcache","config":{"work_dir":%q}}},"access_pattern":true,"fs_prefetch":{"enable":true,"prefetch_all":false}}`, r.Host, t.TempDir())
+	cfgPath := filepath.Join(t.TempDir(), "config.json")
+	os.WriteFile(cfgPath, []byte(cfg), 0o600)
+	r.ResetStats()
+	d := start(t, "--bootstrap", bootPath, "--config", cfgPath)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, body := d.do("GET", "/api/v1/metrics/blobcache", nil); strings.Contains(body, `"data_all_ready":true`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the hot set did not arrive:\n%s", d.log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	hotBytes := 4*150_000 + 64<<10
+	st := r.Stats()
+	t.Logf("hot set: %d GETs, %d bytes", st.BlobGets, st.BlobBytesServed)
+	// Two stream segments (256 KiB, then the rest) and the blob's
+	// chunk-info table.
+	if st.BlobGets > 3 || st.BlobBytesServed > int64(hotBytes)+256<<10 {
+		t.Fatalf("the hot set (about %d bytes) took %d GETs and %d bytes", hotBytes, st.BlobGets, st.BlobBytesServed)
+	}
+	r.ResetStats()
+	for _, p := range hot {
+		got, err := os.ReadFile(filepath.Join(d.mnt, p))
+		if err != nil || !bytes.Equal(got, want[p]) {
+			t.Fatalf("%s: %v", p, err)
+		}
+	}
+	if st := r.Stats(); st.BlobGets != 0 {
+		t.Fatalf("reading the hot files after the stream sent %d GETs", st.BlobGets)
+	}
+	if got, err := os.ReadFile(filepath.Join(d.mnt, "usr/lib/lib10.so")); err != nil || !bytes.Equal(got, want["/usr/lib/lib10.so"]) {
+		t.Fatalf("cold file: %v", err)
+	}
+	if st := r.Stats(); st.BlobGets == 0 {
+		t.Fatal("a cold file was read without a GET: the stream fetched more than the hot set")
+	}
+	if _, body := d.do("GET", "/api/v1/metrics/fetches", nil); !strings.Contains(body, `"kind":"hotset"`) {
+		t.Fatalf("the fetch log has no hotset fetch: %s", body)
+	}
+}
