@@ -762,15 +762,46 @@ type countedStream struct {
 }
 
 func (s *countedStream) Read(p []byte) (int, error) {
-	n, err := s.rc.Read(p)
-	if n > 0 {
-		s.m.FetchedBytes.Add(int64(n))
-		addFetchedBytes(s.ctx, int64(n))
-	}
-	return n, err
+	return (&countedReader{r: s.rc, ctx: s.ctx, m: s.m}).Read(p)
 }
 
 func (s *countedStream) Close() error {
 	s.once.Do(s.leave)
 	return s.rc.Close()
+}
+
+// ReadRanges reads several ranges of a blob (storage.ReadRanges), with
+// one request where the backend can, counting the bytes as they arrive;
+// it holds its priority until the last range is read.
+func (c countingBackend) ReadRanges(ctx context.Context, blobID string, ranges [][2]int64, fn func(i int, r io.Reader) error) error {
+	leave, err := c.prio.enter(ctx)
+	if err != nil {
+		return err
+	}
+	defer leave()
+	if _, ok := c.Backend.(storage.MultiRangeReader); ok {
+		c.m.BackendReads.Add(1)
+	} else {
+		c.m.BackendReads.Add(int64(len(ranges)))
+	}
+	return storage.ReadRanges(ctx, c.Backend, blobID, ranges, func(i int, r io.Reader) error {
+		return fn(i, &countedReader{r: r, ctx: ctx, m: c.m})
+	})
+}
+
+// countedReader counts a range's bytes in a filesystem's metrics and its
+// fetch's byte counter.
+type countedReader struct {
+	r   io.Reader
+	ctx context.Context
+	m   *Metrics
+}
+
+func (s *countedReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if n > 0 {
+		s.m.FetchedBytes.Add(int64(n))
+		addFetchedBytes(s.ctx, int64(n))
+	}
+	return n, err
 }

@@ -43,8 +43,11 @@ const (
 	// files get the bandwidth first.
 	hotWorkers = 2
 	// streamGap is the largest gap between two wanted units that a
-	// segment reads through rather than being split.
+	// segment reads through; past it, the next unit starts another range
+	// of the same request (a multi-range GET where the backend takes
+	// one), up to maxRuns ranges.
 	streamGap = 64 << 10
+	maxRuns   = 16
 	// DefaultMergeSize bounds prefetch_all's requests when merging_size
 	// is not set (upstream's default).
 	DefaultMergeSize = 1 << 20
@@ -85,11 +88,11 @@ type streamOptions struct {
 }
 
 // planStream groups the wanted chunks that are neither cached nor on
-// their way into segments: per blob, units in stored order, a new
-// segment where the gap to the next unit exceeds streamGap or the
-// segment would exceed its size (o.first for a blob's first, doubling up
-// to o.max). Segments come out in the order their first chunk was
-// wanted.
+// their way into segments: per blob, units in stored order; a gap over
+// streamGap starts another range of the segment (at most maxRuns), and a
+// new segment starts where the segment's stored bytes would exceed its
+// size (o.first for a blob's first, doubling up to o.max). Segments come
+// out in the order their first chunk was wanted.
 func (f *FS) planStream(ctx context.Context, refs []chunkRef, o streamOptions) []*segment {
 	hc, _ := f.o.Cache.(cacheHas)
 	type unitAt struct {
@@ -139,17 +142,31 @@ func (f *FS) planStream(ctx context.Context, refs []chunkRef, o streamOptions) [
 			limit = o.max
 		}
 		var cur *segment
+		var bytes int64 // cur's stored bytes, gaps read through included
+		runs := 0       // cur's ranges
 		for _, u := range list {
 			if cur != nil {
 				end := cur.end()
-				if u.u.Offset < end || u.u.Offset-end > streamGap || int64(u.u.Offset+u.u.Size-cur.off()) > limit {
+				gap := int64(u.u.Offset) - int64(end)
+				add := int64(u.u.Size)
+				newRun := gap > streamGap
+				if !newRun {
+					add += gap
+				}
+				if gap < 0 || bytes+add > limit || (newRun && runs >= maxRuns) {
 					segs = append(segs, cur)
 					cur = nil
 					limit = min(limit*2, o.max)
+				} else {
+					bytes += add
+					if newRun {
+						runs++
+					}
 				}
 			}
 			if cur == nil {
 				cur = &segment{blob: blob, rank: u.rank}
+				bytes, runs = int64(u.u.Size), 1
 			}
 			cur.units = append(cur.units, u.segUnit)
 			cur.rank = min(cur.rank, u.rank)
@@ -251,10 +268,33 @@ func (f *FS) streamSegment(ctx context.Context, s *segment, o streamOptions) {
 			release(claims[i])
 		}
 	}()
+	// The claimed units' ranges: neighbours closer than streamGap share
+	// one, read through.
+	type run struct{ from, to int } // unit indexes, inclusive
+	var runs []run
+	for i := first; i <= last; i++ {
+		if len(claims[i]) == 0 {
+			continue
+		}
+		if n := len(runs); n > 0 {
+			prev := s.units[runs[n-1].to].u
+			if int64(s.units[i].u.Offset)-int64(prev.Offset+prev.Size) <= streamGap {
+				runs[n-1].to = i
+				continue
+			}
+		}
+		runs = append(runs, run{i, i})
+	}
+	ranges := make([][2]int64, len(runs))
+	var total int64
+	for k, r := range runs {
+		a, b := s.units[r.from].u, s.units[r.to].u
+		ranges[k] = [2]int64{int64(a.Offset), int64(b.Offset + b.Size - a.Offset)}
+		total += ranges[k][1]
+	}
 	off := s.units[first].u.Offset
-	end := s.units[last].u.Offset + s.units[last].u.Size
 	if o.lim != nil {
-		o.lim.wait(ctx, int64(end-off))
+		o.lim.wait(ctx, total)
 	}
 	began := time.Now()
 	var sent atomic.Int64
@@ -263,22 +303,20 @@ func (f *FS) streamSegment(ctx context.Context, s *segment, o streamOptions) {
 	for i := first; i <= last; i++ {
 		nchunks += len(claims[i])
 	}
-	err := func() error {
-		rc, err := storage.OpenRange(fctx, f.be, bi.BlobID, int64(off), int64(end-off))
-		if err != nil {
-			return err
-		}
-		defer rc.Close()
-		pos := off
-		for i := first; i <= last; i++ {
+	err := f.be.ReadRanges(fctx, bi.BlobID, ranges, func(k int, rd io.Reader) error {
+		pos := uint64(ranges[k][0])
+		for i := runs[k].from; i <= runs[k].to; i++ {
 			u := s.units[i].u
+			if len(claims[i]) == 0 {
+				continue // read through below, or the run's end
+			}
 			if u.Offset > pos {
-				if _, err := io.CopyN(io.Discard, rc, int64(u.Offset-pos)); err != nil {
+				if _, err := io.CopyN(io.Discard, rd, int64(u.Offset-pos)); err != nil {
 					return unexpectedEOF(err)
 				}
 			}
 			stored := make([]byte, u.Size)
-			if _, err := io.ReadFull(rc, stored); err != nil {
+			if _, err := io.ReadFull(rd, stored); err != nil {
 				return err
 			}
 			pos = u.Offset + u.Size
@@ -291,10 +329,10 @@ func (f *FS) streamSegment(ctx context.Context, s *segment, o streamOptions) {
 			claims[i] = nil
 		}
 		return nil
-	}()
+	})
 	if err != nil && ctx.Err() == nil {
 		f.Metrics.BackendErrors.Add(1)
-		f.o.Log.Warn("streamed range failed; its remaining chunks are left to demand reads", "blob", bi.BlobID, "offset", off, "bytes", end-off, "kind", o.kind, "err", err)
+		f.o.Log.Warn("streamed range failed; its remaining chunks are left to demand reads", "blob", bi.BlobID, "offset", off, "bytes", total, "ranges", len(ranges), "kind", o.kind, "err", err)
 	}
 	if f.flog != nil {
 		r := s.units[first].chunks[0]

@@ -78,6 +78,9 @@ type Client struct {
 	// whole object; onIgnoredRange (nil: none) is called then, once.
 	ignoresRange   atomic.Bool
 	onIgnoredRange func()
+	// singleRanges is set once the server refused a multi-range request
+	// (400 or 416): every later one is sent as single ranges.
+	singleRanges atomic.Bool
 }
 
 // IgnoresRange reports whether the server has answered a Range request

@@ -135,3 +135,32 @@ func (cr *ChunkReader) DecodeUnit(ctx context.Context, c rafs.ChunkInfo, u Unit,
 	}
 	return append([]byte(nil), buf[loc.inOff:loc.inOff+c.UncompressedSize]...), nil
 }
+
+// MultiRangeReader is implemented by range readers that read several
+// ranges of a blob with one request (registry.Client: "Range:
+// bytes=a-b,c-d"). fn gets each range's index and a reader of its bytes,
+// in order; the ranges are increasing and disjoint.
+type MultiRangeReader interface {
+	ReadRanges(ctx context.Context, blobID string, ranges [][2]int64, fn func(i int, r io.Reader) error) error
+}
+
+// ReadRanges reads ranges ({offset, length}, increasing and disjoint) of
+// a blob through rr: with one request if it is a MultiRangeReader, else
+// with one OpenRange each.
+func ReadRanges(ctx context.Context, rr RangeReader, blobID string, ranges [][2]int64, fn func(i int, r io.Reader) error) error {
+	if m, ok := rr.(MultiRangeReader); ok {
+		return m.ReadRanges(ctx, blobID, ranges, fn)
+	}
+	for i, r := range ranges {
+		rc, err := OpenRange(ctx, rr, blobID, r[0], r[1])
+		if err != nil {
+			return err
+		}
+		err = fn(i, rc)
+		rc.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
