@@ -139,6 +139,8 @@ func (c *Client) readRanges(ctx context.Context, digest string, ranges [][2]int6
 			}
 		}
 	}
+	// Read the closing boundary, so the connection goes back to the pool.
+	io.CopyN(io.Discard, resp.Body, 4096)
 	return false, nil
 }
 

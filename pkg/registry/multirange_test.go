@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -147,5 +148,37 @@ func TestReadRangesAnswers(t *testing.T) {
 				t.Fatalf("%d GETs (want %d), single ranges %v", gets.Load(), tc.wantGets, c.singleRanges.Load())
 			}
 		})
+	}
+}
+
+// TestReadRangesReusesConnections: multi-range answers read to their end
+// leave their connection to the next request.
+func TestReadRangesReusesConnections(t *testing.T) {
+	blob := pattern(0, 200000)
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			return
+		}
+		http.ServeContent(w, r, "blob", time.Time{}, bytes.NewReader(blob))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	c, err := New(context.Background(), Config{Host: strings.TrimPrefix(srv.URL, "http://"), Repo: "x/y", Scheme: "http"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		if _, err := readAll(t, c, strings.Repeat("f", 64), testRanges); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := conns.Load(); n > 2 {
+		t.Fatalf("10 sequential multi-range reads opened %d connections", n)
 	}
 }
