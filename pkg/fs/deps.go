@@ -101,21 +101,63 @@ func (f *FS) speculate(ctx context.Context, nid uint64, depth int) {
 			}
 		}
 	}
-	var wg sync.WaitGroup
+	var deps []*Inode
 	for _, p := range wants {
 		dep, err := f.resolvePath(ctx, p)
 		if err != nil || !dep.IsRegular() || !f.deps.claim(dep.Nid) {
 			continue
 		}
+		deps = append(deps, dep)
+	}
+	if f.o.Cache != nil {
+		// All of them at once: one stream, whose segments take several
+		// files' chunks each (as ranges of one request where the
+		// backend can), instead of a request per chunk.
+		deps = f.streamDependencies(ctx, deps)
+	}
+	var wg sync.WaitGroup
+	for _, dep := range deps {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if f.fetchDependency(ctx, dep) {
+			if f.o.Cache != nil || f.fetchDependency(ctx, dep) {
 				f.speculate(ctx, dep.Nid, depth+1)
 			}
 		}()
 	}
 	wg.Wait()
+}
+
+// depSegment bounds a dependency stream's requests.
+const depSegment = 4 << 20
+
+// streamDependencies streams the files within the byte budget (in
+// order, until it is spent) and returns them.
+func (f *FS) streamDependencies(ctx context.Context, deps []*Inode) []*Inode {
+	var refs []chunkRef
+	n := 0
+	for _, dep := range deps {
+		var size int64
+		for _, a := range dep.addrs {
+			size += int64(f.chunks[[2]uint32{a.BlobIndex, a.CIIndex}].CompressedSize)
+		}
+		f.deps.mu.Lock()
+		ok := f.deps.bytes+size <= maxDepBytes
+		if ok {
+			f.deps.bytes += size
+		}
+		f.deps.mu.Unlock()
+		if !ok {
+			break
+		}
+		refs = append(refs, f.fileRefs(dep)...)
+		deps[n] = dep
+		n++
+		f.Metrics.DependencyFiles.Add(1)
+		f.Metrics.DependencyBytes.Add(int64(dep.Size))
+	}
+	f.stream(ctx, refs, streamOptions{kind: FetchDependency, max: depSegment, workers: maxDepFiles})
+	return deps[:n]
 }
 
 // fetchDependency fetches every chunk of a file within the byte budget;

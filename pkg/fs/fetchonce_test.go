@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -51,6 +52,14 @@ type rangeCounter struct {
 	storage.FileSource
 	mu     sync.Mutex
 	counts map[string]int
+}
+
+// OpenRange counts a streamed range like a read one.
+func (r *rangeCounter) OpenRange(ctx context.Context, blobID string, off, n int64) (io.ReadCloser, error) {
+	r.mu.Lock()
+	r.counts[fmt.Sprintf("%d+%d", off, n)]++
+	r.mu.Unlock()
+	return r.FileSource.OpenRange(ctx, blobID, off, n)
 }
 
 func (r *rangeCounter) ReadRange(ctx context.Context, blobID string, off, n int64) ([]byte, error) {

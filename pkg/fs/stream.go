@@ -197,7 +197,16 @@ func (f *FS) stream(ctx context.Context, refs []chunkRef, o streamOptions) {
 		return
 	}
 	ctx = withFetchKind(ctx, o.kind)
-	segs := f.planStream(ctx, refs, o)
+	// Planning may read blobs' chunk-info tables (to locate batches):
+	// logged as a fetch of the first wanted file, like a demand read's.
+	var planned atomic.Int64
+	began := time.Now()
+	segs := f.planStream(context.WithValue(ctx, fetchBytesKey{}, &planned), refs, o)
+	if n := planned.Load(); n > 0 && f.flog != nil {
+		r := refs[0]
+		f.flog.add(Fetch{Start: began.Sub(f.flog.start), Duration: time.Since(began), Kind: o.kind, Path: r.ino.path,
+			BlobID: f.rd.Blobs[r.info.BlobIndex].BlobID, Chunk: r.info.Index, Offset: r.info.CompressedOffset, Bytes: n})
+	}
 	if o.workers <= 0 {
 		o.workers = 1
 	}
@@ -299,10 +308,16 @@ func (f *FS) streamSegment(ctx context.Context, s *segment, o streamOptions) {
 	began := time.Now()
 	var sent atomic.Int64
 	fctx := context.WithValue(ctx, fetchBytesKey{}, &sent)
-	served, nchunks := 0, 0
-	for i := first; i <= last; i++ {
-		nchunks += len(claims[i])
+	served := 0
+	// attr gives each unit read, with the gap before it, to the file of
+	// its first claimed chunk, for the fetch log.
+	type attributed struct {
+		ref    chunkRef
+		off    uint64
+		bytes  int64
+		chunks int
 	}
+	var attr []attributed
 	err := f.be.ReadRanges(fctx, bi.BlobID, ranges, func(k int, rd io.Reader) error {
 		pos := uint64(ranges[k][0])
 		for i := runs[k].from; i <= runs[k].to; i++ {
@@ -319,6 +334,7 @@ func (f *FS) streamSegment(ctx context.Context, s *segment, o streamOptions) {
 			if _, err := io.ReadFull(rd, stored); err != nil {
 				return err
 			}
+			attr = append(attr, attributed{ref: claims[i][0].ref, off: u.Offset, bytes: int64(u.Offset + u.Size - pos), chunks: len(claims[i])})
 			pos = u.Offset + u.Size
 			for _, c := range claims[i] {
 				if f.serveStreamed(fctx, c.ref, u, stored) {
@@ -335,13 +351,42 @@ func (f *FS) streamSegment(ctx context.Context, s *segment, o streamOptions) {
 		f.o.Log.Warn("streamed range failed; its remaining chunks are left to demand reads", "blob", bi.BlobID, "offset", off, "bytes", total, "ranges", len(ranges), "kind", o.kind, "err", err)
 	}
 	if f.flog != nil {
-		r := s.units[first].chunks[0]
-		fe := Fetch{Start: began.Sub(f.flog.start), Duration: time.Since(began), Kind: o.kind, Path: r.ino.path,
-			BlobID: bi.BlobID, Chunk: r.info.Index, Offset: off, Bytes: sent.Load(), Amplified: max(nchunks-1, 0)}
-		if err != nil {
-			fe.Err = err.Error()
+		// One entry per file the request served, in stored order, each
+		// with the bytes of its units (and of the gaps before them);
+		// what a failed request sent past the last served unit goes to
+		// the last entry, with the error.
+		var fes []Fetch
+		idx := map[string]int{}
+		for _, a := range attr {
+			i, ok := idx[a.ref.ino.path]
+			if !ok {
+				i = len(fes)
+				idx[a.ref.ino.path] = i
+				fes = append(fes, Fetch{Start: began.Sub(f.flog.start), Kind: o.kind, Path: a.ref.ino.path,
+					BlobID: bi.BlobID, Chunk: a.ref.info.Index, Offset: a.off, Amplified: -1})
+			}
+			fes[i].Bytes += a.bytes
+			fes[i].Amplified += a.chunks
 		}
-		f.flog.add(fe)
+		var logged int64
+		for _, fe := range fes {
+			logged += fe.Bytes
+		}
+		if rest := sent.Load() - logged; rest > 0 || err != nil || len(fes) == 0 {
+			if len(fes) == 0 {
+				r := s.units[first].chunks[0]
+				fes = append(fes, Fetch{Start: began.Sub(f.flog.start), Kind: o.kind, Path: r.ino.path, BlobID: bi.BlobID, Chunk: r.info.Index, Offset: off})
+			}
+			fes[len(fes)-1].Bytes += max(rest, 0)
+			if err != nil {
+				fes[len(fes)-1].Err = err.Error()
+			}
+		}
+		d := time.Since(began)
+		for _, fe := range fes {
+			fe.Duration, fe.Amplified = d, max(fe.Amplified, 0)
+			f.flog.add(fe)
+		}
 	}
 	f.Metrics.PrefetchedChunks.Add(int64(served))
 }
