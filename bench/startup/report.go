@@ -375,7 +375,7 @@ func (r *report) kinds(p func(string, ...any), pr profile) {
 	if rows == 0 {
 		return
 	}
-	p("What nydusd fetched, by kind (requests / MB, medians of the runs, from its fetch log up to the workload's exit; *amplified* counts the chunks that came in another chunk's request):\n\n| workload | form |")
+	p("What nydusd fetched, by kind (fetch-log entries / MB, medians of the runs, from its fetch log up to the workload's exit: an entry is one request, or one file's share of a streamed request that served several files; *amplified* counts the chunks that came in another chunk's request):\n\n| workload | form |")
 	for _, k := range fetchKinds {
 		p(" %s |", k)
 	}
