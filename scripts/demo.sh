@@ -6,7 +6,11 @@
 #   2. converts it with our nydusify and pushes it to a local
 #      docker-registry;
 #   3. starts containerd, upstream nydus-snapshotter (bin/containerd-nydus-grpc,
-#      `make snapshotter`) and, through it, our nydusd;
+#      `make snapshotter`) and, through it, our nydusd, in the snapshotter's
+#      shared mode (one nydusd, started with the snapshotter, mounts every
+#      image through its API: `make bench` measures it faster to a ready
+#      container than dedicated mode, which spawns a nydusd per image and
+#      polls it until it runs; DEMO_DAEMON_MODE=dedicated runs that);
 #   4. pulls the image with the labels that enable remote snapshots
 #      (ctr-remote image rpull) and runs `cat /etc/os-release; curl --version`
 #      in a container before the image's data has been downloaded;
@@ -15,7 +19,8 @@
 #
 # Needs root (containerd, FUSE) and the packages `make deps` installs.
 # Environment: DEMO_IMAGE_DIR (image cache, default /var/tmp/nydus-images),
-# DEMO_KEEP=1 keeps the work directory.
+# DEMO_KEEP=1 keeps the work directory, DEMO_DAEMON_MODE (shared or
+# dedicated) the snapshotter's daemon_mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -150,7 +155,9 @@ man = [m for m in idx["manifests"] if m.get("annotations", {}).get("org.opencont
 m = json.load(open(os.path.join(d, "blobs", *man["digest"].split(":"))))
 print(sum(l["size"] for l in m["layers"]))' "$LAYOUT")
 
-step "start containerd and upstream nydus-snapshotter (which starts our nydusd)"
+MODE=${DEMO_DAEMON_MODE:-shared}
+case $MODE in shared | dedicated) ;; *) die "DEMO_DAEMON_MODE=$MODE: want shared or dedicated" ;; esac
+step "start containerd and upstream nydus-snapshotter (which starts our nydusd, $MODE mode)"
 cat >"$W/nydusd.json" <<EOF
 {"device":{"backend":{"type":"registry","config":{"scheme":"http","timeout":5,"connect_timeout":5,"retry_limit":2}},"cache":{"type":"blobcache"}},"mode":"direct","digest_validate":true,"iostats_files":true,"enable_xattr":true,"fs_prefetch":{"enable":false}}
 EOF
@@ -158,7 +165,7 @@ cat >"$W/snapshotter.toml" <<EOF
 version = 1
 root = "$W/sn"
 address = "$W/sn.sock"
-daemon_mode = "dedicated"
+daemon_mode = "$MODE"
 [system]
 enable = false
 [daemon]
