@@ -357,7 +357,7 @@ func (r *report) targets(p func(string, ...any), pr profile) {
 }
 
 // fetchKinds are the fetch kinds of nydusd's fetch log, in report order.
-var fetchKinds = []string{"demand", "dependency", "hotset", "readahead", "prefetch", "wholefile"}
+var fetchKinds = []string{"demand", "dependency", "sibling", "hotset", "readahead", "prefetch", "wholefile"}
 
 // kinds writes what nydusd fetched, by kind, for the dedicated Nydus-Go
 // forms of a profile (medians over the runs, to the workload's exit).

@@ -39,9 +39,9 @@ func TestMarkdownRatiosAndFailures(t *testing.T) {
 		// Targets: 1 s ÷ 2 s, 0 requests, eStargz optimized failed; the
 		// floor = 2 MB / 12.5 MB/s + 3 × 20 ms + OCI's 4 s ready.
 		"| echo | 0.50× | met | 0.42× | met | — | — (no reference) | 4 | met | 4.22 | 0.24× | met | 1.00 | met |",
-		"| echo | 0.50× | — | 1.00× | 0.50× |",        // shared: ÷ eStargz, ÷ eStargz optimized (failed), ready ratios
-		"| echo | 0.50× | met |\n",                    // unlimited: ≤ 0.8× eStargz
-		"| echo | Nydus-Go | 3 / 1.0 | — | 2 / 2.0 |", // fetch kinds
+		"| echo | 0.50× | — | 1.00× | 0.50× |",            // shared: ÷ eStargz, ÷ eStargz optimized (failed), ready ratios
+		"| echo | 0.50× | met |\n",                        // unlimited: ≤ 0.8× eStargz
+		"| echo | Nydus-Go | 3 / 1.0 | — | — | 2 / 2.0 |", // fetch kinds
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)

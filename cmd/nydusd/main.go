@@ -32,7 +32,7 @@ type flags struct {
 	backendSource, eventSink, cacheMax                     string
 	logRotation, threads                                   int
 	upgrade, showVersion, passthrough, digestValidate      bool
-	dependencies                                           bool
+	dependencies, siblings                                 bool
 }
 
 func main() {
@@ -89,6 +89,7 @@ through the API: POST /api/v1/mount?mountpoint=/NAME (shared mode).`,
 	fl.StringVar(&f.cacheMax, "cache-max-size", os.Getenv("NYDUSD_CACHE_MAX_SIZE"), "cap each cache work_dir, e.g. 10GiB; unused blobs are evicted LRU (env NYDUSD_CACHE_MAX_SIZE)")
 	fl.BoolVar(&f.digestValidate, "digest-validate", envBool("NYDUSD_DIGEST_VALIDATE"), "re-verify cached chunks on every read, overriding the config's digest_validate (env NYDUSD_DIGEST_VALIDATE)")
 	fl.BoolVar(&f.dependencies, "dependency-prefetch", envBoolOr("NYDUSD_DEPENDENCY_PREFETCH", true), "when a program is opened, fetch its interpreter and the libraries ld.so will load, all at once (env NYDUSD_DEPENDENCY_PREFETCH=0 turns it off)")
+	fl.BoolVar(&f.siblings, "sibling-prefetch", envBoolOr("NYDUSD_SIBLING_PREFETCH", true), "when a small file that is not cached is read, fetch the other small files of its directory (at most 512 KiB), once per directory (env NYDUSD_SIBLING_PREFETCH=0 turns it off)")
 	fl.BoolVarP(&f.showVersion, "version", "V", false, "print the version")
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "nydusd: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
@@ -168,7 +169,7 @@ func run(cmd *cobra.Command, f *flags) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	d := daemon.New(daemon.Options{ID: f.id, Supervisor: f.supervisor, Mountpoint: f.mountpoint, Log: log, Passthrough: f.passthrough, Dependencies: f.dependencies,
+	d := daemon.New(daemon.Options{ID: f.id, Supervisor: f.supervisor, Mountpoint: f.mountpoint, Log: log, Passthrough: f.passthrough, Dependencies: f.dependencies, Siblings: f.siblings,
 		Events: events, CacheMaxBytes: cacheMax, DigestValidate: f.digestValidate, FailoverPolicy: f.failover,
 		Version: api.Version{PackageVer: version.Version, GitCommit: version.Commit(), BuildTime: version.BuildTime, Profile: "release", Rustc: "go"}})
 	var cfg *api.ConfigV1

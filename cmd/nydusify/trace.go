@@ -171,7 +171,7 @@ func fetchLog(ctx context.Context, sock, id string) (*nfs.FetchLog, error) {
 	return &l, nil
 }
 
-var traceKinds = []string{nfs.FetchDemand, nfs.FetchDependency, nfs.FetchHotSet, nfs.FetchReadAhead, nfs.FetchPrefetch, nfs.FetchWholeFile}
+var traceKinds = []string{nfs.FetchDemand, nfs.FetchDependency, nfs.FetchSibling, nfs.FetchHotSet, nfs.FetchReadAhead, nfs.FetchPrefetch, nfs.FetchWholeFile}
 
 // fileOrder ranks files by their first fetch and totals their bytes.
 func fileOrder(l *nfs.FetchLog) (rank map[string]int, bytes map[string]int64, byBytes []string) {

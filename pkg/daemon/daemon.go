@@ -54,6 +54,9 @@ type Options struct {
 	// Dependencies fetches a program's interpreter and libraries in the
 	// background when it is opened (fs.Options.Dependencies).
 	Dependencies bool
+	// Siblings fetches a directory's small files when one of them
+	// missed the cache (fs.Options.Siblings).
+	Siblings bool
 	// DigestValidate re-verifies cached chunks on every read for every
 	// image, whatever the image config's digest_validate says.
 	DigestValidate bool
@@ -163,7 +166,7 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 		closer()
 		return nil, fmt.Errorf("bootstrap %s: %w", bootstrap, err)
 	}
-	fo := nfs.Options{Log: d.o.Log, Events: d.o.Events, Validate: cfg.DigestValidate || d.o.DigestValidate, ReadAhead: readAhead(cfg), Amplify: amplify(cfg), Dependencies: d.o.Dependencies,
+	fo := nfs.Options{Log: d.o.Log, Events: d.o.Events, Validate: cfg.DigestValidate || d.o.DigestValidate, ReadAhead: readAhead(cfg), Amplify: amplify(cfg), Dependencies: d.o.Dependencies, Siblings: d.o.Siblings,
 		FileStats: cfg.IOStatsFiles || cfg.AccessPattern}
 	if cfg.AccessPattern {
 		fo.FetchLogSize = fetchLogSize

@@ -20,6 +20,7 @@ var promMetrics = []struct{ name, help string }{
 	{"nydusd_digest_failures_total", "Chunks that failed digest verification."},
 	{"nydusd_dependency_files_total", "Files fetched because a program that needs them was opened."},
 	{"nydusd_dependency_bytes_total", "Bytes of the files fetched because a program that needs them was opened."},
+	{"nydusd_sibling_files_total", "Small files fetched because another small file of their directory was read."},
 	{"nydusd_amplified_chunks_total", "Chunks fetched in another chunk's request (amplify_io)."},
 	{"nydusd_chunk_record_mismatches_total", "Reads refused because the bootstrap's chunk record disagreed with the blob's chunk-info table."},
 	{"nydusd_prefetched_chunks_total", "Chunks fetched by background prefetch."},
@@ -56,6 +57,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			"nydusd_dependency_files_total":        m.DependencyFiles.Load(),
 			"nydusd_dependency_bytes_total":        m.DependencyBytes.Load(),
 			"nydusd_prefetched_chunks_total":       m.PrefetchedChunks.Load(),
+			"nydusd_sibling_files_total":           m.SiblingFiles.Load(),
 		}
 		for name, v := range vals {
 			ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.CounterValue, float64(v), mp)

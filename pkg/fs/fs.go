@@ -97,6 +97,10 @@ type Options struct {
 	// Dependencies makes Opened fetch a program's interpreter and
 	// libraries in the background (see FS.Opened).
 	Dependencies bool
+	// Siblings makes a read of a small file that missed the cache fetch
+	// the other small files of its directory in the background, once per
+	// directory and within bounds (see siblings.go).
+	Siblings bool
 	// Metas, if set, keeps the blobs' chunk-info tables on local disk, so
 	// checking chunk records against them needs no fetch after the first.
 	Metas storage.MetaStore
@@ -114,6 +118,9 @@ type Metrics struct {
 	// bytes) fetched because a program that needs them was opened.
 	DependencyFiles atomic.Int64
 	DependencyBytes atomic.Int64
+	// SiblingFiles counts the small files fetched because another small
+	// file of their directory was read (Options.Siblings).
+	SiblingFiles atomic.Int64
 	// AmplifiedChunks counts chunks that came in another chunk's request
 	// (Options.Amplify).
 	AmplifiedChunks atomic.Int64
@@ -158,6 +165,7 @@ type FS struct {
 	spans sync.Map
 
 	deps depState
+	sibs siblingState
 	prio *priorities // orders backend requests (demand first)
 
 	mu         sync.Mutex
@@ -371,6 +379,9 @@ func (f *FS) read(ctx context.Context, nid uint64, p []byte, off int64) (int, er
 		data, fetched, err := f.chunkFetched(ctx, ino, int(k))
 		if err != nil {
 			return n, err
+		}
+		if fetched {
+			f.missedSmall(ino)
 		}
 		if fetched && f.o.ReadAhead > 0 {
 			f.readAhead(ino, int(k)+1)

@@ -37,7 +37,7 @@ func FuzzMount(f *testing.F) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		fsys, err := Open(ctx, boot, storage.BytesSource(blob), Options{Cache: &memCache{m: map[string][]byte{}}, ReadAhead: 0x4000, Amplify: 0x8000, Dependencies: true})
+		fsys, err := Open(ctx, boot, storage.BytesSource(blob), Options{Cache: &memCache{m: map[string][]byte{}}, ReadAhead: 0x4000, Amplify: 0x8000, Dependencies: true, Siblings: true})
 		if err != nil {
 			return
 		}

@@ -24,11 +24,11 @@ func newPriorities() *priorities {
 }
 
 // urgent reports whether requests of a fetch kind go first: what a
-// reader waits for, what a starting program is about to load, and the
-// hot set, which the builder laid out in the order the image's programs
-// read it.
+// reader waits for, what a starting program is about to load, the small
+// files beside one just read, and the hot set, which the builder laid
+// out in the order the image's programs read it.
 func urgent(kind string) bool {
-	return kind == FetchDemand || kind == FetchDependency || kind == FetchHotSet
+	return kind == FetchDemand || kind == FetchDependency || kind == FetchHotSet || kind == FetchSibling
 }
 
 // enter admits a request of ctx's fetch kind and returns the function
