@@ -240,33 +240,16 @@ func (e *permanentError) Error() string { return e.err.Error() }
 func (e *permanentError) Unwrap() error { return e.err }
 
 func (c *Client) readRange(ctx context.Context, digest string, off, n int64) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+digest, nil)
+	rc, err := c.openRange(ctx, digest, off, n)
 	if err != nil {
-		return nil, &permanentError{err}
+		return nil, err
 	}
-	req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-"+strconv.FormatInt(off+n-1, 10))
-	resp, err := c.client().Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("registry %s: GET blob %s: %w", c.cfg, digest, err)
-	}
-	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusPartialContent, http.StatusOK:
-	case http.StatusNotFound, http.StatusUnauthorized, http.StatusForbidden, http.StatusRequestedRangeNotSatisfiable:
-		return nil, &permanentError{fmt.Errorf("registry %s: GET blob %s bytes %d-%d: HTTP %s", c.cfg, digest, off, off+n-1, resp.Status)}
-	default:
-		return nil, fmt.Errorf("registry %s: GET blob %s: HTTP %s", c.cfg, digest, resp.Status)
-	}
-	b, whole, err := rangeBody(resp, uint64(off), uint64(n), c.ignoresRange.Load())
-	if err == nil && !whole {
-		// Reach the body's end, so the connection goes back to the pool
-		// (a whole-blob answer is not drained: closing is cheaper).
-		io.CopyN(io.Discard, resp.Body, 4096)
-	}
-	if whole && !c.ignoresRange.Swap(true) && c.onIgnoredRange != nil {
-		c.onIgnoredRange()
-	}
-	if err != nil {
+	defer rc.Close()
+	b := make([]byte, n)
+	if _, err := io.ReadFull(rc, b); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, err // it names the range already
+		}
 		return nil, fmt.Errorf("registry %s: blob %s bytes %d-%d: %w", c.cfg, digest, off, off+n-1, err)
 	}
 	return b, nil
@@ -281,7 +264,7 @@ func (c *Client) readRange(ctx context.Context, digest string, off, n int64) ([]
 // the body ends after size bytes. Bytes before off are discarded as they
 // arrive, and the body is not read past the range.
 func RangeBody(resp *http.Response, off, size uint64) ([]byte, error) {
-	b, _, err := rangeBody(resp, off, size, false)
+	b, _, err := rangeBody(resp, off, size)
 	return b, err
 }
 
@@ -289,9 +272,9 @@ func RangeBody(resp *http.Response, off, size uint64) ([]byte, error) {
 const maxSkip = 1 << 40
 
 // rangeBody is RangeBody; whole reports that the server sent the whole
-// object, and knownWhole (a server remembered to ignore Range) skips the
-// probe for a 200 body without Content-Length.
-func rangeBody(resp *http.Response, off, size uint64, knownWhole bool) (data []byte, whole bool, err error) {
+// object. (Client.openRange streams, and uses it only for a 200 without
+// Content-Length, which must be probed.)
+func rangeBody(resp *http.Response, off, size uint64) (data []byte, whole bool, err error) {
 	if resp.StatusCode == http.StatusPartialContent {
 		if cr := resp.Header.Get("Content-Range"); cr != "" {
 			var start, end int64
@@ -319,7 +302,7 @@ func rangeBody(resp *http.Response, off, size uint64, knownWhole bool) (data []b
 		return buf, false, nil
 	case cl >= 0 && uint64(cl) < off+size:
 		return nil, true, fmt.Errorf("server ignored the Range header and sent %d bytes, which end before bytes %d-%d", cl, off, off+size-1)
-	case cl < 0 && !knownWhole:
+	case cl < 0:
 		// No length: read size bytes; if the body ends there it was the
 		// range, else it is the object from its start.
 		prefix := make([]byte, size+1)
@@ -509,7 +492,7 @@ func (c *Client) openRange(ctx context.Context, digest string, off, n int64) (io
 		return &rangeStream{exactReader: exactReader{r: resp.Body, n: n, what: what}, body: resp.Body, noDrain: true}, nil
 	}
 	// No length: tell the range from the whole blob as ReadRange does.
-	b, whole, err := rangeBody(resp, uint64(off), uint64(n), false)
+	b, whole, err := rangeBody(resp, uint64(off), uint64(n))
 	resp.Body.Close()
 	if whole && !c.ignoresRange.Swap(true) && c.onIgnoredRange != nil {
 		c.onIgnoredRange()
