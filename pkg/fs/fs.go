@@ -759,21 +759,16 @@ func (c countingBackend) OpenRange(ctx context.Context, blobID string, off, n in
 		return nil, err
 	}
 	c.m.BackendReads.Add(1)
-	return &countedStream{rc: rc, ctx: ctx, m: c.m, leave: leave}, nil
+	return &countedStream{countedReader: countedReader{r: rc, ctx: ctx, m: c.m}, rc: rc, leave: leave}, nil
 }
 
-// countedStream counts a streamed range's bytes in a filesystem's
-// metrics and its fetch's byte counter.
+// countedStream is a streamed range whose bytes are counted as they are
+// read; closing it ends its request's priority.
 type countedStream struct {
+	countedReader
 	rc    io.ReadCloser
-	ctx   context.Context
-	m     *Metrics
 	leave func()
 	once  sync.Once
-}
-
-func (s *countedStream) Read(p []byte) (int, error) {
-	return (&countedReader{r: s.rc, ctx: s.ctx, m: s.m}).Read(p)
 }
 
 func (s *countedStream) Close() error {
