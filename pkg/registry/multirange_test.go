@@ -5,9 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -115,18 +113,10 @@ func TestReadRangesAnswers(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var gets atomic.Int64
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if r.URL.Path == "/v2/" {
-					return
-				}
+			c, _ := blobServer(t, func(w http.ResponseWriter, r *http.Request) {
 				gets.Add(1)
 				tc.h(w, r)
-			}))
-			defer srv.Close()
-			c, err := New(context.Background(), Config{Host: strings.TrimPrefix(srv.URL, "http://"), Repo: "x/y", Scheme: "http"})
-			if err != nil {
-				t.Fatal(err)
-			}
+			})
 			for call := 0; call < 2; call++ {
 				got, err := readAll(t, c, strings.Repeat("e", 64), testRanges)
 				if tc.wantErr != "" {
@@ -155,24 +145,9 @@ func TestReadRangesAnswers(t *testing.T) {
 // leave their connection to the next request.
 func TestReadRangesReusesConnections(t *testing.T) {
 	blob := pattern(0, 200000)
-	var conns atomic.Int64
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v2/" {
-			return
-		}
+	c, conns := blobServer(t, func(w http.ResponseWriter, r *http.Request) {
 		http.ServeContent(w, r, "blob", time.Time{}, bytes.NewReader(blob))
-	}))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	srv.Start()
-	defer srv.Close()
-	c, err := New(context.Background(), Config{Host: strings.TrimPrefix(srv.URL, "http://"), Repo: "x/y", Scheme: "http"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	for range 10 {
 		if _, err := readAll(t, c, strings.Repeat("f", 64), testRanges); err != nil {
 			t.Fatal(err)

@@ -5,12 +5,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -65,17 +62,7 @@ func TestOpenRange(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if r.URL.Path == "/v2/" {
-					return
-				}
-				tc.h(w, r)
-			}))
-			defer srv.Close()
-			c, err := New(context.Background(), Config{Host: strings.TrimPrefix(srv.URL, "http://"), Repo: "x/y", Scheme: "http"})
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, _ := blobServer(t, tc.h)
 			got, err := func() ([]byte, error) {
 				rc, err := c.OpenRange(context.Background(), strings.Repeat("c", 64), off, n)
 				if err != nil {
@@ -105,11 +92,7 @@ func TestOpenRange(t *testing.T) {
 // connection is reused.
 func TestOpenRangeStreams(t *testing.T) {
 	release := make(chan struct{})
-	var conns atomic.Int64
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v2/" {
-			return
-		}
+	c, conns := blobServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Range", "bytes 0-199999/200000")
 		w.Header().Set("Content-Length", "200000")
 		w.WriteHeader(http.StatusPartialContent)
@@ -117,18 +100,7 @@ func TestOpenRangeStreams(t *testing.T) {
 		w.(http.Flusher).Flush()
 		<-release
 		w.Write(pattern(1000, 199000))
-	}))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	srv.Start()
-	defer srv.Close()
-	c, err := New(context.Background(), Config{Host: strings.TrimPrefix(srv.URL, "http://"), Repo: "x/y", Scheme: "http"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	for round := range 3 {
 		rc, err := c.OpenRange(context.Background(), strings.Repeat("d", 64), 0, 200000)
 		if err != nil {

@@ -118,19 +118,11 @@ func TestRangeBodyStreams(t *testing.T) {
 func TestServerIgnoringRangeRemembered(t *testing.T) {
 	const total = 1 << 20
 	var gets int
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v2/" {
-			return
-		}
+	c, _ := blobServer(t, func(w http.ResponseWriter, r *http.Request) {
 		gets++
 		w.Header().Set("Content-Length", strconv.Itoa(total))
 		io.Copy(w, &patternReader{n: total})
-	}))
-	defer srv.Close()
-	c, err := New(context.Background(), Config{Host: strings.TrimPrefix(srv.URL, "http://"), Repo: "x/y", Scheme: "http"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	warned := 0
 	c.OnIgnoredRange(func() { warned++ })
 	if c.IgnoresRange() {
@@ -151,24 +143,9 @@ func TestServerIgnoringRangeRemembered(t *testing.T) {
 // pooled connections instead of opening one per request.
 func TestConnectionsReused(t *testing.T) {
 	const total = 1 << 20
-	var conns atomic.Int64
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v2/" {
-			return
-		}
+	c, conns := blobServer(t, func(w http.ResponseWriter, r *http.Request) {
 		http.ServeContent(w, r, "blob", time.Time{}, bytes.NewReader(pattern(0, total)))
-	}))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	srv.Start()
-	defer srv.Close()
-	c, err := New(context.Background(), Config{Host: strings.TrimPrefix(srv.URL, "http://"), Repo: "x/y", Scheme: "http"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	read := func(off int64) {
 		got, err := c.ReadRange(context.Background(), "sha256:"+strings.Repeat("b", 64), off, 1000)
 		if err != nil || !bytes.Equal(got, pattern(off, 1000)) {
@@ -193,4 +170,30 @@ func TestConnectionsReused(t *testing.T) {
 		t.Fatalf("5 rounds of 8 concurrent reads opened %d connections in all, want the 8 of the first round reused", n)
 	}
 	t.Logf("%d connections for 60 reads", conns.Load())
+}
+
+// blobServer starts a test registry whose blob GETs h answers (the /v2/
+// ping gets an empty 200), and returns a client of it and the count of
+// connections opened to it; it is closed with the test.
+func blobServer(t *testing.T, h http.HandlerFunc) (*Client, *atomic.Int64) {
+	t.Helper()
+	conns := new(atomic.Int64)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			return
+		}
+		h(w, r)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c, err := New(context.Background(), Config{Host: strings.TrimPrefix(srv.URL, "http://"), Repo: "x/y", Scheme: "http"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, conns
 }
