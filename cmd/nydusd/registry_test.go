@@ -12,6 +12,7 @@ import (
 
 	"github.com/nydus-go/nydus/internal/roottest"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/converter"
@@ -23,7 +24,6 @@ import (
 // backend and reads one small file: only a few MiB are fetched.
 func TestLazyRegistryMount(t *testing.T) {
 	roottest.RequireFUSE(t)
-	ctx := context.Background()
 	r := registrytest.Start(t, registrytest.Options{})
 	var files []treetest.File
 	for i := 0; i < 52; i++ {
@@ -31,31 +31,12 @@ func TestLazyRegistryMount(t *testing.T) {
 	}
 	files = append(files, treetest.Reg("etc/small.conf", 0o644, []byte("small file\n")))
 	layer := treetest.Tar(files)
-	registrytest.PushImage(t, r.Host+"/big:1", [][]byte{layer})
-	ro := converter.RegistryOptions{PlainHTTP: true}
-	src, _ := converter.ParseRef(r.Host+"/big:1", false, ro)
-	dst, _ := converter.ParseRef(r.Host+"/big:nydus", false, ro)
-	if _, err := converter.Convert(ctx, src, dst, converter.Options{Source: ro, Target: ro, WorkDir: t.TempDir(), BatchSize: 0x100000}); err != nil {
-		t.Fatal(err)
-	}
-	img, err := remote.Image(dst.Name, ro.Remote(ctx)...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	bootPath, img := convertImage(t, r, "big", layer, converter.Options{BatchSize: 0x100000})
 	mf, _ := img.Manifest()
 	var blobBytes int64
 	for _, l := range mf.Layers[:len(mf.Layers)-1] {
 		blobBytes += l.Size
 	}
-	ls, _ := img.Layers()
-	rc, _ := ls[len(ls)-1].Compressed()
-	boot, err := converter.ExtractBootstrap(rc, 1<<30)
-	rc.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bootPath := filepath.Join(t.TempDir(), "image.boot")
-	os.WriteFile(bootPath, boot, 0o644)
 	cacheDir := t.TempDir()
 	cfg := fmt.Sprintf(`{"device":{"id":"/1","backend":{"type":"registry","config":{"readahead":false,"host":%q,"repo":"big","scheme":"http","proxy":{"fallback":false},"timeout":5,"connect_timeout":5,"retry_limit":2}},"cache":{"type":"blobcache","config":{"work_dir":%q,"disable_indexed_map":false}}},"mode":"direct","digest_validate":true,"enable_xattr":true,"iostats_files":true,"amplify_io":1048576,"fs_prefetch":{"enable":false,"prefetch_all":false,"threads_count":8,"merging_size":1048576}}`, r.Host, cacheDir)
 	cfgPath := filepath.Join(t.TempDir(), "config.json")
@@ -108,23 +89,9 @@ func TestLazyRegistryMount(t *testing.T) {
 // whole image in the background; afterwards reads touch no backend.
 func TestPrefetchAll(t *testing.T) {
 	roottest.RequireFUSE(t)
-	ctx := context.Background()
 	r := registrytest.Start(t, registrytest.Options{})
 	layer := treetest.Tar(treetest.Sample())
-	registrytest.PushImage(t, r.Host+"/pf:1", [][]byte{layer})
-	ro := converter.RegistryOptions{PlainHTTP: true}
-	src, _ := converter.ParseRef(r.Host+"/pf:1", false, ro)
-	dst, _ := converter.ParseRef(r.Host+"/pf:nydus", false, ro)
-	if _, err := converter.Convert(ctx, src, dst, converter.Options{Source: ro, Target: ro, WorkDir: t.TempDir(), BatchSize: 0x40000, Prefetch: []string{"/etc"}}); err != nil {
-		t.Fatal(err)
-	}
-	img, _ := remote.Image(dst.Name, ro.Remote(ctx)...)
-	ls, _ := img.Layers()
-	rc, _ := ls[len(ls)-1].Compressed()
-	boot, _ := converter.ExtractBootstrap(rc, 1<<30)
-	rc.Close()
-	bootPath := filepath.Join(t.TempDir(), "image.boot")
-	os.WriteFile(bootPath, boot, 0o644)
+	bootPath, _ := convertImage(t, r, "pf", layer, converter.Options{BatchSize: 0x40000, Prefetch: []string{"/etc"}})
 	cfg := fmt.Sprintf(`{"device":{"backend":{"type":"registry","config":{"host":%q,"repo":"pf","scheme":"http"}},"cache":{"type":"blobcache","config":{"work_dir":%q}}},"fs_prefetch":{"enable":true,"prefetch_all":true,"threads_count":4}}`, r.Host, t.TempDir())
 	cfgPath := filepath.Join(t.TempDir(), "config.json")
 	os.WriteFile(cfgPath, []byte(cfg), 0o600)
@@ -166,7 +133,6 @@ func TestPrefetchAll(t *testing.T) {
 // cold file still needs a request.
 func TestHotSetStreamedFromRegistry(t *testing.T) {
 	roottest.RequireFUSE(t)
-	ctx := context.Background()
 	r := registrytest.Start(t, registrytest.Options{})
 	want := map[string][]byte{}
 	var files []treetest.File
@@ -177,21 +143,8 @@ func TestHotSetStreamedFromRegistry(t *testing.T) {
 	}
 	want["/etc/app.conf"] = []byte("hot = true\n")
 	files = append(files, treetest.Reg("etc/app.conf", 0o644, want["/etc/app.conf"]))
-	registrytest.PushImage(t, r.Host+"/hot:1", [][]byte{treetest.Tar(files)})
 	hot := []string{"/usr/lib/lib33.so", "/usr/lib/lib07.so", "/etc/app.conf", "/usr/lib/lib21.so", "/usr/lib/lib02.so"}
-	ro := converter.RegistryOptions{PlainHTTP: true}
-	src, _ := converter.ParseRef(r.Host+"/hot:1", false, ro)
-	dst, _ := converter.ParseRef(r.Host+"/hot:nydus", false, ro)
-	if _, err := converter.Convert(ctx, src, dst, converter.Options{Source: ro, Target: ro, WorkDir: t.TempDir(), BatchSize: 0x10000, Prefetch: hot}); err != nil {
-		t.Fatal(err)
-	}
-	img, _ := remote.Image(dst.Name, ro.Remote(ctx)...)
-	ls, _ := img.Layers()
-	rc, _ := ls[len(ls)-1].Compressed()
-	boot, _ := converter.ExtractBootstrap(rc, 1<<30)
-	rc.Close()
-	bootPath := filepath.Join(t.TempDir(), "image.boot")
-	os.WriteFile(bootPath, boot, 0o644)
+	bootPath, _ := convertImage(t, r, "hot", treetest.Tar(files), converter.Options{BatchSize: 0x10000, Prefetch: hot})
 	cfg := fmt.Sprintf(`{"device":{"backend":{"type":"registry","config":{"host":%q,"repo":"hot","scheme":"http"}},"cache":{"type":"blobcache","config":{"work_dir":%q}}},"access_pattern":true,"fs_prefetch":{"enable":true,"prefetch_all":false}}`, r.Host, t.TempDir())
 	cfgPath := filepath.Join(t.TempDir(), "config.json")
 	os.WriteFile(cfgPath, []byte(cfg), 0o600)
@@ -234,4 +187,43 @@ func TestHotSetStreamedFromRegistry(t *testing.T) {
 	if _, body := d.do("GET", "/api/v1/metrics/fetches", nil); !strings.Contains(body, `"kind":"hotset"`) {
 		t.Fatalf("the fetch log has no hotset fetch: %s", body)
 	}
+}
+
+// convertImage pushes a one-layer OCI image to REPO:1 of r, converts it
+// with nydusify's library (o, with the registry, plain-HTTP and work-dir
+// fields filled in) to REPO:nydus, and returns the Nydus image and its
+// bootstrap, written to a file.
+func convertImage(t *testing.T, r *registrytest.Registry, repo string, layer []byte, o converter.Options) (string, v1.Image) {
+	t.Helper()
+	ctx := context.Background()
+	registrytest.PushImage(t, r.Host+"/"+repo+":1", [][]byte{layer})
+	ro := converter.RegistryOptions{PlainHTTP: true}
+	src, _ := converter.ParseRef(r.Host+"/"+repo+":1", false, ro)
+	dst, _ := converter.ParseRef(r.Host+"/"+repo+":nydus", false, ro)
+	o.Source, o.Target, o.WorkDir = ro, ro, t.TempDir()
+	if _, err := converter.Convert(ctx, src, dst, o); err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(dst.Name, ro.Remote(ctx)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := ls[len(ls)-1].Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot, err := converter.ExtractBootstrap(rc, 1<<30)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bootPath := filepath.Join(t.TempDir(), "image.boot")
+	if err := os.WriteFile(bootPath, boot, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return bootPath, img
 }
