@@ -118,6 +118,39 @@ var workloads = []workload{
 	{Name: "gcc", Image: "gcc", Argv: []string{"/bin/sh", "-c", `printf '#include <stdio.h>\nint main(void) { puts("hello"); return 0; }\n' > /tmp/h.c && gcc /tmp/h.c -o /tmp/a.out && /tmp/a.out`}, Want: "hello"},
 }
 
+// selected, when set (-run), picks the "profile/workload/form" runs to
+// measure.
+var selected *regexp.Regexp
+
+// profileNames are the network profiles every run goes through.
+var profileNames = []string{"unlimited", "constrained"}
+
+// selectedAny reports whether -run selects any run of w.
+func selectedAny(w workload) bool {
+	for _, f := range forms {
+		if wanted(w, f) {
+			return true
+		}
+	}
+	return false
+}
+
+// wanted reports whether -run selects a run of w in a form that runs f's
+// image (all do without -run).
+func wanted(w workload, f form) bool {
+	if selected == nil {
+		return true
+	}
+	for _, p := range profileNames {
+		for _, g := range forms {
+			if imageForm(g).Tag == f.Tag && selected.MatchString(p+"/"+w.Name+"/"+g.Name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // form is how an image is stored and run.
 type form struct {
 	Name        string // report name
@@ -191,7 +224,20 @@ func main() {
 	from := flag.String("from", "", "only redraw the report and chart from a results.json of an earlier run")
 	wlFile := flag.String("workloads", "", `JSON list of workloads to run instead of the built-in ones: [{"name": "web", "packages": ["nginx-light"], "argv": ["nginx", "-v"], "want": "nginx version"}]; each runs on minbase plus a layer with its packages`)
 	script := flag.String("images", "../../scripts/debian-image.sh", "scripts/debian-image.sh, which builds the -workloads images into the layout's directory")
+	runRE := flag.String("run", "", `only the runs whose "profile/workload/form" matches this regular expression, e.g. "constrained/curl/Nydus-Go$" (not with -doc: a partial report must not replace the full one)`)
 	flag.Parse()
+	if *runRE != "" {
+		re, err := regexp.Compile(*runRE)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "startup: -run: %v\n", err)
+			os.Exit(2)
+		}
+		if *doc != "" || *chart != "" {
+			fmt.Fprintln(os.Stderr, "startup: -run measures a subset; it cannot write -doc or -chart")
+			os.Exit(2)
+		}
+		selected = re
+	}
 	if *from != "" {
 		if err := redraw(*from, *out, *doc, *chart); err != nil {
 			fmt.Fprintf(os.Stderr, "startup: %v\n", err)
@@ -226,6 +272,18 @@ func mainErr(wls []workload, quick bool, runs int, bin, layout, out, doc, chart,
 	}
 	if quick && len(wls) > 2 {
 		wls = wls[:2]
+	}
+	if selected != nil {
+		var keep []workload
+		for _, w := range wls {
+			if selectedAny(w) {
+				keep = append(keep, w)
+			}
+		}
+		if len(keep) == 0 {
+			return fmt.Errorf("-run %q matches no profile/workload/form", selected)
+		}
+		wls = keep
 	}
 	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
 	b := bins{nydusd: abs(bin + "/nydusd"), nydusImage: abs(bin + "/nydus-image"), nydusify: abs(bin + "/nydusify"),
@@ -263,7 +321,7 @@ func mainErr(wls []workload, quick bool, runs int, bin, layout, out, doc, chart,
 	}
 	logf("stack up: registry %s behind proxy %s, containerd, nydus-snapshotter, stargz-snapshotter", s.regAddr, s.proxy.Addr)
 
-	profiles := []profile{{Name: "unlimited"}, {Name: "constrained", Mbit: 100, RTT: 20 * time.Millisecond}}
+	profiles := []profile{{Name: profileNames[0]}, {Name: profileNames[1], Mbit: 100, RTT: 20 * time.Millisecond}}
 	// The quick profile prepares its images at the same time (conversion
 	// times are then measured under contention, as the report says).
 	preps := make([][]prepared, len(wls))
@@ -282,7 +340,9 @@ func mainErr(wls []workload, quick bool, runs int, bin, layout, out, doc, chart,
 	var prepped []prepared
 	for i, w := range wls {
 		prepped = append(prepped, preps[i]...)
-		prepped = append(prepped, s.preparePrefetch(layout, w, !failed(preps[i], w, forms[3])))
+		if wanted(w, forms[4]) {
+			prepped = append(prepped, s.preparePrefetch(layout, w, !failed(preps[i], w, forms[3])))
+		}
 	}
 	if err := s.cold("nydus", "nydus-shared", "stargz"); err != nil {
 		return err
@@ -293,7 +353,7 @@ func mainErr(wls []workload, quick bool, runs int, bin, layout, out, doc, chart,
 		for rep := 1; rep <= runs; rep++ {
 			for _, w := range wls {
 				for _, f := range forms {
-					if failed(prepped, w, f) {
+					if failed(prepped, w, f) || (selected != nil && !selected.MatchString(p.Name+"/"+w.Name+"/"+f.Name)) {
 						continue
 					}
 					r := s.measure(w, f, p, rep)
@@ -438,7 +498,9 @@ func (s *stack) prepare(layout string, w workload) []prepared {
 		return out
 	}
 	// eStargz: ctr-remote converts images in containerd's store.
-	if _, err := s.ctr("images", "pull", "--plain-http", s.ref(w, oci, false)); err != nil {
+	if !wanted(w, esgz) && !wanted(w, opt) {
+		logf("%s: eStargz forms not selected by -run; not converted", w.Name)
+	} else if _, err := s.ctr("images", "pull", "--plain-http", s.ref(w, oci, false)); err != nil {
 		add(esgz, 0, err)
 		add(opt, 0, err)
 	} else {
@@ -594,7 +656,9 @@ func (s *stack) measure(w workload, f form, p profile, rep int) result {
 					Amplified int64  `json:"amplified"`
 				} `json:"fetches"`
 			}
-			if apiGet(socks[0], "/api/v1/metrics/fetches", &log) == nil {
+			if raw, err := apiRaw(socks[0], "/api/v1/metrics/fetches"); err == nil && json.Unmarshal(raw, &log) == nil {
+				// Kept for a closer look (nydusify trace draws the same).
+				os.WriteFile(filepath.Join(s.out, fmt.Sprintf("fetches-%s-%s-%s-%d.json", p.Name, w.Name, strings.ReplaceAll(f.Name, " ", ""), rep)), raw, 0o644)
 				r.Kinds = map[string]kindStat{}
 				for _, fe := range log.Fetches {
 					k := r.Kinds[fe.Kind]

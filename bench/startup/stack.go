@@ -7,7 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/nydus-go/nydus/internal/sysproc"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/nydus-go/nydus/internal/sysproc"
 )
 
 // stack is the registry, the proxy, containerd and the two remote
@@ -320,19 +322,28 @@ func runStdin(stdin string, timeout time.Duration, name string, args ...string) 
 
 // apiGet GETs path from a nydusd API socket into v.
 func apiGet(sock, path string, v any) error {
+	b, err := apiRaw(sock, path)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// apiRaw is the body of a GET on nydusd's API socket.
+func apiRaw(sock, path string) ([]byte, error) {
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 		}}}
 	resp, err := c.Get("http://nydusd" + path)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", path, resp.Status)
+		return nil, fmt.Errorf("GET %s: %s", path, resp.Status)
 	}
-	return json.NewDecoder(resp.Body).Decode(v)
+	return io.ReadAll(resp.Body)
 }
 
 func (s *stack) ctr(args ...string) (string, error) {
