@@ -368,6 +368,9 @@ func mainErr(wls []workload, quick bool, runs int, bin, layout, out, doc, chart,
 
 	rep := report{Quick: quick, Runs: runs, Profiles: profiles, Workloads: wls, Prepared: prepped, Results: results,
 		Started: start, Took: time.Since(start), Trace: s.traceSummary}
+	if selected != nil {
+		rep.Run = selected.String()
+	}
 	if fsResults != "" {
 		b, err := os.ReadFile(fsResults)
 		if err != nil {

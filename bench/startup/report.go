@@ -31,6 +31,9 @@ type report struct {
 	Took      time.Duration
 	// Trace is nydusify trace's summary of one cold Nydus-Go run.
 	Trace string
+	// Run is the -run filter: only the runs it selects were measured,
+	// and the tables leave the others out.
+	Run string `json:",omitempty"`
 	// FS are the filesystem-level figures of make bench-fs, if given.
 	FS []fsFigure
 }
@@ -137,6 +140,9 @@ func (r *report) markdown() string {
 	if r.Quick {
 		cmd = "make bench QUICK=1"
 	}
+	if r.Run != "" {
+		cmd = fmt.Sprintf("cd bench/startup && go run . -run '%s'", r.Run)
+	}
 	commit, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
 	kernel, _ := exec.Command("uname", "-r").Output()
 	p("%s\n\n", sectionHeading)
@@ -182,6 +188,9 @@ func (r *report) markdown() string {
 		for _, w := range r.Workloads {
 			for _, f := range forms {
 				c := r.cell(w.Name, f.Name, pr.Name)
+				if r.Run != "" && c.n+c.failed == 0 {
+					continue // not selected
+				}
 				if !c.ok {
 					why := c.err
 					if why == "" {
