@@ -20,7 +20,7 @@ import (
 	"github.com/nydus-go/nydus/internal/version"
 	"github.com/nydus-go/nydus/pkg/daemon"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
-	nfs "github.com/nydus-go/nydus/pkg/fs"
+	"github.com/nydus-go/nydus/pkg/fetch"
 	"github.com/nydus-go/nydus/pkg/fusefs"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -158,7 +158,7 @@ func run(cmd *cobra.Command, f *flags) error {
 	if err != nil {
 		return fmt.Errorf("--cache-max-size: %w", err)
 	}
-	var events func(nfs.Event)
+	var events func(fetch.Event)
 	if f.eventSink != "" {
 		sink, err := daemon.NewEventSink(f.eventSink, f.id, log)
 		if err != nil {

@@ -23,7 +23,7 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 
 	"github.com/nydus-go/nydus/internal/atomicfile"
-	nfs "github.com/nydus-go/nydus/pkg/fs"
+	"github.com/nydus-go/nydus/pkg/fetch"
 )
 
 func newTraceCmd(lo *logOptions) *cobra.Command {
@@ -163,18 +163,18 @@ func apiGet(ctx context.Context, sock, path, id string, v any) error {
 }
 
 // fetchLog GETs /api/v1/metrics/fetches from a nydusd API socket.
-func fetchLog(ctx context.Context, sock, id string) (*nfs.FetchLog, error) {
-	var l nfs.FetchLog
+func fetchLog(ctx context.Context, sock, id string) (*fetch.Log, error) {
+	var l fetch.Log
 	if err := apiGet(ctx, sock, "/api/v1/metrics/fetches", id, &l); err != nil {
 		return nil, err
 	}
 	return &l, nil
 }
 
-var traceKinds = []string{nfs.FetchDemand, nfs.FetchDependency, nfs.FetchSibling, nfs.FetchHotSet, nfs.FetchReadAhead, nfs.FetchPrefetch, nfs.FetchWholeFile}
+var traceKinds = []string{fetch.Demand, fetch.Dependency, fetch.Sibling, fetch.HotSet, fetch.ReadAhead, fetch.Prefetch, fetch.WholeFile}
 
 // fileOrder ranks files by their first fetch and totals their bytes.
-func fileOrder(l *nfs.FetchLog) (rank map[string]int, bytes map[string]int64, byBytes []string) {
+func fileOrder(l *fetch.Log) (rank map[string]int, bytes map[string]int64, byBytes []string) {
 	rank, bytes = map[string]int{}, map[string]int64{}
 	for _, f := range l.Fetches {
 		if _, ok := rank[f.Path]; !ok {
@@ -187,9 +187,9 @@ func fileOrder(l *nfs.FetchLog) (rank map[string]int, bytes map[string]int64, by
 	return rank, bytes, byBytes
 }
 
-func drawTrace(l *nfs.FetchLog, output string, top int) error {
+func drawTrace(l *fetch.Log, output string, top int) error {
 	t0 := l.Fetches[0].Start
-	secs := func(f nfs.Fetch) float64 { return (f.Start - t0).Seconds() }
+	secs := func(f fetch.Entry) float64 { return (f.Start - t0).Seconds() }
 	rank, _, byBytes := fileOrder(l)
 
 	// Panel 1: cumulative MB fetched over time, per kind.
@@ -282,7 +282,7 @@ func shortPath(p string) string {
 	return "…" + p[len(p)-39:]
 }
 
-func summarizeTrace(w io.Writer, l *nfs.FetchLog, top int) {
+func summarizeTrace(w io.Writer, l *fetch.Log, top int) {
 	t0, t1 := l.Fetches[0].Start, l.Fetches[len(l.Fetches)-1].Start+l.Fetches[len(l.Fetches)-1].Duration
 	var total int64
 	kinds := map[string][2]int64{}

@@ -10,7 +10,7 @@ import (
 	"github.com/nydus-go/nydus/pkg/rafs"
 )
 
-// chunkCache adapts a blobcache.Cache to one image's fs.ChunkCache,
+// chunkCache adapts a blobcache.Cache to one image's fetch.ChunkCache,
 // keeping a handle per blob for the image's lifetime.
 type chunkCache struct {
 	c     *blobcache.Cache
@@ -45,7 +45,7 @@ func (cc *chunkCache) blob(ctx context.Context, id string) (*blobcache.BlobCache
 	return b, nil
 }
 
-// Get implements fs.ChunkCache.
+// Get implements fetch.ChunkCache.
 func (cc *chunkCache) Get(ctx context.Context, id string, ci uint32, off int64, size int, verify func([]byte) error) ([]byte, bool, error) {
 	b, err := cc.blob(ctx, id)
 	if err != nil {
@@ -70,7 +70,7 @@ func (cc *chunkCache) Has(ctx context.Context, id string, ci uint32) bool {
 	return err == nil && b.Has(ci)
 }
 
-// Put implements fs.ChunkCache; data was verified by the caller.
+// Put implements fetch.ChunkCache; data was verified by the caller.
 func (cc *chunkCache) Put(ctx context.Context, id string, ci uint32, off int64, data []byte) error {
 	b, err := cc.blob(ctx, id)
 	if err != nil {

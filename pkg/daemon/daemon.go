@@ -20,6 +20,7 @@ import (
 
 	"github.com/nydus-go/nydus/pkg/blobcache"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
+	"github.com/nydus-go/nydus/pkg/fetch"
 	nfs "github.com/nydus-go/nydus/pkg/fs"
 	"github.com/nydus-go/nydus/pkg/fusefs"
 	"github.com/nydus-go/nydus/pkg/rafs"
@@ -40,7 +41,7 @@ type Options struct {
 	// Log receives diagnostics.
 	Log *slog.Logger
 	// Events receives security and failure events.
-	Events func(nfs.Event)
+	Events func(fetch.Event)
 	// Debug logs every FUSE request.
 	Debug bool
 	// CacheMaxBytes caps each cache directory (0: no cap); blobs not in
@@ -95,7 +96,7 @@ type instance struct {
 	cfg          *api.ConfigV1
 	bootstrap    string
 	backend      string
-	be           nfs.Backend
+	be           fetch.Backend
 	closer       func()
 	pctx         context.Context
 	// slot is the image's place in the FUSE node ids, kept across a
@@ -117,7 +118,7 @@ func (d *Daemon) prefetch(inst *instance, files []string) {
 	}
 	merge := int64(pf.MergingSize)
 	if merge <= 0 || merge > 64<<20 {
-		merge = nfs.DefaultMergeSize
+		merge = fetch.DefaultMergeSize
 	}
 	o := nfs.PrefetchOptions{Paths: paths, All: pf.PrefetchAll, Workers: workers, MergeSize: merge, BytesPerSecond: int64(pf.BandwidthRate)}
 	// In the filesystem's goroutine group, so closing it (unmount)
@@ -138,7 +139,7 @@ func New(o Options) *Daemon {
 		o.Log = slog.Default()
 	}
 	if o.Events == nil {
-		o.Events = func(nfs.Event) {}
+		o.Events = func(fetch.Event) {}
 	}
 	d := &Daemon{o: o, mounts: map[string]*instance{}, caches: map[string]*blobcache.Cache{}, whole: map[string]*atomic.Int64{}, exit: make(chan struct{}), ended: make(chan struct{})}
 	d.state.Store(api.StateInit)
@@ -166,10 +167,10 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 		closer()
 		return nil, fmt.Errorf("bootstrap %s: %w", bootstrap, err)
 	}
-	fo := nfs.Options{Log: d.o.Log, Events: d.o.Events, Validate: cfg.DigestValidate || d.o.DigestValidate, ReadAhead: readAhead(cfg), Amplify: amplify(cfg), Dependencies: d.o.Dependencies, Siblings: d.o.Siblings,
-		FileStats: cfg.IOStatsFiles || cfg.AccessPattern}
+	fo := nfs.Options{Fetch: fetch.Options{Logger: d.o.Log, Events: d.o.Events, Validate: cfg.DigestValidate || d.o.DigestValidate, Amplify: amplify(cfg)},
+		ReadAhead: readAhead(cfg), Dependencies: d.o.Dependencies, Siblings: d.o.Siblings, FileStats: cfg.IOStatsFiles || cfg.AccessPattern}
 	if cfg.AccessPattern {
-		fo.FetchLogSize = fetchLogSize
+		fo.Fetch.LogSize = fetchLogSize
 	}
 	var cc *chunkCache
 	if wd := cfg.Device.Cache.Config.WorkDir; wd != "" && cfg.Device.Cache.Type != "dummycache" && cfg.Device.Cache.Type != "" {
@@ -179,8 +180,8 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 			return nil, err
 		}
 		cc = newChunkCache(c, rd)
-		fo.Cache = cc
-		fo.Metas = cc
+		fo.Fetch.Cache = cc
+		fo.Fetch.Metas = cc
 		if d.o.Passthrough {
 			fo.WholeFileDir = filepath.Join(wd, "nydus-go-files")
 			d.mu.Lock()
@@ -267,7 +268,7 @@ func (d *Daemon) UnderlyingFiles() []string {
 }
 
 // newBackend builds the blob backend of a configuration.
-func newBackend(ctx context.Context, cfg *api.ConfigV1, log *slog.Logger) (nfs.Backend, func(), error) {
+func newBackend(ctx context.Context, cfg *api.ConfigV1, log *slog.Logger) (fetch.Backend, func(), error) {
 	bc := cfg.Device.Backend.Config
 	switch cfg.Device.Backend.Type {
 	case "localfs":
@@ -321,7 +322,7 @@ func (d *Daemon) MountDedicated(ctx context.Context, bootstrap string, cfg *api.
 	d.mu.Unlock()
 	d.serve(sess)
 	d.SetState(api.StateRunning)
-	d.o.Events(nfs.Event{Kind: "mount", Path: d.o.Mountpoint})
+	d.o.Events(fetch.Event{Kind: "mount", Path: d.o.Mountpoint})
 	d.prefetch(inst, prefetchFiles)
 	return nil
 }
@@ -390,7 +391,7 @@ func (d *Daemon) Mount(ctx context.Context, sub string, req api.MountRequest) er
 	d.mu.Lock()
 	d.mounts["/"+name] = inst
 	d.mu.Unlock()
-	d.o.Events(nfs.Event{Kind: "mount", Path: "/" + name})
+	d.o.Events(fetch.Event{Kind: "mount", Path: "/" + name})
 	d.prefetch(inst, req.PrefetchFiles)
 	return nil
 }
@@ -409,7 +410,7 @@ func (d *Daemon) Umount(ctx context.Context, sub string) error {
 	d.mu.Unlock()
 	fsys.Remove(name)
 	inst.closer()
-	d.o.Events(nfs.Event{Kind: "umount", Path: "/" + name})
+	d.o.Events(fetch.Event{Kind: "umount", Path: "/" + name})
 	return nil
 }
 

@@ -13,14 +13,14 @@ import (
 	"sync/atomic"
 	"time"
 
-	nfs "github.com/nydus-go/nydus/pkg/fs"
+	"github.com/nydus-go/nydus/pkg/fetch"
 )
 
 // EventRecord is the JSON body POSTed to an event sink for each event.
 type EventRecord struct {
 	Time     time.Time `json:"time"`
 	DaemonID string    `json:"daemon_id,omitempty"`
-	nfs.Event
+	fetch.Event
 }
 
 // EventSink delivers events asynchronously, one POST per event, to a
@@ -88,7 +88,7 @@ func NewEventSink(rawURL, id string, log *slog.Logger) (*EventSink, error) {
 }
 
 // Send queues an event; it never blocks.
-func (s *EventSink) Send(e nfs.Event) {
+func (s *EventSink) Send(e fetch.Event) {
 	select {
 	case <-s.done:
 		return

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/nydus-go/nydus/pkg/daemon/api"
-	nfs "github.com/nydus-go/nydus/pkg/fs"
+	"github.com/nydus-go/nydus/pkg/fetch"
 	"github.com/nydus-go/nydus/pkg/fusefs"
 )
 
@@ -268,7 +268,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 	}
 	d.SetState(api.StateRunning)
 	for mp, inst := range insts {
-		d.o.Events(nfs.Event{Kind: "takeover", Path: mp})
+		d.o.Events(fetch.Event{Kind: "takeover", Path: mp})
 		d.prefetch(inst, inst.prefetchFiles)
 	}
 	return nil

@@ -10,11 +10,8 @@ import (
 	"sync"
 
 	"github.com/nydus-go/nydus/pkg/elfdeps"
+	"github.com/nydus-go/nydus/pkg/fetch"
 )
-
-// FetchDependency marks fetches of a program's interpreter and libraries
-// made when the program was opened (Options.Dependencies).
-const FetchDependency = "dependency"
 
 // Bounds of dependency speculation.
 const (
@@ -71,11 +68,11 @@ func (f *FS) speculate(ctx context.Context, nid uint64, depth int) {
 	// The opened file's own head is what its opener reads next: a demand
 	// read (so a race with the opener's read fetches it once, as
 	// demand); what it needs is fetched as dependencies.
-	hctx := withFetchKind(ctx, FetchDependency)
+	hctx := fetch.WithKind(ctx, fetch.Dependency)
 	if depth == 0 {
-		hctx = withFetchKind(ctx, FetchDemand)
+		hctx = fetch.WithKind(ctx, fetch.Demand)
 	}
-	ctx = withFetchKind(ctx, FetchDependency)
+	ctx = fetch.WithKind(ctx, fetch.Dependency)
 	r := &inodeReader{f: f, ctx: hctx, ino: ino}
 	head := make([]byte, 256)
 	n, _ := r.ReadAt(head, 0)
@@ -109,7 +106,7 @@ func (f *FS) speculate(ctx context.Context, nid uint64, depth int) {
 		}
 		deps = append(deps, dep)
 	}
-	if f.o.Cache != nil {
+	if f.o.Fetch.Cache != nil {
 		// All of them at once: one stream, whose segments take several
 		// files' chunks each (as ranges of one request where the
 		// backend can), instead of a request per chunk.
@@ -120,7 +117,7 @@ func (f *FS) speculate(ctx context.Context, nid uint64, depth int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if f.o.Cache != nil || f.fetchDependency(ctx, dep) {
+			if f.o.Fetch.Cache != nil || f.fetchDependency(ctx, dep) {
 				f.speculate(ctx, dep.Nid, depth+1)
 			}
 		}()
@@ -134,12 +131,13 @@ const depSegment = 4 << 20
 // streamDependencies streams the files within the byte budget (in
 // order, until it is spent) and returns them.
 func (f *FS) streamDependencies(ctx context.Context, deps []*Inode) []*Inode {
-	var refs []chunkRef
+	var refs []fetch.Ref
 	n := 0
 	for _, dep := range deps {
 		var size int64
 		for _, a := range dep.addrs {
-			size += int64(f.chunks[[2]uint32{a.BlobIndex, a.CIIndex}].CompressedSize)
+			c, _ := f.eng.Info(a.BlobIndex, a.CIIndex)
+			size += int64(c.CompressedSize)
 		}
 		f.deps.mu.Lock()
 		ok := f.deps.bytes+size <= maxDepBytes
@@ -156,7 +154,7 @@ func (f *FS) streamDependencies(ctx context.Context, deps []*Inode) []*Inode {
 		f.Metrics.DependencyFiles.Add(1)
 		f.Metrics.DependencyBytes.Add(int64(dep.Size))
 	}
-	f.stream(ctx, refs, streamOptions{kind: FetchDependency, max: depSegment, workers: maxDepFiles})
+	f.eng.Stream(ctx, refs, fetch.StreamOptions{Kind: fetch.Dependency, Max: depSegment, Workers: maxDepFiles})
 	return deps[:n]
 }
 
@@ -165,7 +163,8 @@ func (f *FS) streamDependencies(ctx context.Context, deps []*Inode) []*Inode {
 func (f *FS) fetchDependency(ctx context.Context, ino *Inode) bool {
 	var size int64
 	for _, a := range ino.addrs {
-		size += int64(f.chunks[[2]uint32{a.BlobIndex, a.CIIndex}].CompressedSize)
+		c, _ := f.eng.Info(a.BlobIndex, a.CIIndex)
+		size += int64(c.CompressedSize)
 	}
 	f.deps.mu.Lock()
 	if f.deps.bytes+size > maxDepBytes {

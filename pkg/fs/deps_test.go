@@ -7,9 +7,10 @@ import (
 	"testing"
 
 	"github.com/nydus-go/nydus/internal/elftest"
+	"github.com/nydus-go/nydus/internal/fetchtest"
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
-	"github.com/nydus-go/nydus/pkg/storage"
+	"github.com/nydus-go/nydus/pkg/fetch"
 )
 
 func symlink(name, target string) treetest.File {
@@ -19,7 +20,7 @@ func symlink(name, target string) treetest.File {
 // depsImage holds a program linked against a chain of libraries, laid
 // out as on Debian (merged /usr, multiarch, soname symlinks, $ORIGIN
 // RUNPATH), a script run by the program, and a malformed ELF file.
-func depsImage(t *testing.T) (*FS, *rangeCounter) {
+func depsImage(t *testing.T) (*FS, *fetchtest.RangeCounter) {
 	t.Helper()
 	const interp = "/lib64/ld-linux-x86-64.so.2"
 	pad := func(b []byte, n int) []byte { return append(b, treetest.Random(int64(n), n)...) }
@@ -33,9 +34,9 @@ func depsImage(t *testing.T) (*FS, *rangeCounter) {
 		treetest.Reg("usr/bin/script", 0o755, []byte("#!/usr/bin/app -x\necho hi\n")),
 		treetest.Reg("usr/bin/bad", 0o755, append([]byte("\x7fELF\x02\x01\x01"), treetest.Random(5, 5000)...)),
 	}
-	res, dir := buildImage(t, files, builder.Options{ChunkSize: 0x10000})
-	be := &rangeCounter{FileSource: storage.FileSource{Dir: dir}, counts: map[string]int{}}
-	f, err := Open(context.Background(), res.Bootstrap, be, Options{Cache: &memCache{m: map[string][]byte{}}, Dependencies: true, FetchLogSize: 1000})
+	res, dir := fetchtest.BuildImage(t, files, builder.Options{ChunkSize: 0x10000})
+	be := fetchtest.NewRangeCounter(dir)
+	f, err := Open(context.Background(), res.Bootstrap, be, Options{Fetch: fetch.Options{Cache: fetchtest.NewMemCache(), LogSize: 1000}, Dependencies: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,8 +70,8 @@ func TestDependencySpeculation(t *testing.T) {
 				}
 			}
 			for _, p := range []string{"/usr/lib64/ld-linux-x86-64.so.2", "/usr/lib/x86_64-linux-gnu/libA.so.1.0.0", "/usr/lib/x86_64-linux-gnu/private/libB.so.2"} {
-				if kinds[p] != FetchDependency {
-					t.Errorf("%s: first fetched as %q, want %q (fetches by file: %v)", p, kinds[p], FetchDependency, kinds)
+				if kinds[p] != fetch.Dependency {
+					t.Errorf("%s: first fetched as %q, want %q (fetches by file: %v)", p, kinds[p], fetch.Dependency, kinds)
 				}
 			}
 			want := int64(3)
@@ -80,22 +81,18 @@ func TestDependencySpeculation(t *testing.T) {
 			if got := f.Metrics.DependencyFiles.Load(); got != want {
 				t.Errorf("DependencyFiles %d, want %d", got, want)
 			}
-			be.mu.Lock()
-			before := len(be.counts)
-			be.mu.Unlock()
+			before := len(be.Counts())
 			// The opened file's head, then each level of the closure
 			// streamed together: a few requests, not one per chunk (the
 			// three files hold 11 chunks).
 			if before > 5 {
-				t.Errorf("the closure took %d requests: %v", before, be.counts)
+				t.Errorf("the closure took %d requests: %v", before, be.Counts())
 			}
 			lib := f.mustResolve(t, "/lib/x86_64-linux-gnu/private/../private/libB.so.2")
 			if _, err := f.Read(context.Background(), lib.Nid, make([]byte, lib.Size), 0); err != nil {
 				t.Fatal(err)
 			}
-			be.mu.Lock()
-			after := len(be.counts)
-			be.mu.Unlock()
+			after := len(be.Counts())
 			if after != before {
 				t.Errorf("reading a speculated library sent %d requests", after-before)
 			}

@@ -4,71 +4,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
-	"time"
 
+	"github.com/nydus-go/nydus/internal/fetchtest"
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
-	"github.com/nydus-go/nydus/pkg/storage"
+	"github.com/nydus-go/nydus/pkg/fetch"
 )
-
-// memCache is an in-memory ChunkCache.
-type memCache struct {
-	mu sync.Mutex
-	m  map[string][]byte
-}
-
-func (c *memCache) Get(_ context.Context, blobID string, ci uint32, _ int64, _ int, verify func([]byte) error) ([]byte, bool, error) {
-	c.mu.Lock()
-	b, ok := c.m[fmt.Sprint(blobID, ci)]
-	c.mu.Unlock()
-	if ok && verify != nil && verify(b) != nil {
-		return nil, false, nil
-	}
-	return b, ok, nil
-}
-
-func (c *memCache) Has(_ context.Context, blobID string, ci uint32) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, ok := c.m[fmt.Sprint(blobID, ci)]
-	return ok
-}
-
-func (c *memCache) Put(_ context.Context, blobID string, ci uint32, _ int64, data []byte) error {
-	c.mu.Lock()
-	c.m[fmt.Sprint(blobID, ci)] = data
-	c.mu.Unlock()
-	return nil
-}
-
-// rangeCounter counts the backend reads of each range, slowly enough for
-// concurrent readers to overlap.
-type rangeCounter struct {
-	storage.FileSource
-	mu     sync.Mutex
-	counts map[string]int
-}
-
-// OpenRange counts a streamed range like a read one.
-func (r *rangeCounter) OpenRange(ctx context.Context, blobID string, off, n int64) (io.ReadCloser, error) {
-	r.mu.Lock()
-	r.counts[fmt.Sprintf("%d+%d", off, n)]++
-	r.mu.Unlock()
-	return r.FileSource.OpenRange(ctx, blobID, off, n)
-}
-
-func (r *rangeCounter) ReadRange(ctx context.Context, blobID string, off, n int64) ([]byte, error) {
-	r.mu.Lock()
-	r.counts[fmt.Sprintf("%d+%d", off, n)]++
-	r.mu.Unlock()
-	time.Sleep(2 * time.Millisecond)
-	return r.FileSource.ReadRange(ctx, blobID, off, n)
-}
 
 // TestEachRangeFetchedOnce: many readers reading the same files at once,
 // with a cache, fetch every chunk, batch and chunk-info table from the
@@ -95,8 +40,8 @@ func TestEachRangeFetchedOnce(t *testing.T) {
 	}
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, res.BlobID), blob.Bytes(), 0o644)
-	be := &rangeCounter{FileSource: storage.FileSource{Dir: dir}, counts: map[string]int{}}
-	f, err := Open(context.Background(), res.Bootstrap, be, Options{Cache: &memCache{m: map[string][]byte{}}, ReadAhead: 4 * 0x10000})
+	be := fetchtest.NewRangeCounter(dir)
+	f, err := Open(context.Background(), res.Bootstrap, be, Options{Fetch: fetch.Options{Cache: fetchtest.NewMemCache()}, ReadAhead: 4 * 0x10000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,21 +72,20 @@ func TestEachRangeFetchedOnce(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	be.mu.Lock()
-	defer be.mu.Unlock()
+	counts := be.Counts()
 	var total int64
-	for r, n := range be.counts {
+	for r, n := range counts {
 		if n != 1 {
 			t.Errorf("range %s fetched %d times", r, n)
 		}
 	}
-	for _, n := range be.counts {
+	for _, n := range counts {
 		total += int64(n)
 	}
 	if got := f.Metrics.BackendReads.Load(); got != total {
 		t.Errorf("BackendReads %d, backend answered %d reads", got, total)
 	}
-	if len(be.counts) < 3 {
-		t.Errorf("only %d distinct ranges fetched: %v", len(be.counts), be.counts)
+	if len(counts) < 3 {
+		t.Errorf("only %d distinct ranges fetched: %v", len(counts), counts)
 	}
 }

@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nydus-go/nydus/internal/fetchtest"
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
+	"github.com/nydus-go/nydus/pkg/fetch"
 	"github.com/nydus-go/nydus/pkg/storage"
 )
 
@@ -37,7 +39,7 @@ func FuzzMount(f *testing.F) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		fsys, err := Open(ctx, boot, storage.BytesSource(blob), Options{Cache: &memCache{m: map[string][]byte{}}, ReadAhead: 0x4000, Amplify: 0x8000, Dependencies: true, Siblings: true})
+		fsys, err := Open(ctx, boot, storage.BytesSource(blob), Options{Fetch: fetch.Options{Cache: fetchtest.NewMemCache(), Amplify: 0x8000}, ReadAhead: 0x4000, Dependencies: true, Siblings: true})
 		if err != nil {
 			return
 		}

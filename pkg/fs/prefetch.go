@@ -4,8 +4,8 @@ import (
 	"context"
 	"path"
 	"strings"
-	"sync"
-	"time"
+
+	"github.com/nydus-go/nydus/pkg/fetch"
 )
 
 // PrefetchOptions configure background prefetch.
@@ -13,7 +13,7 @@ type PrefetchOptions struct {
 	// Paths are absolute paths to fetch first (directories recursively):
 	// the bootstrap's prefetch table and --prefetch-files. Their chunks
 	// are the hot set, streamed at once, in path order, with a few large
-	// requests (see stream.go).
+	// requests (see fetch.Engine.Stream).
 	Paths []string
 	// All fetches every file afterwards (fs_prefetch.prefetch_all), in
 	// requests of at most MergeSize stored bytes, behind every other kind
@@ -23,7 +23,7 @@ type PrefetchOptions struct {
 	// 4; fs_prefetch.threads_count).
 	Workers int
 	// MergeSize bounds prefetch_all's requests (default
-	// DefaultMergeSize; fs_prefetch.merging_size).
+	// fetch.DefaultMergeSize; fs_prefetch.merging_size).
 	MergeSize int64
 	// BytesPerSecond limits the fetched (stored) bytes; 0: unlimited.
 	BytesPerSecond int64
@@ -93,11 +93,11 @@ func (f *FS) Prefetch(ctx context.Context, o PrefetchOptions) {
 		o.Workers = 4
 	}
 	if o.MergeSize <= 0 {
-		o.MergeSize = DefaultMergeSize
+		o.MergeSize = fetch.DefaultMergeSize
 	}
-	lim := newLimiter(o.BytesPerSecond)
-	if o.BytesPerSecond <= 0 {
-		lim = nil
+	var lim *fetch.Limiter
+	if o.BytesPerSecond > 0 {
+		lim = fetch.NewLimiter(o.BytesPerSecond)
 	}
 	defer func() {
 		// Prefetched files get whole-file caches (passthrough).
@@ -108,7 +108,7 @@ func (f *FS) Prefetch(ctx context.Context, o PrefetchOptions) {
 		}
 	}()
 	seen := map[uint64]bool{}
-	collect := func(refs *[]chunkRef) func(string, *Inode) bool {
+	collect := func(refs *[]fetch.Ref) func(string, *Inode) bool {
 		return func(p string, ino *Inode) bool {
 			if ctx.Err() != nil {
 				return false
@@ -124,7 +124,7 @@ func (f *FS) Prefetch(ctx context.Context, o PrefetchOptions) {
 			return true
 		}
 	}
-	var hot []chunkRef
+	var hot []fetch.Ref
 	for _, p := range o.Paths {
 		ino, err := f.lookupPath(ctx, p)
 		if err != nil {
@@ -138,11 +138,11 @@ func (f *FS) Prefetch(ctx context.Context, o PrefetchOptions) {
 		}
 		f.walk(ctx, ino.Nid, p, collect(&hot))
 	}
-	f.stream(ctx, hot, streamOptions{kind: FetchHotSet, first: hotFirstSegment, max: hotMaxSegment, workers: hotWorkers, lim: lim})
+	f.eng.Stream(ctx, hot, fetch.StreamOptions{Kind: fetch.HotSet, First: fetch.HotFirstSegment, Max: fetch.HotMaxSegment, Workers: fetch.HotWorkers, Limit: lim})
 	if o.All && ctx.Err() == nil {
-		var rest []chunkRef
+		var rest []fetch.Ref
 		f.walk(ctx, f.RootNid(), "/", collect(&rest))
-		f.stream(ctx, rest, streamOptions{kind: FetchPrefetch, max: o.MergeSize, workers: o.Workers, lim: lim})
+		f.eng.Stream(ctx, rest, fetch.StreamOptions{Kind: fetch.Prefetch, Max: o.MergeSize, Workers: o.Workers, Limit: lim})
 	}
 	f.Metrics.PrefetchDone.Store(true)
 }
@@ -163,39 +163,15 @@ func (f *FS) lookupPath(ctx context.Context, p string) (*Inode, error) {
 	return ino, nil
 }
 
-// limiter is a simple token bucket over bytes.
-type limiter struct {
-	mu     sync.Mutex
-	rate   int64
-	tokens float64
-	last   time.Time
-}
-
-func newLimiter(rate int64) *limiter { return &limiter{rate: rate, last: time.Now()} }
-
-func (l *limiter) wait(ctx context.Context, n int64) {
-	if l.rate <= 0 {
-		return
-	}
-	l.mu.Lock()
-	now := time.Now()
-	l.tokens += now.Sub(l.last).Seconds() * float64(l.rate)
-	if l.tokens > float64(l.rate) {
-		l.tokens = float64(l.rate)
-	}
-	l.last = now
-	l.tokens -= float64(n)
-	var d time.Duration
-	if l.tokens < 0 {
-		d = time.Duration(-l.tokens / float64(l.rate) * float64(time.Second))
-	}
-	l.mu.Unlock()
-	if d > 0 {
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
+// fileRefs returns the chunks of ino in file order.
+func (f *FS) fileRefs(ino *Inode) []fetch.Ref {
+	out := make([]fetch.Ref, 0, len(ino.addrs))
+	for _, a := range ino.addrs {
+		if info, ok := f.eng.Info(a.BlobIndex, a.CIIndex); ok {
+			out = append(out, fetch.Ref{Path: ino.path, Info: info})
 		}
 	}
+	return out
 }
 
 func seenFiles(f *FS) map[uint64]bool {

@@ -4,11 +4,9 @@ import (
 	"context"
 	"path"
 	"sync"
-)
 
-// FetchSibling marks fetches of a directory's small files made because
-// one of them was read and missed (Options.Siblings).
-const FetchSibling = "sibling"
+	"github.com/nydus-go/nydus/pkg/fetch"
+)
 
 // Bounds of small-file directory speculation.
 const (
@@ -48,7 +46,7 @@ func (s *siblingState) claim(dir string) bool {
 // its own round trip, and a package's modules (Python's __pycache__,
 // a Node package's files) sit in one directory.
 func (f *FS) missedSmall(ino *Inode) {
-	if !f.o.Siblings || f.o.Cache == nil || ino.Size > siblingMaxFile || ino.path == "" {
+	if !f.o.Siblings || f.o.Fetch.Cache == nil || ino.Size > siblingMaxFile || ino.path == "" {
 		return
 	}
 	dir := path.Dir(ino.path)
@@ -56,7 +54,7 @@ func (f *FS) missedSmall(ino *Inode) {
 		return
 	}
 	f.Go(func(ctx context.Context) {
-		ctx = withFetchKind(ctx, FetchSibling)
+		ctx = fetch.WithKind(ctx, fetch.Sibling)
 		d, err := f.lookupPath(ctx, dir)
 		if err != nil || !d.IsDir() {
 			return
@@ -65,7 +63,7 @@ func (f *FS) missedSmall(ino *Inode) {
 		if err != nil {
 			return
 		}
-		var refs []chunkRef
+		var refs []fetch.Ref
 		var size int64
 		files := 0
 		for _, e := range ents {
@@ -86,6 +84,6 @@ func (f *FS) missedSmall(ino *Inode) {
 			return
 		}
 		f.Metrics.SiblingFiles.Add(int64(files))
-		f.stream(ctx, refs, streamOptions{kind: FetchSibling, max: siblingMaxDir, workers: 1})
+		f.eng.Stream(ctx, refs, fetch.StreamOptions{Kind: fetch.Sibling, Max: siblingMaxDir, Workers: 1})
 	})
 }

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/nydus-go/nydus/internal/fetchtest"
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
+	"github.com/nydus-go/nydus/pkg/fetch"
 	"github.com/nydus-go/nydus/pkg/rafs"
 )
 
@@ -30,13 +32,13 @@ func TestSiblingSpeculation(t *testing.T) {
 	for i := range 40 {
 		add(fmt.Sprintf("stdlib/__pycache__/s%02d.pyc", i), treetest.Random(int64(100+i), 20_000)) // 800 KB in all
 	}
-	res, dir := buildImage(t, files, builder.Options{ChunkSize: 0x10000, BatchSize: 0x4000})
+	res, dir := fetchtest.BuildImage(t, files, builder.Options{ChunkSize: 0x10000, BatchSize: 0x4000})
 	rd, _ := rafs.Open(context.Background(), bytes.NewReader(res.Bootstrap), int64(len(res.Bootstrap)))
 	dataEnd := int64(rd.Blobs[0].CIOffset)
 	for _, on := range []bool{true, false} {
 		t.Run(fmt.Sprintf("siblings=%v", on), func(t *testing.T) {
-			be := newStreamLog(dir)
-			f, err := Open(context.Background(), res.Bootstrap, be, Options{Cache: &memCache{m: map[string][]byte{}}, Siblings: on})
+			be := fetchtest.NewStreamLog(dir)
+			f, err := Open(context.Background(), res.Bootstrap, be, Options{Fetch: fetch.Options{Cache: fetchtest.NewMemCache()}, Siblings: on})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -48,10 +50,10 @@ func TestSiblingSpeculation(t *testing.T) {
 				t.Fatal(err)
 			}
 			f.bgWG.Wait()
-			before := len(be.requests(dataEnd))
+			before := len(be.Requests(dataEnd))
 			sibling := 0
-			for _, r := range be.requests(dataEnd) {
-				if r.kind == FetchSibling {
+			for _, r := range be.Requests(dataEnd) {
+				if r.Kind == fetch.Sibling {
 					sibling++
 				}
 			}
@@ -61,16 +63,16 @@ func TestSiblingSpeculation(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			after := len(be.requests(dataEnd))
+			after := len(be.Requests(dataEnd))
 			if on {
 				if sibling != 1 || after != before || f.Metrics.SiblingFiles.Load() != 11 {
 					t.Fatalf("%d sibling requests (want 1), %d requests to read the 11 siblings after (want 0), SiblingFiles %d (want 11): %v",
-						sibling, after-before, f.Metrics.SiblingFiles.Load(), be.requests(dataEnd))
+						sibling, after-before, f.Metrics.SiblingFiles.Load(), be.Requests(dataEnd))
 				}
 				if err := readFile(t, f, "/stdlib/__pycache__/s01.pyc", want["/stdlib/__pycache__/s01.pyc"]); err != nil {
 					t.Fatal(err)
 				}
-				if len(be.requests(dataEnd)) == after {
+				if len(be.Requests(dataEnd)) == after {
 					t.Fatal("a directory with 800 KB of small files was speculated on")
 				}
 			} else if sibling != 0 || after == before {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nydus-go/nydus/pkg/fetch"
 	"github.com/zeebo/blake3"
 )
 
@@ -28,7 +29,7 @@ func (f *FS) wholeKey(ino *Inode) string {
 	h := blake3.New()
 	fmt.Fprintf(h, "%d:", ino.Size)
 	for _, a := range ino.addrs {
-		c := f.chunks[[2]uint32{a.BlobIndex, a.CIIndex}]
+		c, _ := f.eng.Info(a.BlobIndex, a.CIIndex)
 		h.Write(c.Digest[:])
 	}
 	return hex.EncodeToString(h.Sum(nil))
@@ -37,10 +38,11 @@ func (f *FS) wholeKey(ino *Inode) string {
 // WholeFile returns an open whole-file cache of a regular file, building
 // it from verified chunks when build is set and the file is not there
 // yet. It returns nil when whole-file caching is off or the file is
-// empty. With Validate (digest_validate) it is always off: every read must
-// then be verified by the daemon, which passthrough would bypass.
+// empty. With Options.Fetch.Validate (digest_validate) it is always off:
+// every read must then be verified by the daemon, which passthrough would
+// bypass.
 func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, error) {
-	if f.o.WholeFileDir == "" || f.o.Validate {
+	if f.o.WholeFileDir == "" || f.o.Fetch.Validate {
 		return nil, nil
 	}
 	ino, err := f.Inode(ctx, nid)
@@ -54,7 +56,8 @@ func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, e
 		// their blobs. Without a fetch: the caller may hold locks, and a
 		// read through the daemon makes the full check.
 		for _, a := range ino.addrs {
-			if err := f.cr.CheckRecordLocal(ctx, f.chunks[[2]uint32{a.BlobIndex, a.CIIndex}]); err != nil {
+			c, _ := f.eng.Info(a.BlobIndex, a.CIIndex)
+			if err := f.eng.CheckRecordLocal(ctx, c); err != nil {
 				return nil, nil
 			}
 		}
@@ -79,7 +82,7 @@ func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, e
 	cs := int64(f.rd.ChunkSize())
 	// Every chunk is verified as it is assembled, cached or not: the copy
 	// is served by passthrough without the daemon ever seeing it again.
-	ctx = context.WithValue(withFetchKind(ctx, FetchWholeFile), verifyCachedKey{}, true)
+	ctx = fetch.VerifyCached(fetch.WithKind(ctx, fetch.WholeFile))
 	for k := range ino.addrs {
 		data, err := f.chunk(ctx, ino, k)
 		if err != nil {
@@ -111,7 +114,7 @@ func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, e
 // EnsureWholeFile builds a regular file's whole-file cache unless it
 // exists or is being built. It is safe to call from many goroutines.
 func (f *FS) EnsureWholeFile(ctx context.Context, nid uint64) error {
-	if f.o.WholeFileDir == "" || f.o.Validate {
+	if f.o.WholeFileDir == "" || f.o.Fetch.Validate {
 		return nil
 	}
 	ino, err := f.Inode(ctx, nid)
@@ -131,7 +134,7 @@ func (f *FS) EnsureWholeFile(ctx context.Context, nid uint64) error {
 		fd.Close()
 	}
 	if err != nil {
-		f.o.Log.Warn("whole-file cache", "file", ino.path, "err", err)
+		f.o.Fetch.Logger.Warn("whole-file cache", "file", ino.path, "err", err)
 	}
 	return err
 }

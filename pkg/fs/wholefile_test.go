@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nydus-go/nydus/internal/fetchtest"
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
+	"github.com/nydus-go/nydus/pkg/fetch"
 	"github.com/nydus-go/nydus/pkg/storage"
 )
 
@@ -49,8 +51,8 @@ func TestWholeFileVerifiesCachedChunks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache := &memCache{m: map[string][]byte{}}
-	f, err := Open(context.Background(), res.Bootstrap, storage.BytesSource(blob.Bytes()), Options{Cache: cache, WholeFileDir: t.TempDir()})
+	cache := fetchtest.NewMemCache()
+	f, err := Open(context.Background(), res.Bootstrap, storage.BytesSource(blob.Bytes()), Options{Fetch: fetch.Options{Cache: cache}, WholeFileDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,13 +62,11 @@ func TestWholeFileVerifiesCachedChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Poison every cached chunk in place.
-	cache.mu.Lock()
-	for _, b := range cache.m {
+	cache.Tamper(func(b []byte) {
 		for i := range b {
 			b[i] ^= 0x5a
 		}
-	}
-	cache.mu.Unlock()
+	})
 	fd, err := f.WholeFile(context.Background(), ino.Nid, true)
 	if err != nil || fd == nil {
 		t.Fatalf("whole file: %v", err)

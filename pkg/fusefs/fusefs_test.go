@@ -16,6 +16,7 @@ import (
 
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
+	"github.com/nydus-go/nydus/pkg/fetch"
 	nfs "github.com/nydus-go/nydus/pkg/fs"
 	"github.com/nydus-go/nydus/pkg/storage"
 )
@@ -51,7 +52,7 @@ func primeNoPoll(t *testing.T, p string) {
 	unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
 }
 
-func mount(t *testing.T, boot []byte, be nfs.Backend, o nfs.Options, prime string) (string, *nfs.FS) {
+func mount(t *testing.T, boot []byte, be fetch.Backend, o nfs.Options, prime string) (string, *nfs.FS) {
 	t.Helper()
 	f, err := nfs.Open(context.Background(), boot, be, o)
 	if err != nil {
@@ -104,9 +105,9 @@ func TestTamperedChunkGivesEIO(t *testing.T) {
 	b, _ := os.ReadFile(p)
 	b[100000+50] ^= 0xff // inside "bad", stored second, uncompressed
 	os.WriteFile(p, b, 0o644)
-	var events []nfs.Event
+	var events []fetch.Event
 	var mu sync.Mutex
-	mnt, f := mount(t, boot, &storage.FileSource{Dir: dir}, nfs.Options{Events: func(e nfs.Event) { mu.Lock(); events = append(events, e); mu.Unlock() }}, "good")
+	mnt, f := mount(t, boot, &storage.FileSource{Dir: dir}, nfs.Options{Fetch: fetch.Options{Events: func(e fetch.Event) { mu.Lock(); events = append(events, e); mu.Unlock() }}}, "good")
 	if got, err := os.ReadFile(filepath.Join(mnt, "good")); err != nil || !bytes.Equal(got, treetest.Random(1, 100000)) {
 		t.Fatalf("good file: %v", err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
+	"github.com/nydus-go/nydus/pkg/fetch"
 	nfs "github.com/nydus-go/nydus/pkg/fs"
 	"github.com/nydus-go/nydus/pkg/storage"
 )
@@ -97,7 +98,7 @@ func TestNoPassthroughWithDigestValidate(t *testing.T) {
 	want := treetest.Random(8, 300000)
 	boot, dir := buildImage(t, treetest.Tar([]treetest.File{treetest.Reg("f", 0o644, want)}), builder.Options{})
 	whole := t.TempDir()
-	f, err := nfs.Open(context.Background(), boot, &storage.FileSource{Dir: dir}, nfs.Options{WholeFileDir: whole, Validate: true})
+	f, err := nfs.Open(context.Background(), boot, &storage.FileSource{Dir: dir}, nfs.Options{WholeFileDir: whole, Fetch: fetch.Options{Validate: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package fs
+package fetch
 
 import (
 	"context"
@@ -28,13 +28,13 @@ func newPriorities() *priorities {
 // files beside one just read, and the hot set, which the builder laid
 // out in the order the image's programs read it.
 func urgent(kind string) bool {
-	return kind == FetchDemand || kind == FetchDependency || kind == FetchHotSet || kind == FetchSibling
+	return kind == Demand || kind == Dependency || kind == HotSet || kind == Sibling
 }
 
 // enter admits a request of ctx's fetch kind and returns the function
 // that ends it; a background request waits for demand to drain (or ctx).
 func (p *priorities) enter(ctx context.Context) (leave func(), err error) {
-	if urgent(fetchKind(ctx)) {
+	if urgent(KindOf(ctx)) {
 		p.mu.Lock()
 		if p.demand == 0 {
 			p.idle = make(chan struct{})

@@ -1,4 +1,4 @@
-package fs
+package fetch
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/nydus-go/nydus/pkg/digester"
-	"github.com/nydus-go/nydus/pkg/rafs"
 	"github.com/nydus-go/nydus/pkg/storage"
 )
 
@@ -30,39 +29,38 @@ import (
 // round trip. prefetch_all then streams the rest of the image in
 // segments of at most merging_size, behind every other kind of request.
 
-// Streaming defaults.
+// Streaming defaults: the shape of the hot-set stream (StreamOptions
+// First, Max and Workers) and of prefetch_all's.
 const (
-	// hotFirstSegment is the size of a blob's first hot-set segment: small,
+	// HotFirstSegment is the size of a blob's first hot-set segment: small,
 	// so the first files are there one round trip after the mount.
-	hotFirstSegment = 256 << 10
-	// hotMaxSegment bounds the following hot-set segments (each is twice
+	HotFirstSegment = 256 << 10
+	// HotMaxSegment bounds the following hot-set segments (each is twice
 	// the size of the one before).
-	hotMaxSegment = 4 << 20
-	// hotWorkers segments of the hot set are in flight at once: enough to
+	HotMaxSegment = 4 << 20
+	// HotWorkers segments of the hot set are in flight at once: enough to
 	// hide the round trip between two segments, few enough that the first
 	// files get the bandwidth first.
-	hotWorkers = 2
+	HotWorkers = 2
+	// DefaultMergeSize bounds prefetch_all's requests when merging_size
+	// is not set (upstream's default).
+	DefaultMergeSize = 1 << 20
+)
+
+// Bounds of a segment's ranges.
+const (
 	// streamGap is the largest gap between two wanted units that a
 	// segment reads through; past it, the next unit starts another range
 	// of the same request (a multi-range GET where the backend takes
 	// one), up to maxRuns ranges.
 	streamGap = 64 << 10
 	maxRuns   = 16
-	// DefaultMergeSize bounds prefetch_all's requests when merging_size
-	// is not set (upstream's default).
-	DefaultMergeSize = 1 << 20
 )
-
-// chunkRef is a chunk to stream and the file it was wanted for.
-type chunkRef struct {
-	ino  *Inode
-	info rafs.ChunkInfo
-}
 
 // segUnit is a stored unit of a segment and the wanted chunks in it.
 type segUnit struct {
 	u      storage.Unit
-	chunks []chunkRef
+	chunks []Ref
 }
 
 // segment is a range of one blob streamed with one request.
@@ -78,23 +76,30 @@ func (s *segment) end() uint64 {
 	return u.Offset + u.Size
 }
 
-// streamOptions shape a stream.
-type streamOptions struct {
-	kind    string
-	first   int64 // a blob's first segment's size (0: max)
-	max     int64 // the largest segment
-	workers int
-	lim     *limiter // nil: unlimited
+// StreamOptions shape a stream.
+type StreamOptions struct {
+	// Kind is the fetch kind of the stream's requests (the fetch log,
+	// priorities).
+	Kind string
+	// First is a blob's first segment's size (0: Max).
+	First int64
+	// Max is the largest segment, in stored bytes.
+	Max int64
+	// Workers is how many segments are in flight at once (0: 1).
+	Workers int
+	// Limit paces the stream's stored bytes (nil: unlimited); streams
+	// given the same Limiter share its rate.
+	Limit *Limiter
 }
 
 // planStream groups the wanted chunks that are neither cached nor on
 // their way into segments: per blob, units in stored order; a gap over
 // streamGap starts another range of the segment (at most maxRuns), and a
 // new segment starts where the segment's stored bytes would exceed its
-// size (o.first for a blob's first, doubling up to o.max). Segments come
+// size (o.First for a blob's first, doubling up to o.Max). Segments come
 // out in the order their first chunk was wanted.
-func (f *FS) planStream(ctx context.Context, refs []chunkRef, o streamOptions) []*segment {
-	hc, _ := f.o.Cache.(cacheHas)
+func (e *Engine) planStream(ctx context.Context, refs []Ref, o StreamOptions) []*segment {
+	hc, _ := e.o.Cache.(cacheHas)
 	type unitAt struct {
 		segUnit
 		rank int
@@ -102,26 +107,26 @@ func (f *FS) planStream(ctx context.Context, refs []chunkRef, o streamOptions) [
 	perBlob := map[uint32]map[uint64]*unitAt{}
 	seen := map[[2]uint32]bool{}
 	for rank, r := range refs {
-		k := [2]uint32{r.info.BlobIndex, r.info.Index}
+		k := [2]uint32{r.Info.BlobIndex, r.Info.Index}
 		if seen[k] {
 			continue
 		}
 		seen[k] = true
-		if hc != nil && hc.Has(ctx, f.rd.Blobs[r.info.BlobIndex].BlobID, r.info.Index) {
+		if hc != nil && hc.Has(ctx, e.rd.Blobs[r.Info.BlobIndex].BlobID, r.Info.Index) {
 			continue
 		}
-		if _, busy := f.spans.Load(k); busy {
+		if _, busy := e.spans.Load(k); busy {
 			continue
 		}
-		u, err := f.cr.Unit(ctx, r.info)
+		u, err := e.cr.Unit(ctx, r.Info)
 		if err != nil {
 			// Left to a demand read, which reports it.
 			continue
 		}
-		units := perBlob[r.info.BlobIndex]
+		units := perBlob[r.Info.BlobIndex]
 		if units == nil {
 			units = map[uint64]*unitAt{}
-			perBlob[r.info.BlobIndex] = units
+			perBlob[r.Info.BlobIndex] = units
 		}
 		ua := units[u.Offset]
 		if ua == nil {
@@ -137,9 +142,9 @@ func (f *FS) planStream(ctx context.Context, refs []chunkRef, o streamOptions) [
 			list = append(list, u)
 		}
 		slices.SortFunc(list, func(a, b *unitAt) int { return cmpU64(a.u.Offset, b.u.Offset) })
-		limit := o.first
+		limit := o.First
 		if limit <= 0 {
-			limit = o.max
+			limit = o.Max
 		}
 		var cur *segment
 		var bytes int64 // cur's stored bytes, gaps read through included
@@ -156,7 +161,7 @@ func (f *FS) planStream(ctx context.Context, refs []chunkRef, o streamOptions) [
 				if gap < 0 || bytes+add > limit || (newRun && runs >= maxRuns) {
 					segs = append(segs, cur)
 					cur = nil
-					limit = min(limit*2, o.max)
+					limit = min(limit*2, o.Max)
 				} else {
 					bytes += add
 					if newRun {
@@ -189,36 +194,39 @@ func cmpU64(a, b uint64) int {
 	return 0
 }
 
-// stream fetches the wanted chunks with planStream's segments, o.workers
-// at a time, in order. It returns when all are done or ctx ends; chunks
-// it could not fetch are left to demand reads.
-func (f *FS) stream(ctx context.Context, refs []chunkRef, o streamOptions) {
-	if f.o.Cache == nil || len(refs) == 0 {
+// Stream fetches the wanted chunks into the cache with planStream's
+// segments, o.Workers at a time, in order (it does nothing without a
+// Cache). It returns when all are done or ctx ends; chunks it could not
+// fetch are left to demand reads (Chunk), which report their errors.
+// refs are wanted in order; each Ref's Info is one of the engine's
+// chunks.
+func (e *Engine) Stream(ctx context.Context, refs []Ref, o StreamOptions) {
+	if e.o.Cache == nil || len(refs) == 0 {
 		return
 	}
-	ctx = withFetchKind(ctx, o.kind)
+	ctx = WithKind(ctx, o.Kind)
 	// Planning may read blobs' chunk-info tables (to locate batches):
 	// logged as a fetch of the first wanted file, like a demand read's.
 	var planned atomic.Int64
 	began := time.Now()
-	segs := f.planStream(context.WithValue(ctx, fetchBytesKey{}, &planned), refs, o)
-	if n := planned.Load(); n > 0 && f.flog != nil {
+	segs := e.planStream(context.WithValue(ctx, fetchBytesKey{}, &planned), refs, o)
+	if n := planned.Load(); n > 0 && e.flog != nil {
 		r := refs[0]
-		f.flog.add(Fetch{Start: began.Sub(f.flog.start), Duration: time.Since(began), Kind: o.kind, Path: r.ino.path,
-			BlobID: f.rd.Blobs[r.info.BlobIndex].BlobID, Chunk: r.info.Index, Offset: r.info.CompressedOffset, Bytes: n})
+		e.flog.add(Entry{Start: began.Sub(e.flog.start), Duration: time.Since(began), Kind: o.Kind, Path: r.Path,
+			BlobID: e.rd.Blobs[r.Info.BlobIndex].BlobID, Chunk: r.Info.Index, Offset: r.Info.CompressedOffset, Bytes: n})
 	}
-	if o.workers <= 0 {
-		o.workers = 1
+	if o.Workers <= 0 {
+		o.Workers = 1
 	}
 	next := make(chan *segment)
 	var wg sync.WaitGroup
-	for range min(o.workers, len(segs)) {
+	for range min(o.Workers, len(segs)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for s := range next {
 				if ctx.Err() == nil {
-					f.streamSegment(ctx, s, o)
+					e.streamSegment(ctx, s, o)
 				}
 			}
 		}()
@@ -237,23 +245,23 @@ func (f *FS) stream(ctx context.Context, refs []chunkRef, o streamOptions) {
 // are still neither cached nor on their way (readers of those wait for
 // it), streams the range from the first to the last unit holding a
 // claimed chunk, and serves each claimed chunk as its unit arrives.
-func (f *FS) streamSegment(ctx context.Context, s *segment, o streamOptions) {
-	hc, _ := f.o.Cache.(cacheHas)
-	bi := f.rd.Blobs[s.blob]
+func (e *Engine) streamSegment(ctx context.Context, s *segment, o StreamOptions) {
+	hc, _ := e.o.Cache.(cacheHas)
+	bi := e.rd.Blobs[s.blob]
 	type claimed struct {
-		ref chunkRef
+		ref Ref
 		ch  chan struct{}
 	}
 	claims := make([][]claimed, len(s.units))
 	first, last := -1, -1
 	for i, u := range s.units {
 		for _, r := range u.chunks {
-			k := [2]uint32{r.info.BlobIndex, r.info.Index}
-			if hc != nil && hc.Has(ctx, bi.BlobID, r.info.Index) {
+			k := [2]uint32{r.Info.BlobIndex, r.Info.Index}
+			if hc != nil && hc.Has(ctx, bi.BlobID, r.Info.Index) {
 				continue
 			}
 			ch := make(chan struct{})
-			if _, busy := f.spans.LoadOrStore(k, ch); busy {
+			if _, busy := e.spans.LoadOrStore(k, ch); busy {
 				continue
 			}
 			claims[i] = append(claims[i], claimed{r, ch})
@@ -265,7 +273,7 @@ func (f *FS) streamSegment(ctx context.Context, s *segment, o streamOptions) {
 	}
 	release := func(cs []claimed) {
 		for _, c := range cs {
-			f.spans.Delete([2]uint32{c.ref.info.BlobIndex, c.ref.info.Index})
+			e.spans.Delete([2]uint32{c.ref.Info.BlobIndex, c.ref.Info.Index})
 			close(c.ch)
 		}
 	}
@@ -302,8 +310,8 @@ func (f *FS) streamSegment(ctx context.Context, s *segment, o streamOptions) {
 		total += ranges[k][1]
 	}
 	off := s.units[first].u.Offset
-	if o.lim != nil {
-		o.lim.wait(ctx, total)
+	if o.Limit != nil {
+		o.Limit.wait(ctx, total)
 	}
 	began := time.Now()
 	var sent atomic.Int64
@@ -312,13 +320,13 @@ func (f *FS) streamSegment(ctx context.Context, s *segment, o streamOptions) {
 	// attr gives each unit read, with the gap before it, to the file of
 	// its first claimed chunk, for the fetch log.
 	type attributed struct {
-		ref    chunkRef
+		ref    Ref
 		off    uint64
 		bytes  int64
 		chunks int
 	}
 	var attr []attributed
-	err := f.be.ReadRanges(fctx, bi.BlobID, ranges, func(k int, rd io.Reader) error {
+	err := e.be.ReadRanges(fctx, bi.BlobID, ranges, func(k int, rd io.Reader) error {
 		pos := uint64(ranges[k][0])
 		for i := runs[k].from; i <= runs[k].to; i++ {
 			u := s.units[i].u
@@ -337,7 +345,7 @@ func (f *FS) streamSegment(ctx context.Context, s *segment, o streamOptions) {
 			attr = append(attr, attributed{ref: claims[i][0].ref, off: u.Offset, bytes: int64(u.Offset + u.Size - pos), chunks: len(claims[i])})
 			pos = u.Offset + u.Size
 			for _, c := range claims[i] {
-				if f.serveStreamed(fctx, c.ref, u, stored) {
+				if e.serveStreamed(fctx, c.ref, u, stored) {
 					served++
 				}
 			}
@@ -347,23 +355,23 @@ func (f *FS) streamSegment(ctx context.Context, s *segment, o streamOptions) {
 		return nil
 	})
 	if err != nil && ctx.Err() == nil {
-		f.Metrics.BackendErrors.Add(1)
-		f.o.Log.Warn("streamed range failed; its remaining chunks are left to demand reads", "blob", bi.BlobID, "offset", off, "bytes", total, "ranges", len(ranges), "kind", o.kind, "err", err)
+		e.Metrics.BackendErrors.Add(1)
+		e.o.Logger.Warn("streamed range failed; its remaining chunks are left to demand reads", "blob", bi.BlobID, "offset", off, "bytes", total, "ranges", len(ranges), "kind", o.Kind, "err", err)
 	}
-	if f.flog != nil {
+	if e.flog != nil {
 		// One entry per file the request served, in stored order, each
 		// with the bytes of its units (and of the gaps before them);
 		// what a failed request sent past the last served unit goes to
 		// the last entry, with the error.
-		var fes []Fetch
+		var fes []Entry
 		idx := map[string]int{}
 		for _, a := range attr {
-			i, ok := idx[a.ref.ino.path]
+			i, ok := idx[a.ref.Path]
 			if !ok {
 				i = len(fes)
-				idx[a.ref.ino.path] = i
-				fes = append(fes, Fetch{Start: began.Sub(f.flog.start), Kind: o.kind, Path: a.ref.ino.path,
-					BlobID: bi.BlobID, Chunk: a.ref.info.Index, Offset: a.off, Amplified: -1})
+				idx[a.ref.Path] = i
+				fes = append(fes, Entry{Start: began.Sub(e.flog.start), Kind: o.Kind, Path: a.ref.Path,
+					BlobID: bi.BlobID, Chunk: a.ref.Info.Index, Offset: a.off, Amplified: -1})
 			}
 			fes[i].Bytes += a.bytes
 			fes[i].Amplified += a.chunks
@@ -375,7 +383,7 @@ func (f *FS) streamSegment(ctx context.Context, s *segment, o streamOptions) {
 		if rest := sent.Load() - logged; rest > 0 || err != nil || len(fes) == 0 {
 			if len(fes) == 0 {
 				r := s.units[first].chunks[0]
-				fes = append(fes, Fetch{Start: began.Sub(f.flog.start), Kind: o.kind, Path: r.ino.path, BlobID: bi.BlobID, Chunk: r.info.Index, Offset: off})
+				fes = append(fes, Entry{Start: began.Sub(e.flog.start), Kind: o.Kind, Path: r.Path, BlobID: bi.BlobID, Chunk: r.Info.Index, Offset: off})
 			}
 			fes[len(fes)-1].Bytes += max(rest, 0)
 			if err != nil {
@@ -385,10 +393,10 @@ func (f *FS) streamSegment(ctx context.Context, s *segment, o streamOptions) {
 		d := time.Since(began)
 		for _, fe := range fes {
 			fe.Duration, fe.Amplified = d, max(fe.Amplified, 0)
-			f.flog.add(fe)
+			e.flog.add(fe)
 		}
 	}
-	f.Metrics.PrefetchedChunks.Add(int64(served))
+	e.Metrics.PrefetchedChunks.Add(int64(served))
 }
 
 func unexpectedEOF(err error) error {
@@ -401,36 +409,25 @@ func unexpectedEOF(err error) error {
 // serveStreamed checks, decodes, verifies and caches one streamed chunk;
 // false if it failed (counted and logged; a demand read fetches it on
 // its own and reports the error to its reader).
-func (f *FS) serveStreamed(ctx context.Context, r chunkRef, u storage.Unit, stored []byte) bool {
-	bi := f.rd.Blobs[r.info.BlobIndex]
-	if err := f.checkRecord(ctx, r.ino, r.info, bi); err != nil {
+func (e *Engine) serveStreamed(ctx context.Context, r Ref, u storage.Unit, stored []byte) bool {
+	bi := e.rd.Blobs[r.Info.BlobIndex]
+	if err := e.checkRecord(ctx, r.Path, r.Info, bi); err != nil {
 		return false
 	}
-	data, err := f.cr.DecodeUnit(ctx, r.info, u, stored)
-	if err == nil && (len(data) != int(r.info.UncompressedSize) || digester.Sum(f.dig, data) != r.info.Digest) {
-		err = fmt.Errorf("chunk %d failed digest verification", r.info.Index)
-		f.Metrics.DigestFailures.Add(1)
-		f.o.Events(Event{Kind: "digest-mismatch", BlobID: bi.BlobID, Chunk: r.info.Index, Path: r.ino.path})
+	data, err := e.cr.DecodeUnit(ctx, r.Info, u, stored)
+	if err == nil && (len(data) != int(r.Info.UncompressedSize) || digester.Sum(e.dig, data) != r.Info.Digest) {
+		err = fmt.Errorf("chunk %d failed digest verification", r.Info.Index)
+		e.Metrics.DigestFailures.Add(1)
+		e.o.Events(Event{Kind: "digest-mismatch", BlobID: bi.BlobID, Chunk: r.Info.Index, Path: r.Path})
 	}
 	if err != nil {
-		f.o.Log.Error("streamed chunk dropped", "blob", bi.BlobID, "chunk", r.info.Index, "file", r.ino.path, "err", err)
+		e.o.Logger.Error("streamed chunk dropped", "blob", bi.BlobID, "chunk", r.Info.Index, "file", r.Path, "err", err)
 		return false
 	}
-	f.Metrics.FetchedChunks.Add(1)
-	if err := f.o.Cache.Put(ctx, bi.BlobID, r.info.Index, int64(r.info.UncompressedOffset), data); err != nil {
-		f.o.Log.Warn("caching chunk failed", "blob", bi.BlobID, "chunk", r.info.Index, "err", err)
+	e.Metrics.FetchedChunks.Add(1)
+	if err := e.o.Cache.Put(ctx, bi.BlobID, r.Info.Index, int64(r.Info.UncompressedOffset), data); err != nil {
+		e.o.Logger.Warn("caching chunk failed", "blob", bi.BlobID, "chunk", r.Info.Index, "err", err)
 		return false
 	}
 	return true
-}
-
-// fileRefs returns the chunks of ino in file order.
-func (f *FS) fileRefs(ino *Inode) []chunkRef {
-	out := make([]chunkRef, 0, len(ino.addrs))
-	for _, a := range ino.addrs {
-		if info, ok := f.chunks[[2]uint32{a.BlobIndex, a.CIIndex}]; ok {
-			out = append(out, chunkRef{ino: ino, info: info})
-		}
-	}
-	return out
 }

@@ -1,4 +1,4 @@
-package fs
+package fetch
 
 import (
 	"context"
@@ -8,18 +8,26 @@ import (
 	"time"
 )
 
-// Fetch kinds: why a chunk was fetched from the backend.
+// Fetch kinds: why a chunk was fetched from the backend (WithKind). They
+// set a request's priority: Demand, Dependency, Sibling and HotSet go
+// first.
 const (
-	FetchDemand    = "demand"    // a read needed it
-	FetchReadAhead = "readahead" // read-ahead after a sequential miss
-	FetchHotSet    = "hotset"    // the hot set (prefetch table, prefetch files), streamed at mount
-	FetchPrefetch  = "prefetch"  // prefetch_all
-	FetchWholeFile = "wholefile" // assembling a whole-file copy
+	Demand    = "demand"    // a read needed it
+	ReadAhead = "readahead" // read-ahead after a sequential miss
+	HotSet    = "hotset"    // the hot set (prefetch table, prefetch files), streamed at mount
+	Prefetch  = "prefetch"  // prefetch_all
+	WholeFile = "wholefile" // assembling a whole-file copy
+	// Dependency marks fetches of a program's interpreter and libraries
+	// made when the program was opened (fs.Options.Dependencies).
+	Dependency = "dependency"
+	// Sibling marks fetches of a directory's small files made because
+	// one of them was read and missed (fs.Options.Siblings).
+	Sibling = "sibling"
 )
 
-// Fetch is one chunk fetched from the backend, as kept by the fetch log.
-type Fetch struct {
-	// Start is when the fetch began, relative to FetchLog.Start.
+// Entry is one chunk fetched from the backend, as kept by the fetch log.
+type Entry struct {
+	// Start is when the fetch began, relative to Log.Start.
 	Start time.Duration `json:"start_ns"`
 	// Duration is how long the backend took, decompression and
 	// verification included.
@@ -39,13 +47,12 @@ type Fetch struct {
 	Err       string `json:"error,omitempty"`
 }
 
-// FetchLog is what a filesystem fetched, in order, when
-// Options.FetchLogSize is set.
-type FetchLog struct {
-	// Start is when the filesystem was opened.
+// Log is what an engine fetched, in order, when Options.LogSize is set.
+type Log struct {
+	// Start is when the engine was opened.
 	Start time.Time `json:"start"`
 	// Fetches are the most recent fetches, in the order they started.
-	Fetches []Fetch `json:"fetches"`
+	Fetches []Entry `json:"fetches"`
 	// Dropped counts older fetches that no longer fit.
 	Dropped int64 `json:"dropped"`
 }
@@ -54,13 +61,13 @@ type FetchLog struct {
 type fetchLog struct {
 	start   time.Time
 	mu      sync.Mutex
-	ring    []Fetch
-	next    int
-	full    bool
-	dropped int64
+	ring    []Entry // guarded by mu
+	next    int     // guarded by mu
+	full    bool    // guarded by mu
+	dropped int64   // guarded by mu
 }
 
-func (l *fetchLog) add(f Fetch) {
+func (l *fetchLog) add(f Entry) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.full {
@@ -73,15 +80,15 @@ func (l *fetchLog) add(f Fetch) {
 	}
 }
 
-// FetchLog returns the fetch log, or nil when it is off.
-func (f *FS) FetchLog() *FetchLog {
-	l := f.flog
+// Log returns the fetch log, or nil when it is off.
+func (e *Engine) Log() *Log {
+	l := e.flog
 	if l == nil {
 		return nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := &FetchLog{Start: l.start, Dropped: l.dropped}
+	out := &Log{Start: l.start, Dropped: l.dropped}
 	if l.full {
 		out.Fetches = append(out.Fetches, l.ring[l.next:]...)
 	}
@@ -94,16 +101,17 @@ func (f *FS) FetchLog() *FetchLog {
 type fetchKindKey struct{}
 type fetchBytesKey struct{}
 
-// withFetchKind marks the fetches made under ctx with kind.
-func withFetchKind(ctx context.Context, kind string) context.Context {
+// WithKind marks the fetches made under ctx with kind.
+func WithKind(ctx context.Context, kind string) context.Context {
 	return context.WithValue(ctx, fetchKindKey{}, kind)
 }
 
-func fetchKind(ctx context.Context) string {
+// KindOf returns the fetch kind of ctx (WithKind); Demand if none.
+func KindOf(ctx context.Context) string {
 	if k, ok := ctx.Value(fetchKindKey{}).(string); ok {
 		return k
 	}
-	return FetchDemand
+	return Demand
 }
 
 // addFetchedBytes counts backend bytes against the fetch ctx belongs to.

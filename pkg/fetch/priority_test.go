@@ -1,4 +1,4 @@
-package fs
+package fetch_test
 
 import (
 	"context"
@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nydus-go/nydus/internal/fetchtest"
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
+	"github.com/nydus-go/nydus/pkg/fetch"
 	"github.com/nydus-go/nydus/pkg/storage"
 )
 
@@ -27,34 +29,31 @@ type sendEvent struct {
 
 func (s *sendLog) ReadRange(ctx context.Context, blobID string, off, n int64) ([]byte, error) {
 	s.mu.Lock()
-	s.evs = append(s.evs, sendEvent{true, fetchKind(ctx), off})
+	s.evs = append(s.evs, sendEvent{true, fetch.KindOf(ctx), off})
 	s.mu.Unlock()
 	time.Sleep(15 * time.Millisecond)
 	s.mu.Lock()
-	s.evs = append(s.evs, sendEvent{false, fetchKind(ctx), off})
+	s.evs = append(s.evs, sendEvent{false, fetch.KindOf(ctx), off})
 	s.mu.Unlock()
 	return s.FileSource.ReadRange(ctx, blobID, off, n)
 }
 
-// TestDemandBeforeBackground: while prefetch_all keeps four workers
-// busy, a demand read's request goes out at once, and no background
-// request starts until it is done.
+// TestDemandBeforeBackground: while a stream of a large file keeps the
+// backend busy, a demand read's request goes out at once, and no
+// background request starts until it is done.
 func TestDemandBeforeBackground(t *testing.T) {
 	files := []treetest.File{treetest.Reg("bulk", 0o644, treetest.Random(1, 64*0x10000)), treetest.Reg("wanted", 0o644, treetest.Random(2, 4*0x10000))}
-	res, dir := buildImage(t, files, builder.Options{ChunkSize: 0x10000})
+	res, dir := fetchtest.BuildImage(t, files, builder.Options{ChunkSize: 0x10000})
 	be := &sendLog{FileSource: storage.FileSource{Dir: dir}}
-	f, err := Open(context.Background(), res.Bootstrap, be, Options{Cache: &memCache{m: map[string][]byte{}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	e := open(t, res.Bootstrap, be, fetch.Options{Cache: fetchtest.NewMemCache()})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go f.Prefetch(ctx, PrefetchOptions{Paths: []string{"/bulk"}, Workers: 4})
+	// The stream a filesystem's prefetch of /bulk makes (its hot set).
+	go e.Stream(ctx, e.refs(t, "/bulk"), hotSet)
 	time.Sleep(100 * time.Millisecond) // prefetch is in full swing
-	wanted, _ := f.Lookup(context.Background(), f.RootNid(), "wanted")
+	wanted := e.refs(t, "/wanted")
 	for k := 0; k < 3; k++ {
-		if _, err := f.Read(context.Background(), wanted.Nid, make([]byte, 100), int64(k)*0x10000); err != nil {
+		if _, _, err := e.Chunk(context.Background(), wanted[k]); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -62,14 +61,14 @@ func TestDemandBeforeBackground(t *testing.T) {
 	be.mu.Lock()
 	defer be.mu.Unlock()
 	demands, inDemand, overlapped := 0, 0, 0
-	for _, e := range be.evs {
+	for _, ev := range be.evs {
 		switch {
-		case e.kind == FetchDemand && e.start:
+		case ev.kind == fetch.Demand && ev.start:
 			demands++
 			inDemand++
-		case e.kind == FetchDemand:
+		case ev.kind == fetch.Demand:
 			inDemand--
-		case e.start && inDemand > 0:
+		case ev.start && inDemand > 0:
 			overlapped++
 		}
 	}
