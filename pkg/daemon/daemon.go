@@ -108,10 +108,18 @@ type instance struct {
 // prefetch starts background prefetch as the configuration asks.
 func (d *Daemon) prefetch(inst *instance, files []string) {
 	pf := inst.cfg.FSPrefetch
+	var paths []string
+	if pf.Enable {
+		paths = append(inst.fs.PrefetchTablePaths(inst.pctx), files...)
+	}
+	if len(paths) == 0 && !(pf.Enable && pf.PrefetchAll) {
+		// No hot set to stream: fetch what nearly every container runs
+		// first (the shell and its libraries) while it is created.
+		inst.fs.SpeculateStartup()
+	}
 	if !pf.Enable {
 		return
 	}
-	paths := append(inst.fs.PrefetchTablePaths(inst.pctx), files...)
 	workers := pf.ThreadsCount
 	if workers <= 0 || workers > 64 {
 		workers = 8

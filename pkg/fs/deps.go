@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 
 	"github.com/nydus-go/nydus/pkg/elfdeps"
 	"github.com/nydus-go/nydus/pkg/fetch"
+	"github.com/nydus-go/nydus/pkg/pyimports"
 )
 
 // Bounds of dependency speculation.
@@ -29,6 +31,11 @@ type depState struct {
 	bytes int64           // stored bytes fetched so far; guarded by mu
 	sem   chan struct{}   // bounds concurrent file fetches
 
+	// pyDirs are directory listings (name to nid) kept for resolving
+	// Python imports; a nil map is a directory that does not exist.
+	// Guarded by mu.
+	pyDirs map[string]map[string]uint64
+
 	cacheOnce sync.Once
 	cache     []elfdeps.CacheEntry // the image's /etc/ld.so.cache; set once
 }
@@ -37,7 +44,10 @@ type depState struct {
 // FUSE layer). With Options.Dependencies, when the file is a program (an
 // ELF executable or library, or a "#!" script) its interpreter and the
 // libraries ld.so will look for are fetched in the background, all at
-// once, so that ld.so's serial chain of opens finds them local.
+// once, so that ld.so's serial chain of opens finds them local; when it
+// is a compiled Python module, so are the modules it imports when it is
+// loaded. What those need is fetched in turn, level by level, up to
+// maxDepDepth levels and maxDepBytes in all.
 func (f *FS) Opened(nid uint64) {
 	if !f.o.Dependencies || !f.deps.claim(nid) {
 		return
@@ -74,30 +84,7 @@ func (f *FS) speculate(ctx context.Context, nid uint64, depth int) {
 	}
 	ctx = fetch.WithKind(ctx, fetch.Dependency)
 	r := &inodeReader{f: f, ctx: hctx, ino: ino}
-	head := make([]byte, 256)
-	n, _ := r.ReadAt(head, 0)
-	var wants []string
-	if interp := elfdeps.Shebang(head[:n]); interp != "" {
-		wants = append(wants, interp)
-	} else {
-		dir := path.Dir(f.pathOf(ino))
-		d, err := elfdeps.ReadELF(r, int64(ino.Size), dir)
-		if err != nil {
-			return // not a program, or a malformed one: nothing to do
-		}
-		if d.Interp != "" {
-			wants = append(wants, d.Interp)
-		}
-		cache := f.ldCache(ctx)
-		for _, name := range d.Needed {
-			for _, c := range elfdeps.Candidates(name, d, cache) {
-				if lib, err := f.resolvePath(ctx, c); err == nil && lib.IsRegular() {
-					wants = append(wants, c)
-					break
-				}
-			}
-		}
-	}
+	wants := f.needs(ctx, ino, r)
 	var deps []*Inode
 	for _, p := range wants {
 		dep, err := f.resolvePath(ctx, p)
@@ -124,6 +111,136 @@ func (f *FS) speculate(ctx context.Context, nid uint64, depth int) {
 	}
 	wg.Wait()
 }
+
+// needs returns the paths of what the file ino (read through r) makes its
+// opener read next: a script's interpreter; an ELF program's interpreter
+// and libraries, resolved as ld.so does; a compiled Python module's
+// load-time imports, resolved as CPython's path finder does.
+func (f *FS) needs(ctx context.Context, ino *Inode, r *inodeReader) []string {
+	p := f.pathOf(ino)
+	if loc, ok := pyimports.Locate(p); ok {
+		if ino.Size > pyimports.MaxSize {
+			return nil
+		}
+		m, err := pyimports.Read(r, int64(ino.Size))
+		if err != nil {
+			return nil // not bytecode CPython 3.8+ wrote, or malformed
+		}
+		return pyimports.Resolve(&pyTree{f: f, ctx: ctx}, loc, m)
+	}
+	head := make([]byte, 256)
+	n, _ := r.ReadAt(head, 0)
+	if interp := elfdeps.Shebang(head[:n]); interp != "" {
+		return []string{interp}
+	}
+	d, err := elfdeps.ReadELF(r, int64(ino.Size), path.Dir(p))
+	if err != nil {
+		return nil // not a program, or a malformed one: nothing to do
+	}
+	var wants []string
+	if d.Interp != "" {
+		wants = append(wants, d.Interp)
+	}
+	cache := f.ldCache(ctx)
+	for _, name := range d.Needed {
+		for _, c := range elfdeps.Candidates(name, d, cache) {
+			if lib, err := f.resolvePath(ctx, c); err == nil && lib.IsRegular() {
+				wants = append(wants, c)
+				break
+			}
+		}
+	}
+	return wants
+}
+
+// pyTree is the image's tree as pyimports.Resolve sees it: the
+// directories it lists are looked up once per filesystem (the image is
+// read-only), up to maxPyDirs of them.
+type pyTree struct {
+	f   *FS
+	ctx context.Context
+}
+
+// maxPyDirs bounds the directory listings kept for import resolution.
+const maxPyDirs = 4096
+
+func (t *pyTree) dir(d string) map[string]uint64 {
+	st := &t.f.deps
+	st.mu.Lock()
+	m, ok := st.pyDirs[d]
+	st.mu.Unlock()
+	if ok {
+		return m
+	}
+	if ino, err := t.f.resolvePath(t.ctx, d); err == nil && ino.IsDir() {
+		if ents, err := t.f.ReadDir(t.ctx, ino.Nid); err == nil {
+			m = make(map[string]uint64, len(ents))
+			for _, e := range ents {
+				m[e.Name] = e.Nid
+			}
+		}
+	}
+	st.mu.Lock()
+	if st.pyDirs == nil {
+		st.pyDirs = map[string]map[string]uint64{}
+	}
+	if len(st.pyDirs) < maxPyDirs {
+		st.pyDirs[d] = m
+	}
+	st.mu.Unlock()
+	return m
+}
+
+// IsFile implements pyimports.FS.
+func (t *pyTree) IsFile(p string) bool {
+	nid, ok := t.dir(path.Dir(p))[path.Base(p)]
+	if !ok {
+		return false
+	}
+	ino, err := t.f.Inode(t.ctx, nid)
+	return err == nil && ino.IsRegular()
+}
+
+// List implements pyimports.FS.
+func (t *pyTree) List(d string) []string {
+	m := t.dir(d)
+	out := make([]string, 0, len(m))
+	for name := range m {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// SpeculateStartup fetches, in the background, what nearly every
+// container reads first when it starts: the shell (/bin/sh, which runs
+// entrypoint scripts and "sh -c" commands), its interpreter and its
+// libraries, while the runtime is still creating the container. Only
+// with Options.Dependencies; the daemon calls it for images that name no
+// hot set (with one, the hot set is what is streamed at mount).
+func (f *FS) SpeculateStartup() {
+	if !f.o.Dependencies {
+		return
+	}
+	f.Go(func(ctx context.Context) {
+		ctx = fetch.WithKind(ctx, fetch.Dependency)
+		sh, err := f.resolvePath(ctx, startupProgram)
+		if err != nil || !sh.IsRegular() || !f.deps.claim(sh.Nid) {
+			return
+		}
+		if f.o.Fetch.Cache != nil {
+			if len(f.streamDependencies(ctx, []*Inode{sh})) == 0 {
+				return
+			}
+		} else if !f.fetchDependency(ctx, sh) {
+			return
+		}
+		f.speculate(ctx, sh.Nid, 1)
+	})
+}
+
+// startupProgram is what SpeculateStartup fetches.
+const startupProgram = "/bin/sh"
 
 // depSegment bounds a dependency stream's requests.
 const depSegment = 4 << 20

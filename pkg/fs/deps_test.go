@@ -3,7 +3,10 @@ package fs
 import (
 	"archive/tar"
 	"context"
+	"io/fs"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/nydus-go/nydus/internal/elftest"
@@ -25,7 +28,7 @@ func depsImage(t *testing.T) (*FS, *fetchtest.RangeCounter) {
 	const interp = "/lib64/ld-linux-x86-64.so.2"
 	pad := func(b []byte, n int) []byte { return append(b, treetest.Random(int64(n), n)...) }
 	files := []treetest.File{
-		symlink("lib", "usr/lib"), symlink("lib64", "usr/lib64"),
+		symlink("lib", "usr/lib"), symlink("lib64", "usr/lib64"), symlink("bin", "usr/bin"), symlink("usr/bin/sh", "app"),
 		treetest.Reg("usr/lib64/ld-linux-x86-64.so.2", 0o755, pad(elftest.Build("", nil, "", ""), 100000)),
 		treetest.Reg("usr/bin/app", 0o755, pad(elftest.Build(interp, []string{"libA.so.1"}, "", ""), 50000)),
 		symlink("usr/lib/x86_64-linux-gnu/libA.so.1", "libA.so.1.0.0"),
@@ -117,5 +120,102 @@ func TestDependencySpeculationIgnoresMalformed(t *testing.T) {
 	g.bgWG.Wait()
 	if n := len(g.FetchLog().Fetches); n != 0 || g.Metrics.DependencyFiles.Load() != 0 {
 		t.Errorf("with Dependencies off, opening a program fetched %d times", n)
+	}
+}
+
+// TestPythonImportSpeculation: opening a compiled module fetches, with
+// the dependency kind and before anything reads them, the modules it
+// imports when it is loaded, and theirs in turn: a module, a package and
+// its submodule from a "from" list, a relative import and an extension
+// module. A module imported only inside a function is not fetched.
+func TestPythonImportSpeculation(t *testing.T) {
+	const lib = "usr/lib/python3.11/"
+	files := []treetest.File{treetest.Reg(lib+"lib-dynload/_speedups.cpython-311-x86_64-linux-gnu.so", 0o644, treetest.Random(7, 3000))}
+	err := filepath.WalkDir("testdata/python/pyc", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		files = append(files, treetest.Reg(lib+strings.TrimPrefix(p, "testdata/python/pyc/"), 0o644, b))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, dir := fetchtest.BuildImage(t, files, builder.Options{ChunkSize: 0x10000})
+	be := fetchtest.NewRangeCounter(dir)
+	f, err := Open(context.Background(), res.Bootstrap, be, Options{Fetch: fetch.Options{Cache: fetchtest.NewMemCache(), LogSize: 1000}, Dependencies: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Opened(f.mustResolve(t, "/"+lib+"__pycache__/app.cpython-311.pyc").Nid)
+	f.bgWG.Wait()
+	kinds := map[string]string{}
+	for _, fe := range f.FetchLog().Fetches {
+		if kinds[fe.Path] == "" {
+			kinds[fe.Path] = fe.Kind
+		}
+	}
+	want := []string{"__pycache__/alpha", "__pycache__/gamma", "pkg/__pycache__/__init__", "pkg/__pycache__/beta", "pkg/__pycache__/delta"}
+	for _, p := range want {
+		p = "/" + lib + p + ".cpython-311.pyc"
+		if kinds[p] != fetch.Dependency {
+			t.Errorf("%s: first fetched as %q, want %q (fetches by file: %v)", p, kinds[p], fetch.Dependency, kinds)
+		}
+	}
+	if p := "/" + lib + "lib-dynload/_speedups.cpython-311-x86_64-linux-gnu.so"; kinds[p] != fetch.Dependency {
+		t.Errorf("%s: first fetched as %q, want %q", p, kinds[p], fetch.Dependency)
+	}
+	if p := "/" + lib + "__pycache__/unrelated.cpython-311.pyc"; kinds[p] != "" {
+		t.Errorf("%s (imported inside a function) fetched as %q", p, kinds[p])
+	}
+	if got, want := f.Metrics.DependencyFiles.Load(), int64(len(want)+1); got != want {
+		t.Errorf("DependencyFiles %d, want %d", got, want)
+	}
+	before := len(be.Counts())
+	for _, p := range want {
+		ino := f.mustResolve(t, "/"+lib+p+".cpython-311.pyc")
+		if _, err := f.Read(context.Background(), ino.Nid, make([]byte, ino.Size), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := len(be.Counts()); after != before {
+		t.Errorf("reading the speculated modules sent %d requests", after-before)
+	}
+}
+
+// TestSpeculateStartup: at mount, the shell, its interpreter and its
+// libraries are fetched as dependencies before anything reads them.
+func TestSpeculateStartup(t *testing.T) {
+	f, be := depsImage(t)
+	f.SpeculateStartup()
+	f.bgWG.Wait()
+	kinds := map[string]string{}
+	for _, fe := range f.FetchLog().Fetches {
+		if kinds[fe.Path] == "" {
+			kinds[fe.Path] = fe.Kind
+		}
+	}
+	for _, p := range []string{"/usr/bin/app", "/usr/lib64/ld-linux-x86-64.so.2", "/usr/lib/x86_64-linux-gnu/libA.so.1.0.0", "/usr/lib/x86_64-linux-gnu/private/libB.so.2"} {
+		if kinds[p] != fetch.Dependency {
+			t.Errorf("%s: first fetched as %q, want %q (fetches by file: %v)", p, kinds[p], fetch.Dependency, kinds)
+		}
+	}
+	before := len(be.Counts())
+	sh := f.mustResolve(t, "/bin/sh")
+	if _, err := f.Read(context.Background(), sh.Nid, make([]byte, sh.Size), 0); err != nil {
+		t.Fatal(err)
+	}
+	if after := len(be.Counts()); after != before {
+		t.Errorf("running the shell read %d more requests", after-before)
+	}
+	// Without Options.Dependencies, nothing.
+	g, _ := depsImage(t)
+	g.o.Dependencies = false
+	g.SpeculateStartup()
+	g.bgWG.Wait()
+	if n := len(g.FetchLog().Fetches); n != 0 {
+		t.Errorf("with Dependencies off, SpeculateStartup fetched %d times", n)
 	}
 }

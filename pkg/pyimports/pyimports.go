@@ -32,6 +32,12 @@ var ErrNotPyc = errors.New("pyimports: not a CPython 3.8+ .pyc file")
 
 // Module is what a compiled module's top-level code refers to.
 type Module struct {
+	// Imports are the top-level code's import statements, read from its
+	// bytecode, in order. Exact says they were: Read knows the bytecode
+	// of the CPython version that wrote the file (3.8 to 3.13).
+	// Otherwise Resolve works from Names and FromLists.
+	Imports []Import
+	Exact   bool
 	// Names are the top-level code's names (co_names), in order:
 	// imported modules ("os", "concurrent.futures", the "x" of
 	// "from .x import y") among the other global and attribute names.
@@ -40,6 +46,15 @@ type Module struct {
 	// constants: the names of "from x import a, b" (which may be
 	// submodules of x) among other constant strings.
 	FromLists []string
+}
+
+// Import is one import the module's top-level code runs: "import a.b"
+// is {Name: "a.b"}, "from .c import d, e" is {Name: "c", Level: 1,
+// From: [d e]}, "from . import f" is {Level: 1, From: [f]}.
+type Import struct {
+	Name  string
+	Level int
+	From  []string
 }
 
 // Bounds of what Read reads and returns.
@@ -57,8 +72,25 @@ const (
 const (
 	magicMin     = 3400 // 3.8
 	magicLayout2 = 3450 // 3.11: co_nlocals gone, co_localsplusnames...
+	magic313     = 3550 // 3.13: opcodes renumbered
+	magic314     = 3600 // 3.14: bytecode not known here
 	magicMax     = 3999 // 3.x
 )
+
+// opcodes are the instructions Read follows in a version's bytecode
+// (Lib/opcode.py, dis.opmap).
+type opcodes struct{ loadConst, importName, extendedArg byte }
+
+// opcodesFor returns the opcodes of the bytecode a magic number names.
+func opcodesFor(magic int) (opcodes, bool) {
+	switch {
+	case magic < magic313:
+		return opcodes{loadConst: 100, importName: 108, extendedArg: 144}, true
+	case magic < magic314:
+		return opcodes{loadConst: 83, importName: 75, extendedArg: 71}, true
+	}
+	return opcodes{}, false
+}
 
 // Read parses a .pyc file of the given size and returns its top-level
 // code's names. Files that are not CPython 3.8+ bytecode fail with
@@ -94,6 +126,9 @@ func Read(r io.ReaderAt, size int64) (*Module, error) {
 			m.Names = append(m.Names, s)
 		}
 	}
+	if ops, ok := opcodesFor(magic); ok {
+		m.Imports, m.Exact = imports(c, ops), true
+	}
 	for _, k := range c.consts {
 		if t, ok := k.(tuple); ok {
 			for _, e := range t {
@@ -106,12 +141,70 @@ func Read(r io.ReaderAt, size int64) (*Module, error) {
 	return m, nil
 }
 
-// Marshalled values the parser keeps: strings, tuples and code objects;
-// everything else is read past and kept as nil.
+// Marshalled values the parser keeps: strings, bytes, small ints,
+// tuples and code objects; everything else is read past and kept as nil.
 type (
 	tuple []any
-	code  struct{ consts, names tuple }
+	code  struct {
+		bytecode      []byte
+		consts, names tuple
+	}
 )
+
+// imports follows the module's bytecode (2-byte instructions since
+// CPython 3.6): each IMPORT_NAME takes its name from co_names, its level
+// and "from" list from the two LOAD_CONSTs before it.
+func imports(c *code, ops opcodes) []Import {
+	var out []Import
+	var consts [2]int // the last two LOAD_CONST arguments
+	loads := 0
+	ext := 0
+	b := c.bytecode
+	for i := 0; i+1 < len(b) && len(out) < maxNames; i += 2 {
+		op, arg := b[i], ext<<8|int(b[i+1])
+		ext = 0
+		switch op {
+		case ops.extendedArg:
+			if arg < 1<<20 {
+				ext = arg
+			}
+			continue
+		case 0: // CACHE entries (3.11+) between instructions
+			continue
+		case ops.loadConst:
+			consts[0], consts[1] = consts[1], arg
+			loads++
+			continue
+		case ops.importName:
+			if arg >= len(c.names) || loads < 2 {
+				break
+			}
+			name, ok := c.names[arg].(string)
+			level, ok2 := c.const_(consts[0]).(int64)
+			if !ok || !ok2 || level < 0 || level > 64 {
+				break
+			}
+			imp := Import{Name: name, Level: int(level)}
+			if from, ok := c.const_(consts[1]).(tuple); ok {
+				for _, f := range from {
+					if s, ok := f.(string); ok && s != "*" && len(imp.From) < maxNames {
+						imp.From = append(imp.From, s)
+					}
+				}
+			}
+			out = append(out, imp)
+		}
+		loads = 0
+	}
+	return out
+}
+
+func (c *code) const_(i int) any {
+	if i < 0 || i >= len(c.consts) {
+		return nil
+	}
+	return c.consts[i]
+}
 
 // parser reads CPython's marshal format (Python/marshal.c).
 type parser struct {
@@ -212,7 +305,8 @@ func (p *parser) value(t byte, depth int) (any, error) {
 	case '0', 'N', 'F', 'T', 'S', '.':
 		return nil, nil
 	case 'i':
-		return nil, p.skip(4)
+		v, err := p.int32()
+		return int64(v), err
 	case 'g':
 		return nil, p.skip(8)
 	case 'y':
@@ -251,7 +345,7 @@ func (p *parser) value(t byte, depth int) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return nil, p.skip(n)
+		return p.bytes(n)
 	case 't', 'u', 'a', 'A': // str (interned, UTF-8, ASCII)
 		n, err := p.length()
 		if err != nil {
@@ -339,9 +433,11 @@ func (p *parser) code(depth int) (any, error) {
 		return nil, err
 	}
 	c := &code{}
-	if _, err := p.object(depth + 1); err != nil { // co_code
+	bc, err := p.object(depth + 1) // co_code
+	if err != nil {
 		return nil, err
 	}
+	c.bytecode, _ = bc.([]byte)
 	consts, err := p.object(depth + 1)
 	if err != nil {
 		return nil, err
@@ -446,16 +542,23 @@ func Locate(p string) (Location, bool) {
 	return loc, true
 }
 
-// Resolve returns the files that importing m's names from loc reads: for
-// each name that is a module in the image, its compiled file (or its
+// Resolve returns the files that loading m from loc makes the
+// interpreter read: for each module imported, its compiled file (or its
 // source when it has none) or extension module, with its packages'
-// __init__ files; names relative to loc.Dir first (the "x" of
-// "from .x import y"), then from each root. For a name that is a
-// package, the FromLists names that are its submodules are included
-// too. Names that are no module are left out, so what is returned is
-// what the interpreter may read, in the order of m's names.
+// __init__ files, and the names of its "from" list that are submodules
+// of it, in import order. With exact imports (m.Exact), absolute names
+// are looked up in loc.Roots and relative ones from loc.Dir. Otherwise
+// every name of m.Names is tried, relative to loc.Dir first, then from
+// each root, and m.FromLists under each package found; names that are
+// no module are left out.
 func Resolve(fsys FS, loc Location, m *Module) []string {
 	r := resolver{fs: fsys, loc: loc, seen: map[string]bool{}, lists: map[string][]string{}}
+	if m.Exact {
+		for _, imp := range m.Imports {
+			r.resolveImport(imp)
+		}
+		return r.out
+	}
 	var pkgs []string
 	for _, n := range m.Names {
 		if len(r.out) >= maxResolved {
@@ -479,6 +582,38 @@ func Resolve(fsys FS, loc Location, m *Module) []string {
 		}
 	}
 	return r.out
+}
+
+// resolveImport adds the files of one import statement: the module (an
+// absolute name from the roots; a relative one from the package Level-1
+// levels above loc.Dir), and the names of its "from" list that are
+// submodules of it.
+func (r *resolver) resolveImport(imp Import) {
+	var pkg string
+	found := false
+	if imp.Level > 0 {
+		base := r.loc.Dir
+		for range imp.Level - 1 {
+			base = path.Dir(base)
+		}
+		if imp.Name == "" {
+			pkg, found = base, true
+		} else {
+			pkg, found = r.module(base, imp.Name)
+		}
+	} else {
+		for _, base := range r.loc.Roots {
+			if pkg, found = r.module(base, imp.Name); found {
+				break
+			}
+		}
+	}
+	if !found || pkg == "" {
+		return
+	}
+	for _, n := range imp.From {
+		r.module(pkg, n)
+	}
 }
 
 type resolver struct {

@@ -43,6 +43,14 @@ func TestReadEveryVersion(t *testing.T) {
 			if want := []string{"decoder", "sibling", "thing"}; !slices.Equal(m.FromLists, want) {
 				t.Errorf("from lists %q, want %q", m.FromLists, want)
 			}
+			// The bytecode's imports, the function's left out.
+			want := []Import{{Name: "os"}, {Name: "sys"}, {Name: "concurrent.futures"}, {Name: "json", From: []string{"decoder"}},
+				{Level: 1, From: []string{"sibling"}}, {Name: "sub", Level: 1, From: []string{"thing"}}, {Name: "_json"}}
+			if !m.Exact || !slices.EqualFunc(m.Imports, want, func(a, b Import) bool {
+				return a.Name == b.Name && a.Level == b.Level && slices.Equal(a.From, b.From)
+			}) {
+				t.Errorf("imports (exact %v) %+v, want %+v", m.Exact, m.Imports, want)
+			}
 		})
 	}
 }
@@ -134,15 +142,22 @@ func TestResolve(t *testing.T) {
 		lib + "/concurrent/__pycache__/__init__.cpython-311.pyc",
 		lib + "/concurrent/futures/__pycache__/__init__.cpython-311.pyc",
 		lib + "/json/__pycache__/__init__.cpython-311.pyc",
+		lib + "/json/__pycache__/decoder.cpython-311.pyc",
 		"/usr/lib/python3/dist-packages/pkg/sibling.py",
 		"/usr/lib/python3/dist-packages/pkg/sub/__pycache__/__init__.cpython-311.pyc",
-		lib + "/lib-dynload/_json.cpython-311-x86_64-linux-gnu.so",
-		// From lists of the packages above: json.decoder, pkg.sub.thing.
-		lib + "/json/__pycache__/decoder.cpython-311.pyc",
 		"/usr/lib/python3/dist-packages/pkg/sub/__pycache__/thing.cpython-311.pyc",
+		lib + "/lib-dynload/_json.cpython-311-x86_64-linux-gnu.so",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("Resolve:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
+	}
+	// Without the bytecode's imports (a CPython whose bytecode Read does
+	// not know), every name is tried: the same files, in names order.
+	m.Exact, m.Imports = false, nil
+	got = Resolve(tree, loc, m)
+	want = []string{want[0], want[1], want[2], want[3], want[5], want[6], want[8], want[4], want[7]}
+	if !slices.Equal(got, want) {
+		t.Errorf("Resolve by names:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
 	}
 }
 

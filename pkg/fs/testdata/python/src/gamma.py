@@ -1,0 +1,2 @@
+import _speedups
+X = 1
