@@ -118,3 +118,45 @@ func TestDemandBeforeBackground(t *testing.T) {
 		t.Fatalf("%d background requests started while a demand request was in flight", overlapped)
 	}
 }
+
+// TestHold: while an engine is held, a background fetch waits and a
+// demand fetch does not; releasing lets the background one go.
+func TestHold(t *testing.T) {
+	files := []treetest.File{treetest.Reg("a", 0o644, treetest.Random(1, 4*0x10000))}
+	res, dir := fetchtest.BuildImage(t, files, builder.Options{ChunkSize: 0x10000})
+	be := &sendLog{FileSource: storage.FileSource{Dir: dir}}
+	e := open(t, res.Bootstrap, be, fetch.Options{Cache: fetchtest.NewMemCache()})
+	refs := e.refs(t, "/a")
+	release := e.Hold()
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := e.Chunk(fetch.WithKind(context.Background(), fetch.ReadAhead), refs[1])
+		done <- err
+	}()
+	if _, _, err := e.Chunk(context.Background(), refs[0]); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("a read-ahead fetch went out while the engine was held (err %v)", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	release()
+	release() // a second call does nothing
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	be.mu.Lock()
+	defer be.mu.Unlock()
+	// The demand fetch (and its blob's chunk-info table), then the
+	// read-ahead one.
+	n := len(be.evs)
+	if n < 4 || be.evs[n-2].kind != fetch.ReadAhead || !be.evs[n-2].start {
+		t.Fatalf("requests %+v, want the read-ahead one last", be.evs)
+	}
+	for _, ev := range be.evs[:n-2] {
+		if ev.kind != fetch.Demand {
+			t.Fatalf("requests %+v, want only demand ones before the read-ahead one", be.evs)
+		}
+	}
+}
