@@ -13,7 +13,7 @@ import (
 // for. A background request already sent is not interrupted.
 type priorities struct {
 	mu     sync.Mutex
-	demand int           // urgent requests in flight, and holds (Engine.Hold); guarded by mu
+	demand int           // demand requests in flight; guarded by mu
 	idle   chan struct{} // closed when demand drops to 0; guarded by mu
 }
 
@@ -62,15 +62,4 @@ func (p *priorities) enter(ctx context.Context) (leave func(), err error) {
 			return nil, ctx.Err()
 		}
 	}
-}
-
-// Hold makes background requests wait, as an urgent request in flight
-// does, until the returned function is called (once; later calls do
-// nothing): for urgent work between requests, such as reading what a
-// program that was just opened needs, whose requests must not queue
-// behind read-ahead started in the meantime.
-func (e *Engine) Hold() (release func()) {
-	leave, _ := e.prio.enter(WithKind(context.Background(), Demand))
-	var once sync.Once
-	return func() { once.Do(leave) }
 }

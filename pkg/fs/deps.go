@@ -75,13 +75,6 @@ func (f *FS) speculate(ctx context.Context, nid uint64, depth int) {
 	if err != nil || !ino.IsRegular() || ino.Size < 4 || depth > maxDepDepth {
 		return
 	}
-	// Until what the file needs is known and fetched, background
-	// requests wait: read-ahead of the program just opened, started in
-	// the meantime, would otherwise take the bandwidth its libraries
-	// need first (make bench: python's own read-ahead delayed libm,
-	// libz and libexpat by 0.2 s on the constrained profile).
-	release := f.eng.Hold()
-	defer release()
 	// The opened file's own head is what its opener reads next: a demand
 	// read (so a race with the opener's read fetches it once, as
 	// demand); what it needs is fetched as dependencies.
@@ -106,7 +99,6 @@ func (f *FS) speculate(ctx context.Context, nid uint64, depth int) {
 		// backend can), instead of a request per chunk.
 		deps = f.streamDependencies(ctx, deps)
 	}
-	release()
 	var wg sync.WaitGroup
 	for _, dep := range deps {
 		wg.Add(1)

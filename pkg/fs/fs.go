@@ -94,7 +94,6 @@ type fetcher interface {
 	CheckRecordLocal(ctx context.Context, info rafs.ChunkInfo) error
 	Chunk(ctx context.Context, ref fetch.Ref) (data []byte, fetched bool, err error)
 	Stream(ctx context.Context, refs []fetch.Ref, o fetch.StreamOptions)
-	Hold() (release func())
 	Log() *fetch.Log
 	Close()
 }
