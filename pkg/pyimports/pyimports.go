@@ -153,7 +153,8 @@ type (
 
 // imports follows the module's bytecode (2-byte instructions since
 // CPython 3.6): each IMPORT_NAME takes its name from co_names, its level
-// and "from" list from the two LOAD_CONSTs before it.
+// and "from" list from the two LOAD_CONSTs before it. It stops at the
+// first load of the constant "__main__".
 func imports(c *code, ops opcodes) []Import {
 	var out []Import
 	var consts [2]int // the last two LOAD_CONST arguments
@@ -172,6 +173,12 @@ func imports(c *code, ops opcodes) []Import {
 		case 0: // CACHE entries (3.11+) between instructions
 			continue
 		case ops.loadConst:
+			if s, ok := c.const_(arg).(string); ok && s == "__main__" {
+				// `if __name__ == "__main__":`, where modules put their
+				// self-tests (`import doctest`): not run on import, and
+				// by convention last.
+				return out
+			}
 			consts[0], consts[1] = consts[1], arg
 			loads++
 			continue

@@ -13,7 +13,7 @@ import (
 // wantNames are mod.py's top-level co_names, as every CPython version
 // from 3.8 to 3.13 compiles them (testdata/gen.sh).
 var wantNames = []string{"__doc__", "os", "sys", "concurrent.futures", "concurrent", "json", "decoder", "", "sibling", "sub", "thing",
-	"_json", "ImportError", "__all__", "helper", "X", "BIG", "frozenset", "SETS"}
+	"_json", "ImportError", "__all__", "helper", "X", "BIG", "frozenset", "SETS", "__name__", "doctest", "testmod"}
 
 func readFixture(t *testing.T, name string) *Module {
 	t.Helper()
@@ -43,7 +43,8 @@ func TestReadEveryVersion(t *testing.T) {
 			if want := []string{"decoder", "sibling", "thing"}; !slices.Equal(m.FromLists, want) {
 				t.Errorf("from lists %q, want %q", m.FromLists, want)
 			}
-			// The bytecode's imports, the function's left out.
+			// The bytecode's imports, the function's and the
+			// `if __name__ == "__main__":` block's left out.
 			want := []Import{{Name: "os"}, {Name: "sys"}, {Name: "concurrent.futures"}, {Name: "json", From: []string{"decoder"}},
 				{Level: 1, From: []string{"sibling"}}, {Name: "sub", Level: 1, From: []string{"thing"}}, {Name: "_json"}}
 			if !m.Exact || !slices.EqualFunc(m.Imports, want, func(a, b Import) bool {

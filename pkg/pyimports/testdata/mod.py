@@ -20,3 +20,7 @@ def helper():
 X = 1.5 + 2j
 BIG = 1 << 100
 SETS = {1, 2}, frozenset({3})
+
+if __name__ == "__main__":
+    import doctest
+    doctest.testmod()
