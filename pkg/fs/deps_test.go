@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nydus-go/nydus/internal/elftest"
 	"github.com/nydus-go/nydus/internal/fetchtest"
@@ -217,5 +218,55 @@ func TestSpeculateStartup(t *testing.T) {
 	g.bgWG.Wait()
 	if n := len(g.FetchLog().Fetches); n != 0 {
 		t.Errorf("with Dependencies off, SpeculateStartup fetched %d times", n)
+	}
+}
+
+// TestReadAheadWaitsForDependencies: read-ahead of a program that was
+// just opened starts only after its libraries were fetched, so it does
+// not take the bandwidth the loader needs first.
+func TestReadAheadWaitsForDependencies(t *testing.T) {
+	pad := func(b []byte, n int) []byte { return append(b, treetest.Random(int64(n), n)...) }
+	files := []treetest.File{
+		treetest.Reg("usr/bin/app", 0o755, pad(elftest.Build("", []string{"libA.so.1"}, "", ""), 8*0x10000)),
+		treetest.Reg("usr/lib/x86_64-linux-gnu/libA.so.1", 0o644, pad(elftest.Build("", nil, "", ""), 100000)),
+	}
+	res, dir := fetchtest.BuildImage(t, files, builder.Options{ChunkSize: 0x10000})
+	be := fetchtest.NewStreamLog(dir)
+	gate := make(chan struct{})
+	be.Gate = func(_ int, r fetchtest.Request) chan struct{} {
+		if r.Kind == fetch.Dependency {
+			return gate
+		}
+		return nil
+	}
+	f, err := Open(context.Background(), res.Bootstrap, be, Options{Fetch: fetch.Options{Cache: fetchtest.NewMemCache(), LogSize: 1000},
+		Dependencies: true, ReadAhead: 4 * 0x10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	app := f.mustResolve(t, "/usr/bin/app")
+	f.Opened(app.Nid)
+	// The loader reads the program's head: a miss, which starts read-ahead.
+	if _, err := f.Read(context.Background(), app.Nid, make([]byte, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	be.WaitFor(t, "the library's request", func(r fetchtest.Request) bool { return r.Kind == fetch.Dependency })
+	time.Sleep(100 * time.Millisecond)
+	for _, r := range be.Requests(1 << 40) {
+		if r.Kind == fetch.ReadAhead {
+			t.Fatalf("read-ahead request %v sent while the library was still on its way: %v", r, be.Requests(1<<40))
+		}
+	}
+	close(gate)
+	f.bgWG.Wait()
+	n := 0
+	for _, r := range be.Requests(1 << 40) {
+		if r.Kind == fetch.ReadAhead {
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatalf("no read-ahead after the library came: %v", be.Requests(1<<40))
 	}
 }

@@ -376,6 +376,7 @@ func (f *FS) readAhead(ino *Inode, k int) {
 			defer func() { <-f.raSem }()
 			ctx, cancel := context.WithTimeout(fetch.WithKind(f.bg, fetch.ReadAhead), time.Minute)
 			defer cancel()
+			f.readAheadAfter(ctx, ino.Nid)
 			f.chunk(ctx, ino, i)
 		}(i)
 	}
