@@ -270,3 +270,83 @@ func TestReadAheadWaitsForDependencies(t *testing.T) {
 		t.Fatalf("no read-ahead after the library came: %v", be.Requests(1<<40))
 	}
 }
+
+// TestIncludeSpeculation: opening a header fetches, with the dependency
+// kind and before the preprocessor reads them, the headers it includes,
+// found as GCC finds them (a quoted name beside it, <names> in GCC's,
+// the multiarch and the plain include directories), and theirs in turn.
+func TestIncludeSpeculation(t *testing.T) {
+	const gcc = "usr/lib/gcc/x86_64-linux-gnu/12/include/"
+	files := []treetest.File{
+		treetest.Reg("usr/include/stdio.h", 0o644, []byte("#include <stddef.h>\n#include \"local.h\"\n#include <bits/a.h>\n#ifdef NEVER\n#include <missing.h>\n#endif\n")),
+		treetest.Reg("usr/include/local.h", 0o644, []byte("int local;\n")),
+		treetest.Reg(gcc+"stddef.h", 0o644, []byte("typedef int size_t;\n")),
+		treetest.Reg("usr/include/stddef.h", 0o644, []byte("shadowed by GCC's\n")),
+		treetest.Reg("usr/include/x86_64-linux-gnu/bits/a.h", 0o644, []byte("#include <bits/b.h>\n")),
+		treetest.Reg("usr/include/bits/b.h", 0o644, []byte("int b;\n")),
+		treetest.Reg("usr/include/unrelated.h", 0o644, []byte("int u;\n")),
+	}
+	res, dir := fetchtest.BuildImage(t, files, builder.Options{ChunkSize: 0x10000})
+	f, err := Open(context.Background(), res.Bootstrap, fetchtest.NewRangeCounter(dir), Options{Fetch: fetch.Options{Cache: fetchtest.NewMemCache(), LogSize: 1000}, Dependencies: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Opened(f.mustResolve(t, "/usr/include/stdio.h").Nid)
+	f.bgWG.Wait()
+	kinds := map[string]string{}
+	for _, fe := range f.FetchLog().Fetches {
+		if kinds[fe.Path] == "" {
+			kinds[fe.Path] = fe.Kind
+		}
+	}
+	for _, p := range []string{"/" + gcc + "stddef.h", "/usr/include/local.h", "/usr/include/x86_64-linux-gnu/bits/a.h", "/usr/include/bits/b.h"} {
+		if kinds[p] != fetch.Dependency {
+			t.Errorf("%s: first fetched as %q, want %q (fetches by file: %v)", p, kinds[p], fetch.Dependency, kinds)
+		}
+	}
+	for _, p := range []string{"/usr/include/stddef.h", "/usr/include/unrelated.h"} {
+		if kinds[p] != "" {
+			t.Errorf("%s fetched as %q", p, kinds[p])
+		}
+	}
+}
+
+// TestProgramStreamed: opening a dynamically linked program fetches all
+// of it, beside its libraries, so running it sends no more requests.
+func TestProgramStreamed(t *testing.T) {
+	pad := func(b []byte, n int) []byte { return append(b, treetest.Random(int64(n), n)...) }
+	const interp = "/usr/lib64/ld-linux-x86-64.so.2"
+	files := []treetest.File{
+		treetest.Reg("usr/lib64/ld-linux-x86-64.so.2", 0o755, pad(elftest.Build("", nil, "", ""), 1000)),
+		treetest.Reg("usr/bin/big", 0o755, pad(elftest.Build(interp, nil, "", ""), 24*0x10000)),
+		treetest.Reg("usr/lib/libbig.so", 0o644, pad(elftest.Build("", nil, "", ""), 24*0x10000)),
+	}
+	res, dir := fetchtest.BuildImage(t, files, builder.Options{ChunkSize: 0x10000})
+	be := fetchtest.NewRangeCounter(dir)
+	f, err := Open(context.Background(), res.Bootstrap, be, Options{Fetch: fetch.Options{Cache: fetchtest.NewMemCache(), LogSize: 1000}, Dependencies: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range []string{"/usr/bin/big", "/usr/lib/libbig.so"} {
+		f.Opened(f.mustResolve(t, p).Nid)
+	}
+	f.bgWG.Wait()
+	before := len(be.Counts())
+	big := f.mustResolve(t, "/usr/bin/big")
+	if _, err := f.Read(context.Background(), big.Nid, make([]byte, big.Size), 0); err != nil {
+		t.Fatal(err)
+	}
+	if after := len(be.Counts()); after != before {
+		t.Errorf("running the program sent %d more requests", after-before)
+	}
+	// A library opened on its own (no interpreter) is not fetched whole.
+	lib := f.mustResolve(t, "/usr/lib/libbig.so")
+	if _, err := f.Read(context.Background(), lib.Nid, make([]byte, lib.Size), 0); err != nil {
+		t.Fatal(err)
+	}
+	if after := len(be.Counts()); after == before {
+		t.Error("reading a library nothing needed sent no request: it was fetched whole when opened")
+	}
+}
