@@ -344,34 +344,54 @@ func (t *treeCache) List(d string) []string {
 }
 
 // SpeculateStartup fetches, in the background, what nearly every
-// container reads first when it starts: the shell (/bin/sh, which runs
-// entrypoint scripts and "sh -c" commands), its interpreter and its
-// libraries, while the runtime is still creating the container. Only
-// with Options.Dependencies; the daemon calls it for images that name no
-// hot set (with one, the hot set is what is streamed at mount).
+// container reads first when it starts: the user and group databases
+// (which the runtime reads to set the process's user up) and the shell
+// (/bin/sh, which runs entrypoint scripts and "sh -c" commands), its
+// interpreter and its libraries, while the runtime is still creating
+// the container. Only with Options.Dependencies; the daemon calls it for
+// images that name no hot set (with one, the hot set is what is
+// streamed at mount).
 func (f *FS) SpeculateStartup() {
 	if !f.o.Dependencies {
 		return
 	}
 	f.Go(func(ctx context.Context) {
 		ctx = fetch.WithKind(ctx, fetch.Dependency)
-		sh, err := f.resolvePath(ctx, startupProgram)
-		if err != nil || !sh.IsRegular() || !f.deps.claim(sh.Nid) {
-			return
+		var files []*Inode
+		var sh *Inode
+		for _, p := range startupFiles {
+			ino, err := f.resolvePath(ctx, p)
+			if err != nil || !ino.IsRegular() || !f.deps.claim(ino.Nid) {
+				continue
+			}
+			files = append(files, ino)
+			if p == startupProgram {
+				sh = ino
+			}
 		}
 		if f.o.Fetch.Cache != nil {
-			if len(f.streamDependencies(ctx, []*Inode{sh})) == 0 {
-				return
+			files = f.streamDependencies(ctx, files)
+		} else {
+			n := 0
+			for _, ino := range files {
+				if f.fetchDependency(ctx, ino) {
+					files[n] = ino
+					n++
+				}
 			}
-		} else if !f.fetchDependency(ctx, sh) {
-			return
+			files = files[:n]
 		}
-		f.speculate(ctx, sh.Nid, 1)
+		if sh != nil && slices.Contains(files, sh) {
+			f.speculate(ctx, sh.Nid, 1)
+		}
 	})
 }
 
-// startupProgram is what SpeculateStartup fetches.
+// startupProgram is the program SpeculateStartup fetches with what it
+// needs; startupFiles are all it fetches, in the order they are read.
 const startupProgram = "/bin/sh"
+
+var startupFiles = []string{"/etc/passwd", "/etc/group", startupProgram}
 
 // depSegment bounds a dependency stream's requests.
 const depSegment = 4 << 20

@@ -36,6 +36,8 @@ func depsImage(t *testing.T) (*FS, *fetchtest.RangeCounter) {
 		treetest.Reg("usr/lib/x86_64-linux-gnu/libA.so.1.0.0", 0o644, pad(elftest.Build("", []string{"libB.so.2", "libmissing.so"}, "$ORIGIN/private", ""), 200000)),
 		treetest.Reg("usr/lib/x86_64-linux-gnu/private/libB.so.2", 0o644, pad(elftest.Build("", nil, "", ""), 300000)),
 		treetest.Reg("usr/bin/script", 0o755, []byte("#!/usr/bin/app -x\necho hi\n")),
+		treetest.Reg("etc/passwd", 0o644, []byte("root:x:0:0:root:/root:/bin/sh\n")),
+		treetest.Reg("etc/group", 0o644, []byte("root:x:0:\n")),
 		treetest.Reg("usr/bin/bad", 0o755, append([]byte("\x7fELF\x02\x01\x01"), treetest.Random(5, 5000)...)),
 	}
 	res, dir := fetchtest.BuildImage(t, files, builder.Options{ChunkSize: 0x10000})
@@ -186,8 +188,9 @@ func TestPythonImportSpeculation(t *testing.T) {
 	}
 }
 
-// TestSpeculateStartup: at mount, the shell, its interpreter and its
-// libraries are fetched as dependencies before anything reads them.
+// TestSpeculateStartup: at mount, the user and group databases, the
+// shell, its interpreter and its libraries are fetched as dependencies
+// before anything reads them.
 func TestSpeculateStartup(t *testing.T) {
 	f, be := depsImage(t)
 	f.SpeculateStartup()
@@ -198,7 +201,7 @@ func TestSpeculateStartup(t *testing.T) {
 			kinds[fe.Path] = fe.Kind
 		}
 	}
-	for _, p := range []string{"/usr/bin/app", "/usr/lib64/ld-linux-x86-64.so.2", "/usr/lib/x86_64-linux-gnu/libA.so.1.0.0", "/usr/lib/x86_64-linux-gnu/private/libB.so.2"} {
+	for _, p := range []string{"/etc/passwd", "/etc/group", "/usr/bin/app", "/usr/lib64/ld-linux-x86-64.so.2", "/usr/lib/x86_64-linux-gnu/libA.so.1.0.0", "/usr/lib/x86_64-linux-gnu/private/libB.so.2"} {
 		if kinds[p] != fetch.Dependency {
 			t.Errorf("%s: first fetched as %q, want %q (fetches by file: %v)", p, kinds[p], fetch.Dependency, kinds)
 		}
