@@ -88,7 +88,7 @@ through the API: POST /api/v1/mount?mountpoint=/NAME (shared mode).`,
 	fl.StringVar(&f.eventSink, "event-sink", os.Getenv("NYDUSD_EVENT_SINK"), "POST events (mounts, verification failures, backend errors) as JSON to this http(s):// or unix:///path URL, asynchronously (env NYDUSD_EVENT_SINK)")
 	fl.StringVar(&f.cacheMax, "cache-max-size", os.Getenv("NYDUSD_CACHE_MAX_SIZE"), "cap each cache work_dir, e.g. 10GiB; unused blobs are evicted LRU (env NYDUSD_CACHE_MAX_SIZE)")
 	fl.BoolVar(&f.digestValidate, "digest-validate", envBool("NYDUSD_DIGEST_VALIDATE"), "re-verify cached chunks on every read, overriding the config's digest_validate (env NYDUSD_DIGEST_VALIDATE)")
-	fl.BoolVar(&f.dependencies, "dependency-prefetch", envBoolOr("NYDUSD_DEPENDENCY_PREFETCH", true), "when a program is opened, fetch its interpreter and the libraries ld.so will load, all at once (env NYDUSD_DEPENDENCY_PREFETCH=0 turns it off)")
+	fl.BoolVar(&f.dependencies, "dependency-prefetch", envBoolOr("NYDUSD_DEPENDENCY_PREFETCH", true), "when a program, a compiled Python module or a C header is opened, fetch what it needs (interpreter, libraries, the rest of the program, imported modules, included headers) all at once, and at mount the shell and the user databases (env NYDUSD_DEPENDENCY_PREFETCH=0 turns it off)")
 	fl.BoolVar(&f.siblings, "sibling-prefetch", envBoolOr("NYDUSD_SIBLING_PREFETCH", true), "when a small file that is not cached is read, fetch the other small files of its directory (at most 512 KiB), once per directory (env NYDUSD_SIBLING_PREFETCH=0 turns it off)")
 	fl.BoolVarP(&f.showVersion, "version", "V", false, "print the version")
 	if err := root.Execute(); err != nil {
