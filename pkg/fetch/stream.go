@@ -35,9 +35,10 @@ const (
 	// HotFirstSegment is the size of a blob's first hot-set segment: small,
 	// so the first files are there one round trip after the mount.
 	HotFirstSegment = 256 << 10
-	// HotMaxSegment bounds the following hot-set segments (each is twice
-	// the size of the one before).
-	HotMaxSegment = 4 << 20
+	// HotMaxSegment bounds the following hot-set segments (each is four
+	// times the size of the one before): large, so a hot set of tens of
+	// megabytes comes in a handful of requests.
+	HotMaxSegment = 8 << 20
 	// HotWorkers segments of the hot set are in flight at once: enough to
 	// hide the round trip between two segments, few enough that the first
 	// files get the bandwidth first.
@@ -96,8 +97,8 @@ type StreamOptions struct {
 // their way into segments: per blob, units in stored order; a gap over
 // streamGap starts another range of the segment (at most maxRuns), and a
 // new segment starts where the segment's stored bytes would exceed its
-// size (o.First for a blob's first, doubling up to o.Max). Segments come
-// out in the order their first chunk was wanted.
+// size (o.First for a blob's first, then four times the one before, up to
+// o.Max). Segments come out in the order their first chunk was wanted.
 func (e *Engine) planStream(ctx context.Context, refs []Ref, o StreamOptions) []*segment {
 	hc, _ := e.o.Cache.(cacheHas)
 	type unitAt struct {
@@ -161,7 +162,7 @@ func (e *Engine) planStream(ctx context.Context, refs []Ref, o StreamOptions) []
 				if gap < 0 || bytes+add > limit || (newRun && runs >= maxRuns) {
 					segs = append(segs, cur)
 					cur = nil
-					limit = min(limit*2, o.Max)
+					limit = min(limit*4, o.Max)
 				} else {
 					bytes += add
 					if newRun {

@@ -353,3 +353,23 @@ func TestProgramStreamed(t *testing.T) {
 		t.Error("reading a library nothing needed sent no request: it was fetched whole when opened")
 	}
 }
+
+// TestHotSetNotSpeculated: the files of the hot set come in the stream's
+// order; opening one does not start speculation that would race it.
+func TestHotSetNotSpeculated(t *testing.T) {
+	f, _ := depsImage(t)
+	hot := []string{"/usr/bin/app", "/usr/lib64/ld-linux-x86-64.so.2", "/usr/lib/x86_64-linux-gnu/libA.so.1.0.0", "/usr/lib/x86_64-linux-gnu/private/libB.so.2"}
+	f.Prefetch(context.Background(), PrefetchOptions{Paths: hot})
+	f.Opened(f.mustResolve(t, "/usr/bin/app").Nid)
+	f.bgWG.Wait()
+	kinds := map[string]int{}
+	for _, fe := range f.FetchLog().Fetches {
+		kinds[fe.Kind]++
+	}
+	if kinds[fetch.Dependency] != 0 || kinds[fetch.HotSet] == 0 {
+		t.Errorf("fetches by kind %v, want hot-set ones only", kinds)
+	}
+	if got := f.Metrics.DependencyFiles.Load(); got != 0 {
+		t.Errorf("DependencyFiles %d, want 0", got)
+	}
+}

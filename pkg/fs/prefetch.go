@@ -125,6 +125,18 @@ func (f *FS) Prefetch(ctx context.Context, o PrefetchOptions) {
 		}
 	}
 	var hot []fetch.Ref
+	// Hot files come in the stream's order: dependency speculation
+	// leaves them alone rather than race the stream with requests of
+	// its own.
+	collectHot := func(refs *[]fetch.Ref) func(string, *Inode) bool {
+		c := collect(refs)
+		return func(p string, ino *Inode) bool {
+			if ino.IsRegular() {
+				f.deps.claim(ino.Nid)
+			}
+			return c(p, ino)
+		}
+	}
 	for _, p := range o.Paths {
 		ino, err := f.lookupPath(ctx, p)
 		if err != nil {
@@ -136,7 +148,7 @@ func (f *FS) Prefetch(ctx context.Context, o PrefetchOptions) {
 			o.All = true
 			continue
 		}
-		f.walk(ctx, ino.Nid, p, collect(&hot))
+		f.walk(ctx, ino.Nid, p, collectHot(&hot))
 	}
 	f.eng.Stream(ctx, hot, fetch.StreamOptions{Kind: fetch.HotSet, First: fetch.HotFirstSegment, Max: fetch.HotMaxSegment, Workers: fetch.HotWorkers, Limit: lim})
 	if o.All && ctx.Err() == nil {
