@@ -27,7 +27,8 @@ import (
 )
 
 // MemCache is an in-memory fetch.ChunkCache that can tell which chunks
-// it holds (Has).
+// it holds (Has). Like a cache on disk, it keeps copies: what it is given
+// and what it returns share no memory with it.
 type MemCache struct {
 	mu sync.Mutex
 	m  map[string][]byte // guarded by mu
@@ -44,7 +45,7 @@ func (c *MemCache) Get(_ context.Context, blobID string, ci uint32, _ int64, _ i
 	if ok && verify != nil && verify(b) != nil {
 		return nil, false, nil
 	}
-	return b, ok, nil
+	return bytes.Clone(b), ok, nil
 }
 
 // Has reports whether a chunk is cached.
@@ -58,7 +59,7 @@ func (c *MemCache) Has(_ context.Context, blobID string, ci uint32) bool {
 // Put implements fetch.ChunkCache.
 func (c *MemCache) Put(_ context.Context, blobID string, ci uint32, _ int64, data []byte) error {
 	c.mu.Lock()
-	c.m[fmt.Sprint(blobID, ci)] = data
+	c.m[fmt.Sprint(blobID, ci)] = bytes.Clone(data)
 	c.mu.Unlock()
 	return nil
 }

@@ -207,6 +207,9 @@ func (b *BlobCache) ReadChunk(ctx context.Context, idx uint32, uncompOff int64, 
 	var bad error
 	if n < size {
 		bad = fmt.Errorf("data file ends %d bytes into the %d-byte chunk", n, size)
+		if verify != nil {
+			verify(buf[:n]) // what the disk holds for the chunk: the caller reports it
+		}
 	} else if b.c.o.ValidateOnRead && verify != nil {
 		bad = verify(buf)
 	}

@@ -175,14 +175,15 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 		closer()
 		return nil, fmt.Errorf("bootstrap %s: %w", bootstrap, err)
 	}
-	fo := nfs.Options{Fetch: fetch.Options{Logger: d.o.Log, Events: d.o.Events, Validate: cfg.DigestValidate || d.o.DigestValidate, Amplify: amplify(cfg)},
+	fo := nfs.Options{Fetch: fetch.Options{Logger: d.o.Log, Events: d.o.Events, Validate: cfg.DigestValidate || d.o.DigestValidate, Amplify: amplify(cfg),
+		HotBytes: hotChunkBytes},
 		ReadAhead: readAhead(cfg), Dependencies: d.o.Dependencies, Siblings: d.o.Siblings, FileStats: cfg.IOStatsFiles || cfg.AccessPattern}
 	if cfg.AccessPattern {
 		fo.Fetch.LogSize = fetchLogSize
 	}
 	var cc *chunkCache
 	if wd := cfg.Device.Cache.Config.WorkDir; wd != "" && cfg.Device.Cache.Type != "dummycache" && cfg.Device.Cache.Type != "" {
-		c, err := d.cache(ctx, wd, cfg.DigestValidate || d.o.DigestValidate)
+		c, err := d.cache(ctx, wd)
 		if err != nil {
 			closer()
 			return nil, err
@@ -194,6 +195,8 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 			fo.WholeFileDir = filepath.Join(wd, "nydus-go-files")
 			d.mu.Lock()
 			fo.WholeFileReserve = d.wholeFileReserve(c, d.whole[wd])
+			whole := d.whole[wd]
+			fo.WholeFileRelease = func(size int64) { whole.Add(-size) }
 			d.mu.Unlock()
 		}
 	}
@@ -212,7 +215,7 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 
 // cache returns the chunk cache of a work directory, shared by every
 // image using it.
-func (d *Daemon) cache(ctx context.Context, dir string, validate bool) (*blobcache.Cache, error) {
+func (d *Daemon) cache(ctx context.Context, dir string) (*blobcache.Cache, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if c, ok := d.caches[dir]; ok {
@@ -223,7 +226,9 @@ func (d *Daemon) cache(ctx context.Context, dir string, validate bool) (*blobcac
 	}
 	whole := new(atomic.Int64)
 	whole.Store(dirBytes(filepath.Join(dir, "nydus-go-files")))
-	c, err := blobcache.Open(ctx, blobcache.Options{Dir: dir, ValidateOnRead: validate, MaxBytes: d.o.CacheMaxBytes, Log: d.o.Log,
+	// Every chunk read back from the cache is verified (the fetch engine
+	// passes the check): data changed on disk is never served.
+	c, err := blobcache.Open(ctx, blobcache.Options{Dir: dir, ValidateOnRead: true, MaxBytes: d.o.CacheMaxBytes, Log: d.o.Log,
 		ExtraUsage: whole.Load})
 	if err != nil {
 		return nil, fmt.Errorf("cache %s: %w", dir, err)
@@ -531,6 +536,12 @@ const fetchLogSize = 16384
 
 // readAhead is how far past a fetched chunk sequential reads fetch in the
 // background: amplify_io, but at least 4 MiB.
+// hotChunkBytes is how many bytes of the chunks an image verified last
+// nydusd keeps in memory (fetch.Options.HotBytes): the kernel reads a
+// 1 MiB chunk in 128 KiB pieces, and each would otherwise read and
+// verify the whole chunk from the cache again.
+const hotChunkBytes = 8 << 20
+
 // defaultAmplify is upstream's default amplify_io.
 const defaultAmplify = 1 << 20
 

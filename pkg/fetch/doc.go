@@ -12,8 +12,11 @@
 //     returned or cached, and its bootstrap record is checked against
 //     its blob's own chunk-info table (storage.ChunkReader.CheckRecord),
 //     so a crafted bootstrap cannot write verified data into another
-//     chunk's slot of a shared cache. Cached chunks are re-verified with
-//     Options.Validate, or for reads under VerifyCached.
+//     chunk's slot of a shared cache. Chunks read back from the cache
+//     are verified too (the cache calls the check it is given): what
+//     sits on the local disk may have changed since it was written. The
+//     chunks verified last may be kept in memory (Options.HotBytes), so
+//     a chunk split over several reads is checked once.
 //   - Single flight per chunk: concurrent misses of a chunk share one
 //     fetch, which is detached from the reader that started it (it ends
 //     when the engine is closed, the backend's timeouts bound it), and a

@@ -78,6 +78,11 @@ type Options struct {
 	// Metas, if set, keeps the blobs' chunk-info tables on local disk, so
 	// checking chunk records against them needs no fetch after the first.
 	Metas storage.MetaStore
+	// HotBytes, when positive and Validate is off, keeps the most
+	// recently verified chunks in memory, up to that many bytes, so that
+	// the reads that split a chunk (the kernel asks for 128 KiB at a
+	// time) read and verify it from the cache once, not once per read.
+	HotBytes int64
 }
 
 // Metrics count an engine's activity; they are updated atomically.
@@ -97,6 +102,9 @@ type Metrics struct {
 	// PrefetchedChunks counts the chunks fetched by Stream (prefetch,
 	// the hot set, speculation).
 	PrefetchedChunks atomic.Int64
+	// AtRestFailures counts cached chunks that failed verification when
+	// read back: changed on the local disk after they were written.
+	AtRestFailures atomic.Int64
 }
 
 // Engine fetches, verifies and caches the chunks of one image. It is
@@ -125,6 +133,7 @@ type Engine struct {
 	spans sync.Map
 
 	prio *priorities // orders backend requests (demand first)
+	hot  *hotChunks  // nil without Options.HotBytes
 }
 
 // New prepares fetches of the chunks of the image rd describes (rd's
@@ -142,6 +151,9 @@ func New(ctx context.Context, rd *rafs.Reader, be Backend, o Options) (*Engine, 
 	}
 	e := &Engine{prio: newPriorities(), rd: rd, dig: rd.Ext.Flags.Digester(), o: o, chunks: make(map[[2]uint32]rafs.ChunkInfo, len(table))}
 	e.be = countingBackend{be, &e.Metrics, e.prio}
+	if o.HotBytes > 0 && !o.Validate {
+		e.hot = newHotChunks(o.HotBytes)
+	}
 	if e.cr, err = storage.NewChunkReader(ctx, rd, e.be); err != nil {
 		return nil, err
 	}
@@ -202,16 +214,6 @@ type detachedCtx struct {
 
 func (d detachedCtx) Value(k any) any { return d.vals.Value(k) }
 
-// verifyCachedKey marks a context whose reads re-verify cached chunks.
-type verifyCachedKey struct{}
-
-// VerifyCached marks the reads made under ctx to re-verify cached
-// chunks, whatever Options.Validate says (whole-file assembly: the copy
-// is served without the daemon ever seeing it again).
-func VerifyCached(ctx context.Context) context.Context {
-	return context.WithValue(ctx, verifyCachedKey{}, true)
-}
-
 // checkRecord compares a chunk's bootstrap record with its blob's own
 // chunk-info table. The cache places and reads chunks by that record, so
 // a bootstrap that disagrees with the blob (a crafted one) could
@@ -242,17 +244,22 @@ func (e *Engine) checkRecord(ctx context.Context, path string, info rafs.ChunkIn
 func (e *Engine) Chunk(ctx context.Context, ref Ref) (data []byte, fetched bool, err error) {
 	info, path := ref.Info, ref.Path
 	bi := e.rd.Blobs[info.BlobIndex]
-	var verify func([]byte) error
-	if e.o.Validate || ctx.Value(verifyCachedKey{}) != nil {
-		verify = func(b []byte) error {
-			if digester.Sum(e.dig, b) != info.Digest {
-				e.Metrics.DigestFailures.Add(1)
-				e.o.Logger.Error("cached chunk digest mismatch; refetching", "blob", bi.BlobID, "chunk", info.Index, "file", path)
-				e.o.Events(Event{Kind: "cache-digest-mismatch", BlobID: bi.BlobID, Chunk: info.Index, Path: path})
-				return errors.New("cached chunk digest mismatch")
-			}
-			return nil
+	skey := [2]uint32{info.BlobIndex, info.Index}
+	if data, ok := e.hot.get(skey); ok {
+		e.Metrics.CacheHits.Add(1)
+		return data, false, nil
+	}
+	// Data read back from the cache is verified like fetched data: what
+	// sits on the local disk may have changed since it was written.
+	verify := func(b []byte) error {
+		if digester.Sum(e.dig, b) != info.Digest {
+			e.Metrics.DigestFailures.Add(1)
+			e.Metrics.AtRestFailures.Add(1)
+			e.o.Logger.Error("cached chunk changed on disk (digest mismatch); refetching", "blob", bi.BlobID, "chunk", info.Index, "file", path)
+			e.o.Events(Event{Kind: "cache-digest-mismatch", BlobID: bi.BlobID, Chunk: info.Index, Path: path})
+			return errors.New("cached chunk digest mismatch")
 		}
+		return nil
 	}
 	if e.o.Cache != nil {
 		data, ok, err := e.o.Cache.Get(ctx, bi.BlobID, info.Index, int64(info.UncompressedOffset), int(info.UncompressedSize), verify)
@@ -263,10 +270,10 @@ func (e *Engine) Chunk(ctx context.Context, ref Ref) (data []byte, fetched bool,
 				return nil, false, err
 			}
 			e.Metrics.CacheHits.Add(1)
+			e.hot.add(skey, data)
 			return data, false, nil
 		}
 	}
-	skey := [2]uint32{info.BlobIndex, info.Index}
 	if ch, ok := e.spans.Load(skey); ok {
 		// Another chunk's span is fetching this one; the flight below
 		// then finds it in the cache.
@@ -366,7 +373,9 @@ func (e *Engine) Chunk(ctx context.Context, ref Ref) (data []byte, fetched bool,
 	if r.Err != nil {
 		return nil, false, r.Err
 	}
-	return r.Val.([]byte), true, nil
+	data = r.Val.([]byte)
+	e.hot.add(skey, data)
+	return data, true, nil
 }
 
 // spanChunk is a chunk of an amplified span and its stored unit.

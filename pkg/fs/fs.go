@@ -49,6 +49,10 @@ type Options struct {
 	// WholeFileReserve, if set, is asked before a whole-file copy of size
 	// bytes is built; false skips it (a disk cap would be exceeded).
 	WholeFileReserve func(size int64) bool
+	// WholeFileRelease, if set, is told that size bytes reserved with
+	// WholeFileReserve were not used after all (a failed build), or that
+	// a copy of that size was removed.
+	WholeFileRelease func(size int64)
 	// ReadAhead is how many bytes past a chunk that had to be fetched
 	// are fetched in the background too (0: none), so sequential reads
 	// overlap network, verification and cache writes.
@@ -139,6 +143,9 @@ func Open(ctx context.Context, bootstrap []byte, be fetch.Backend, o Options) (*
 	}
 	if o.Fetch.Logger == nil {
 		o.Fetch.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Fetch.Events == nil {
+		o.Fetch.Events = func(fetch.Event) {}
 	}
 	eng, err := fetch.New(ctx, rd, be, o.Fetch)
 	if err != nil {

@@ -8,10 +8,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/nydus-go/nydus/pkg/digester"
 	"github.com/nydus-go/nydus/pkg/fetch"
 	"github.com/zeebo/blake3"
+	"golang.org/x/sys/unix"
 )
 
 // building tracks whole-file builds in flight, so concurrent readers of
@@ -63,7 +66,15 @@ func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, e
 		}
 	}
 	if fd, err := os.Open(p); err == nil {
-		return fd, nil
+		if f.copyVerified(p, fd) {
+			return fd, nil
+		}
+		fd.Close()
+		// Unknown to this daemon, or changed since it was verified:
+		// check it in the background; reads go through the daemon (and
+		// its verified chunks) meanwhile.
+		f.Go(func(ctx context.Context) { f.verifyCopy(ctx, p, ino) })
+		return nil, nil
 	}
 	if !build {
 		return nil, nil
@@ -71,6 +82,12 @@ func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, e
 	if f.o.WholeFileReserve != nil && !f.o.WholeFileReserve(int64(ino.Size)) {
 		return nil, nil
 	}
+	kept := false
+	defer func() {
+		if !kept && f.o.WholeFileRelease != nil {
+			f.o.WholeFileRelease(int64(ino.Size))
+		}
+	}()
 	if err := os.MkdirAll(f.o.WholeFileDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -80,9 +97,8 @@ func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, e
 	}
 	defer os.Remove(tmp.Name())
 	cs := int64(f.rd.ChunkSize())
-	// Every chunk is verified as it is assembled, cached or not: the copy
-	// is served by passthrough without the daemon ever seeing it again.
-	ctx = fetch.VerifyCached(fetch.WithKind(ctx, fetch.WholeFile))
+	// Every chunk comes verified from the engine, cached or fetched.
+	ctx = fetch.WithKind(ctx, fetch.WholeFile)
 	for k := range ino.addrs {
 		data, err := f.chunk(ctx, ino, k)
 		if err != nil {
@@ -107,8 +123,144 @@ func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, e
 	if err := os.Rename(tmp.Name(), p); err != nil {
 		return nil, err
 	}
+	kept = true
 	f.Metrics.WholeFiles.Add(1)
-	return os.Open(p)
+	// Read back and stamped, so that what is recorded is what is there.
+	if !f.verifyCopy(ctx, p, ino) {
+		return nil, fmt.Errorf("%w: %s: whole-file copy %s changed as it was written", ErrIO, ino.path, p)
+	}
+	fd, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	if !f.copyVerified(p, fd) {
+		fd.Close()
+		return nil, nil
+	}
+	return fd, nil
+}
+
+// Whole-file copies at rest. A copy is served by passthrough, where the
+// daemon never sees its reads, so it is checked when it is opened
+// instead: its stamp (device, inode, size, mtime and ctime, which no
+// write, truncation or replacement leaves unchanged: ctime cannot be set
+// back) must be the one recorded when this daemon last read the whole
+// copy back and found every chunk's digest. A copy this daemon has not
+// verified (one left by an earlier daemon) or whose stamp differs is not
+// handed out; it is read back in the background, and recorded again if
+// its content is right, or removed (an event and
+// nydusd_at_rest_failures_total) if not.
+
+// copyStamp identifies a copy's content as the kernel reports it.
+type copyStamp struct {
+	dev, ino     uint64
+	size         int64
+	mtime, ctime int64
+}
+
+// verifiedCopies maps a copy's path to the stamp it had when it was
+// last verified, for every filesystem of the process (copies are shared
+// by the images whose files have the same chunks).
+var verifiedCopies sync.Map
+
+// checkingCopies holds the copies being verified.
+var checkingCopies sync.Map
+
+func stampOf(fd *os.File) (copyStamp, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(fd.Fd()), &st); err != nil {
+		return copyStamp{}, err
+	}
+	return copyStamp{dev: uint64(st.Dev), ino: st.Ino, size: st.Size, mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}, nil
+}
+
+// copyVerified reports whether the open copy fd at p is the content this
+// daemon verified.
+func (f *FS) copyVerified(p string, fd *os.File) bool {
+	st, err := stampOf(fd)
+	if err != nil {
+		return false
+	}
+	rec, ok := verifiedCopies.Load(p)
+	return ok && rec.(copyStamp) == st
+}
+
+// verifyCopy reads the whole-file copy at p back and compares each chunk
+// with its digest in ino's records. A right copy is recorded (its stamp,
+// taken before and unchanged after the read); a wrong one is removed,
+// counted and reported. It reports whether the copy is recorded.
+func (f *FS) verifyCopy(ctx context.Context, p string, ino *Inode) bool {
+	if _, busy := checkingCopies.LoadOrStore(p, true); busy {
+		return false
+	}
+	defer checkingCopies.Delete(p)
+	fd, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer fd.Close()
+	before, err := stampOf(fd)
+	if err != nil {
+		return false
+	}
+	bad, err := f.copyContentError(ctx, fd, ino)
+	if err != nil {
+		return false // cancelled, or an I/O error: not verified, not judged
+	}
+	after, err := stampOf(fd)
+	if err != nil || after != before {
+		return false // changed while it was read: the next open checks again
+	}
+	if bad == nil {
+		verifiedCopies.Store(p, before)
+		return true
+	}
+	verifiedCopies.Delete(p)
+	f.Metrics.AtRestFailures.Add(1)
+	f.o.Fetch.Logger.Error("whole-file copy changed on disk; removed", "file", ino.path, "copy", p, "err", bad)
+	f.o.Fetch.Events(fetch.Event{Kind: "wholefile-changed", Path: ino.path, Err: bad.Error()})
+	// Only the copy that was checked: a rebuilt one has another inode.
+	if fi, err := os.Stat(p); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && uint64(st.Dev) == before.dev && st.Ino == before.ino {
+			if os.Remove(p) == nil && f.o.WholeFileRelease != nil {
+				f.o.WholeFileRelease(before.size)
+			}
+		}
+	}
+	return false
+}
+
+// copyContentError compares an open copy with ino's chunk digests: bad
+// says how it differs; err is a failure to read it (or ctx's end),
+// which judges nothing.
+func (f *FS) copyContentError(ctx context.Context, fd *os.File, ino *Inode) (bad, err error) {
+	fi, err := fd.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.Size() != int64(ino.Size) {
+		return fmt.Errorf("%d bytes, the file has %d", fi.Size(), ino.Size), nil
+	}
+	cs := int64(f.rd.ChunkSize())
+	buf := make([]byte, cs)
+	dig := f.rd.Ext.Flags.Digester()
+	for k, a := range ino.addrs {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		c, ok := f.eng.Info(a.BlobIndex, a.CIIndex)
+		if !ok {
+			return nil, fmt.Errorf("chunk %d is not in the chunk table", k)
+		}
+		b := buf[:c.UncompressedSize]
+		if _, err := fd.ReadAt(b, int64(k)*cs); err != nil {
+			return nil, fmt.Errorf("chunk %d: %w", k, err)
+		}
+		if digester.Sum(dig, b) != c.Digest {
+			return fmt.Errorf("chunk %d at offset %d does not match its digest", k, int64(k)*cs), nil
+		}
+	}
+	return nil, nil
 }
 
 // EnsureWholeFile builds a regular file's whole-file cache unless it

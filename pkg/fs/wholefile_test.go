@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -78,5 +80,82 @@ func TestWholeFileVerifiesCachedChunks(t *testing.T) {
 	}
 	if f.Metrics.DigestFailures.Load() == 0 {
 		t.Error("the poisoned chunks were not counted")
+	}
+}
+
+// TestWholeFileCopyAtRest: a copy is handed out only while it is what
+// this process verified. One changed on disk is refused, read back in the
+// background, removed and reported; one this process has not verified (a
+// restart) is handed out once it was read back and found right.
+func TestWholeFileCopyAtRest(t *testing.T) {
+	data := treetest.Random(8, 5*0x1000+10)
+	var blob bytes.Buffer
+	res, err := builder.Create(context.Background(), bytes.NewReader(treetest.Tar([]treetest.File{treetest.Reg("f", 0o644, data)})), &blob, builder.Options{ChunkSize: 0x1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []fetch.Event
+	var mu sync.Mutex
+	dir := t.TempDir()
+	var released atomic.Int64
+	f, err := Open(context.Background(), res.Bootstrap, storage.BytesSource(blob.Bytes()), Options{
+		Fetch:            fetch.Options{Cache: fetchtest.NewMemCache(), Events: func(e fetch.Event) { mu.Lock(); events = append(events, e); mu.Unlock() }},
+		WholeFileDir:     dir,
+		WholeFileRelease: func(n int64) { released.Add(n) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ino, _ := f.Lookup(context.Background(), f.RootNid(), "f")
+	fd, err := f.WholeFile(context.Background(), ino.Nid, true)
+	if err != nil || fd == nil {
+		t.Fatalf("build: %v", err)
+	}
+	fd.Close()
+	p := filepath.Join(dir, f.wholeKey(ino))
+	open := func() *os.File {
+		fd, err := f.WholeFile(context.Background(), ino.Nid, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fd
+	}
+	if fd := open(); fd == nil {
+		t.Fatal("the verified copy is not handed out")
+	} else {
+		fd.Close()
+	}
+	// A restart: this process no longer knows the copy.
+	verifiedCopies.Delete(p)
+	if fd := open(); fd != nil {
+		t.Fatal("a copy this process did not verify is handed out")
+	}
+	f.bgWG.Wait()
+	if fd := open(); fd == nil {
+		t.Fatal("the copy is not handed out after it was read back")
+	} else {
+		fd.Close()
+	}
+	// Changed in place, its mtime restored.
+	fi, _ := os.Stat(p)
+	w, _ := os.OpenFile(p, os.O_WRONLY, 0)
+	w.WriteAt([]byte{^data[4100]}, 4100)
+	w.Close()
+	os.Chtimes(p, fi.ModTime(), fi.ModTime())
+	if fd := open(); fd != nil {
+		t.Fatal("a changed copy is handed out")
+	}
+	f.bgWG.Wait()
+	if _, err := os.Stat(p); !os.IsNotExist(err) {
+		t.Errorf("the changed copy is still there: %v", err)
+	}
+	if f.Metrics.AtRestFailures.Load() != 1 || released.Load() != int64(len(data)) {
+		t.Errorf("AtRestFailures %d, released %d bytes", f.Metrics.AtRestFailures.Load(), released.Load())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(events) != 1 || events[0].Kind != "wholefile-changed" || events[0].Path != "/f" {
+		t.Errorf("events %+v", events)
 	}
 }
