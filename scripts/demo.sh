@@ -159,7 +159,7 @@ MODE=${DEMO_DAEMON_MODE:-shared}
 case $MODE in shared | dedicated) ;; *) die "DEMO_DAEMON_MODE=$MODE: want shared or dedicated" ;; esac
 step "start containerd and upstream nydus-snapshotter (which starts our nydusd, $MODE mode)"
 cat >"$W/nydusd.json" <<EOF
-{"device":{"backend":{"type":"registry","config":{"scheme":"http","timeout":5,"connect_timeout":5,"retry_limit":2}},"cache":{"type":"blobcache"}},"mode":"direct","digest_validate":true,"iostats_files":true,"enable_xattr":true,"fs_prefetch":{"enable":false}}
+{"device":{"backend":{"type":"registry","config":{"scheme":"http","timeout":5,"connect_timeout":5,"retry_limit":2}},"cache":{"type":"blobcache"}},"mode":"direct","digest_validate":false,"iostats_files":true,"enable_xattr":true,"fs_prefetch":{"enable":false}}
 EOF
 cat >"$W/snapshotter.toml" <<EOF
 version = 1

@@ -121,7 +121,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		// Prefetch is on: an image with a prefetch list gets it fetched
 		// in the background; one without has nothing to prefetch.
 		"nydusd.json": `{"device":{"backend":{"type":"registry","config":{"scheme":"http","timeout":10,"connect_timeout":5,"retry_limit":2}},` +
-			`"cache":{"type":"blobcache"}},"mode":"direct","digest_validate":true,"iostats_files":true,"access_pattern":true,` +
+			`"cache":{"type":"blobcache"}},"mode":"direct","digest_validate":false,"iostats_files":true,"access_pattern":true,` +
 			`"enable_xattr":true,"fs_prefetch":{"enable":true,"prefetch_all":false,"threads_count":4}}`,
 		"nydus.toml":        nydusTOML(filepath.Join(d, "nr"), filepath.Join(d, "nydus.sock"), "dedicated", filepath.Join(d, "nydusd.json"), s.bins),
 		"nydus-shared.toml": nydusTOML(filepath.Join(d, "nrs"), filepath.Join(d, "nydus-shared.sock"), "shared", filepath.Join(d, "nydusd.json"), s.bins),

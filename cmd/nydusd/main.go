@@ -169,7 +169,13 @@ func run(cmd *cobra.Command, f *flags) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	d := daemon.New(daemon.Options{ID: f.id, Supervisor: f.supervisor, Mountpoint: f.mountpoint, Log: log, Passthrough: f.passthrough, Dependencies: f.dependencies, Siblings: f.siblings,
+	// Beside the API socket: a successor (failover, hot upgrade) is
+	// started with the same one.
+	journal := ""
+	if f.apisock != "" {
+		journal = f.apisock + ".opens"
+	}
+	d := daemon.New(daemon.Options{ID: f.id, Supervisor: f.supervisor, Mountpoint: f.mountpoint, OpenJournal: journal, Log: log, Passthrough: f.passthrough, Dependencies: f.dependencies, Siblings: f.siblings,
 		Events: events, CacheMaxBytes: cacheMax, DigestValidate: f.digestValidate, FailoverPolicy: f.failover,
 		Version: api.Version{PackageVer: version.Version, GitCommit: version.Commit(), BuildTime: version.BuildTime, Profile: "release", Rustc: "go"}})
 	var cfg *api.ConfigV1

@@ -36,6 +36,10 @@ type Options struct {
 	Supervisor string
 	// Mountpoint is the FUSE mountpoint (--mountpoint).
 	Mountpoint string
+	// OpenJournal, if set, is where the FUSE layer keeps how the kernel
+	// has each file open, for a successor after a failover or a hot
+	// upgrade (fusefs.Options.Journal).
+	OpenJournal string
 	// Version is reported by GET /api/v1/daemon.
 	Version api.Version
 	// Log receives diagnostics.
@@ -341,7 +345,7 @@ func (d *Daemon) MountDedicated(ctx context.Context, bootstrap string, cfg *api.
 }
 
 func (d *Daemon) fuseOptions() fusefs.Options {
-	return fusefs.Options{Debug: d.o.Debug, Passthrough: d.o.Passthrough, Log: d.o.Log}
+	return fusefs.Options{Debug: d.o.Debug, Passthrough: d.o.Passthrough, Log: d.o.Log, Journal: d.o.OpenJournal}
 }
 
 // StartShared mounts an empty directory at the mountpoint; images are

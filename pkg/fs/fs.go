@@ -125,6 +125,7 @@ type FS struct {
 	inos       map[uint64]*Inode // guarded by mu
 	paths      map[uint64]string // guarded by mu
 	prefetched map[uint64]bool   // guarded by mu
+	copies     map[string]int64  // whole-file copies this image used, by path, with their sizes; guarded by mu
 }
 
 // Inode is a cached inode with its chunk addresses.
@@ -181,6 +182,7 @@ func (f *FS) Close() {
 	f.stop()
 	f.eng.Close()
 	f.bgWG.Wait()
+	f.dropCopies()
 }
 
 // FetchLog returns the fetch engine's log of backend fetches, or nil

@@ -53,17 +53,8 @@ func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, e
 		return nil, err
 	}
 	p := filepath.Join(f.o.WholeFileDir, f.wholeKey(ino))
-	if !build {
-		// A copy is shared by every image whose records name the same
-		// chunks: hand it out only if this image's records agree with
-		// their blobs. Without a fetch: the caller may hold locks, and a
-		// read through the daemon makes the full check.
-		for _, a := range ino.addrs {
-			c, _ := f.eng.Info(a.BlobIndex, a.CIIndex)
-			if err := f.eng.CheckRecordLocal(ctx, c); err != nil {
-				return nil, nil
-			}
-		}
+	if !build && !f.recordsAgree(ctx, ino) {
+		return nil, nil
 	}
 	if fd, err := os.Open(p); err == nil {
 		if f.copyVerified(p, fd) {
@@ -72,9 +63,23 @@ func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, e
 		fd.Close()
 		// Unknown to this daemon, or changed since it was verified:
 		// check it in the background; reads go through the daemon (and
-		// its verified chunks) meanwhile.
-		f.Go(func(ctx context.Context) { f.verifyCopy(ctx, p, ino) })
-		return nil, nil
+		// its verified chunks) meanwhile. A build, in the background
+		// already, checks it now.
+		if !build {
+			f.Go(func(ctx context.Context) { f.verifyCopy(ctx, p, ino) })
+			return nil, nil
+		}
+		if f.verifyCopy(ctx, p, ino) {
+			if fd, err := os.Open(p); err == nil {
+				if f.copyVerified(p, fd) {
+					return fd, nil
+				}
+				fd.Close()
+			}
+		}
+		if _, err := os.Stat(p); err == nil {
+			return nil, nil // still there: changed while it was checked
+		}
 	}
 	if !build {
 		return nil, nil
@@ -140,6 +145,210 @@ func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, e
 	return fd, nil
 }
 
+// VerifiedWholeFile returns the whole-file copy of a file if there is
+// one and it is right, reading it back first if this process has not
+// verified it (WholeFile hands out only copies it has verified and checks
+// the others in the background). nil when there is none, or it is wrong
+// (then removed and reported, as by WholeFile's check).
+func (f *FS) VerifiedWholeFile(ctx context.Context, nid uint64) (*os.File, error) {
+	if f.o.WholeFileDir == "" || f.o.Fetch.Validate {
+		return nil, nil
+	}
+	ino, err := f.Inode(ctx, nid)
+	if err != nil || !ino.IsRegular() || ino.Size == 0 || !f.recordsAgree(ctx, ino) {
+		return nil, err
+	}
+	p := filepath.Join(f.o.WholeFileDir, f.wholeKey(ino))
+	fd, err := os.Open(p)
+	if err != nil {
+		return nil, nil
+	}
+	if f.copyVerified(p, fd) {
+		return fd, nil
+	}
+	fd.Close()
+	// A concurrent check makes this one give up (nil: the next open asks
+	// again).
+	if !f.verifyCopy(ctx, p, ino) {
+		return nil, nil
+	}
+	if fd, err = os.Open(p); err != nil {
+		return nil, nil
+	}
+	if !f.copyVerified(p, fd) {
+		fd.Close()
+		return nil, nil
+	}
+	return fd, nil
+}
+
+// recordsAgree reports whether ino's chunk records agree with their blobs'
+// chunk-info tables. A copy is shared by every image whose records name
+// the same chunks: it is handed out only if this image's records agree.
+// Without a fetch: the caller may hold locks, and a read through the
+// daemon makes the full check.
+func (f *FS) recordsAgree(ctx context.Context, ino *Inode) bool {
+	for _, a := range ino.addrs {
+		c, _ := f.eng.Info(a.BlobIndex, a.CIIndex)
+		if err := f.eng.CheckRecordLocal(ctx, c); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// Whole-file copies live as long as an image that uses them: a copy an
+// image built or handed out is removed when the last image that used it,
+// in any process sharing the work dir, is closed (unmounted: for the
+// snapshotter, the image was removed), so copies go with their images'
+// blobs. Users are counted with flock(2): every process that uses a copy
+// holds a shared lock on it, taken on first use and dropped when its last
+// image using it closes (or the process dies); the last one gets the
+// exclusive lock and removes the copy. A process that still has the copy
+// open for passthrough keeps reading it; its next open builds it again.
+
+// copyUsers holds, per copy path, this process's shared lock on it and
+// how many of its open filesystems used it.
+var copyUsers = struct {
+	sync.Mutex
+	m map[string]*copyUse
+}{m: map[string]*copyUse{}}
+
+type copyUse struct {
+	lock *os.File // holds LOCK_SH
+	n    int
+}
+
+// usedCopy records that this image used the copy at p, of size bytes,
+// and makes sure this process holds a shared lock on the file now at p
+// (a copy removed and built again is another file).
+func (f *FS) usedCopy(p string, size int64) {
+	f.mu.Lock()
+	if f.copies == nil {
+		f.copies = map[string]int64{}
+	}
+	_, had := f.copies[p]
+	f.copies[p] = size
+	f.mu.Unlock()
+	copyUsers.Lock()
+	defer copyUsers.Unlock()
+	u := copyUsers.m[p]
+	if u == nil {
+		u = &copyUse{}
+		copyUsers.m[p] = u
+	}
+	if !had {
+		u.n++
+	}
+	if u.lock != nil {
+		if same, _ := sameFile(u.lock, p); same {
+			return
+		}
+		u.lock.Close()
+		u.lock = nil
+	}
+	if fd, err := os.Open(p); err == nil {
+		if unix.Flock(int(fd.Fd()), unix.LOCK_SH) == nil {
+			u.lock = fd
+		} else {
+			fd.Close()
+		}
+	}
+}
+
+// dropCopies ends this image's use of its copies and removes those no
+// image of any process uses any more.
+func (f *FS) dropCopies() {
+	f.mu.Lock()
+	copies := f.copies
+	f.copies = nil
+	f.mu.Unlock()
+	for p, size := range copies {
+		copyUsers.Lock()
+		u := copyUsers.m[p]
+		if u == nil {
+			copyUsers.Unlock()
+			continue
+		}
+		if u.n--; u.n > 0 {
+			copyUsers.Unlock()
+			continue
+		}
+		delete(copyUsers.m, p)
+		verifiedCopies.Delete(p)
+		if u.lock == nil {
+			copyUsers.Unlock()
+			continue
+		}
+		// Upgrading the lock succeeds only if no other process holds
+		// one: then the copy is this process's alone to remove.
+		last := unix.Flock(int(u.lock.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil
+		if last {
+			if same, _ := sameFile(u.lock, p); same && os.Remove(p) == nil && f.o.WholeFileRelease != nil {
+				f.o.WholeFileRelease(size)
+			}
+		}
+		u.lock.Close()
+		copyUsers.Unlock()
+	}
+	f.sweepCopies()
+}
+
+// sweepCopies removes the copies no process uses (holds a lock on): those
+// of images closed by a process that died (a failover's predecessor, a
+// crash), and the directory if that leaves it empty.
+func (f *FS) sweepCopies() {
+	if f.o.WholeFileDir == "" {
+		return
+	}
+	ents, err := os.ReadDir(f.o.WholeFileDir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") || !e.Type().IsRegular() {
+			continue // partial builds: CleanWholeFileDir
+		}
+		p := filepath.Join(f.o.WholeFileDir, e.Name())
+		copyUsers.Lock()
+		_, ours := copyUsers.m[p]
+		copyUsers.Unlock()
+		if ours {
+			continue
+		}
+		fd, err := os.Open(p)
+		if err != nil {
+			continue
+		}
+		if unix.Flock(int(fd.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			if fi, err := fd.Stat(); err == nil {
+				if same, _ := sameFile(fd, p); same && os.Remove(p) == nil {
+					verifiedCopies.Delete(p)
+					if f.o.WholeFileRelease != nil {
+						f.o.WholeFileRelease(fi.Size())
+					}
+				}
+			}
+		}
+		fd.Close()
+	}
+	os.Remove(f.o.WholeFileDir) // if it is empty
+}
+
+// sameFile reports whether the open fd is the file at p (not one put in
+// its place).
+func sameFile(fd *os.File, p string) (bool, error) {
+	a, err := fd.Stat()
+	if err != nil {
+		return false, err
+	}
+	b, err := os.Stat(p)
+	if err != nil {
+		return false, err
+	}
+	return os.SameFile(a, b), nil
+}
+
 // Whole-file copies at rest. A copy is served by passthrough, where the
 // daemon never sees its reads, so it is checked when it is opened
 // instead: its stamp (device, inode, size, mtime and ctime, which no
@@ -182,7 +391,11 @@ func (f *FS) copyVerified(p string, fd *os.File) bool {
 		return false
 	}
 	rec, ok := verifiedCopies.Load(p)
-	return ok && rec.(copyStamp) == st
+	if ok && rec.(copyStamp) == st {
+		f.usedCopy(p, st.size)
+		return true
+	}
+	return false
 }
 
 // verifyCopy reads the whole-file copy at p back and compares each chunk
@@ -213,6 +426,7 @@ func (f *FS) verifyCopy(ctx context.Context, p string, ino *Inode) bool {
 	}
 	if bad == nil {
 		verifiedCopies.Store(p, before)
+		f.usedCopy(p, before.size)
 		return true
 	}
 	verifiedCopies.Delete(p)

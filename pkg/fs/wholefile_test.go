@@ -16,6 +16,7 @@ import (
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/fetch"
 	"github.com/nydus-go/nydus/pkg/storage"
+	"golang.org/x/sys/unix"
 )
 
 func TestCleanWholeFileDirRemovesOnlyOldPartialBuilds(t *testing.T) {
@@ -157,5 +158,71 @@ func TestWholeFileCopyAtRest(t *testing.T) {
 	defer mu.Unlock()
 	if len(events) != 1 || events[0].Kind != "wholefile-changed" || events[0].Path != "/f" {
 		t.Errorf("events %+v", events)
+	}
+}
+
+// TestWholeFileCopyLifetime: a copy goes when the last image that used
+// it is closed, in this process and in others sharing the work dir
+// (another process's use is a shared flock on the copy); a copy nobody
+// uses (left by a process that died) goes at the next close.
+func TestWholeFileCopyLifetime(t *testing.T) {
+	data := treetest.Random(9, 3*0x1000+10)
+	var blob bytes.Buffer
+	res, err := builder.Create(context.Background(), bytes.NewReader(treetest.Tar([]treetest.File{treetest.Reg("f", 0o644, data)})), &blob, builder.Options{ChunkSize: 0x1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "copies")
+	var released atomic.Int64
+	mount := func() *FS {
+		f, err := Open(context.Background(), res.Bootstrap, storage.BytesSource(blob.Bytes()), Options{
+			Fetch: fetch.Options{Cache: fetchtest.NewMemCache()}, WholeFileDir: dir, WholeFileRelease: func(n int64) { released.Add(n) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ino, _ := f.Lookup(context.Background(), f.RootNid(), "f")
+		fd, err := f.WholeFile(context.Background(), ino.Nid, true)
+		if err != nil || fd == nil {
+			t.Fatalf("whole file: %v", err)
+		}
+		fd.Close()
+		return f
+	}
+	a, b := mount(), mount()
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 {
+		t.Fatalf("copies %v, want one shared", ents)
+	}
+	p := filepath.Join(dir, ents[0].Name())
+	a.Close()
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("the copy went while an image still used it: %v", err)
+	}
+	// Another process uses it too.
+	other, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(other.Fd()), unix.LOCK_SH); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("the copy went while another process used it: %v", err)
+	}
+	other.Close()
+	c := mount()
+	// A copy left by a process that died: nobody holds a lock on it.
+	orphan := filepath.Join(dir, "0123abcd")
+	os.WriteFile(orphan, []byte("left by a crashed daemon"), 0o400)
+	c.Close()
+	if _, err := os.Stat(orphan); !os.IsNotExist(err) {
+		t.Errorf("an orphaned copy is still there: %v", err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the copies' directory is still there after the last image closed: %v", err)
+	}
+	if want := int64(len(data) + len("left by a crashed daemon")); released.Load() != want {
+		t.Errorf("released %d bytes, want %d", released.Load(), want)
 	}
 }

@@ -43,6 +43,12 @@ type Options struct {
 	Passthrough bool
 	// Log receives the errors answered with EIO (default: discarded).
 	Log *slog.Logger
+	// Journal, if set, is the file where how the kernel has each file
+	// open is kept, for the process that takes the connection over
+	// (journal.go); it should sit beside the API socket. Without it, a
+	// successor can only guess, and a guess that conflicts with an open
+	// left in place gets EIO.
+	Journal string
 }
 
 func (o *Options) defaults() {
@@ -107,7 +113,7 @@ type table struct {
 // backing is a passthrough backing file registered with the kernel.
 type backing struct {
 	id   int32
-	file *os.File
+	file *os.File // nil for a predecessor's (inherited)
 	refs int
 }
 
@@ -127,9 +133,19 @@ type FileSystem struct {
 	// cached counts a node's opens in the kernel's cached I/O mode: the
 	// kernel refuses a passthrough open (EIO) while any exists.
 	cached map[uint64]int
-	// noPassthrough is set on a connection taken over: opens made by the
-	// predecessor are unknown, so passthrough could conflict with them.
-	noPassthrough atomic.Bool
+	// tookOver is set on a connection taken over. The kernel refuses an
+	// open whose I/O mode (passthrough or cached) differs from the opens
+	// of the same file still open (EIO), and the predecessor's opens are
+	// unknown here. The predecessor served a file by passthrough when it
+	// had a right whole-file copy, so after a takeover a file with such a
+	// copy is served by passthrough too, the copy read back first if this
+	// process has not verified it.
+	tookOver atomic.Bool
+	// journal records the nodes' open modes (Options.Journal); guarded
+	// by mu. inherited is the predecessor's, read from it at a takeover;
+	// guarded by mu.
+	journal   *os.File
+	inherited map[uint64]inherited
 }
 
 // NewDedicated returns a filesystem whose root is the root of f; the
@@ -386,17 +402,43 @@ func (s *FileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Ope
 	ctx := ctxOf(cancel, &in.InHeader)
 	img.fs.CountFop(nid, nfs.FopOpen, false)
 	img.fs.Opened(nid)
+	var fd *os.File
+	if s.o.Passthrough && s.tookOver.Load() {
+		// Outside s.mu: reading a copy back takes a while.
+		fd, _ = img.fs.VerifiedWholeFile(ctx, nid)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.o.Passthrough && !s.noPassthrough.Load() && s.cached[in.NodeId] == 0 {
-		if id, ok := s.passthroughLocked(ctx, in.NodeId, img, nid); ok {
+	inh := s.inherited[in.NodeId]
+	if inh.backing != 0 {
+		// The predecessor's backing file is still in use: the same one.
+		if fd != nil {
+			fd.Close()
+		}
+		b := s.backing[in.NodeId]
+		if b == nil {
+			b = &backing{id: inh.backing}
+			s.backing[in.NodeId] = b
+		}
+		b.refs++
+		out.BackingID = b.id
+		out.OpenFlags = fuse.FOPEN_PASSTHROUGH | fuse.FOPEN_NOFLUSH
+		out.Fh = fhPassthrough
+		return fuse.OK
+	}
+	if s.o.Passthrough && s.cached[in.NodeId] == 0 && !inh.cached {
+		if id, ok := s.passthroughLocked(ctx, in.NodeId, img, nid, fd); ok {
 			out.BackingID = id
 			out.OpenFlags = fuse.FOPEN_PASSTHROUGH | fuse.FOPEN_NOFLUSH
 			out.Fh = fhPassthrough
 			return fuse.OK
 		}
+	} else if fd != nil {
+		fd.Close()
 	}
-	s.cached[in.NodeId]++
+	if s.cached[in.NodeId]++; s.cached[in.NodeId] == 1 && !inh.cached {
+		s.record("C %d\n", in.NodeId)
+	}
 	out.Fh = fhCached
 	out.OpenFlags = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
 	return fuse.OK
@@ -411,19 +453,28 @@ func (s *FileSystem) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status
 
 // passthroughLocked registers (or reuses) the whole-file cache of a node
 // as a kernel backing file; s.mu is held, so the choice between
-// passthrough and cached opens of a node is atomic.
-func (s *FileSystem) passthroughLocked(ctx context.Context, node uint64, img *image, nid uint64) (int32, bool) {
+// passthrough and cached opens of a node is atomic. fd, if not nil, is
+// the copy to use (it is closed if it is not).
+func (s *FileSystem) passthroughLocked(ctx context.Context, node uint64, img *image, nid uint64, fd *os.File) (int32, bool) {
 	srv := s.srv.Load()
 	if srv == nil || srv.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH == 0 {
+		if fd != nil {
+			fd.Close()
+		}
 		return 0, false
 	}
 	if b := s.backing[node]; b != nil {
+		if fd != nil {
+			fd.Close()
+		}
 		b.refs++
 		return b.id, true
 	}
-	fd, err := img.fs.WholeFile(ctx, nid, false)
-	if err != nil || fd == nil {
-		return 0, false
+	if fd == nil {
+		var err error
+		if fd, err = img.fs.WholeFile(ctx, nid, false); err != nil || fd == nil {
+			return 0, false
+		}
 	}
 	id, e := srv.RegisterBackingFd(&fuse.BackingMap{Fd: int32(fd.Fd())})
 	if e != 0 {
@@ -431,6 +482,7 @@ func (s *FileSystem) passthroughLocked(ctx context.Context, node uint64, img *im
 		return 0, false
 	}
 	s.backing[node] = &backing{id: id, file: fd, refs: 1}
+	s.record("P %d %d\n", node, id)
 	return id, true
 }
 
@@ -438,9 +490,13 @@ func (s *FileSystem) passthroughLocked(ctx context.Context, node uint64, img *im
 // unregisters its backing file.
 func (s *FileSystem) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	s.mu.Lock()
+	inh := s.inherited[in.NodeId]
 	if in.Fh == fhCached {
 		if s.cached[in.NodeId]--; s.cached[in.NodeId] <= 0 {
 			delete(s.cached, in.NodeId)
+			if !inh.cached {
+				s.record("c %d\n", in.NodeId)
+			}
 		}
 	}
 	b := s.backing[in.NodeId]
@@ -453,6 +509,12 @@ func (s *FileSystem) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 		return
 	}
 	delete(s.backing, in.NodeId)
+	if b.file == nil {
+		// The predecessor's: kept registered (its opens may remain).
+		s.mu.Unlock()
+		return
+	}
+	s.record("p %d\n", in.NodeId)
 	s.mu.Unlock()
 	if srv := s.srv.Load(); srv != nil {
 		srv.UnregisterBackingFd(b.id)

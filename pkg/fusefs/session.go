@@ -52,6 +52,9 @@ func mountOptions(o Options) fuse.MountOptions {
 // failover; without the privilege to do so it falls back to go-fuse's
 // fusermount helper (no failover). Call Serve to start answering.
 func Mount(dir string, fsys *FileSystem) (*Session, error) {
+	if err := fsys.startJournal(nil); err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
 	mo := mountOptions(fsys.o)
 	fd, err := syscall.Open("/dev/fuse", syscall.O_RDWR|syscall.O_CLOEXEC, 0)
 	if err == nil {
@@ -106,9 +109,20 @@ func Resume(mountpoint string, fd int, init []byte, fsys *FileSystem) (*Session,
 		syscall.Close(sp[0])
 		return nil, fmt.Errorf("resume %s: replay INIT: %w", mountpoint, err)
 	}
-	// Files the predecessor opened in cached mode are unknown here; a
-	// passthrough open of the same file would fail, so serve all reads.
-	fsys.noPassthrough.Store(true)
+	// The predecessor's opens: from its journal, else unknown (see
+	// tookOver).
+	fsys.tookOver.Store(true)
+	if fsys.o.Journal != "" {
+		state, err := readJournal(fsys.o.Journal)
+		if err != nil {
+			syscall.Close(fd)
+			return nil, fmt.Errorf("resume %s: the predecessor's open journal: %w", mountpoint, err)
+		}
+		if err := fsys.startJournal(state); err != nil {
+			syscall.Close(fd)
+			return nil, fmt.Errorf("resume %s: %w", mountpoint, err)
+		}
+	}
 	mo := mountOptions(fsys.o)
 	srv, err := fuse.NewServer(fsys, fmt.Sprintf("/dev/fd/%d", sp[0]), &mo)
 	if err != nil {
@@ -135,6 +149,12 @@ func (s *Session) Serve() {
 	s.serving.Do(func() {
 		go func() {
 			s.srv.Serve()
+			s.fsys.mu.Lock()
+			if s.fsys.journal != nil {
+				s.fsys.journal.Close()
+				s.fsys.journal = nil
+			}
+			s.fsys.mu.Unlock()
 			close(s.done)
 		}()
 	})
@@ -254,4 +274,23 @@ func unescapeMountinfo(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
+}
+
+// startJournal starts the open journal (Options.Journal) with a
+// predecessor's state (nil on a fresh mount).
+func (fsys *FileSystem) startJournal(state map[uint64]inherited) error {
+	if fsys.o.Journal == "" {
+		return nil
+	}
+	j, err := openJournal(fsys.o.Journal, state)
+	if err != nil {
+		return fmt.Errorf("open journal: %w", err)
+	}
+	fsys.mu.Lock()
+	defer fsys.mu.Unlock()
+	if fsys.journal != nil {
+		fsys.journal.Close()
+	}
+	fsys.journal, fsys.inherited = j, state
+	return nil
 }

@@ -194,7 +194,13 @@ func TestDedicatedLifecycle(t *testing.T) {
 		if ms := fuseMountsUnder(e.snRoot); len(ms) > 0 {
 			t.Errorf("FUSE mounts left after the image was removed: %v", ms)
 		}
-		waitFor(t, 20*time.Second, "the cache GC", func() bool { return len(e.cacheFiles()) == 0 })
+		waitFor(t, 20*time.Second, "the cache GC", func() bool {
+			if files := e.cacheFiles(); len(files) > 0 {
+				t.Logf("cache files left: %v", files)
+				return false
+			}
+			return true
+		})
 	})
 }
 
@@ -203,7 +209,9 @@ func TestDedicatedLifecycle(t *testing.T) {
 // the image unmounts it (DELETE /api/v1/mount) and GCs its cache files
 // while the shared daemon keeps running.
 func TestSharedMode(t *testing.T) {
-	e := newEnv(t, &snOptions{mode: "shared", recover: "failover"})
+	// The one case with digest_validate (no passthrough, every read
+	// re-verified); the others run the default configuration.
+	e := newEnv(t, &snOptions{mode: "shared", recover: "failover", digestValidate: true})
 	ref, _ := e.convert("curl", "nydus")
 	e.rpull(ref)
 	out, _, err := e.runContainer("hello", ref, "/bin/sh", "-c", "cat /etc/os-release; curl --version")

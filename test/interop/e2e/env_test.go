@@ -92,6 +92,9 @@ type snOptions struct {
 	// backend is extra registry backend config JSON fields, e.g.
 	// `"timeout":2,` (the template already sets scheme, timeouts, retries).
 	backend string
+	// digestValidate sets the template's digest_validate (default false,
+	// what users get: passthrough, cached data verified at rest).
+	digestValidate bool
 }
 
 // env is one registry, one containerd and (unless disabled) one upstream
@@ -164,7 +167,7 @@ func (e *env) writeSnapshotterConfig() {
 	// bytes the container reads.
 	cfg := `{"device":{"backend":{"type":"registry","config":{"scheme":"http",` + e.snOpts.backend +
 		`"timeout":5,"connect_timeout":5,"retry_limit":2}},"cache":{"type":"blobcache"}},` +
-		`"mode":"direct","digest_validate":true,"iostats_files":true,"enable_xattr":true,` +
+		`"mode":"direct","digest_validate":` + fmt.Sprint(e.snOpts.digestValidate) + `,"iostats_files":true,"enable_xattr":true,` +
 		`"fs_prefetch":{"enable":false}}`
 	if err := os.WriteFile(tmpl, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
