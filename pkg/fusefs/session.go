@@ -115,8 +115,9 @@ func Resume(mountpoint string, fd int, init []byte, fsys *FileSystem) (*Session,
 	if fsys.o.Journal != "" {
 		state, err := readJournal(fsys.o.Journal)
 		if err != nil {
-			syscall.Close(fd)
-			return nil, fmt.Errorf("resume %s: the predecessor's open journal: %w", mountpoint, err)
+			// Serve anyway, guessing as without a journal.
+			fsys.o.Log.Error("the predecessor's open journal is unreadable; files it left open may get EIO", "err", err)
+			state = map[uint64]inherited{}
 		}
 		if err := fsys.startJournal(state); err != nil {
 			syscall.Close(fd)
