@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -231,5 +232,54 @@ func TestBusyMountpoint(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(d.mnt, "a")); err != nil || string(b) != "a" {
 		t.Fatalf("the first mount is disturbed: %v", err)
+	}
+}
+
+// TestTakeoverRefusesChangedBootstrap: nydusd reports the sha256 of each
+// bootstrap it mounted, sends it in its failover state, and a successor
+// refuses to take over a mount whose bootstrap changed since.
+func TestTakeoverRefusesChangedBootstrap(t *testing.T) {
+	roottest.RequireFUSE(t)
+	boot, blobs := image(t, treetest.Tar([]treetest.File{treetest.Reg("f", 0o644, treetest.Random(5, 100000))}))
+	other, _ := image(t, treetest.Tar([]treetest.File{treetest.Reg("g", 0o644, treetest.Random(6, 100000))}))
+	cfg := strings.Replace(localfsConfig(t, blobs), `"enable":true,"prefetch_all":true`, `"enable":false,"prefetch_all":false`, 1)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.json")
+	os.WriteFile(cfgPath, []byte(cfg), 0o600)
+	mnt, sock := filepath.Join(dir, "mnt"), filepath.Join(dir, "api.sock")
+	os.MkdirAll(mnt, 0o755)
+	sup := &testSupervisor{path: filepath.Join(dir, "supervisor.sock")}
+	defer func() {
+		if sup.fd > 0 {
+			unix.Close(sup.fd)
+		}
+	}()
+	args := []string{"--bootstrap", boot, "--config", cfgPath, "--id", "d1", "--supervisor", sup.path}
+	d1 := startAt(t, sock, mnt, api.StateRunning, args...)
+	minor, ok, err := fusefs.Mounted(mnt)
+	if err != nil || !ok {
+		t.Fatalf("mountinfo: %v %v", ok, err)
+	}
+	defer fusetest.AbortConn(minor)
+	b, _ := os.ReadFile(boot)
+	want := fmt.Sprintf("sha256:%x", sha256.Sum256(b))
+	info, err := d1.info()
+	if err != nil || info.Mounts["/"].BootstrapDigest != want || info.Mounts["/"].Bootstrap != boot {
+		t.Fatalf("daemon info %+v (%v), want bootstrap digest %s", info, err, want)
+	}
+	sup.fetch(t, func() (int, string) { return d1.do("PUT", "/api/v1/daemon/fuse/sendfd", nil) })
+	if !strings.Contains(string(sup.data), want) {
+		t.Fatalf("the failover state lacks the bootstrap digest: %s", sup.data)
+	}
+	d1.cmd.Process.Kill()
+	d1.cmd.Wait()
+	// The bootstrap is replaced by another image's.
+	ob, _ := os.ReadFile(other)
+	os.WriteFile(boot, ob, 0o644)
+	sup.offer(t)
+	d2 := startAt(t, sock, mnt, api.StateInit, args...)
+	code, body := d2.do("PUT", "/api/v1/daemon/fuse/takeover", nil)
+	if code == 204 || !strings.Contains(body, "changed since it was mounted") {
+		t.Fatalf("takeover of a changed bootstrap: %d %s", code, body)
 	}
 }

@@ -7,6 +7,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -95,6 +96,10 @@ type Daemon struct {
 
 // instance is one mounted image.
 type instance struct {
+	// digest is the sha256 of the bootstrap as it was read at mount
+	// ("sha256:…"): reported in the API and events, and checked when a
+	// successor mounts the bootstrap again (failover, hot upgrade).
+	digest       string
 	stopPrefetch context.CancelFunc
 	fs           *nfs.FS
 	cfg          *api.ConfigV1
@@ -179,7 +184,12 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 		closer()
 		return nil, fmt.Errorf("bootstrap %s: %w", bootstrap, err)
 	}
-	fo := nfs.Options{Fetch: fetch.Options{Logger: d.o.Log, Events: d.o.Events, Validate: cfg.DigestValidate || d.o.DigestValidate, Amplify: amplify(cfg),
+	digest := fmt.Sprintf("sha256:%x", sha256.Sum256(boot))
+	events := func(e fetch.Event) {
+		e.BootstrapDigest = digest
+		d.o.Events(e)
+	}
+	fo := nfs.Options{Fetch: fetch.Options{Logger: d.o.Log, Events: events, Validate: cfg.DigestValidate || d.o.DigestValidate, Amplify: amplify(cfg),
 		HotBytes: hotChunkBytes},
 		ReadAhead: readAhead(cfg), Dependencies: d.o.Dependencies, Siblings: d.o.Siblings, FileStats: cfg.IOStatsFiles || cfg.AccessPattern}
 	if cfg.AccessPattern {
@@ -214,7 +224,7 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 	if cc != nil {
 		done = func() { stop(); f.Close(); cc.release(); closer() }
 	}
-	return &instance{fs: f, cfg: cfg, bootstrap: bootstrap, backend: cfg.Device.Backend.Type, be: be, closer: done, stopPrefetch: stop, pctx: pctx}, nil
+	return &instance{digest: digest, fs: f, cfg: cfg, bootstrap: bootstrap, backend: cfg.Device.Backend.Type, be: be, closer: done, stopPrefetch: stop, pctx: pctx}, nil
 }
 
 // cache returns the chunk cache of a work directory, shared by every
@@ -339,7 +349,7 @@ func (d *Daemon) MountDedicated(ctx context.Context, bootstrap string, cfg *api.
 	d.mu.Unlock()
 	d.serve(sess)
 	d.SetState(api.StateRunning)
-	d.o.Events(fetch.Event{Kind: "mount", Path: d.o.Mountpoint})
+	d.o.Events(fetch.Event{Kind: "mount", Path: d.o.Mountpoint, BootstrapDigest: inst.digest})
 	d.prefetch(inst, prefetchFiles)
 	return nil
 }
@@ -408,7 +418,7 @@ func (d *Daemon) Mount(ctx context.Context, sub string, req api.MountRequest) er
 	d.mu.Lock()
 	d.mounts["/"+name] = inst
 	d.mu.Unlock()
-	d.o.Events(fetch.Event{Kind: "mount", Path: "/" + name})
+	d.o.Events(fetch.Event{Kind: "mount", Path: "/" + name, BootstrapDigest: inst.digest})
 	d.prefetch(inst, req.PrefetchFiles)
 	return nil
 }

@@ -33,11 +33,14 @@ type failoverState struct {
 }
 
 type stateMount struct {
-	Mountpoint    string          `json:"mountpoint"` // API mountpoint: "/" or "/NAME"
-	Slot          uint64          `json:"slot"`
-	Bootstrap     string          `json:"bootstrap"`
-	Config        json.RawMessage `json:"config"`
-	PrefetchFiles []string        `json:"prefetch_files,omitempty"`
+	Mountpoint string `json:"mountpoint"` // API mountpoint: "/" or "/NAME"
+	Slot       uint64 `json:"slot"`
+	Bootstrap  string `json:"bootstrap"`
+	// BootstrapDigest is the sha256 of the bootstrap when it was mounted:
+	// a successor refuses a bootstrap that changed since.
+	BootstrapDigest string          `json:"bootstrap_digest,omitempty"`
+	Config          json.RawMessage `json:"config"`
+	PrefetchFiles   []string        `json:"prefetch_files,omitempty"`
 }
 
 func (d *Daemon) snapshotState() (*failoverState, int, error) {
@@ -55,7 +58,7 @@ func (d *Daemon) snapshotState() (*failoverState, int, error) {
 		if err != nil {
 			return nil, -1, err
 		}
-		st.Mounts = append(st.Mounts, stateMount{Mountpoint: mp, Slot: inst.slot, Bootstrap: inst.bootstrap, Config: cfg, PrefetchFiles: inst.prefetchFiles})
+		st.Mounts = append(st.Mounts, stateMount{Mountpoint: mp, Slot: inst.slot, Bootstrap: inst.bootstrap, BootstrapDigest: inst.digest, Config: cfg, PrefetchFiles: inst.prefetchFiles})
 	}
 	return st, d.sess.Fd(), nil
 }
@@ -210,6 +213,12 @@ func (d *Daemon) restore(ctx context.Context, data []byte, fd int) error {
 		inst, err := d.openImage(ctx, m.Bootstrap, cfg)
 		if err != nil {
 			return fail(fmt.Errorf("mount %s: %w", m.Mountpoint, err))
+		}
+		if m.BootstrapDigest != "" && inst.digest != m.BootstrapDigest {
+			inst.closer()
+			d.o.Events(fetch.Event{Kind: "bootstrap-changed", Path: m.Mountpoint, BootstrapDigest: inst.digest,
+				Err: fmt.Sprintf("bootstrap %s was %s when it was mounted", m.Bootstrap, m.BootstrapDigest)})
+			return fail(fmt.Errorf("mount %s: bootstrap %s changed since it was mounted: %s then, %s now; refusing it", m.Mountpoint, m.Bootstrap, m.BootstrapDigest, inst.digest))
 		}
 		inst.slot, inst.prefetchFiles = m.Slot, m.PrefetchFiles
 		insts[m.Mountpoint] = inst

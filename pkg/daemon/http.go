@@ -64,7 +64,16 @@ func writeErr(w http.ResponseWriter, err error) {
 func (d *Daemon) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/daemon", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, 200, api.DaemonInfo{ID: d.o.ID, Version: d.o.Version, Supervisor: d.o.Supervisor, State: d.State()})
+		info := api.DaemonInfo{ID: d.o.ID, Version: d.o.Version, Supervisor: d.o.Supervisor, State: d.State()}
+		d.mu.Lock()
+		for mp, inst := range d.mounts {
+			if info.Mounts == nil {
+				info.Mounts = map[string]api.MountInfo{}
+			}
+			info.Mounts[mp] = api.MountInfo{Bootstrap: inst.bootstrap, BootstrapDigest: inst.digest}
+		}
+		d.mu.Unlock()
+		writeJSON(w, 200, info)
 	})
 	mux.HandleFunc("POST /api/v1/mount", func(w http.ResponseWriter, r *http.Request) {
 		var req api.MountRequest

@@ -52,6 +52,9 @@ type Event struct {
 	Chunk  uint32 `json:"chunk,omitempty"`
 	Path   string `json:"path,omitempty"`
 	Err    string `json:"error,omitempty"`
+	// BootstrapDigest is the sha256 of the bootstrap of the image the
+	// event is about, when known (the daemon adds it).
+	BootstrapDigest string `json:"bootstrap_digest,omitempty"`
 }
 
 // Options configure an engine.

@@ -249,6 +249,17 @@ type DaemonInfo struct {
 	Version    Version `json:"version"`
 	Supervisor string  `json:"supervisor,omitempty"`
 	State      string  `json:"state"`
+	// Mounts are the images mounted, by API mountpoint ("/" for a
+	// dedicated daemon's); our extension.
+	Mounts map[string]MountInfo `json:"mounts,omitempty"`
+}
+
+// MountInfo describes a mounted image in DaemonInfo.
+type MountInfo struct {
+	Bootstrap string `json:"bootstrap"`
+	// BootstrapDigest is the sha256 of the bootstrap as it was read at
+	// mount ("sha256:…").
+	BootstrapDigest string `json:"bootstrap_digest"`
 }
 
 // Daemon states.
