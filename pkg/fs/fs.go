@@ -175,9 +175,17 @@ func (f *FS) Go(fn func(ctx context.Context)) {
 	}()
 }
 
-// Close cancels background work (read-ahead, whole-file builds) and the
-// engine's fetches, and waits for the background work; call it before
-// releasing the cache.
+// Close ends the image's use of the cache:
+//   - it cancels the engine's fetches (a fetch the backend holds open ends
+//     with its context, it is not waited for) and the background work
+//     started with Go (read-ahead, prefetch and the hot set, speculation,
+//     whole-file builds and checks), and waits for that work to return;
+//   - it drops the image's whole-file copies, removing those no image of
+//     any process uses any more.
+//
+// After it returns nothing is put into the cache for this image, so the
+// caller can release the cache's handles (and the blobs be removed).
+// Reads still in flight fail.
 func (f *FS) Close() {
 	f.stop()
 	f.eng.Close()
