@@ -107,6 +107,28 @@ func (f *FS) readAheadAfter(ctx context.Context, nid uint64) {
 	}
 }
 
+// storedSize is what fetching all of ino takes from the backend.
+func (f *FS) storedSize(ino *Inode) int64 {
+	var size int64
+	for _, a := range ino.addrs {
+		c, _ := f.eng.Info(a.BlobIndex, a.CIIndex)
+		size += int64(c.CompressedSize)
+	}
+	return size
+}
+
+// spend takes size stored bytes from the speculation budget
+// (maxDepBytes); false, and nothing taken, when they do not fit.
+func (d *depState) spend(size int64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.bytes+size > maxDepBytes {
+		return false
+	}
+	d.bytes += size
+	return true
+}
+
 // claim marks nid as handled and reports whether it was not already.
 func (d *depState) claim(nid uint64) bool {
 	d.mu.Lock()
@@ -187,21 +209,7 @@ const (
 // a time (make bench: gcc's cc1, 33 MB, was fetched whole that way over
 // 1.7 s on the constrained profile).
 func (f *FS) streamProgram(ctx context.Context, ino *Inode) {
-	var size int64
-	for _, a := range ino.addrs {
-		c, _ := f.eng.Info(a.BlobIndex, a.CIIndex)
-		size += int64(c.CompressedSize)
-	}
-	if size > maxProgramBytes {
-		return
-	}
-	f.deps.mu.Lock()
-	ok := f.deps.bytes+size <= maxDepBytes
-	if ok {
-		f.deps.bytes += size
-	}
-	f.deps.mu.Unlock()
-	if !ok {
+	if size := f.storedSize(ino); size > maxProgramBytes || !f.deps.spend(size) {
 		return
 	}
 	f.eng.Stream(ctx, f.fileRefs(ino), fetch.StreamOptions{Kind: fetch.Dependency, Max: programSegment, Workers: programWorkers})
@@ -402,18 +410,7 @@ func (f *FS) streamDependencies(ctx context.Context, deps []*Inode) []*Inode {
 	var refs []fetch.Ref
 	n := 0
 	for _, dep := range deps {
-		var size int64
-		for _, a := range dep.addrs {
-			c, _ := f.eng.Info(a.BlobIndex, a.CIIndex)
-			size += int64(c.CompressedSize)
-		}
-		f.deps.mu.Lock()
-		ok := f.deps.bytes+size <= maxDepBytes
-		if ok {
-			f.deps.bytes += size
-		}
-		f.deps.mu.Unlock()
-		if !ok {
+		if !f.deps.spend(f.storedSize(dep)) {
 			break
 		}
 		refs = append(refs, f.fileRefs(dep)...)
@@ -429,18 +426,9 @@ func (f *FS) streamDependencies(ctx context.Context, deps []*Inode) []*Inode {
 // fetchDependency fetches every chunk of a file within the byte budget;
 // false when the budget is spent.
 func (f *FS) fetchDependency(ctx context.Context, ino *Inode) bool {
-	var size int64
-	for _, a := range ino.addrs {
-		c, _ := f.eng.Info(a.BlobIndex, a.CIIndex)
-		size += int64(c.CompressedSize)
-	}
-	f.deps.mu.Lock()
-	if f.deps.bytes+size > maxDepBytes {
-		f.deps.mu.Unlock()
+	if !f.deps.spend(f.storedSize(ino)) {
 		return false
 	}
-	f.deps.bytes += size
-	f.deps.mu.Unlock()
 	select {
 	case f.deps.sem <- struct{}{}:
 	case <-ctx.Done():
