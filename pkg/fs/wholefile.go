@@ -17,6 +17,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// syncFile makes a built copy durable before it is renamed into place
+// (tests make it fail).
+var syncFile = (*os.File).Sync
+
 // building tracks whole-file builds in flight, so concurrent readers of
 // one file start one build.
 var building sync.Map
@@ -115,7 +119,7 @@ func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, e
 			return nil, err
 		}
 	}
-	if err := tmp.Sync(); err != nil {
+	if err := syncFile(tmp); err != nil {
 		tmp.Close()
 		return nil, err
 	}

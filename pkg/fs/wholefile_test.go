@@ -3,6 +3,7 @@ package fs
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -224,5 +225,39 @@ func TestWholeFileCopyLifetime(t *testing.T) {
 	}
 	if want := int64(len(data) + len("left by a crashed daemon")); released.Load() != want {
 		t.Errorf("released %d bytes, want %d", released.Load(), want)
+	}
+}
+
+// TestWholeFileFailedSync: a copy whose sync fails is not put in place,
+// nothing of it is left, and its reserve is refunded.
+func TestWholeFileFailedSync(t *testing.T) {
+	data := treetest.Random(10, 3*0x1000+10)
+	var blob bytes.Buffer
+	res, err := builder.Create(context.Background(), bytes.NewReader(treetest.Tar([]treetest.File{treetest.Reg("f", 0o644, data)})), &blob, builder.Options{ChunkSize: 0x1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	var reserved atomic.Int64
+	f, err := Open(context.Background(), res.Bootstrap, storage.BytesSource(blob.Bytes()), Options{
+		Fetch: fetch.Options{Cache: fetchtest.NewMemCache()}, WholeFileDir: dir,
+		WholeFileReserve: func(n int64) bool { reserved.Add(n); return true },
+		WholeFileRelease: func(n int64) { reserved.Add(-n) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	syncFile = func(*os.File) error { return errors.New("injected: fsync failed") }
+	defer func() { syncFile = (*os.File).Sync }()
+	ino, _ := f.Lookup(context.Background(), f.RootNid(), "f")
+	fd, err := f.WholeFile(context.Background(), ino.Nid, true)
+	if err == nil || fd != nil {
+		t.Fatalf("WholeFile with a failing sync: %v, %v", fd, err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("left behind: %v", ents)
+	}
+	if reserved.Load() != 0 {
+		t.Errorf("%d bytes still reserved", reserved.Load())
 	}
 }
