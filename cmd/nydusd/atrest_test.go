@@ -38,13 +38,13 @@ func newEventCounter(t *testing.T) *eventCounter {
 	}
 	c := &eventCounter{url: "unix://" + sock, n: map[string]int{}}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var e daemon.EventRecord
+		var e daemon.CloudEvent
 		if json.NewDecoder(r.Body).Decode(&e) != nil {
 			http.Error(w, "bad event", 400)
 			return
 		}
 		c.mu.Lock()
-		c.n[e.Kind]++
+		c.n[e.Data.Kind]++
 		c.mu.Unlock()
 	})}
 	go srv.Serve(ln)

@@ -5,13 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -51,10 +54,10 @@ func TestEventSinkReportsTamperedChunk(t *testing.T) {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
-	var got []daemon.EventRecord
+	var got []daemon.CloudEvent
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var e daemon.EventRecord
-		if r.URL.Path != "/events" || json.NewDecoder(r.Body).Decode(&e) != nil {
+		var e daemon.CloudEvent
+		if r.URL.Path != "/events" || r.Header.Get("Content-Type") != "application/cloudevents+json" || json.NewDecoder(r.Body).Decode(&e) != nil {
 			http.Error(w, "bad event", 400)
 			return
 		}
@@ -80,8 +83,9 @@ func TestEventSinkReportsTamperedChunk(t *testing.T) {
 		mu.Lock()
 		var mount, mismatch bool
 		for _, e := range got {
-			mount = mount || e.Kind == "mount"
-			mismatch = mismatch || (e.Kind == "digest-mismatch" && e.Path == "/bad" && e.BlobID == res.BlobID && e.DaemonID == "d1")
+			mount = mount || e.Data.Kind == "mount"
+			mismatch = mismatch || (e.Type == daemon.EventTypePrefix+"digest-mismatch" && e.Data.Path == "/bad" && e.Data.BlobID == res.BlobID &&
+				e.Source == "nydusd/d1" && e.SpecVersion == "1.0" && e.Seq() > 0 && e.Data.BootstrapDigest != "")
 		}
 		n := len(got)
 		mu.Unlock()
@@ -121,5 +125,109 @@ func TestParseSize(t *testing.T) {
 		if _, err := parseSize(in); err == nil {
 			t.Errorf("parseSize(%q) accepted", in)
 		}
+	}
+}
+
+// getEvents is GET /api/v1/events on a daemon's socket.
+func getEvents(t *testing.T, d *daemonProc, query string) []daemon.CloudEvent {
+	t.Helper()
+	resp, err := d.client().Get("http://nydusd/api/v1/events?" + query)
+	if err != nil {
+		t.Error(err)
+		return nil
+	}
+	defer resp.Body.Close()
+	var evs []daemon.CloudEvent
+	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&evs) != nil {
+		t.Errorf("GET /api/v1/events?%s: %s", query, resp.Status)
+	}
+	return evs
+}
+
+// TestEventLogSubscribersAndKill: two API subscribers each see every
+// event; after a kill -9, a new daemon on the same API socket still has
+// every event the first one had acknowledged, and goes on numbering.
+func TestEventLogSubscribersAndKill(t *testing.T) {
+	roottest.RequireFUSE(t)
+	good, bad := treetest.Random(3, 100000), treetest.Random(4, 100000)
+	layer := treetest.Tar([]treetest.File{treetest.Reg("good", 0o644, good), treetest.Reg("bad", 0o644, bad)})
+	var blob bytes.Buffer
+	res, err := builder.Create(context.Background(), bytes.NewReader(layer), &blob, builder.Options{Whiteout: builder.WhiteoutNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	blobs := filepath.Join(dir, "blobs")
+	os.MkdirAll(blobs, 0o755)
+	b := blob.Bytes()
+	b[100000+50] ^= 0xff
+	os.WriteFile(filepath.Join(blobs, res.BlobID), b, 0o644)
+	boot := filepath.Join(dir, "image.boot")
+	os.WriteFile(boot, res.Bootstrap, 0o644)
+	cfgPath := filepath.Join(dir, "config.json")
+	os.WriteFile(cfgPath, []byte(strings.Replace(localfsConfig(t, blobs), `"enable":true,"prefetch_all":true`, `"enable":false,"prefetch_all":false`, 1)), 0o600)
+	args := []string{"--bootstrap", boot, "--config", cfgPath}
+	sock := filepath.Join(dir, "api.sock")
+	mnt1, mnt2 := filepath.Join(dir, "m1"), filepath.Join(dir, "m2")
+	os.MkdirAll(mnt1, 0o755)
+	os.MkdirAll(mnt2, 0o755)
+	d1 := startAt(t, sock, mnt1, "RUNNING", args...)
+
+	// Two subscribers long-poll from the start; the reads of the
+	// tampered file each give EIO and events (one per failed fetch).
+	var target atomic.Uint64
+	target.Store(^uint64(0))
+	subs := make([][]uint64, 2)
+	var wg sync.WaitGroup
+	for i := range subs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var since uint64
+			deadline := time.Now().Add(10 * time.Second)
+			for since < target.Load() && time.Now().Before(deadline) {
+				for _, e := range getEvents(t, d1, fmt.Sprintf("since=%d&wait=1s", since)) {
+					subs[i] = append(subs[i], e.Seq())
+					since = e.Seq()
+				}
+			}
+		}()
+	}
+	for i := 0; i < 5; i++ {
+		if _, err := os.ReadFile(filepath.Join(mnt1, "bad")); !errors.Is(err, syscall.EIO) {
+			t.Fatalf("tampered file: %v, want EIO", err)
+		}
+	}
+	acked := getEvents(t, d1, "since=0")
+	if len(acked) < 1+5 || acked[0].Data.Kind != "mount" {
+		t.Fatalf("%d events, want the mount and at least one per failed read: %+v", len(acked), acked)
+	}
+	var ackedSeqs []uint64
+	for _, e := range acked {
+		ackedSeqs = append(ackedSeqs, e.Seq())
+	}
+	target.Store(ackedSeqs[len(ackedSeqs)-1])
+	wg.Wait()
+	for i, s := range subs {
+		if !slices.Equal(s, ackedSeqs) {
+			t.Errorf("subscriber %d saw %v, want %v", i, s, ackedSeqs)
+		}
+	}
+
+	d1.cmd.Process.Kill()
+	d1.cmd.Wait()
+	unixUnmount(mnt1)
+	d2 := startAt(t, sock, mnt2, "RUNNING", args...)
+	after := getEvents(t, d2, "since=0")
+	if len(after) < len(acked)+1 {
+		t.Fatalf("after kill -9: %d events, want the %d acknowledged and the new mount", len(after), len(acked))
+	}
+	for i, e := range acked {
+		if after[i].Seq() != e.Seq() || after[i].Type != e.Type {
+			t.Fatalf("after kill -9, event %d is %s %s, was %s %s", i, after[i].Sequence, after[i].Type, e.Sequence, e.Type)
+		}
+	}
+	if last := after[len(after)-1]; last.Seq() <= ackedSeqs[len(ackedSeqs)-1] || last.Data.Kind != "mount" {
+		t.Errorf("the new daemon's mount event: %+v", last)
 	}
 }

@@ -85,7 +85,7 @@ through the API: POST /api/v1/mount?mountpoint=/NAME (shared mode).`,
 	fl.StringVarP(&f.localfsDir, "localfs-dir", "D", "", "serve blobs from this directory (localfs backend)")
 	fl.StringVar(&f.backendSource, "backend-source", "", "accepted for nydus-snapshotter compatibility; ignored")
 	fl.BoolVar(&f.passthrough, "passthrough", true, "serve fully cached files through FUSE passthrough (keeps whole-file copies in the cache work_dir)")
-	fl.StringVar(&f.eventSink, "event-sink", os.Getenv("NYDUSD_EVENT_SINK"), "POST events (mounts, verification failures, backend errors) as JSON to this http(s):// or unix:///path URL, asynchronously (env NYDUSD_EVENT_SINK)")
+	fl.StringVar(&f.eventSink, "event-sink", os.Getenv("NYDUSD_EVENT_SINK"), "deliver the event log (mounts, verification failures, backend errors) to this http(s):// or unix:///path URL: one CloudEvent per POST, in order, retried until accepted (env NYDUSD_EVENT_SINK)")
 	fl.StringVar(&f.cacheMax, "cache-max-size", os.Getenv("NYDUSD_CACHE_MAX_SIZE"), "cap each cache work_dir, e.g. 10GiB; unused blobs are evicted LRU (env NYDUSD_CACHE_MAX_SIZE)")
 	fl.BoolVar(&f.digestValidate, "digest-validate", envBool("NYDUSD_DIGEST_VALIDATE"), "re-verify cached chunks on every read, overriding the config's digest_validate (env NYDUSD_DIGEST_VALIDATE)")
 	fl.BoolVar(&f.dependencies, "dependency-prefetch", envBoolOr("NYDUSD_DEPENDENCY_PREFETCH", true), "when a program, a compiled Python module or a C header is opened, fetch what it needs (interpreter, libraries, the rest of the program, imported modules, included headers) all at once, and at mount the shell and the user databases (env NYDUSD_DEPENDENCY_PREFETCH=0 turns it off)")
@@ -158,14 +158,37 @@ func run(cmd *cobra.Command, f *flags) error {
 	if err != nil {
 		return fmt.Errorf("--cache-max-size: %w", err)
 	}
-	var events func(fetch.Event)
+	// Every event goes to the event log first (beside the API socket, so
+	// a successor carries it on), then to subscribers: the API and the
+	// --event-sink.
+	logPath := f.apisock + ".events"
+	if f.apisock == "" {
+		tmp, err := os.CreateTemp("", "nydusd-*.events")
+		if err != nil {
+			return fmt.Errorf("event log: %w", err)
+		}
+		tmp.Close()
+		logPath = tmp.Name()
+		defer os.Remove(logPath)
+		defer os.Remove(logPath + ".1")
+		defer os.Remove(logPath + ".cursor")
+	}
+	elog, err := daemon.OpenEventLog(logPath, f.id, 0)
+	if err != nil {
+		return err
+	}
+	defer elog.Close()
+	events := func(e fetch.Event) {
+		if _, err := elog.Append(e); err != nil {
+			log.Error("recording an event", "kind", e.Kind, "err", err)
+		}
+	}
 	if f.eventSink != "" {
-		sink, err := daemon.NewEventSink(f.eventSink, f.id, log)
+		sink, err := daemon.NewEventSink(f.eventSink, elog, logPath+".cursor", log)
 		if err != nil {
 			return fmt.Errorf("--event-sink: %w", err)
 		}
 		defer sink.Close(2 * time.Second)
-		events = sink.Send
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -175,7 +198,7 @@ func run(cmd *cobra.Command, f *flags) error {
 	if f.apisock != "" {
 		journal = f.apisock + ".opens"
 	}
-	d := daemon.New(daemon.Options{ID: f.id, Supervisor: f.supervisor, Mountpoint: f.mountpoint, OpenJournal: journal, Log: log, Passthrough: f.passthrough, Dependencies: f.dependencies, Siblings: f.siblings,
+	d := daemon.New(daemon.Options{ID: f.id, Supervisor: f.supervisor, Mountpoint: f.mountpoint, OpenJournal: journal, EventLog: elog, Log: log, Passthrough: f.passthrough, Dependencies: f.dependencies, Siblings: f.siblings,
 		Events: events, CacheMaxBytes: cacheMax, DigestValidate: f.digestValidate, FailoverPolicy: f.failover,
 		Version: api.Version{PackageVer: version.Version, GitCommit: version.Commit(), BuildTime: version.BuildTime, Profile: "release", Rustc: "go"}})
 	var cfg *api.ConfigV1

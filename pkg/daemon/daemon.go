@@ -37,6 +37,9 @@ type Options struct {
 	Supervisor string
 	// Mountpoint is the FUSE mountpoint (--mountpoint).
 	Mountpoint string
+	// EventLog, if set, holds the daemon's events for subscribers
+	// (GET /api/v1/events); the caller also routes Events to it.
+	EventLog *EventLog
 	// OpenJournal, if set, is where the FUSE layer keeps how the kernel
 	// has each file open, for a successor after a failover or a hot
 	// upgrade (fusefs.Options.Journal).

@@ -5,43 +5,48 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
-	"sync"
+	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/nydus-go/nydus/pkg/fetch"
+	"github.com/nydus-go/nydus/internal/atomicfile"
 )
 
-// EventRecord is the JSON body POSTed to an event sink for each event.
-type EventRecord struct {
-	Time     time.Time `json:"time"`
-	DaemonID string    `json:"daemon_id,omitempty"`
-	fetch.Event
-}
-
-// EventSink delivers events asynchronously, one POST per event, to a
-// webhook: an http(s) URL or unix:///path/to.sock (POST /events on that
-// socket). Send never blocks: when the queue is full the event is
-// dropped and counted, so a slow subscriber cannot stall file reads.
+// EventSink delivers the events of an EventLog, in order, to a webhook:
+// an http(s) URL or unix:///path/to.sock (POST /events on that socket),
+// one CloudEvent per POST (Content-Type application/cloudevents+json).
+// An event the sink does not accept is retried, with a backoff up to 5
+// s, before any later one: nothing is lost while the sink is down. The
+// sequence number of the last event delivered is kept in a cursor file,
+// so a restarted daemon carries on where it stopped (at least once: an
+// event delivered just before a crash may come again, with the same
+// sequence number). Sending never blocks a read: events go to the log.
 type EventSink struct {
-	target  string // redacted URL, for logs
-	post    func(ctx context.Context, body []byte) error
-	q       chan EventRecord
-	id      string
-	log     *slog.Logger
-	done    chan struct{}
-	once    sync.Once
-	Dropped atomic.Int64 // events dropped because the queue was full
-	Failed  atomic.Int64 // events the sink did not accept
+	target string // redacted URL, for logs
+	post   func(ctx context.Context, body []byte) error
+	log    *EventLog
+	cursor string
+	slog   *slog.Logger
+	stop   context.CancelFunc
+	ctx    context.Context
+	done   chan struct{}
+	// Delivered is the sequence number of the last event delivered.
+	Delivered atomic.Uint64
+	// Failed counts delivery attempts the sink did not accept.
+	Failed atomic.Int64
 }
 
-// NewEventSink starts delivering to rawURL; id is the daemon id put in
-// every record. Close stops it.
-func NewEventSink(rawURL, id string, log *slog.Logger) (*EventSink, error) {
+// NewEventSink starts delivering the events of l to rawURL, from the one
+// after the sequence number in the cursor file (created if need be).
+// Close stops it.
+func NewEventSink(rawURL string, l *EventLog, cursor string, log *slog.Logger) (*EventSink, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("event sink: %w", err)
@@ -49,7 +54,7 @@ func NewEventSink(rawURL, id string, log *slog.Logger) (*EventSink, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &EventSink{target: u.Redacted(), q: make(chan EventRecord, 1024), id: id, log: log, done: make(chan struct{})}
+	s := &EventSink{target: u.Redacted(), log: l, cursor: cursor, slog: log, done: make(chan struct{})}
 	var client *http.Client
 	var endpoint string
 	switch u.Scheme {
@@ -72,63 +77,85 @@ func NewEventSink(rawURL, id string, log *slog.Logger) (*EventSink, error) {
 		if err != nil {
 			return err
 		}
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", "application/cloudevents+json")
 		resp, err := client.Do(req)
 		if err != nil {
 			return err
 		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
 		if resp.StatusCode/100 != 2 {
 			return fmt.Errorf("status %s", resp.Status)
 		}
 		return nil
 	}
+	if b, err := os.ReadFile(cursor); err == nil {
+		n, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+		s.Delivered.Store(n)
+	}
+	s.ctx, s.stop = context.WithCancel(context.Background())
 	go s.run()
 	return s, nil
 }
 
-// Send queues an event; it never blocks.
-func (s *EventSink) Send(e fetch.Event) {
-	select {
-	case <-s.done:
-		return
-	default:
-	}
-	select {
-	case s.q <- EventRecord{Time: time.Now().UTC(), DaemonID: s.id, Event: e}:
-	default:
-		if s.Dropped.Add(1) == 1 {
-			s.log.Warn("event sink queue full; dropping events", "sink", s.target)
-		}
-	}
-}
-
 func (s *EventSink) run() {
-	for {
-		select {
-		case <-s.done:
-			return
-		case r := <-s.q:
-			body, _ := json.Marshal(r)
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			err := s.post(ctx, body)
-			cancel()
-			if err != nil {
-				if s.Failed.Add(1) == 1 || s.Failed.Load()%100 == 0 {
-					// net/http strips passwords from the URLs in its errors.
-					s.log.Warn("event sink", "sink", s.target, "kind", r.Kind, "err", err)
+	defer close(s.done)
+	for s.ctx.Err() == nil {
+		evs, err := s.log.Since(s.Delivered.Load(), 256)
+		if err != nil {
+			s.slog.Error("event sink: reading the event log", "err", err)
+			s.sleep(time.Second)
+			continue
+		}
+		if len(evs) == 0 {
+			s.log.Wait(s.ctx, s.Delivered.Load())
+			continue
+		}
+		for _, e := range evs {
+			body, _ := json.Marshal(e)
+			for backoff := 100 * time.Millisecond; ; backoff = min(backoff*2, 5*time.Second) {
+				ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+				err := s.post(ctx, body)
+				cancel()
+				if err == nil {
+					break
 				}
+				if s.ctx.Err() != nil {
+					return
+				}
+				if n := s.Failed.Add(1); n == 1 || n%100 == 0 {
+					// net/http strips passwords from the URLs in its errors.
+					s.slog.Warn("event sink; retrying in order", "sink", s.target, "sequence", e.Sequence, "type", e.Type, "failures", n, "err", err)
+				}
+				s.sleep(backoff)
+				if s.ctx.Err() != nil {
+					return
+				}
+			}
+			s.Delivered.Store(e.Seq())
+			if err := atomicfile.WriteFile(s.cursor, []byte(e.Sequence+"\n"), 0o600); err != nil {
+				s.slog.Warn("event sink: saving the cursor", "err", err)
 			}
 		}
 	}
 }
 
-// Close stops delivery after trying to flush queued events for up to
-// the given time.
+func (s *EventSink) sleep(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.ctx.Done():
+	}
+}
+
+// Close stops delivery after trying, for up to flush, to deliver what the
+// log holds.
 func (s *EventSink) Close(flush time.Duration) {
 	deadline := time.Now().Add(flush)
-	for len(s.q) > 0 && time.Now().Before(deadline) {
+	for s.Delivered.Load() < s.log.Last() && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	s.once.Do(func() { close(s.done) })
+	s.stop()
+	<-s.done
 }

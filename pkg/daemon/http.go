@@ -11,6 +11,8 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"strconv"
+	"time"
 
 	"github.com/nydus-go/nydus/pkg/daemon/api"
 	"github.com/prometheus/client_golang/prometheus"
@@ -75,6 +77,7 @@ func (d *Daemon) Handler() http.Handler {
 		d.mu.Unlock()
 		writeJSON(w, 200, info)
 	})
+	mux.HandleFunc("GET /api/v1/events", d.serveEvents)
 	mux.HandleFunc("POST /api/v1/mount", func(w http.ResponseWriter, r *http.Request) {
 		var req api.MountRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
@@ -189,4 +192,50 @@ func (d *Daemon) Handler() http.Handler {
 		writeErr(w, &Error{Code: "ENOENT", Status: 404, Msg: fmt.Sprintf("unknown API %s %s", r.Method, r.URL.Path)})
 	})
 	return mux
+}
+
+// maxEventsWait bounds how long GET /api/v1/events waits for an event.
+const maxEventsWait = time.Minute
+
+// serveEvents answers GET /api/v1/events?since=SEQ&wait=DURATION: the
+// events after sequence number SEQ (default 0), at most 256, as a
+// CloudEvents JSON batch; with wait, it waits up to that long (at most a
+// minute) for one when there is none yet (long poll). Each subscriber
+// keeps its own place: several read independently.
+func (d *Daemon) serveEvents(w http.ResponseWriter, r *http.Request) {
+	l := d.o.EventLog
+	if l == nil {
+		writeErr(w, &Error{Code: "ENOSYS", Status: 501, Msg: "this daemon keeps no event log"})
+		return
+	}
+	q := r.URL.Query()
+	var since uint64
+	if v := q.Get("since"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			writeErr(w, &Error{Code: "EINVAL", Status: 400, Msg: "since: " + err.Error()})
+			return
+		}
+		since = n
+	}
+	if v := q.Get("wait"); v != "" {
+		wait, err := time.ParseDuration(v)
+		if err != nil || wait < 0 {
+			writeErr(w, &Error{Code: "EINVAL", Status: 400, Msg: fmt.Sprintf("wait %q: a duration such as 30s", v)})
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), min(wait, maxEventsWait))
+		l.Wait(ctx, since)
+		cancel()
+	}
+	evs, err := l.Since(since, 256)
+	if err != nil {
+		writeErr(w, &Error{Code: "EIO", Status: 500, Msg: err.Error()})
+		return
+	}
+	if evs == nil {
+		evs = []CloudEvent{}
+	}
+	w.Header().Set("Content-Type", "application/cloudevents-batch+json")
+	json.NewEncoder(w).Encode(evs)
 }
