@@ -11,15 +11,16 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nydus-go/nydus/internal/atomicfile"
 	"github.com/nydus-go/nydus/pkg/digester"
 	"github.com/nydus-go/nydus/pkg/fetch"
 	"github.com/zeebo/blake3"
 	"golang.org/x/sys/unix"
 )
 
-// syncFile makes a built copy durable before it is renamed into place
-// (tests make it fail).
-var syncFile = (*os.File).Sync
+// commitCopy puts a built copy in place (atomicfile: fsync, rename,
+// directory fsync); tests make it fail.
+var commitCopy = (*atomicfile.File).Commit
 
 // building tracks whole-file builds in flight, so concurrent readers of
 // one file start one build.
@@ -100,36 +101,24 @@ func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, e
 	if err := os.MkdirAll(f.o.WholeFileDir, 0o700); err != nil {
 		return nil, err
 	}
-	tmp, err := os.CreateTemp(f.o.WholeFileDir, ".build-*")
+	tmp, err := atomicfile.Create(p, 0o400)
 	if err != nil {
 		return nil, err
 	}
-	defer os.Remove(tmp.Name())
+	defer tmp.Abort()
 	cs := int64(f.rd.ChunkSize())
 	// Every chunk comes verified from the engine, cached or fetched.
 	ctx = fetch.WithKind(ctx, fetch.WholeFile)
 	for k := range ino.addrs {
 		data, err := f.chunk(ctx, ino, k)
 		if err != nil {
-			tmp.Close()
 			return nil, err
 		}
 		if _, err := tmp.WriteAt(data, int64(k)*cs); err != nil {
-			tmp.Close()
 			return nil, err
 		}
 	}
-	if err := syncFile(tmp); err != nil {
-		tmp.Close()
-		return nil, err
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(tmp.Name(), 0o400); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
+	if err := commitCopy(tmp); err != nil {
 		return nil, err
 	}
 	kept = true
@@ -518,7 +507,7 @@ func CleanWholeFileDir(dir string, olderThan time.Duration) (removed int) {
 		return 0
 	}
 	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), ".build-") {
+		if !strings.HasPrefix(e.Name(), ".") { // atomicfile's temporary files
 			continue
 		}
 		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > olderThan {

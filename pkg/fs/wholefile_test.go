@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nydus-go/nydus/internal/atomicfile"
 	"github.com/nydus-go/nydus/internal/fetchtest"
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
@@ -247,8 +248,11 @@ func TestWholeFileFailedSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	syncFile = func(*os.File) error { return errors.New("injected: fsync failed") }
-	defer func() { syncFile = (*os.File).Sync }()
+	commitCopy = func(f *atomicfile.File) error {
+		f.Abort() // what Commit does when its fsync fails
+		return errors.New("injected: fsync failed")
+	}
+	defer func() { commitCopy = (*atomicfile.File).Commit }()
 	ino, _ := f.Lookup(context.Background(), f.RootNid(), "f")
 	fd, err := f.WholeFile(context.Background(), ino.Nid, true)
 	if err == nil || fd != nil {
