@@ -16,8 +16,9 @@ build:
 
 # Debian packages the tests, the demo and the benchmarks need (CI runs as
 # root): the registry, containerd with runc and ctr-remote (package
-# stargz-snapshotter), and what builds the Debian test image.
-APT_PACKAGES := zstd erofs-utils debootstrap umoci skopeo docker-registry containerd runc stargz-snapshotter curl
+# stargz-snapshotter), what builds the Debian test image, and ClamAV
+# (the reference event subscriber, examples/scanner).
+APT_PACKAGES := zstd erofs-utils debootstrap umoci skopeo docker-registry containerd runc stargz-snapshotter curl clamav
 deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
@@ -26,7 +27,7 @@ deps:
 	$(GO) mod download
 
 lint:
-	@out=$$(gofmt -l cmd pkg internal test tools bench 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l cmd pkg internal test tools bench examples 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	cd test/interop && $(GO) vet -tags e2e ./...
 	cd bench/startup && $(GO) vet ./...
