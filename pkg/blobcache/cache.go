@@ -73,6 +73,9 @@ type Options struct {
 	ValidateOnRead bool
 	// Log receives the cache's log records; nil discards them.
 	Log *slog.Logger
+	// OnEvict, if set, is told of each blob evicted to keep under
+	// MaxBytes, with the bytes freed; it must not call the cache.
+	OnEvict func(blobID string, bytes int64)
 }
 
 // Cache is the chunk cache of one daemon: a directory of per-blob cache
@@ -602,6 +605,9 @@ func (c *Cache) maybeEvict() {
 			continue
 		}
 		c.log.Info("evicted blob cache", "blob", cd.id, "bytes", freed, "usage", c.usage, "max", c.o.MaxBytes)
+		if c.o.OnEvict != nil {
+			c.o.OnEvict(cd.id, freed)
+		}
 	}
 	if c.usage > limit {
 		c.log.Debug("blob cache over its cap; the remaining blobs are in use", "usage", c.usage, "max", c.o.MaxBytes, "limit", limit)

@@ -447,7 +447,13 @@ func TestEvictLRU(t *testing.T) {
 	}
 	// Reopen with a cap of about two and a half blobs; a third blob in use
 	// pushes the usage over it.
-	c2 := openCache(t, Options{Dir: dir, MaxBytes: per*5/2 + 1})
+	var evicted []string
+	c2 := openCache(t, Options{Dir: dir, MaxBytes: per*5/2 + 1, OnEvict: func(id string, n int64) {
+		if n <= 0 {
+			t.Errorf("evicting %s freed %d bytes", id, n)
+		}
+		evicted = append(evicted, id)
+	}})
 	if !exists(a) || !exists(b) {
 		t.Fatal("evicted below the cap")
 	}
@@ -457,6 +463,9 @@ func TestEvictLRU(t *testing.T) {
 	}
 	if exists(b) || !exists(a) || !exists(d) {
 		t.Fatalf("after overflow: a=%v b=%v d=%v; want only b evicted", exists(a), exists(b), exists(d))
+	}
+	if len(evicted) != 1 || evicted[0] != b {
+		t.Errorf("OnEvict told of %v, want [%s]", evicted, b)
 	}
 	if _, err := os.Stat(filepath.Join(dir, b+ChunkMapSuffix)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("evicted blob's chunk_map left")

@@ -103,6 +103,7 @@ type instance struct {
 	// ("sha256:…"): reported in the API and events, and checked when a
 	// successor mounts the bootstrap again (failover, hot upgrade).
 	digest       string
+	image        string // the backend's registry/repository, if any
 	stopPrefetch context.CancelFunc
 	fs           *nfs.FS
 	cfg          *api.ConfigV1
@@ -188,8 +189,12 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 		return nil, fmt.Errorf("bootstrap %s: %w", bootstrap, err)
 	}
 	digest := fmt.Sprintf("sha256:%x", sha256.Sum256(boot))
+	image := ""
+	if bc := cfg.Device.Backend.Config; cfg.Device.Backend.Type == "registry" && bc.Host != "" && bc.Repo != "" {
+		image = bc.Host + "/" + bc.Repo
+	}
 	events := func(e fetch.Event) {
-		e.BootstrapDigest = digest
+		e.BootstrapDigest, e.Image = digest, image
 		d.o.Events(e)
 	}
 	fo := nfs.Options{Fetch: fetch.Options{Logger: d.o.Log, Events: events, Validate: cfg.DigestValidate || d.o.DigestValidate, Amplify: amplify(cfg),
@@ -227,7 +232,7 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 	if cc != nil {
 		done = func() { stop(); f.Close(); cc.release(); closer() }
 	}
-	return &instance{digest: digest, fs: f, cfg: cfg, bootstrap: bootstrap, backend: cfg.Device.Backend.Type, be: be, closer: done, stopPrefetch: stop, pctx: pctx}, nil
+	return &instance{digest: digest, image: image, fs: f, cfg: cfg, bootstrap: bootstrap, backend: cfg.Device.Backend.Type, be: be, closer: done, stopPrefetch: stop, pctx: pctx}, nil
 }
 
 // cache returns the chunk cache of a work directory, shared by every
@@ -246,6 +251,9 @@ func (d *Daemon) cache(ctx context.Context, dir string) (*blobcache.Cache, error
 	// Every chunk read back from the cache is verified (the fetch engine
 	// passes the check): data changed on disk is never served.
 	c, err := blobcache.Open(ctx, blobcache.Options{Dir: dir, ValidateOnRead: true, MaxBytes: d.o.CacheMaxBytes, Log: d.o.Log,
+		OnEvict: func(id string, n int64) {
+			d.o.Events(fetch.Event{Kind: "evict", BlobID: id, Err: fmt.Sprintf("%d bytes freed to stay under the cache cap", n)})
+		},
 		ExtraUsage: whole.Load})
 	if err != nil {
 		return nil, fmt.Errorf("cache %s: %w", dir, err)
@@ -352,7 +360,7 @@ func (d *Daemon) MountDedicated(ctx context.Context, bootstrap string, cfg *api.
 	d.mu.Unlock()
 	d.serve(sess)
 	d.SetState(api.StateRunning)
-	d.o.Events(fetch.Event{Kind: "mount", Path: d.o.Mountpoint, BootstrapDigest: inst.digest})
+	d.o.Events(fetch.Event{Kind: "mount", Path: d.o.Mountpoint, BootstrapDigest: inst.digest, Image: inst.image})
 	d.prefetch(inst, prefetchFiles)
 	return nil
 }
@@ -421,7 +429,7 @@ func (d *Daemon) Mount(ctx context.Context, sub string, req api.MountRequest) er
 	d.mu.Lock()
 	d.mounts["/"+name] = inst
 	d.mu.Unlock()
-	d.o.Events(fetch.Event{Kind: "mount", Path: "/" + name, BootstrapDigest: inst.digest})
+	d.o.Events(fetch.Event{Kind: "mount", Path: "/" + name, BootstrapDigest: inst.digest, Image: inst.image})
 	d.prefetch(inst, req.PrefetchFiles)
 	return nil
 }
@@ -440,7 +448,7 @@ func (d *Daemon) Umount(ctx context.Context, sub string) error {
 	d.mu.Unlock()
 	fsys.Remove(name)
 	inst.closer()
-	d.o.Events(fetch.Event{Kind: "umount", Path: "/" + name})
+	d.o.Events(fetch.Event{Kind: "umount", Path: "/" + name, BootstrapDigest: inst.digest, Image: inst.image})
 	return nil
 }
 

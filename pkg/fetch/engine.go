@@ -55,6 +55,9 @@ type Event struct {
 	// BootstrapDigest is the sha256 of the bootstrap of the image the
 	// event is about, when known (the daemon adds it).
 	BootstrapDigest string `json:"bootstrap_digest,omitempty"`
+	// Image is the repository the image's blobs come from
+	// ("registry/name", from the backend's configuration), when known.
+	Image string `json:"image,omitempty"`
 }
 
 // Options configure an engine.
