@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -283,8 +284,30 @@ func TestSharedMode(t *testing.T) {
 	if code, body := d.do("POST", "/api/v1/mount?mountpoint=/bad", api.MountRequest{Source: b2, Config: `{"device":{"backend":{"type":"registry","config":{"timeout":"x"}}}}`}); code != 400 || !strings.Contains(body, "timeout") {
 		t.Fatalf("malformed config: %d %s", code, body)
 	}
+	// The cache files of the blobs in use (what the snapshotter's cache
+	// GC spares) include img1's until it is unmounted: then no handle of
+	// it is left, and its blob can go.
+	ents, _ := os.ReadDir(blobs2)
+	if len(ents) != 1 {
+		t.Fatalf("img1's blobs: %v", ents)
+	}
+	blob1 := ents[0].Name()
+	inUse := func() bool {
+		_, body := d.do("GET", "/api/v1/metrics/blobcache", nil)
+		var m api.BlobCacheMetrics
+		if err := json.Unmarshal([]byte(body), &m); err != nil {
+			t.Fatalf("blobcache metrics: %v: %s", err, body)
+		}
+		return slices.ContainsFunc(m.UnderlyingFiles, func(f string) bool { return strings.Contains(f, blob1) })
+	}
+	if !inUse() {
+		t.Fatal("img1's blob is not in use while it is mounted and read")
+	}
 	if code, body := d.do("DELETE", "/api/v1/mount?mountpoint=/img1", nil); code != 204 {
 		t.Fatalf("umount: %d %s", code, body)
+	}
+	if inUse() {
+		t.Error("img1's blob is still in use after its umount: a cache handle was leaked")
 	}
 	if _, err := os.Stat(filepath.Join(d.mnt, "img1", "only-in-two")); err == nil {
 		t.Fatal("img1 still visible after umount")
