@@ -26,13 +26,12 @@ import (
 	"github.com/nydus-go/nydus/pkg/daemon"
 )
 
-// TestEventSinkReportsTamperedChunk runs nydusd with --event-sink on a
-// unix socket and a blob with one flipped byte: the bad file gives EIO,
-// the good one reads, and the subscriber receives the mount and the
-// digest-mismatch events naming the file.
-func TestEventSinkReportsTamperedChunk(t *testing.T) {
-	roottest.RequireFUSE(t)
-	good, bad := treetest.Random(1, 100000), treetest.Random(2, 100000)
+// tamperedImage builds an image of two files, "good" and "bad", whose
+// blob has one byte of "bad" flipped; it returns the bootstrap, the blob
+// directory, the blob id and good's content.
+func tamperedImage(t *testing.T, seed int64) (boot, blobs, blobID string, good []byte) {
+	t.Helper()
+	good, bad := treetest.Random(seed, 100000), treetest.Random(seed+1, 100000)
 	layer := treetest.Tar([]treetest.File{treetest.Reg("good", 0o644, good), treetest.Reg("bad", 0o644, bad)})
 	var blob bytes.Buffer
 	res, err := builder.Create(context.Background(), bytes.NewReader(layer), &blob, builder.Options{Whiteout: builder.WhiteoutNone})
@@ -40,13 +39,24 @@ func TestEventSinkReportsTamperedChunk(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	blobs := filepath.Join(dir, "blobs")
+	blobs = filepath.Join(dir, "blobs")
 	os.MkdirAll(blobs, 0o755)
 	b := blob.Bytes()
 	b[100000+50] ^= 0xff // inside "bad", stored second, uncompressed by default
 	os.WriteFile(filepath.Join(blobs, res.BlobID), b, 0o644)
-	boot := filepath.Join(dir, "image.boot")
+	boot = filepath.Join(dir, "image.boot")
 	os.WriteFile(boot, res.Bootstrap, 0o644)
+	return boot, blobs, res.BlobID, good
+}
+
+// TestEventSinkReportsTamperedChunk runs nydusd with --event-sink on a
+// unix socket and a blob with one flipped byte: the bad file gives EIO,
+// the good one reads, and the subscriber receives the mount and the
+// digest-mismatch events naming the file.
+func TestEventSinkReportsTamperedChunk(t *testing.T) {
+	roottest.RequireFUSE(t)
+	boot, blobs, blobID, good := tamperedImage(t, 1)
+	dir := t.TempDir()
 
 	sock := filepath.Join(t.TempDir(), "events.sock")
 	ln, err := net.Listen("unix", sock)
@@ -84,7 +94,7 @@ func TestEventSinkReportsTamperedChunk(t *testing.T) {
 		var mount, mismatch bool
 		for _, e := range got {
 			mount = mount || e.Data.Kind == "mount"
-			mismatch = mismatch || (e.Type == daemon.EventTypePrefix+"digest-mismatch" && e.Data.Path == "/bad" && e.Data.BlobID == res.BlobID &&
+			mismatch = mismatch || (e.Type == daemon.EventTypePrefix+"digest-mismatch" && e.Data.Path == "/bad" && e.Data.BlobID == blobID &&
 				e.Source == "nydusd/d1" && e.SpecVersion == "1.0" && e.Seq() > 0 && e.Data.BootstrapDigest != "")
 		}
 		n := len(got)
@@ -149,21 +159,8 @@ func getEvents(t *testing.T, d *daemonProc, query string) []daemon.CloudEvent {
 // every event the first one had acknowledged, and goes on numbering.
 func TestEventLogSubscribersAndKill(t *testing.T) {
 	roottest.RequireFUSE(t)
-	good, bad := treetest.Random(3, 100000), treetest.Random(4, 100000)
-	layer := treetest.Tar([]treetest.File{treetest.Reg("good", 0o644, good), treetest.Reg("bad", 0o644, bad)})
-	var blob bytes.Buffer
-	res, err := builder.Create(context.Background(), bytes.NewReader(layer), &blob, builder.Options{Whiteout: builder.WhiteoutNone})
-	if err != nil {
-		t.Fatal(err)
-	}
+	boot, blobs, _, _ := tamperedImage(t, 3)
 	dir := t.TempDir()
-	blobs := filepath.Join(dir, "blobs")
-	os.MkdirAll(blobs, 0o755)
-	b := blob.Bytes()
-	b[100000+50] ^= 0xff
-	os.WriteFile(filepath.Join(blobs, res.BlobID), b, 0o644)
-	boot := filepath.Join(dir, "image.boot")
-	os.WriteFile(boot, res.Bootstrap, 0o644)
 	cfgPath := filepath.Join(dir, "config.json")
 	os.WriteFile(cfgPath, []byte(strings.Replace(localfsConfig(t, blobs), `"enable":true,"prefetch_all":true`, `"enable":false,"prefetch_all":false`, 1)), 0o600)
 	args := []string{"--bootstrap", boot, "--config", cfgPath}

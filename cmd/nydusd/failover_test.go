@@ -118,6 +118,26 @@ func (s *testSupervisor) offer(t *testing.T) {
 // command line, takes the FUSE connection over from the supervisor, and
 // (2) a third nydusd started with --upgrade replaces the second one (hot
 // upgrade: takeover, exit, start). No read may fail or return wrong bytes.
+// failoverSetup prepares a failover test of an image: a config without
+// prefetch, a mountpoint, an API socket path and a supervisor (closed at
+// the end of the test), all in one directory.
+func failoverSetup(t *testing.T, blobs string) (dir, cfgPath, mnt, sock string, sup *testSupervisor) {
+	t.Helper()
+	cfg := strings.Replace(localfsConfig(t, blobs), `"enable":true,"prefetch_all":true`, `"enable":false,"prefetch_all":false`, 1)
+	dir = t.TempDir()
+	cfgPath = filepath.Join(dir, "config.json")
+	os.WriteFile(cfgPath, []byte(cfg), 0o600)
+	mnt, sock = filepath.Join(dir, "mnt"), filepath.Join(dir, "api.sock")
+	os.MkdirAll(mnt, 0o755)
+	sup = &testSupervisor{path: filepath.Join(dir, "supervisor.sock")}
+	t.Cleanup(func() {
+		if sup.fd > 0 {
+			unix.Close(sup.fd)
+		}
+	})
+	return dir, cfgPath, mnt, sock, sup
+}
+
 func TestFailoverAndHotUpgrade(t *testing.T) {
 	roottest.RequireFUSE(t)
 	var files []treetest.File
@@ -129,18 +149,7 @@ func TestFailoverAndHotUpgrade(t *testing.T) {
 		want[name] = data
 	}
 	boot, blobs := image(t, treetest.Tar(files))
-	cfg := strings.Replace(localfsConfig(t, blobs), `"enable":true,"prefetch_all":true`, `"enable":false,"prefetch_all":false`, 1)
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "config.json")
-	os.WriteFile(cfgPath, []byte(cfg), 0o600)
-	mnt, sock := filepath.Join(dir, "mnt"), filepath.Join(dir, "api.sock")
-	os.MkdirAll(mnt, 0o755)
-	sup := &testSupervisor{path: filepath.Join(dir, "supervisor.sock")}
-	defer func() {
-		if sup.fd > 0 {
-			unix.Close(sup.fd)
-		}
-	}()
+	dir, cfgPath, mnt, sock, sup := failoverSetup(t, blobs)
 	// Reads go through the daemon every time: no passthrough, and the
 	// readers drop the page cache before each read.
 	args := []string{"--bootstrap", boot, "--config", cfgPath, "--id", "d1", "--supervisor", sup.path, "--passthrough=false"}
@@ -242,18 +251,7 @@ func TestTakeoverRefusesChangedBootstrap(t *testing.T) {
 	roottest.RequireFUSE(t)
 	boot, blobs := image(t, treetest.Tar([]treetest.File{treetest.Reg("f", 0o644, treetest.Random(5, 100000))}))
 	other, _ := image(t, treetest.Tar([]treetest.File{treetest.Reg("g", 0o644, treetest.Random(6, 100000))}))
-	cfg := strings.Replace(localfsConfig(t, blobs), `"enable":true,"prefetch_all":true`, `"enable":false,"prefetch_all":false`, 1)
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "config.json")
-	os.WriteFile(cfgPath, []byte(cfg), 0o600)
-	mnt, sock := filepath.Join(dir, "mnt"), filepath.Join(dir, "api.sock")
-	os.MkdirAll(mnt, 0o755)
-	sup := &testSupervisor{path: filepath.Join(dir, "supervisor.sock")}
-	defer func() {
-		if sup.fd > 0 {
-			unix.Close(sup.fd)
-		}
-	}()
+	_, cfgPath, mnt, sock, sup := failoverSetup(t, blobs)
 	args := []string{"--bootstrap", boot, "--config", cfgPath, "--id", "d1", "--supervisor", sup.path}
 	d1 := startAt(t, sock, mnt, api.StateRunning, args...)
 	minor, ok, err := fusefs.Mounted(mnt)
