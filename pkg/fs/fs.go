@@ -83,7 +83,8 @@ type Metrics struct {
 	ReadBytes    atomic.Int64
 	// PrefetchDone is set when Prefetch finishes.
 	PrefetchDone atomic.Bool
-	// WholeFiles counts whole-file caches built; DaemonReads counts read
+	// WholeFiles counts whole-file copies built and verified (from then
+	// on an open is handed the copy); DaemonReads counts read
 	// requests served by the daemon (passthrough reads never reach it).
 	WholeFiles  atomic.Int64
 	DaemonReads atomic.Int64

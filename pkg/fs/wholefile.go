@@ -122,10 +122,11 @@ func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, e
 		return nil, err
 	}
 	kept = true
-	f.Metrics.WholeFiles.Add(1)
 	// Read back and stamped, so that what is recorded is what is there.
+	// An open that found the copy first may be checking it already: its
+	// verdict counts.
 	if !f.verifyCopy(ctx, p, ino) {
-		return nil, fmt.Errorf("%w: %s: whole-file copy %s changed as it was written", ErrIO, ino.path, p)
+		waitCheck(ctx, p)
 	}
 	fd, err := os.Open(p)
 	if err != nil {
@@ -133,8 +134,10 @@ func (f *FS) WholeFile(ctx context.Context, nid uint64, build bool) (*os.File, e
 	}
 	if !f.copyVerified(p, fd) {
 		fd.Close()
-		return nil, nil
+		return nil, fmt.Errorf("%w: %s: whole-file copy %s changed as it was written", ErrIO, ino.path, p)
 	}
+	// Counted once it can be handed out (an open sees it verified).
+	f.Metrics.WholeFiles.Add(1)
 	return fd, nil
 }
 
@@ -365,8 +368,20 @@ type copyStamp struct {
 // by the images whose files have the same chunks).
 var verifiedCopies sync.Map
 
-// checkingCopies holds the copies being verified.
+// checkingCopies maps the path of each copy being verified to a channel
+// closed when that check ends.
 var checkingCopies sync.Map
+
+// waitCheck waits for a check of the copy at p in flight, if any, to
+// end (or ctx).
+func waitCheck(ctx context.Context, p string) {
+	if ch, ok := checkingCopies.Load(p); ok {
+		select {
+		case <-ch.(chan struct{}):
+		case <-ctx.Done():
+		}
+	}
+}
 
 func stampOf(fd *os.File) (copyStamp, error) {
 	var st unix.Stat_t
@@ -396,10 +411,11 @@ func (f *FS) copyVerified(p string, fd *os.File) bool {
 // taken before and unchanged after the read); a wrong one is removed,
 // counted and reported. It reports whether the copy is recorded.
 func (f *FS) verifyCopy(ctx context.Context, p string, ino *Inode) bool {
-	if _, busy := checkingCopies.LoadOrStore(p, true); busy {
+	done := make(chan struct{})
+	if _, busy := checkingCopies.LoadOrStore(p, done); busy {
 		return false
 	}
-	defer checkingCopies.Delete(p)
+	defer func() { checkingCopies.Delete(p); close(done) }()
 	fd, err := os.Open(p)
 	if err != nil {
 		return false
