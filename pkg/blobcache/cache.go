@@ -61,13 +61,11 @@ type Options struct {
 	// Dir is the cache directory (nydusd's filecache work_dir). Open
 	// creates it with mode 0700 if it does not exist.
 	Dir string
-	// MaxBytes caps the disk usage (see [Cache.Usage]); when a Put takes
-	// the usage above it, whole blobs that are not in use are evicted,
-	// least recently used first. 0 means no cap.
+	// MaxBytes caps the disk usage (see [Cache.Usage]), whole-file
+	// copies ([Files]) included; when a Put takes the usage above it,
+	// whole blobs that are not in use are evicted, least recently used
+	// first. Copies may take at most half of it. 0 means no cap.
 	MaxBytes int64
-	// ExtraUsage, if set, reports bytes outside the blob files that count
-	// against MaxBytes (nydusd's whole-file copies for passthrough).
-	ExtraUsage func() int64
 	// ValidateOnRead makes [BlobCache.ReadChunk] re-verify cached data
 	// (nydusd's digest_validate / cache.validate).
 	ValidateOnRead bool
@@ -92,6 +90,8 @@ type Cache struct {
 	blobs  map[string]*blobRec // guarded by mu
 	usage  int64               // guarded by mu; sum of blobRec.bytes
 	closed bool                // guarded by mu
+
+	files *Files // the whole-file copies; set by Open
 }
 
 // blobRec is the accounting record of one blob's files.
@@ -144,6 +144,7 @@ func Open(ctx context.Context, o Options) (*Cache, error) {
 	if err := c.scan(); err != nil {
 		return nil, err
 	}
+	c.files = openFiles(c)
 	c.maybeEvict()
 	return c, nil
 }
@@ -543,13 +544,19 @@ func (c *Cache) removeLocked(id string) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("remove blob cache %s: %w", id, err)
 	}
+	c.files.blobRemoved(id)
 	return nil
 }
 
 // Usage returns the bytes the cache occupies on disk: the allocated
-// blocks of the data files (sparse, so only cached chunks count) plus the
-// chunk_map and meta files.
+// blocks of the data files (sparse, so only cached chunks count), the
+// chunk_map and meta files, and the whole-file copies ([Files.Usage]).
 func (c *Cache) Usage() int64 {
+	return c.blobUsage() + c.files.Usage()
+}
+
+// blobUsage is Usage without the whole-file copies.
+func (c *Cache) blobUsage() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.usage
@@ -573,10 +580,7 @@ func (c *Cache) maybeEvict() {
 		return
 	}
 	defer c.evictMu.Unlock()
-	limit := c.o.MaxBytes
-	if c.o.ExtraUsage != nil {
-		limit -= c.o.ExtraUsage()
-	}
+	limit := c.o.MaxBytes - c.files.Usage()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed || c.usage <= limit {
@@ -615,7 +619,8 @@ func (c *Cache) maybeEvict() {
 }
 
 // Close closes every open blob (further use of a *BlobCache fails with
-// [ErrClosed]) and the cache. It waits for I/O in progress. Closing twice
+// [ErrClosed]) and the cache, and drops this process's locks on
+// whole-file copies (they stay, see [Files]). It waits for I/O in progress. Closing twice
 // is a no-op.
 func (c *Cache) Close() error {
 	c.mu.Lock()
@@ -624,6 +629,7 @@ func (c *Cache) Close() error {
 		return nil
 	}
 	c.closed = true
+	c.files.close()
 	var open []*BlobCache
 	for _, r := range c.blobs {
 		if r.open != nil {

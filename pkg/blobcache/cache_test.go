@@ -524,37 +524,3 @@ func TestOpenErrors(t *testing.T) {
 		t.Fatal("symlinked data file followed")
 	}
 }
-
-// TestEvictCountsExtraUsage: bytes reported by ExtraUsage (whole-file
-// copies) count against the cap, so unused blobs make room for them.
-func TestEvictCountsExtraUsage(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	c := openCache(t, Options{Dir: dir})
-	for _, id := range []string{blobID(1), blobID(2)} {
-		b, err := c.Blob(ctx, id, 8, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range uint32(8) {
-			put(t, b, i)
-		}
-		b.Release()
-		time.Sleep(2 * time.Millisecond)
-	}
-	usage := c.Usage()
-	c.Close()
-	exists := func(id string) bool {
-		_, err := os.Stat(filepath.Join(dir, id+DataSuffix))
-		return err == nil
-	}
-	// Both blobs fit the cap alone; with extra bytes of half the usage,
-	// the least recently used blob must go.
-	c2 := openCache(t, Options{Dir: dir, MaxBytes: usage, ExtraUsage: func() int64 { return usage / 2 }})
-	if exists(blobID(1)) || !exists(blobID(2)) {
-		t.Fatalf("with extra usage: blob1=%v blob2=%v, want only blob1 evicted", exists(blobID(1)), exists(blobID(2)))
-	}
-	if c2.Usage()+usage/2 > usage {
-		t.Fatalf("usage %d + extra %d over cap %d", c2.Usage(), usage/2, usage)
-	}
-}

@@ -13,6 +13,9 @@
 //	                          then the 4096-byte blob meta header; written
 //	                          atomically once, read-only afterwards
 //
+//	nydus-go-files/<key>      whole-file copies, for FUSE passthrough (see
+//	                          [Files]); not part of upstream's layout
+//
 // The chunk_map header is four little-endian u32 fields followed by
 // reserved zero bytes:
 //
@@ -51,9 +54,9 @@
 //
 // Lock order: BlobCache.life (read side held by I/O methods), then
 // BlobCache.stripes[i], then BlobCache.readyMu; BlobCache.life, then
-// BlobCache.sizeMu, then Cache.mu. Cache.evictMu is only taken with no
-// other lock held, and before Cache.mu. Cache.mu is never held while
-// taking a BlobCache lock.
+// BlobCache.sizeMu, then Cache.mu, then Files.mu. Cache.evictMu is only
+// taken with no other lock held, and before Cache.mu. Cache.mu is never
+// held while taking a BlobCache lock.
 //
 // # Differences from upstream
 //

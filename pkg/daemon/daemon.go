@@ -13,11 +13,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/nydus-go/nydus/pkg/blobcache"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
@@ -88,7 +86,6 @@ type Daemon struct {
 	mounts map[string]*instance // by API mountpoint ("/" in dedicated mode)
 	shared bool
 	caches map[string]*blobcache.Cache // by work_dir
-	whole  map[string]*atomic.Int64    // bytes of whole-file copies, by work_dir
 
 	exiting atomic.Bool   // PUT /api/v1/daemon/exit: leave the mount to the successor
 	exit    chan struct{} // closed on exit
@@ -162,7 +159,7 @@ func New(o Options) *Daemon {
 	if o.Events == nil {
 		o.Events = func(fetch.Event) {}
 	}
-	d := &Daemon{o: o, mounts: map[string]*instance{}, caches: map[string]*blobcache.Cache{}, whole: map[string]*atomic.Int64{}, exit: make(chan struct{}), ended: make(chan struct{})}
+	d := &Daemon{o: o, mounts: map[string]*instance{}, caches: map[string]*blobcache.Cache{}, exit: make(chan struct{}), ended: make(chan struct{})}
 	d.state.Store(api.StateInit)
 	return d
 }
@@ -214,12 +211,7 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 		fo.Fetch.Cache = cc
 		fo.Fetch.Metas = cc
 		if d.o.Passthrough {
-			fo.WholeFileDir = filepath.Join(wd, "nydus-go-files")
-			d.mu.Lock()
-			fo.WholeFileReserve = d.wholeFileReserve(c, d.whole[wd])
-			whole := d.whole[wd]
-			fo.WholeFileRelease = func(size int64) { whole.Add(-size) }
-			d.mu.Unlock()
+			fo.Copies = c.Files()
 		}
 	}
 	f, err := nfs.Open(ctx, boot, be, fo)
@@ -243,54 +235,17 @@ func (d *Daemon) cache(ctx context.Context, dir string) (*blobcache.Cache, error
 	if c, ok := d.caches[dir]; ok {
 		return c, nil
 	}
-	if n := nfs.CleanWholeFileDir(filepath.Join(dir, "nydus-go-files"), 10*time.Minute); n > 0 {
-		d.o.Log.Info("removed partial whole-file copies", "dir", dir, "count", n)
-	}
-	whole := new(atomic.Int64)
-	whole.Store(dirBytes(filepath.Join(dir, "nydus-go-files")))
 	// Every chunk read back from the cache is verified (the fetch engine
 	// passes the check): data changed on disk is never served.
 	c, err := blobcache.Open(ctx, blobcache.Options{Dir: dir, ValidateOnRead: true, MaxBytes: d.o.CacheMaxBytes, Log: d.o.Log,
 		OnEvict: func(id string, n int64) {
 			d.o.Events(fetch.Event{Kind: "evict", BlobID: id, Err: fmt.Sprintf("%d bytes freed to stay under the cache cap", n)})
-		},
-		ExtraUsage: whole.Load})
+		}})
 	if err != nil {
 		return nil, fmt.Errorf("cache %s: %w", dir, err)
 	}
 	d.caches[dir] = c
-	d.whole[dir] = whole
 	return c, nil
-}
-
-// wholeFileReserve accounts a whole-file copy in a capped cache
-// directory: copies may use at most half the cap, and never take the
-// directory's total over it. Blob eviction counts them (ExtraUsage).
-func (d *Daemon) wholeFileReserve(c *blobcache.Cache, whole *atomic.Int64) func(int64) bool {
-	max := d.o.CacheMaxBytes
-	return func(size int64) bool {
-		if max <= 0 {
-			return true
-		}
-		w := whole.Load()
-		if w+size > max/2 || c.Usage()+w+size > max {
-			return false
-		}
-		whole.Add(size)
-		return true
-	}
-}
-
-// dirBytes is the size of the regular files directly in dir.
-func dirBytes(dir string) int64 {
-	ents, _ := os.ReadDir(dir)
-	var n int64
-	for _, e := range ents {
-		if info, err := e.Info(); err == nil && info.Mode().IsRegular() {
-			n += info.Size()
-		}
-	}
-	return n
 }
 
 // UnderlyingFiles lists the cache files of blobs in use (for the
@@ -538,7 +493,6 @@ func (d *Daemon) Close() error {
 		c.Close()
 	}
 	d.caches = map[string]*blobcache.Cache{}
-	d.whole = map[string]*atomic.Int64{}
 	d.mu.Unlock()
 	d.SetState(api.StateStopped)
 	return err

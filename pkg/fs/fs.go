@@ -43,16 +43,10 @@ type Options struct {
 	// cache, verification of cached chunks, amplification, the logger,
 	// events, the fetch log and the meta store (see fetch.Options).
 	Fetch fetch.Options
-	// WholeFileDir, when set, holds whole-file caches of fully read
-	// files, served by passthrough (see WholeFile).
-	WholeFileDir string
-	// WholeFileReserve, if set, is asked before a whole-file copy of size
-	// bytes is built; false skips it (a disk cap would be exceeded).
-	WholeFileReserve func(size int64) bool
-	// WholeFileRelease, if set, is told that size bytes reserved with
-	// WholeFileReserve were not used after all (a failed build), or that
-	// a copy of that size was removed.
-	WholeFileRelease func(size int64)
+	// Copies, when set, keeps whole-file copies of fully read files,
+	// served by passthrough (see WholeFile): nydusd's blob cache
+	// (blobcache.Files), which writes, accounts, caps and removes them.
+	Copies CopyStore
 	// ReadAhead is how many bytes past a chunk that had to be fetched
 	// are fetched in the background too (0: none), so sequential reads
 	// overlap network, verification and cache writes.
@@ -120,13 +114,15 @@ type FS struct {
 	fstats *fileStats // nil unless Options.FileStats
 
 	deps depState
-	sibs siblingState
+
+	// owner names this image to Options.Copies; set once.
+	owner string
+	sibs  siblingState
 
 	mu         sync.Mutex
 	inos       map[uint64]*Inode // guarded by mu
 	paths      map[uint64]string // guarded by mu
 	prefetched map[uint64]bool   // guarded by mu
-	copies     map[string]int64  // whole-file copies this image used, by path, with their sizes; guarded by mu
 }
 
 // Inode is a cached inode with its chunk addresses.
@@ -153,7 +149,8 @@ func Open(ctx context.Context, bootstrap []byte, be fetch.Backend, o Options) (*
 	if err != nil {
 		return nil, err
 	}
-	f := &FS{rd: rd, eng: eng, o: o, raSem: make(chan struct{}, 4), inos: map[uint64]*Inode{}, paths: map[uint64]string{rd.RootNid(): "/"}, prefetched: map[uint64]bool{}}
+	f := &FS{rd: rd, eng: eng, o: o, raSem: make(chan struct{}, 4), inos: map[uint64]*Inode{}, paths: map[uint64]string{rd.RootNid(): "/"}, prefetched: map[uint64]bool{},
+		owner: fmt.Sprintf("fs-%d", owners.Add(1))}
 	f.Metrics.Metrics = &eng.Metrics
 	f.bg, f.stop = context.WithCancel(context.Background())
 	f.deps.sem = make(chan struct{}, maxDepFiles)
@@ -191,7 +188,9 @@ func (f *FS) Close() {
 	f.stop()
 	f.eng.Close()
 	f.bgWG.Wait()
-	f.dropCopies()
+	if f.o.Copies != nil {
+		f.o.Copies.Release(f.owner)
+	}
 }
 
 // FetchLog returns the fetch engine's log of backend fetches, or nil

@@ -101,7 +101,7 @@ func (f *FS) Prefetch(ctx context.Context, o PrefetchOptions) {
 	}
 	defer func() {
 		// Prefetched files get whole-file caches (passthrough).
-		if f.o.WholeFileDir != "" && ctx.Err() == nil {
+		if f.o.Copies != nil && ctx.Err() == nil {
 			for nid := range seenFiles(f) {
 				f.EnsureWholeFile(ctx, nid)
 			}

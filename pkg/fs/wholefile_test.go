@@ -3,46 +3,29 @@ package fs
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/nydus-go/nydus/internal/atomicfile"
 	"github.com/nydus-go/nydus/internal/fetchtest"
 	"github.com/nydus-go/nydus/internal/treetest"
+	"github.com/nydus-go/nydus/pkg/blobcache"
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/fetch"
 	"github.com/nydus-go/nydus/pkg/storage"
-	"golang.org/x/sys/unix"
 )
 
-func TestCleanWholeFileDirRemovesOnlyOldPartialBuilds(t *testing.T) {
-	dir := t.TempDir()
-	old := time.Now().Add(-time.Hour)
-	for _, n := range []string{".build-old", ".build-new", "0123abcd"} {
-		os.WriteFile(filepath.Join(dir, n), []byte("x"), 0o400)
+// newCopies returns a blob cache's store of whole-file copies in a
+// temporary directory.
+func newCopies(t *testing.T) *blobcache.Files {
+	t.Helper()
+	c, err := blobcache.Open(context.Background(), blobcache.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
 	}
-	os.Chtimes(filepath.Join(dir, ".build-old"), old, old)
-	os.Chtimes(filepath.Join(dir, "0123abcd"), old, old)
-	if n := CleanWholeFileDir(dir, 10*time.Minute); n != 1 {
-		t.Fatalf("removed %d, want 1", n)
-	}
-	ents, _ := os.ReadDir(dir)
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	if len(names) != 2 || names[0] != ".build-new" || names[1] != "0123abcd" {
-		t.Fatalf("left %v", names)
-	}
-	if n := CleanWholeFileDir(filepath.Join(dir, "missing"), 0); n != 0 {
-		t.Fatalf("missing dir: %d", n)
-	}
+	t.Cleanup(func() { c.Close() })
+	return c.Files()
 }
 
 // TestWholeFileVerifiesCachedChunks: a whole-file copy is assembled only
@@ -57,7 +40,7 @@ func TestWholeFileVerifiesCachedChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	cache := fetchtest.NewMemCache()
-	f, err := Open(context.Background(), res.Bootstrap, storage.BytesSource(blob.Bytes()), Options{Fetch: fetch.Options{Cache: cache}, WholeFileDir: t.TempDir()})
+	f, err := Open(context.Background(), res.Bootstrap, storage.BytesSource(blob.Bytes()), Options{Fetch: fetch.Options{Cache: cache}, Copies: newCopies(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,12 +82,10 @@ func TestWholeFileCopyAtRest(t *testing.T) {
 	}
 	var events []fetch.Event
 	var mu sync.Mutex
-	dir := t.TempDir()
-	var released atomic.Int64
+	copies := newCopies(t)
 	f, err := Open(context.Background(), res.Bootstrap, storage.BytesSource(blob.Bytes()), Options{
-		Fetch:            fetch.Options{Cache: fetchtest.NewMemCache(), Events: func(e fetch.Event) { mu.Lock(); events = append(events, e); mu.Unlock() }},
-		WholeFileDir:     dir,
-		WholeFileRelease: func(n int64) { released.Add(n) },
+		Fetch:  fetch.Options{Cache: fetchtest.NewMemCache(), Events: func(e fetch.Event) { mu.Lock(); events = append(events, e); mu.Unlock() }},
+		Copies: copies,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +97,8 @@ func TestWholeFileCopyAtRest(t *testing.T) {
 		t.Fatalf("build: %v", err)
 	}
 	fd.Close()
-	p := filepath.Join(dir, f.wholeKey(ino))
+	key := f.wholeKey(ino)
+	p := copies.Path(key)
 	open := func() *os.File {
 		fd, err := f.WholeFile(context.Background(), ino.Nid, false)
 		if err != nil {
@@ -130,7 +112,7 @@ func TestWholeFileCopyAtRest(t *testing.T) {
 		fd.Close()
 	}
 	// A restart: this process no longer knows the copy.
-	verifiedCopies.Delete(p)
+	copies.Forget(key)
 	if fd := open(); fd != nil {
 		t.Fatal("a copy this process did not verify is handed out")
 	}
@@ -153,8 +135,8 @@ func TestWholeFileCopyAtRest(t *testing.T) {
 	if _, err := os.Stat(p); !os.IsNotExist(err) {
 		t.Errorf("the changed copy is still there: %v", err)
 	}
-	if f.Metrics.AtRestFailures.Load() != 1 || released.Load() != int64(len(data)) {
-		t.Errorf("AtRestFailures %d, released %d bytes", f.Metrics.AtRestFailures.Load(), released.Load())
+	if f.Metrics.AtRestFailures.Load() != 1 || copies.Usage() != 0 {
+		t.Errorf("AtRestFailures %d, copies still take %d bytes", f.Metrics.AtRestFailures.Load(), copies.Usage())
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -163,10 +145,9 @@ func TestWholeFileCopyAtRest(t *testing.T) {
 	}
 }
 
-// TestWholeFileCopyLifetime: a copy goes when the last image that used
-// it is closed, in this process and in others sharing the work dir
-// (another process's use is a shared flock on the copy); a copy nobody
-// uses (left by a process that died) goes at the next close.
+// TestWholeFileCopyLifetime: images that read the same file share one
+// copy, which goes when the last of them is closed (blobcache's tests
+// cover other processes and copies left by a crash).
 func TestWholeFileCopyLifetime(t *testing.T) {
 	data := treetest.Random(9, 3*0x1000+10)
 	var blob bytes.Buffer
@@ -174,11 +155,11 @@ func TestWholeFileCopyLifetime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(t.TempDir(), "copies")
-	var released atomic.Int64
+	copies := newCopies(t)
+	var key string
 	mount := func() *FS {
 		f, err := Open(context.Background(), res.Bootstrap, storage.BytesSource(blob.Bytes()), Options{
-			Fetch: fetch.Options{Cache: fetchtest.NewMemCache()}, WholeFileDir: dir, WholeFileRelease: func(n int64) { released.Add(n) }})
+			Fetch: fetch.Options{Cache: fetchtest.NewMemCache()}, Copies: copies})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -188,80 +169,19 @@ func TestWholeFileCopyLifetime(t *testing.T) {
 			t.Fatalf("whole file: %v", err)
 		}
 		fd.Close()
+		key = f.wholeKey(ino)
 		return f
 	}
 	a, b := mount(), mount()
-	ents, _ := os.ReadDir(dir)
-	if len(ents) != 1 {
-		t.Fatalf("copies %v, want one shared", ents)
+	if copies.Usage() != int64(len(data)) {
+		t.Fatalf("copies take %d bytes, want one shared copy of %d", copies.Usage(), len(data))
 	}
-	p := filepath.Join(dir, ents[0].Name())
 	a.Close()
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("the copy went while an image still used it: %v", err)
-	}
-	// Another process uses it too.
-	other, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Flock(int(other.Fd()), unix.LOCK_SH); err != nil {
-		t.Fatal(err)
+	if !copies.Exists(key) {
+		t.Fatal("the copy went while an image still used it")
 	}
 	b.Close()
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("the copy went while another process used it: %v", err)
-	}
-	other.Close()
-	c := mount()
-	// A copy left by a process that died: nobody holds a lock on it.
-	orphan := filepath.Join(dir, "0123abcd")
-	os.WriteFile(orphan, []byte("left by a crashed daemon"), 0o400)
-	c.Close()
-	if _, err := os.Stat(orphan); !os.IsNotExist(err) {
-		t.Errorf("an orphaned copy is still there: %v", err)
-	}
-	if _, err := os.Stat(dir); !os.IsNotExist(err) {
-		t.Errorf("the copies' directory is still there after the last image closed: %v", err)
-	}
-	if want := int64(len(data) + len("left by a crashed daemon")); released.Load() != want {
-		t.Errorf("released %d bytes, want %d", released.Load(), want)
-	}
-}
-
-// TestWholeFileFailedSync: a copy whose sync fails is not put in place,
-// nothing of it is left, and its reserve is refunded.
-func TestWholeFileFailedSync(t *testing.T) {
-	data := treetest.Random(10, 3*0x1000+10)
-	var blob bytes.Buffer
-	res, err := builder.Create(context.Background(), bytes.NewReader(treetest.Tar([]treetest.File{treetest.Reg("f", 0o644, data)})), &blob, builder.Options{ChunkSize: 0x1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	var reserved atomic.Int64
-	f, err := Open(context.Background(), res.Bootstrap, storage.BytesSource(blob.Bytes()), Options{
-		Fetch: fetch.Options{Cache: fetchtest.NewMemCache()}, WholeFileDir: dir,
-		WholeFileReserve: func(n int64) bool { reserved.Add(n); return true },
-		WholeFileRelease: func(n int64) { reserved.Add(-n) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	commitCopy = func(f *atomicfile.File) error {
-		f.Abort() // what Commit does when its fsync fails
-		return errors.New("injected: fsync failed")
-	}
-	defer func() { commitCopy = (*atomicfile.File).Commit }()
-	ino, _ := f.Lookup(context.Background(), f.RootNid(), "f")
-	fd, err := f.WholeFile(context.Background(), ino.Nid, true)
-	if err == nil || fd != nil {
-		t.Fatalf("WholeFile with a failing sync: %v, %v", fd, err)
-	}
-	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
-		t.Errorf("left behind: %v", ents)
-	}
-	if reserved.Load() != 0 {
-		t.Errorf("%d bytes still reserved", reserved.Load())
+	if copies.Exists(key) || copies.Usage() != 0 {
+		t.Errorf("after the last image closed: copy there %v, %d bytes", copies.Exists(key), copies.Usage())
 	}
 }

@@ -14,11 +14,24 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nydus-go/nydus/internal/treetest"
+	"github.com/nydus-go/nydus/pkg/blobcache"
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/fetch"
 	nfs "github.com/nydus-go/nydus/pkg/fs"
 	"github.com/nydus-go/nydus/pkg/storage"
 )
+
+// newCopies returns a blob cache's store of whole-file copies in a
+// temporary directory.
+func newCopies(t *testing.T) *blobcache.Files {
+	t.Helper()
+	c, err := blobcache.Open(context.Background(), blobcache.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.Files()
+}
 
 // readUncached reads a file after dropping its page cache, so every byte
 // comes either from the daemon or from a passthrough backing file.
@@ -44,8 +57,8 @@ func TestPassthroughServesWholeFileWithoutDaemon(t *testing.T) {
 	want := treetest.Random(7, 3<<20+99)
 	layer := treetest.Tar([]treetest.File{treetest.Reg("app/lib.so", 0o755, want)})
 	boot, dir := buildImage(t, layer, builder.Options{ChunkSize: 0x100000})
-	whole := t.TempDir()
-	f, err := nfs.Open(context.Background(), boot, &storage.FileSource{Dir: dir}, nfs.Options{WholeFileDir: whole})
+	copies := newCopies(t)
+	f, err := nfs.Open(context.Background(), boot, &storage.FileSource{Dir: dir}, nfs.Options{Copies: copies})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,9 +89,8 @@ func TestPassthroughServesWholeFileWithoutDaemon(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	ents, _ := os.ReadDir(whole)
-	if len(ents) != 1 {
-		t.Fatalf("whole-file dir has %d entries, want 1", len(ents))
+	if copies.Usage() != int64(len(want)) {
+		t.Fatalf("whole-file copies take %d bytes, want one of %d", copies.Usage(), len(want))
 	}
 
 	// Reopen: the kernel reads the backing file; the daemon sees nothing.
@@ -97,8 +109,8 @@ func TestNoPassthroughWithDigestValidate(t *testing.T) {
 	roottest.RequireFUSE(t)
 	want := treetest.Random(8, 300000)
 	boot, dir := buildImage(t, treetest.Tar([]treetest.File{treetest.Reg("f", 0o644, want)}), builder.Options{})
-	whole := t.TempDir()
-	f, err := nfs.Open(context.Background(), boot, &storage.FileSource{Dir: dir}, nfs.Options{WholeFileDir: whole, Fetch: fetch.Options{Validate: true}})
+	copies := newCopies(t)
+	f, err := nfs.Open(context.Background(), boot, &storage.FileSource{Dir: dir}, nfs.Options{Copies: copies, Fetch: fetch.Options{Validate: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +131,7 @@ func TestNoPassthroughWithDigestValidate(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if ents, _ := os.ReadDir(whole); len(ents) != 0 || f.Metrics.WholeFiles.Load() != 0 {
-		t.Fatalf("whole-file copies made with digest validation on: %d", len(ents))
+	if copies.Usage() != 0 || f.Metrics.WholeFiles.Load() != 0 {
+		t.Fatalf("whole-file copies made with digest validation on: %d bytes", copies.Usage())
 	}
 }
