@@ -194,11 +194,11 @@ func run(cmd *cobra.Command, f *flags) error {
 	defer stop()
 	// Beside the API socket: a successor (failover, hot upgrade) is
 	// started with the same one.
-	journal := ""
+	journal, record := "", ""
 	if f.apisock != "" {
-		journal = f.apisock + ".opens"
+		journal, record = f.apisock+".opens", f.apisock+".mounts"
 	}
-	d := daemon.New(daemon.Options{ID: f.id, Supervisor: f.supervisor, Mountpoint: f.mountpoint, OpenJournal: journal, EventLog: elog, Log: log, Passthrough: f.passthrough, Dependencies: f.dependencies, Siblings: f.siblings,
+	d := daemon.New(daemon.Options{ID: f.id, Supervisor: f.supervisor, Mountpoint: f.mountpoint, OpenJournal: journal, MountRecord: record, EventLog: elog, Log: log, Passthrough: f.passthrough, Dependencies: f.dependencies, Siblings: f.siblings,
 		Events: events, CacheMaxBytes: cacheMax, DigestValidate: f.digestValidate, FailoverPolicy: f.failover,
 		Version: api.Version{PackageVer: version.Version, GitCommit: version.Commit(), BuildTime: version.BuildTime, Profile: "release", Rustc: "go"}})
 	var cfg *api.ConfigV1

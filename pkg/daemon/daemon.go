@@ -38,6 +38,11 @@ type Options struct {
 	// EventLog, if set, holds the daemon's events for subscribers
 	// (GET /api/v1/events); the caller also routes Events to it.
 	EventLog *EventLog
+	// MountRecord, if set, is where the daemon records the bootstrap and
+	// its digest for each mountpoint, so that a daemon restarted with the
+	// same record refuses a bootstrap that changed since it was mounted
+	// (nydusd: beside the API socket).
+	MountRecord string
 	// OpenJournal, if set, is where the FUSE layer keeps how the kernel
 	// has each file open, for a successor after a failover or a hot
 	// upgrade (fusefs.Options.Journal).
@@ -86,6 +91,8 @@ type Daemon struct {
 	mounts map[string]*instance // by API mountpoint ("/" in dedicated mode)
 	shared bool
 	caches map[string]*blobcache.Cache // by work_dir
+
+	rec mountRecord // has its own lock; never taken with mu held
 
 	exiting atomic.Bool   // PUT /api/v1/daemon/exit: leave the mount to the successor
 	exit    chan struct{} // closed on exit
@@ -159,7 +166,7 @@ func New(o Options) *Daemon {
 	if o.Events == nil {
 		o.Events = func(fetch.Event) {}
 	}
-	d := &Daemon{o: o, mounts: map[string]*instance{}, caches: map[string]*blobcache.Cache{}, exit: make(chan struct{}), ended: make(chan struct{})}
+	d := &Daemon{o: o, rec: mountRecord{path: o.MountRecord}, mounts: map[string]*instance{}, caches: map[string]*blobcache.Cache{}, exit: make(chan struct{}), ended: make(chan struct{})}
 	d.state.Store(api.StateInit)
 	return d
 }
@@ -302,6 +309,10 @@ func (d *Daemon) MountDedicated(ctx context.Context, bootstrap string, cfg *api.
 	if err != nil {
 		return err
 	}
+	if err := d.admit("/", inst); err != nil {
+		inst.closer()
+		return err
+	}
 	inst.slot, inst.prefetchFiles = 1, prefetchFiles
 	fsys := fusefs.NewDedicated(inst.fs, d.fuseOptions())
 	sess, err := fusefs.Mount(d.o.Mountpoint, fsys)
@@ -375,6 +386,10 @@ func (d *Daemon) Mount(ctx context.Context, sub string, req api.MountRequest) er
 	if err != nil {
 		return &Error{Code: "EINVAL", Status: 400, Msg: err.Error()}
 	}
+	if err := d.admit("/"+name, inst); err != nil {
+		inst.closer()
+		return &Error{Code: "EINVAL", Status: 400, Msg: fmt.Sprintf("mount /%s: %v", name, err)}
+	}
 	slot, err := fsys.Add(name, 0, inst.fs)
 	if err != nil {
 		inst.closer()
@@ -403,8 +418,35 @@ func (d *Daemon) Umount(ctx context.Context, sub string) error {
 	d.mu.Unlock()
 	fsys.Remove(name)
 	inst.closer()
+	if err := d.rec.drop("/" + name); err != nil {
+		d.o.Log.Warn("umount: the mount record keeps the image", "mountpoint", "/"+name, "err", err)
+	}
 	d.o.Events(fetch.Event{Kind: "umount", Path: "/" + name, BootstrapDigest: inst.digest, Image: inst.image})
 	return nil
+}
+
+// admit checks a bootstrap being mounted at the API mountpoint mp
+// against the mount record (a restart refuses a bootstrap that changed
+// since it was mounted, with a bootstrap-changed event), and records it.
+func (d *Daemon) admit(mp string, inst *instance) error {
+	err := d.rec.admit(mp, inst.bootstrap, inst.digest)
+	var cb *changedBootstrap
+	if errors.As(err, &cb) {
+		d.refused(mp, inst, cb)
+	}
+	return err
+}
+
+// refused reports a bootstrap refused because it changed since it was
+// mounted.
+func (d *Daemon) refused(mp string, inst *instance, cb *changedBootstrap) {
+	d.o.Log.Error("refusing a bootstrap that changed since it was mounted", "mountpoint", mp, "bootstrap", cb.bootstrap, "then", cb.then, "now", cb.now)
+	path := mp
+	if mp == "/" {
+		path = d.o.Mountpoint // dedicated: named as its mount event names it
+	}
+	d.o.Events(fetch.Event{Kind: "bootstrap-changed", Path: path, BootstrapDigest: inst.digest, Image: inst.image,
+		Err: fmt.Sprintf("bootstrap %s was %s when it was mounted", cb.bootstrap, cb.then)})
 }
 
 // Instances returns the mounted images by API mountpoint.
@@ -485,8 +527,16 @@ func (d *Daemon) Close() error {
 	if sess != nil && !d.exiting.Load() {
 		err = sess.Unmount()
 	}
-	for _, i := range insts {
+	for mp, i := range insts {
 		i.closer()
+		// The mount ended: a daemon started later may mount another
+		// version of the bootstrap. A handover (exit) or a failed
+		// unmount keeps the record for the successor.
+		if !d.exiting.Load() && err == nil {
+			if derr := d.rec.drop(mp); derr != nil {
+				d.o.Log.Warn("stop: the mount record keeps the image", "mountpoint", mp, "err", derr)
+			}
+		}
 	}
 	d.mu.Lock()
 	for _, c := range d.caches {

@@ -216,9 +216,13 @@ func (d *Daemon) restore(ctx context.Context, data []byte, fd int) error {
 		}
 		if m.BootstrapDigest != "" && inst.digest != m.BootstrapDigest {
 			inst.closer()
-			d.o.Events(fetch.Event{Kind: "bootstrap-changed", Path: m.Mountpoint, BootstrapDigest: inst.digest,
-				Err: fmt.Sprintf("bootstrap %s was %s when it was mounted", m.Bootstrap, m.BootstrapDigest)})
-			return fail(fmt.Errorf("mount %s: bootstrap %s changed since it was mounted: %s then, %s now; refusing it", m.Mountpoint, m.Bootstrap, m.BootstrapDigest, inst.digest))
+			cb := &changedBootstrap{bootstrap: m.Bootstrap, then: m.BootstrapDigest, now: inst.digest}
+			d.refused(m.Mountpoint, inst, cb)
+			return fail(fmt.Errorf("mount %s: %w", m.Mountpoint, cb))
+		}
+		if err := d.admit(m.Mountpoint, inst); err != nil {
+			inst.closer()
+			return fail(fmt.Errorf("mount %s: %w", m.Mountpoint, err))
 		}
 		inst.slot, inst.prefetchFiles = m.Slot, m.PrefetchFiles
 		insts[m.Mountpoint] = inst
