@@ -145,11 +145,11 @@ func benchWarm(b *testing.B, dir string) {
 	boot, blobs := buildDirImage(b, src, filepath.Join(dir, "warm-img"), builder.Options{Whiteout: builder.WhiteoutNone, BatchSize: 0x100000})
 	work := filepath.Join(dir, "warm-cache")
 	d := start(b, "--bootstrap", boot, "--config", writeConfig(b, blobs, work, true))
-	// Prefetch fetches every chunk, then assembles the whole-file copy.
+	// Prefetch fetches every chunk, then assembles the whole-file copy
+	// and reads it back: from then on opens are handed the copy.
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
-		ents, _ := os.ReadDir(filepath.Join(work, "nydus-go-files"))
-		if len(ents) == 1 {
+		if _, body := d.do("GET", "/metrics", nil); strings.Contains(body, `nydusd_whole_file_copies_total{mountpoint="/"} 1`) {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -25,6 +25,7 @@ var promMetrics = []struct{ name, help string }{
 	{"nydusd_amplified_chunks_total", "Chunks fetched in another chunk's request (amplify_io)."},
 	{"nydusd_chunk_record_mismatches_total", "Reads refused because the bootstrap's chunk record disagreed with the blob's chunk-info table."},
 	{"nydusd_prefetched_chunks_total", "Chunks fetched by background prefetch."},
+	{"nydusd_whole_file_copies_total", "Whole-file copies built and verified, from then on served by FUSE passthrough."},
 }
 
 func newCollector(d *Daemon) *collector {
@@ -60,6 +61,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			"nydusd_dependency_bytes_total":        m.DependencyBytes.Load(),
 			"nydusd_prefetched_chunks_total":       m.PrefetchedChunks.Load(),
 			"nydusd_sibling_files_total":           m.SiblingFiles.Load(),
+			"nydusd_whole_file_copies_total":       m.WholeFiles.Load(),
 		}
 		for name, v := range vals {
 			ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.CounterValue, float64(v), mp)
