@@ -83,7 +83,7 @@ bench-convert: build
 
 # nydusd figures (warm passthrough read, metadata walk, cold registry
 # read, shared-daemon RSS) against native ext4 in one run; needs root.
-bench-fs: deps
+bench-fs: deps image
 	$(GO) test ./cmd/nydusd -run '^$$' -bench BenchmarkFS -benchtime 1x -timeout 30m
 
 # The upstream nydus-snapshotter that drives our nydusd under containerd,

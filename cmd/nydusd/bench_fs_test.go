@@ -17,6 +17,7 @@ import (
 
 	"github.com/nydus-go/nydus/internal/roottest"
 
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/nydus-go/nydus/internal/treetest"
@@ -32,15 +33,20 @@ import (
 //	warm   sequential read of a 1 GiB file, native ext4 vs our mount
 //	       (whole-file cache + FUSE passthrough), page cache dropped and
 //	       hot;
-//	walk   `tar -cf /dev/null` over a Debian rootfs, native vs ours;
-//	cold   read of a 100 MB file from docker-registry on loopback;
-//	rss    daemon RSS with 10 images mounted in one shared daemon.
+//	walk        `tar -cf /dev/null` over a Debian minbase rootfs, native
+//	            vs ours;
+//	walk-150k   the same over a generated tree of 150,000 entries;
+//	cold        read of a 100 MB file from docker-registry on loopback;
+//	rss         daemon RSS with the 150k tree mounted 10 times in one
+//	            shared daemon, each mount walked;
+//	rss-debian  the same with the Debian rootfs mounted 100 times.
 //
 // Run it with -benchtime 1x (each sub-benchmark repeats its own
 // measurement BENCH_FS_RUNS times and reports the median). It needs root
 // and /dev/fuse. BENCH_FS_DIR is an ext4 scratch directory (default
-// /var/tmp/nydus-bench/fs); BENCH_ROOTFS the tree to walk (default the
-// bench-build bookworm rootfs if present, else /usr).
+// /var/tmp/nydus-bench/fs); the Debian rootfs is BENCH_ROOTFS if set,
+// else the minbase image of BENCH_IMAGE_DIR (default
+// /var/tmp/nydus-images/debian, made by `make image`).
 func BenchmarkFS(b *testing.B) {
 	roottest.RequireFUSE(b)
 	dir := os.Getenv("BENCH_FS_DIR")
@@ -53,9 +59,129 @@ func BenchmarkFS(b *testing.B) {
 	}
 	b.Cleanup(func() { os.RemoveAll(dir) })
 	b.Run("warm", func(b *testing.B) { benchWarm(b, dir) })
-	b.Run("walk", func(b *testing.B) { benchWalk(b, dir) })
+	var debian, gen *benchTree
+	trees := func(b *testing.B) {
+		if debian == nil {
+			debian, gen = debianTree(b, dir), generatedTree(b, dir)
+		}
+	}
+	b.Run("walk", func(b *testing.B) { trees(b); benchWalk(b, debian) })
+	b.Run("walk-150k", func(b *testing.B) { trees(b); benchWalk(b, gen) })
 	b.Run("cold", func(b *testing.B) { benchCold(b) })
-	b.Run("rss", func(b *testing.B) { benchRSS(b, dir) })
+	b.Run("rss", func(b *testing.B) { trees(b); benchRSS(b, dir, gen, 10) })
+	b.Run("rss-debian", func(b *testing.B) { trees(b); benchRSS(b, dir, debian, 100) })
+}
+
+// benchTree is a tree the benchmark walks: extracted natively, and built
+// into an image.
+type benchTree struct {
+	name    string
+	native  string // the tree on the local file system
+	entries int
+	boot    string // its bootstrap
+	blobs   string // and blob directory
+}
+
+// treeFromTar extracts a layer natively (tar as root keeps owners and
+// modes) and builds it into an image.
+func treeFromTar(b *testing.B, dir, name, layer string) *benchTree {
+	t := &benchTree{name: name, native: filepath.Join(dir, name+"-native")}
+	os.MkdirAll(t.native, 0o755)
+	if out, err := exec.Command("tar", "-xf", layer, "-C", t.native, "--numeric-owner").CombinedOutput(); err != nil {
+		b.Fatalf("extract %s: %v\n%s", layer, err, out)
+	}
+	filepath.WalkDir(t.native, func(string, os.DirEntry, error) error { t.entries++; return nil })
+	ctx := context.Background()
+	out := filepath.Join(dir, name+"-img")
+	t.blobs = filepath.Join(out, "blobs")
+	os.MkdirAll(t.blobs, 0o755)
+	f, err := os.Open(layer)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	tmp, err := os.CreateTemp(t.blobs, ".blob-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	res, err := builder.Create(ctx, f, tmp, builder.Options{})
+	tmp.Close()
+	if err != nil {
+		b.Fatalf("build %s: %v", name, err)
+	}
+	os.Rename(tmp.Name(), filepath.Join(t.blobs, res.BlobID))
+	t.boot = filepath.Join(out, "image.boot")
+	os.WriteFile(t.boot, res.Bootstrap, 0o644)
+	return t
+}
+
+// generatedTree is treetest.Generate's 150,000-entry tree.
+func generatedTree(b *testing.B, dir string) *benchTree {
+	layer := filepath.Join(dir, "gen.tar")
+	f, err := os.Create(layer)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := treetest.Write(f, treetest.Generate(1, 150000)); err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+	return treeFromTar(b, dir, "150k", layer)
+}
+
+// debianTree is the Debian minbase rootfs: BENCH_ROOTFS, or the layer of
+// the minbase image in BENCH_IMAGE_DIR.
+func debianTree(b *testing.B, dir string) *benchTree {
+	if r := os.Getenv("BENCH_ROOTFS"); r != "" {
+		boot, blobs := buildDirImage(b, r, filepath.Join(dir, "debian-img"), builder.Options{Whiteout: builder.WhiteoutNone})
+		t := &benchTree{name: "debian", native: r, boot: boot, blobs: blobs}
+		filepath.WalkDir(r, func(string, os.DirEntry, error) error { t.entries++; return nil })
+		return t
+	}
+	src := os.Getenv("BENCH_IMAGE_DIR")
+	if src == "" {
+		src = "/var/tmp/nydus-images/debian"
+	}
+	lp, err := layout.FromPath(src)
+	if err != nil {
+		b.Fatalf("the Debian image (make image, or BENCH_IMAGE_DIR / BENCH_ROOTFS): %v", err)
+	}
+	idx, err := lp.ImageIndex()
+	if err != nil {
+		b.Fatal(err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, m := range im.Manifests {
+		if m.Annotations["org.opencontainers.image.ref.name"] != "minbase" {
+			continue
+		}
+		img, err := idx.Image(m.Digest)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ls, err := img.Layers()
+		if err != nil || len(ls) != 1 {
+			b.Fatalf("minbase image: %d layers, %v", len(ls), err)
+		}
+		rc, err := ls[0].Uncompressed()
+		if err != nil {
+			b.Fatal(err)
+		}
+		layer := filepath.Join(dir, "debian.tar")
+		f, _ := os.Create(layer)
+		_, err = io.Copy(f, rc)
+		rc.Close()
+		f.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		return treeFromTar(b, dir, "debian", layer)
+	}
+	b.Fatalf("%s has no minbase image", src)
+	return nil
 }
 
 func benchRuns() int {
@@ -196,31 +322,19 @@ func tarWalk(b *testing.B, root string) float64 {
 	return time.Since(t0).Seconds()
 }
 
-func benchRootfs() string {
-	if r := os.Getenv("BENCH_ROOTFS"); r != "" {
-		return r
-	}
-	if _, err := os.Stat("/var/tmp/nydus-bench/rootfs.ok"); err == nil {
-		return "/var/tmp/nydus-bench/rootfs"
-	}
-	return "/usr"
-}
-
-func benchWalk(b *testing.B, dir string) {
-	root := benchRootfs()
-	boot, blobs := buildDirImage(b, root, filepath.Join(dir, "walk-img"), builder.Options{Whiteout: builder.WhiteoutNone})
-	d := start(b, "--bootstrap", boot, "--config", writeConfig(b, blobs, filepath.Join(dir, "walk-cache"), false))
+func benchWalk(b *testing.B, t *benchTree) {
+	d := start(b, "--bootstrap", t.boot, "--config", writeConfig(b, t.blobs, filepath.Join(b.TempDir(), "cache"), false))
 	var nat, our []float64
-	tarWalk(b, root) // warm the dentry and inode caches of both
+	tarWalk(b, t.native) // warm the dentry and inode caches of both
 	tarWalk(b, d.mnt)
 	b.ResetTimer()
 	for i := 0; i < benchRuns(); i++ {
-		nat = append(nat, tarWalk(b, root))
+		nat = append(nat, tarWalk(b, t.native))
 		our = append(our, tarWalk(b, d.mnt))
 	}
 	b.StopTimer()
 	n, o := median(nat), median(our)
-	b.Logf("walked %s", root)
+	b.Logf("walked %s (%d entries)", t.name, t.entries)
 	b.ReportMetric(n*1000, "native-ms")
 	b.ReportMetric(o*1000, "nydus-ms")
 	b.ReportMetric(o/n, "slowdown")
@@ -293,30 +407,29 @@ func vmRSS(b *testing.B, pid int) (rss, hwm float64) {
 	return rss, hwm
 }
 
-func benchRSS(b *testing.B, dir string) {
-	root := benchRootfs()
-	// Ten mounts of the rootfs image, each with its own bootstrap copy
-	// and in-memory state, sharing one cache directory.
-	boot0, blobs := buildDirImage(b, root, filepath.Join(dir, "rss-img"), builder.Options{Whiteout: builder.WhiteoutNone})
-	bootData, _ := os.ReadFile(boot0)
+func benchRSS(b *testing.B, dir string, t *benchTree, mounts int) {
+	// Each mount of the image has its own bootstrap copy and in-memory
+	// state; they share one cache directory.
+	bootData, _ := os.ReadFile(t.boot)
 	d := start(b)
 	b.ResetTimer()
-	for i := 0; i < 10; i++ {
-		boot := filepath.Join(dir, fmt.Sprintf("rss-%d.boot", i))
+	for i := 0; i < mounts; i++ {
+		boot := filepath.Join(dir, fmt.Sprintf("rss-%s-%d.boot", t.name, i))
 		os.WriteFile(boot, bootData, 0o644)
 		code, body := d.do("POST", fmt.Sprintf("/api/v1/mount?mountpoint=/img%d", i), api.MountRequest{FsType: "rafs", Source: boot,
-			Config: fmt.Sprintf(`{"device":{"backend":{"type":"localfs","config":{"dir":%q}},"cache":{"type":"blobcache","config":{"work_dir":%q}}},"digest_validate":false}`, blobs, filepath.Join(dir, "rss-cache"))})
+			Config: fmt.Sprintf(`{"device":{"backend":{"type":"localfs","config":{"dir":%q}},"cache":{"type":"blobcache","config":{"work_dir":%q}}},"digest_validate":false}`, t.blobs, filepath.Join(dir, "rss-cache-"+t.name))})
 		if code != 204 {
 			b.Fatalf("mount %d: %d %s", i, code, body)
 		}
 		tarWalk(b, filepath.Join(d.mnt, fmt.Sprintf("img%d", i)))
 	}
+	b.Logf("%d mounts of %s (%d entries), each walked", mounts, t.name, t.entries)
 	b.StopTimer()
 	rss, hwm := vmRSS(b, d.cmd.Process.Pid)
 	if p := os.Getenv("BENCH_FS_HEAP_PROFILE"); p != "" {
-		// go tool pprof -sample_index=inuse_space $p
+		// go tool pprof -sample_index=inuse_space $p.150k (or .debian)
 		_, body := d.do("GET", "/debug/pprof/heap?gc=1", nil)
-		os.WriteFile(p, []byte(body), 0o644)
+		os.WriteFile(p+"."+t.name, []byte(body), 0o644)
 	}
 	b.ReportMetric(rss, "RSS-MiB")
 	b.ReportMetric(hwm, "peak-RSS-MiB")

@@ -30,6 +30,7 @@ type flags struct {
 	mountpoint, apisock, config, bootstrap, id, supervisor string
 	logLevel, logFile, failover, prefetchFiles, localfsDir string
 	backendSource, eventSink, cacheMax                     string
+	metaCache, hotCache                                    string
 	logRotation, threads                                   int
 	upgrade, showVersion, passthrough, digestValidate      bool
 	dependencies, siblings                                 bool
@@ -87,6 +88,8 @@ through the API: POST /api/v1/mount?mountpoint=/NAME (shared mode).`,
 	fl.BoolVar(&f.passthrough, "passthrough", true, "serve fully cached files through FUSE passthrough (keeps whole-file copies in the cache work_dir)")
 	fl.StringVar(&f.eventSink, "event-sink", os.Getenv("NYDUSD_EVENT_SINK"), "deliver the event log (mounts, verification failures, backend errors) to this http(s):// or unix:///path URL: one CloudEvent per POST, in order, retried until accepted (env NYDUSD_EVENT_SINK)")
 	fl.StringVar(&f.cacheMax, "cache-max-size", os.Getenv("NYDUSD_CACHE_MAX_SIZE"), "cap each cache work_dir, e.g. 10GiB; unused blobs are evicted LRU (env NYDUSD_CACHE_MAX_SIZE)")
+	fl.StringVar(&f.metaCache, "meta-cache-size", envOr("NYDUSD_META_CACHE_SIZE", "32MiB"), "memory for image metadata, shared by every image: verified bootstrap blocks and decoded inodes (half each); the rest is read from the bootstrap files again when needed (env NYDUSD_META_CACHE_SIZE)")
+	fl.StringVar(&f.hotCache, "hot-cache-size", envOr("NYDUSD_HOT_CACHE_SIZE", "16MiB"), "memory for the file data verified last, shared by every image, so a chunk the kernel reads in pieces is read and verified once (env NYDUSD_HOT_CACHE_SIZE)")
 	fl.BoolVar(&f.digestValidate, "digest-validate", envBool("NYDUSD_DIGEST_VALIDATE"), "re-verify cached chunks on every read, overriding the config's digest_validate (env NYDUSD_DIGEST_VALIDATE)")
 	fl.BoolVar(&f.dependencies, "dependency-prefetch", envBoolOr("NYDUSD_DEPENDENCY_PREFETCH", true), "when a program, a compiled Python module or a C header is opened, fetch what it needs (interpreter, libraries, the rest of the program, imported modules, included headers) all at once, and at mount the shell and the user databases (env NYDUSD_DEPENDENCY_PREFETCH=0 turns it off)")
 	fl.BoolVar(&f.siblings, "sibling-prefetch", envBoolOr("NYDUSD_SIBLING_PREFETCH", true), "when a small file that is not cached is read, fetch the other small files of its directory (at most 512 KiB), once per directory (env NYDUSD_SIBLING_PREFETCH=0 turns it off)")
@@ -158,6 +161,14 @@ func run(cmd *cobra.Command, f *flags) error {
 	if err != nil {
 		return fmt.Errorf("--cache-max-size: %w", err)
 	}
+	metaCache, err := parseSize(f.metaCache)
+	if err != nil {
+		return fmt.Errorf("--meta-cache-size: %w", err)
+	}
+	hotCache, err := parseSize(f.hotCache)
+	if err != nil {
+		return fmt.Errorf("--hot-cache-size: %w", err)
+	}
 	// Every event goes to the event log first (beside the API socket, so
 	// a successor carries it on), then to subscribers: the API and the
 	// --event-sink.
@@ -199,7 +210,7 @@ func run(cmd *cobra.Command, f *flags) error {
 		journal, record = f.apisock+".opens", f.apisock+".mounts"
 	}
 	d := daemon.New(daemon.Options{ID: f.id, Supervisor: f.supervisor, Mountpoint: f.mountpoint, OpenJournal: journal, MountRecord: record, EventLog: elog, Log: log, Passthrough: f.passthrough, Dependencies: f.dependencies, Siblings: f.siblings,
-		Events: events, CacheMaxBytes: cacheMax, DigestValidate: f.digestValidate, FailoverPolicy: f.failover,
+		Events: events, CacheMaxBytes: cacheMax, MetaCacheBytes: metaCache, HotCacheBytes: hotCache, DigestValidate: f.digestValidate, FailoverPolicy: f.failover,
 		Version: api.Version{PackageVer: version.Version, GitCommit: version.Commit(), BuildTime: version.BuildTime, Profile: "release", Rustc: "go"}})
 	var cfg *api.ConfigV1
 	switch {
@@ -360,4 +371,13 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("invalid size %q (want e.g. 512MiB or 10GiB)", s)
 	}
 	return n * mult, nil
+}
+
+// envOr returns the environment variable name, or def when it is unset
+// or empty.
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }

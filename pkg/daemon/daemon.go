@@ -7,7 +7,6 @@ package daemon
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/nydus-go/nydus/internal/lru"
 	"github.com/nydus-go/nydus/pkg/blobcache"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
 	"github.com/nydus-go/nydus/pkg/fetch"
@@ -55,6 +55,16 @@ type Options struct {
 	Events func(fetch.Event)
 	// Debug logs every FUSE request.
 	Debug bool
+	// MetaCacheBytes bounds the memory kept for image metadata, shared by
+	// every image: half for verified bootstrap blocks, half for decoded
+	// inodes (fs.InodeCache). 0 keeps none (every lookup reads the
+	// bootstrap file again).
+	MetaCacheBytes int64
+	// HotCacheBytes bounds the memory kept for the chunks verified last,
+	// shared by every image (fetch.HotCache): the kernel reads a 1 MiB
+	// chunk in 128 KiB pieces, and each would otherwise read and verify
+	// the whole chunk from the cache again. 0 keeps none.
+	HotCacheBytes int64
 	// CacheMaxBytes caps each cache directory (0: no cap); blobs not in
 	// use are evicted, least recently used first.
 	CacheMaxBytes int64
@@ -93,6 +103,11 @@ type Daemon struct {
 	caches map[string]*blobcache.Cache // by work_dir
 
 	rec mountRecord // has its own lock; never taken with mu held
+
+	// Shared by every image, bounded by Options (each has its own lock).
+	blocks *lru.Cache[blockKey, []byte] // verified bootstrap blocks
+	inodes *nfs.InodeCache              // decoded inodes
+	hot    *fetch.HotCache              // verified chunk data
 
 	exiting atomic.Bool   // PUT /api/v1/daemon/exit: leave the mount to the successor
 	exit    chan struct{} // closed on exit
@@ -166,7 +181,8 @@ func New(o Options) *Daemon {
 	if o.Events == nil {
 		o.Events = func(fetch.Event) {}
 	}
-	d := &Daemon{o: o, rec: mountRecord{path: o.MountRecord}, mounts: map[string]*instance{}, caches: map[string]*blobcache.Cache{}, exit: make(chan struct{}), ended: make(chan struct{})}
+	d := &Daemon{o: o, rec: mountRecord{path: o.MountRecord}, blocks: lru.New[blockKey, []byte](o.MetaCacheBytes / 2),
+		inodes: nfs.NewInodeCache(o.MetaCacheBytes / 2), hot: fetch.NewHotCache(o.HotCacheBytes), mounts: map[string]*instance{}, caches: map[string]*blobcache.Cache{}, exit: make(chan struct{}), ended: make(chan struct{})}
 	d.state.Store(api.StateInit)
 	return d
 }
@@ -179,20 +195,21 @@ func (d *Daemon) SetState(s string) { d.state.Store(s) }
 
 // openImage loads a bootstrap and connects its backend.
 func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.ConfigV1) (*instance, error) {
-	boot, err := os.ReadFile(bootstrap)
-	if err != nil {
-		return nil, fmt.Errorf("bootstrap: %w", err)
-	}
-	be, closer, err := newBackend(ctx, cfg, d.o.Log)
+	boot, digest, err := openBootFile(bootstrap, d.blocks)
 	if err != nil {
 		return nil, err
 	}
-	rd, err := rafs.Open(ctx, bytesReader(boot), int64(len(boot)))
+	be, beCloser, err := newBackend(ctx, cfg, d.o.Log)
+	if err != nil {
+		boot.Close()
+		return nil, err
+	}
+	closer := func() { beCloser(); boot.Close() }
+	rd, err := rafs.Open(ctx, boot, boot.Size())
 	if err != nil {
 		closer()
 		return nil, fmt.Errorf("bootstrap %s: %w", bootstrap, err)
 	}
-	digest := fmt.Sprintf("sha256:%x", sha256.Sum256(boot))
 	image := ""
 	if bc := cfg.Device.Backend.Config; cfg.Device.Backend.Type == "registry" && bc.Host != "" && bc.Repo != "" {
 		image = bc.Host + "/" + bc.Repo
@@ -202,7 +219,7 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 		d.o.Events(e)
 	}
 	fo := nfs.Options{Fetch: fetch.Options{Logger: d.o.Log, Events: events, Validate: cfg.DigestValidate || d.o.DigestValidate, Amplify: amplify(cfg),
-		HotBytes: hotChunkBytes},
+		Hot: d.hot}, Inodes: d.inodes,
 		ReadAhead: readAhead(cfg), Dependencies: d.o.Dependencies, Siblings: d.o.Siblings, FileStats: cfg.IOStatsFiles || cfg.AccessPattern}
 	if cfg.AccessPattern {
 		fo.Fetch.LogSize = fetchLogSize
@@ -221,10 +238,15 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 			fo.Copies = c.Files()
 		}
 	}
-	f, err := nfs.Open(ctx, boot, be, fo)
+	f, err := nfs.OpenReader(ctx, rd, be, fo)
 	if err != nil {
 		closer()
 		return nil, fmt.Errorf("bootstrap %s: %w", bootstrap, err)
+	}
+	boot.onChanged = func(_ int64, err error) {
+		f.Metrics.AtRestFailures.Add(1)
+		d.o.Log.Error("bootstrap changed on disk since it was mounted; its reads fail", "bootstrap", bootstrap, "err", err)
+		events(fetch.Event{Kind: "bootstrap-changed", Path: bootstrap, Err: err.Error()})
 	}
 	pctx, stop := context.WithCancel(context.Background())
 	done := func() { stop(); f.Close(); closer() }
@@ -563,14 +585,6 @@ func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
 // keeps for GET /api/v1/metrics/fetches (about 2.5 MiB at most).
 const fetchLogSize = 16384
 
-// readAhead is how far past a fetched chunk sequential reads fetch in the
-// background: amplify_io, but at least 4 MiB.
-// hotChunkBytes is how many bytes of the chunks an image verified last
-// nydusd keeps in memory (fetch.Options.HotBytes): the kernel reads a
-// 1 MiB chunk in 128 KiB pieces, and each would otherwise read and
-// verify the whole chunk from the cache again.
-const hotChunkBytes = 8 << 20
-
 // defaultAmplify is upstream's default amplify_io.
 const defaultAmplify = 1 << 20
 
@@ -584,6 +598,8 @@ func amplify(cfg *api.ConfigV1) int64 {
 	return int64(*cfg.AmplifyIO)
 }
 
+// readAhead is how far past a fetched chunk sequential reads fetch in the
+// background: amplify_io, but at least 4 MiB.
 func readAhead(cfg *api.ConfigV1) int64 {
 	ra := int64(4 << 20)
 	if cfg.AmplifyIO != nil && int64(*cfg.AmplifyIO) > ra {

@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 
@@ -76,8 +78,9 @@ func (d *Daemon) serveFileMetrics(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := map[string]fileMetrics{}
+	paths := inst.fs.Paths(slices.Collect(maps.Keys(stats)))
 	for nid, s := range stats {
-		m := fileMetrics{TotalFops: s.TotalFops.Load(), DataRead: s.DataRead.Load(), Path: inst.fs.Path(nid)}
+		m := fileMetrics{TotalFops: s.TotalFops.Load(), DataRead: s.DataRead.Load(), Path: paths[nid]}
 		for i := range s.BlockCountRead {
 			m.BlockCountRead = append(m.BlockCountRead, s.BlockCountRead[i].Load())
 		}
@@ -97,13 +100,15 @@ func (d *Daemon) servePattern(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := []accessPattern{}
-	for nid, s := range inst.fs.FileStats() {
+	stats := inst.fs.FileStats()
+	paths := inst.fs.Paths(slices.Collect(maps.Keys(stats)))
+	for nid, s := range stats {
 		n := s.FopHits[nfs.FopRead].Load()
 		if n == 0 {
 			continue
 		}
 		t := s.FirstRead.Load()
-		out = append(out, accessPattern{Ino: d.ino(inst, nid), NrRead: n, FirstAccessTimeSecs: t / 1e9, FirstAccessTimeNanos: t % 1e9, Path: inst.fs.Path(nid)})
+		out = append(out, accessPattern{Ino: d.ino(inst, nid), NrRead: n, FirstAccessTimeSecs: t / 1e9, FirstAccessTimeNanos: t % 1e9, Path: paths[nid]})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		return out[i].FirstAccessTimeSecs*1e9+out[i].FirstAccessTimeNanos < out[j].FirstAccessTimeSecs*1e9+out[j].FirstAccessTimeNanos

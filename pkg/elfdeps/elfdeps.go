@@ -48,7 +48,8 @@ const (
 // size the way ld.so does: from the program headers (PT_INTERP,
 // PT_DYNAMIC, PT_LOAD) near the file's start, never the section headers
 // at its end, so it reads only pages the loader reads too. origin is the
-// file's directory in the image (for $ORIGIN). A file without the ELF
+// file's directory in the image (for $ORIGIN; "" when it is not known:
+// the search paths that use $ORIGIN are then dropped). A file without the ELF
 // magic fails with ErrNotELF; a malformed one with another error.
 func ReadELF(r io.ReaderAt, size int64, origin string) (*Deps, error) {
 	var ident [elf.EI_NIDENT]byte
@@ -205,6 +206,9 @@ func ReadELF(r io.ReaderAt, size int64, origin string) (*Deps, error) {
 		var out []string
 		for _, v := range vals {
 			for _, dir := range strings.Split(v, ":") {
+				if origin == "" && strings.Contains(dir, "ORIGIN") {
+					continue // relative to a place not known
+				}
 				dir = strings.ReplaceAll(strings.ReplaceAll(dir, "${ORIGIN}", origin), "$ORIGIN", origin)
 				if dir != "" && len(out) < maxNames {
 					out = append(out, path.Clean(dir))

@@ -25,7 +25,7 @@ func (c *countingCache) Get(ctx context.Context, blobID string, ci uint32, off i
 
 // TestCachedChunkChangedAtRest: without Options.Validate, a chunk whose
 // cached bytes changed after it was stored is not served: it is
-// refetched, counted and reported. With Options.HotBytes, a chunk read
+// refetched, counted and reported. With Options.Hot, a chunk read
 // again right after comes from memory, not from the cache.
 func TestCachedChunkChangedAtRest(t *testing.T) {
 	data := treetest.Random(11, 4*0x10000)
@@ -34,7 +34,7 @@ func TestCachedChunkChangedAtRest(t *testing.T) {
 		cache := &countingCache{MemCache: fetchtest.NewMemCache()}
 		var events []fetch.Event
 		be := fetchtest.NewRangeCounter(dir)
-		e := open(t, res.Bootstrap, be, fetch.Options{Cache: cache, HotBytes: hot, Events: func(ev fetch.Event) { events = append(events, ev) }})
+		e := open(t, res.Bootstrap, be, fetch.Options{Cache: cache, Hot: fetch.NewHotCache(hot), Events: func(ev fetch.Event) { events = append(events, ev) }})
 		refs := e.refs(t, "/f")
 		if err := e.readFile(t, "/f", data); err != nil {
 			t.Fatal(err)
@@ -85,7 +85,7 @@ func TestHotChunksBudget(t *testing.T) {
 	data := treetest.Random(12, 8*0x10000)
 	res, dir := fetchtest.BuildImage(t, []treetest.File{treetest.Reg("f", 0o644, data)}, builder.Options{ChunkSize: 0x10000})
 	cache := &countingCache{MemCache: fetchtest.NewMemCache()}
-	e := open(t, res.Bootstrap, fetchtest.NewRangeCounter(dir), fetch.Options{Cache: cache, HotBytes: 3 * 0x10000})
+	e := open(t, res.Bootstrap, fetchtest.NewRangeCounter(dir), fetch.Options{Cache: cache, Hot: fetch.NewHotCache(3 * 0x10000)})
 	refs := e.refs(t, "/f")
 	for k := range refs {
 		if _, _, err := e.Chunk(context.Background(), refs[k]); err != nil {

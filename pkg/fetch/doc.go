@@ -15,7 +15,7 @@
 //     chunk's slot of a shared cache. Chunks read back from the cache
 //     are verified too (the cache calls the check it is given): what
 //     sits on the local disk may have changed since it was written. The
-//     chunks verified last may be kept in memory (Options.HotBytes), so
+//     chunks verified last may be kept in memory (Options.Hot), so
 //     a chunk split over several reads is checked once.
 //   - Single flight per chunk: concurrent misses of a chunk share one
 //     fetch, which is detached from the reader that started it (it ends

@@ -84,11 +84,12 @@ type Options struct {
 	// Metas, if set, keeps the blobs' chunk-info tables on local disk, so
 	// checking chunk records against them needs no fetch after the first.
 	Metas storage.MetaStore
-	// HotBytes, when positive and Validate is off, keeps the most
-	// recently verified chunks in memory, up to that many bytes, so that
-	// the reads that split a chunk (the kernel asks for 128 KiB at a
-	// time) read and verify it from the cache once, not once per read.
-	HotBytes int64
+	// Hot, when set and Validate is off, keeps the most recently
+	// verified chunks in memory (it may be shared by every engine of the
+	// process: its budget is then the process's), so that the reads that
+	// split a chunk (the kernel asks for 128 KiB at a time) read and
+	// verify it from the cache once, not once per read.
+	Hot *HotCache
 }
 
 // Metrics count an engine's activity; they are updated atomically.
@@ -119,7 +120,7 @@ type Engine struct {
 	rd     *rafs.Reader
 	be     countingBackend // the backend, counted and ordered by priority
 	cr     *storage.ChunkReader
-	chunks map[[2]uint32]rafs.ChunkInfo
+	chunks *rafs.ChunkIndex
 	dig    digester.Algorithm
 	o      Options
 	sf     singleflight.Group
@@ -139,13 +140,13 @@ type Engine struct {
 	spans sync.Map
 
 	prio *priorities // orders backend requests (demand first)
-	hot  *hotChunks  // nil without Options.HotBytes
+	hot  *HotCache   // nil without Options.Hot, or with Validate
 }
 
 // New prepares fetches of the chunks of the image rd describes (rd's
 // chunk table is read at once) from be.
 func New(ctx context.Context, rd *rafs.Reader, be Backend, o Options) (*Engine, error) {
-	table, err := rd.ChunkTable(ctx)
+	chunks, err := rd.ChunkIndex(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -155,10 +156,10 @@ func New(ctx context.Context, rd *rafs.Reader, be Backend, o Options) (*Engine, 
 	if o.Events == nil {
 		o.Events = func(Event) {}
 	}
-	e := &Engine{prio: newPriorities(), rd: rd, dig: rd.Ext.Flags.Digester(), o: o, chunks: make(map[[2]uint32]rafs.ChunkInfo, len(table))}
+	e := &Engine{prio: newPriorities(), rd: rd, dig: rd.Ext.Flags.Digester(), o: o, chunks: chunks}
 	e.be = countingBackend{be, &e.Metrics, e.prio}
-	if o.HotBytes > 0 && !o.Validate {
-		e.hot = newHotChunks(o.HotBytes)
+	if !o.Validate {
+		e.hot = o.Hot
 	}
 	if e.cr, err = storage.NewChunkReader(ctx, rd, e.be); err != nil {
 		return nil, err
@@ -169,9 +170,6 @@ func New(ctx context.Context, rd *rafs.Reader, be Backend, o Options) (*Engine, 
 	e.bg, e.stop = context.WithCancel(context.Background())
 	if o.LogSize > 0 {
 		e.flog = &fetchLog{start: time.Now(), ring: make([]Entry, o.LogSize)}
-	}
-	for _, c := range table {
-		e.chunks[[2]uint32{c.BlobIndex, c.Index}] = c
 	}
 	return e, nil
 }
@@ -184,8 +182,7 @@ func (e *Engine) Close() { e.stop() }
 // Info returns the chunk-table entry of chunk ciIndex of blob blobIndex
 // (a rafs.ChunkAddr's fields), or ok=false if the image has none.
 func (e *Engine) Info(blobIndex, ciIndex uint32) (info rafs.ChunkInfo, ok bool) {
-	info, ok = e.chunks[[2]uint32{blobIndex, ciIndex}]
-	return info, ok
+	return e.chunks.Lookup(blobIndex, ciIndex)
 }
 
 // Has reports whether a chunk is cached, when the cache can tell cheaply
@@ -251,7 +248,11 @@ func (e *Engine) Chunk(ctx context.Context, ref Ref) (data []byte, fetched bool,
 	info, path := ref.Info, ref.Path
 	bi := e.rd.Blobs[info.BlobIndex]
 	skey := [2]uint32{info.BlobIndex, info.Index}
-	if data, ok := e.hot.get(skey); ok {
+	// The hot cache is shared by images and named by digest: its data is
+	// served only if this image's record agrees with the blob's own
+	// chunk-info table, as every other read (a crafted record gets EIO).
+	hkey := hotKey{e.dig, info.Digest}
+	if data, ok := e.hot.get(hkey); ok && len(data) == int(info.UncompressedSize) && e.cr.CheckRecordLocal(ctx, info) == nil {
 		e.Metrics.CacheHits.Add(1)
 		return data, false, nil
 	}
@@ -276,7 +277,7 @@ func (e *Engine) Chunk(ctx context.Context, ref Ref) (data []byte, fetched bool,
 				return nil, false, err
 			}
 			e.Metrics.CacheHits.Add(1)
-			e.hot.add(skey, data)
+			e.hot.add(hkey, data)
 			return data, false, nil
 		}
 	}
@@ -380,7 +381,7 @@ func (e *Engine) Chunk(ctx context.Context, ref Ref) (data []byte, fetched bool,
 		return nil, false, r.Err
 	}
 	data = r.Val.([]byte)
-	e.hot.add(skey, data)
+	e.hot.add(hkey, data)
 	return data, true, nil
 }
 
@@ -409,7 +410,7 @@ func (e *Engine) planSpan(ctx context.Context, info rafs.ChunkInfo, bi rafs.Blob
 	end := u0.Offset + u0.Size
 	for idx := info.Index + 1; ; idx++ {
 		k := [2]uint32{info.BlobIndex, idx}
-		c, ok := e.chunks[k]
+		c, ok := e.chunks.Lookup(info.BlobIndex, idx)
 		if !ok {
 			break
 		}

@@ -223,9 +223,12 @@ func (f *FS) streamProgram(ctx context.Context, ino *Inode) {
 // linked ELF program (one with an interpreter), which its opener is
 // about to run.
 func (f *FS) needs(ctx context.Context, ino *Inode, r *inodeReader) (wants []string, program bool) {
+	// Without its path (see pathOf), only what the content tells:
+	// a script's interpreter, an ELF program's interpreter and libraries
+	// (but not those found relative to it, by $ORIGIN).
 	p := f.pathOf(ino)
 	tree := &treeCache{f: f, ctx: ctx}
-	if loc, ok := pyimports.Locate(p); ok {
+	if loc, ok := pyimports.Locate(p); ok && p != "" {
 		if ino.Size > pyimports.MaxSize {
 			return nil, false
 		}
@@ -235,7 +238,7 @@ func (f *FS) needs(ctx context.Context, ino *Inode, r *inodeReader) (wants []str
 		}
 		return pyimports.Resolve(tree, loc, m), false
 	}
-	if cincludes.IsSource(p) {
+	if p != "" && cincludes.IsSource(p) {
 		if ino.Size > cincludes.MaxSize {
 			return nil, false
 		}
@@ -259,7 +262,11 @@ func (f *FS) needs(ctx context.Context, ino *Inode, r *inodeReader) (wants []str
 	if interp := elfdeps.Shebang(head[:n]); interp != "" {
 		return []string{interp}, false
 	}
-	d, err := elfdeps.ReadELF(r, int64(ino.Size), path.Dir(p))
+	origin := ""
+	if p != "" {
+		origin = path.Dir(p)
+	}
+	d, err := elfdeps.ReadELF(r, int64(ino.Size), origin)
 	if err != nil {
 		return nil, false // not a program, or a malformed one: nothing to do
 	}
@@ -461,18 +468,11 @@ func (f *FS) ldCache(ctx context.Context) []elfdeps.CacheEntry {
 	return f.deps.cache
 }
 
-// pathOf returns a file's path in the image, or "/" if not known.
-func (f *FS) pathOf(ino *Inode) string {
-	if ino.path != "" {
-		return ino.path
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if p, ok := f.paths[ino.Nid]; ok {
-		return p
-	}
-	return "/"
-}
+// pathOf returns the path a file was looked up by, or "" if the inode
+// cache held it without one (it was evicted between the kernel's lookup
+// and this use). It does not search: speculation runs on every open, and
+// a search costs a walk of the image's directories.
+func (f *FS) pathOf(ino *Inode) string { return ino.path }
 
 var errSymlinkLoop = errors.New("too many levels of symbolic links")
 

@@ -118,10 +118,8 @@ func (f *FS) FileStats() map[uint64]*FileStats {
 	return out
 }
 
-// Path returns the path of nid inside the image, when known (it is
-// learnt as directories are listed).
+// Path returns a path of nid inside the image ("" if it has none): see
+// Paths.
 func (f *FS) Path(nid uint64) string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.paths[nid]
+	return f.Paths([]uint64{nid})[nid]
 }

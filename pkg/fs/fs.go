@@ -43,6 +43,11 @@ type Options struct {
 	// cache, verification of cached chunks, amplification, the logger,
 	// events, the fetch log and the meta store (see fetch.Options).
 	Fetch fetch.Options
+	// Inodes, when set, keeps the decoded inodes and directory listings
+	// (it may be shared by every filesystem of the process: its budget
+	// is then the process's); without it, each filesystem has one of
+	// 8 MiB.
+	Inodes *InodeCache
 	// Copies, when set, keeps whole-file copies of fully read files,
 	// served by passthrough (see WholeFile): nydusd's blob cache
 	// (blobcache.Files), which writes, accounts, caps and removes them.
@@ -119,17 +124,22 @@ type FS struct {
 	owner string
 	sibs  siblingState
 
+	// id names this image in Options.Inodes; set once.
+	id     uint64
+	inodes *InodeCache // Options.Inodes, or a private one
+
 	mu         sync.Mutex
-	inos       map[uint64]*Inode // guarded by mu
-	paths      map[uint64]string // guarded by mu
-	prefetched map[uint64]bool   // guarded by mu
+	prefetched map[uint64]bool // guarded by mu
 }
 
-// Inode is a cached inode with its chunk addresses.
+// Inode is a decoded inode with its chunk addresses. It is immutable
+// once made, and shared by the readers that find it in the InodeCache.
 type Inode struct {
 	*rafs.DiskInode
 	addrs []rafs.ChunkAddr
-	path  string
+	// path is the inode's path in the image, as it was looked up ("" if
+	// it was decoded by nid alone: see pathOf).
+	path string
 }
 
 // Open loads a bootstrap (kept in memory, validated by rafs.Open) and
@@ -139,6 +149,12 @@ func Open(ctx context.Context, bootstrap []byte, be fetch.Backend, o Options) (*
 	if err != nil {
 		return nil, err
 	}
+	return OpenReader(ctx, rd, be, o)
+}
+
+// OpenReader is Open over an opened bootstrap, read through rd as it is
+// needed (nydusd: from the bootstrap file, verified block by block).
+func OpenReader(ctx context.Context, rd *rafs.Reader, be fetch.Backend, o Options) (*FS, error) {
 	if o.Fetch.Logger == nil {
 		o.Fetch.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -149,8 +165,12 @@ func Open(ctx context.Context, bootstrap []byte, be fetch.Backend, o Options) (*
 	if err != nil {
 		return nil, err
 	}
-	f := &FS{rd: rd, eng: eng, o: o, raSem: make(chan struct{}, 4), inos: map[uint64]*Inode{}, paths: map[uint64]string{rd.RootNid(): "/"}, prefetched: map[uint64]bool{},
-		owner: fmt.Sprintf("fs-%d", owners.Add(1))}
+	id := owners.Add(1)
+	f := &FS{rd: rd, eng: eng, o: o, raSem: make(chan struct{}, 4), prefetched: map[uint64]bool{},
+		id: id, owner: fmt.Sprintf("fs-%d", id), inodes: o.Inodes}
+	if f.inodes == nil {
+		f.inodes = NewInodeCache(defaultInodeCacheBytes)
+	}
 	f.Metrics.Metrics = &eng.Metrics
 	f.bg, f.stop = context.WithCancel(context.Background())
 	f.deps.sem = make(chan struct{}, maxDepFiles)
@@ -191,6 +211,7 @@ func (f *FS) Close() {
 	if f.o.Copies != nil {
 		f.o.Copies.Release(f.owner)
 	}
+	f.inodes.drop(f.id)
 }
 
 // FetchLog returns the fetch engine's log of backend fetches, or nil
@@ -205,17 +226,30 @@ func (f *FS) RootNid() uint64 { return f.rd.RootNid() }
 
 // Inode returns the inode with the given nid.
 func (f *FS) Inode(ctx context.Context, nid uint64) (*Inode, error) {
-	f.mu.Lock()
-	ino, ok := f.inos[nid]
-	f.mu.Unlock()
-	if ok {
-		return ino, nil
+	return f.inode(ctx, nid, "")
+}
+
+// inode returns nid's inode, from the cache or decoded, with path p if
+// it is known ("" otherwise: an inode cached with its path keeps it).
+func (f *FS) inode(ctx context.Context, nid uint64, p string) (*Inode, error) {
+	if nid == f.rd.RootNid() {
+		p = "/"
+	}
+	if ino := f.inodes.inode(f.id, nid); ino != nil {
+		if ino.path != "" || p == "" {
+			return ino, nil
+		}
+		// Learnt its path: the cached inode is shared, so a copy.
+		c := *ino
+		c.path = p
+		f.inodes.addInode(f.id, &c)
+		return &c, nil
 	}
 	di, err := f.rd.Inode(ctx, nid)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrIO, err)
 	}
-	ino = &Inode{DiskInode: di}
+	ino := &Inode{DiskInode: di, path: p}
 	if di.IsRegular() {
 		if ino.addrs, err = f.rd.ChunkAddrs(ctx, di); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrIO, err)
@@ -229,29 +263,40 @@ func (f *FS) Inode(ctx context.Context, nid uint64) (*Inode, error) {
 			}
 		}
 	}
-	f.mu.Lock()
-	ino.path = f.paths[nid]
-	f.inos[nid] = ino
-	f.mu.Unlock()
+	f.inodes.addInode(f.id, ino)
 	return ino, nil
 }
 
 // Lookup finds name in directory dir.
 func (f *FS) Lookup(ctx context.Context, dir uint64, name string) (*Inode, error) {
+	d, err := f.Inode(ctx, dir)
+	if err != nil {
+		return nil, err
+	}
 	ents, err := f.ReadDir(ctx, dir)
 	if err != nil {
 		return nil, err
 	}
 	for _, e := range ents {
 		if e.Name == name {
-			return f.Inode(ctx, e.Nid)
+			return f.inode(ctx, e.Nid, childPath(d.path, name))
 		}
 	}
 	return nil, ErrNotFound
 }
 
-// ReadDir lists a directory (without "." and "..").
+// Child returns the inode of an entry of directory dir's listing (as
+// Lookup would, without searching the listing).
+func (f *FS) Child(ctx context.Context, dir *Inode, e rafs.Dirent) (*Inode, error) {
+	return f.inode(ctx, e.Nid, childPath(dir.path, e.Name))
+}
+
+// ReadDir lists a directory (without "." and ".."). The listing is
+// shared: callers must not modify it.
 func (f *FS) ReadDir(ctx context.Context, dir uint64) ([]rafs.Dirent, error) {
+	if ents, ok := f.inodes.list(f.id, dir); ok {
+		return ents, nil
+	}
 	ino, err := f.Inode(ctx, dir)
 	if err != nil {
 		return nil, err
@@ -263,17 +308,7 @@ func (f *FS) ReadDir(ctx context.Context, dir uint64) ([]rafs.Dirent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrIO, err)
 	}
-	f.mu.Lock()
-	for _, e := range ents {
-		if _, ok := f.paths[e.Nid]; !ok {
-			p := ino.path + "/" + e.Name
-			if ino.path == "/" {
-				p = "/" + e.Name
-			}
-			f.paths[e.Nid] = p
-		}
-	}
-	f.mu.Unlock()
+	f.inodes.addList(f.id, dir, ents)
 	return ents, nil
 }
 

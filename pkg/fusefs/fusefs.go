@@ -26,6 +26,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	nfs "github.com/nydus-go/nydus/pkg/fs"
+	"github.com/nydus-go/nydus/pkg/rafs"
 )
 
 // Options configure a filesystem.
@@ -562,6 +563,7 @@ type dirent struct {
 	nid  uint64
 	mode uint32
 	img  *image
+	dir  *nfs.Inode // the listed directory (nil for the shared root's images)
 }
 
 // list returns a directory's entries, "." and ".." first; entry i has
@@ -586,8 +588,12 @@ func (s *FileSystem) list(ctx context.Context, id uint64) ([]dirent, fuse.Status
 	if err != nil {
 		return nil, s.errno(err)
 	}
+	dir, err := img.fs.Inode(ctx, nid)
+	if err != nil {
+		return nil, s.errno(err)
+	}
 	for _, e := range ents {
-		out = append(out, dirent{name: e.Name, nid: e.Nid, mode: direntMode(e.Type), img: img})
+		out = append(out, dirent{name: e.Name, nid: e.Nid, mode: direntMode(e.Type), img: img, dir: dir})
 	}
 	return out, fuse.OK
 }
@@ -624,7 +630,12 @@ func (s *FileSystem) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *f
 		var ino *nfs.Inode
 		if e.img != nil {
 			var err error
-			if ino, err = e.img.fs.Inode(ctx, e.nid); err != nil {
+			if e.dir != nil {
+				ino, err = e.img.fs.Child(ctx, e.dir, rafs.Dirent{Name: e.name, Nid: e.nid})
+			} else {
+				ino, err = e.img.fs.Inode(ctx, e.nid)
+			}
+			if err != nil {
 				return s.errno(err)
 			}
 		}

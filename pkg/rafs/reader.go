@@ -289,8 +289,8 @@ func (rd *Reader) Inode(ctx context.Context, nid uint64) (*DiskInode, error) {
 	if uint64(rd.size)-off < ExtendedInodeSize {
 		n = CompactInodeSize
 	}
-	if err := rd.readAt(hdr[:n], off, fmt.Sprintf("inode %d", nid)); err != nil {
-		return nil, err
+	if _, err := rd.r.ReadAt(hdr[:n], int64(off)); err != nil {
+		return nil, fmt.Errorf("read inode %d at offset %#x: %w", nid, off, err)
 	}
 	le := binary.LittleEndian
 	format := le.Uint16(hdr[0:])
