@@ -73,9 +73,10 @@ func openBootFile(path string, blocks *lru.Cache[blockKey, []byte]) (*bootFile, 
 		f.Close()
 		return nil, "", fmt.Errorf("bootstrap %s: not a regular file", path)
 	}
-	b := &bootFile{path: path, f: f, id: bootFiles.Add(1), blocks: blocks}
+	b := &bootFile{path: path, f: f, id: bootFiles.Add(1), blocks: blocks,
+		sums: make([][32]byte, 0, (fi.Size()+bootBlockSize-1)/bootBlockSize)}
 	h := sha256.New()
-	buf := make([]byte, 64*bootBlockSize)
+	buf := make([]byte, 16*bootBlockSize)
 	for {
 		n, err := io.ReadFull(f, buf)
 		if n > 0 {

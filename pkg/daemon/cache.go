@@ -4,27 +4,32 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
+	"weak"
 
+	"github.com/nydus-go/nydus/pkg/blob"
 	"github.com/nydus-go/nydus/pkg/blobcache"
 	"github.com/nydus-go/nydus/pkg/rafs"
+	"github.com/nydus-go/nydus/pkg/storage"
 )
 
 // chunkCache adapts a blobcache.Cache to one image's fetch.ChunkCache,
 // keeping a handle per blob for the image's lifetime.
 type chunkCache struct {
-	c     *blobcache.Cache
-	n     map[string]int // chunk count per blob id
-	mu    sync.Mutex
-	blobs map[string]*blobcache.BlobCache
+	*metaShare // the daemon's
+	c          *blobcache.Cache
+	n          map[string]int // chunk count per blob id
+	mu         sync.Mutex
+	blobs      map[string]*blobcache.BlobCache
 }
 
-func newChunkCache(c *blobcache.Cache, rd *rafs.Reader) *chunkCache {
+func newChunkCache(c *blobcache.Cache, rd *rafs.Reader, share *metaShare) *chunkCache {
 	n := make(map[string]int, len(rd.Blobs))
 	for _, bi := range rd.Blobs {
 		n[bi.BlobID] = int(bi.ChunkCount)
 	}
-	return &chunkCache{c: c, n: n, blobs: map[string]*blobcache.BlobCache{}}
+	return &chunkCache{metaShare: share, c: c, n: n, blobs: map[string]*blobcache.BlobCache{}}
 }
 
 func (cc *chunkCache) blob(ctx context.Context, id string) (*blobcache.BlobCache, error) {
@@ -109,3 +114,42 @@ func (cc *chunkCache) release() {
 	}
 	cc.blobs = map[string]*blobcache.BlobCache{}
 }
+
+// metaShare shares the decoded chunk-info tables of blobs between the
+// images of the daemon (storage.MetaShare): a table is decoded once
+// while any image uses it, then goes with the last one (weak pointers).
+type metaShare struct {
+	mu sync.Mutex
+	m  map[string]weak.Pointer[blob.Meta] // guarded by mu
+}
+
+// SharedMeta implements storage.MetaShare.
+func (s *metaShare) SharedMeta(id string) *blob.Meta {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[id].Value()
+}
+
+// ShareMeta implements storage.MetaShare.
+func (s *metaShare) ShareMeta(id string, m *blob.Meta) *blob.Meta {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[string]weak.Pointer[blob.Meta]{}
+	}
+	if old := s.m[id].Value(); old != nil {
+		return old
+	}
+	wp := weak.Make(m)
+	s.m[id] = wp
+	runtime.AddCleanup(m, func(id string) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.m[id] == wp {
+			delete(s.m, id)
+		}
+	}, id)
+	return m
+}
+
+var _ storage.MetaShare = (*chunkCache)(nil)

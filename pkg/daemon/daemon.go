@@ -108,6 +108,7 @@ type Daemon struct {
 	blocks *lru.Cache[blockKey, []byte] // verified bootstrap blocks
 	inodes *nfs.InodeCache              // decoded inodes
 	hot    *fetch.HotCache              // verified chunk data
+	metas  metaShare                    // decoded chunk-info tables, while in use
 
 	exiting atomic.Bool   // PUT /api/v1/daemon/exit: leave the mount to the successor
 	exit    chan struct{} // closed on exit
@@ -231,7 +232,7 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 			closer()
 			return nil, err
 		}
-		cc = newChunkCache(c, rd)
+		cc = newChunkCache(c, rd, &d.metas)
 		fo.Fetch.Cache = cc
 		fo.Fetch.Metas = cc
 		if d.o.Passthrough {

@@ -179,6 +179,17 @@ type MetaStore interface {
 	StoreMeta(ctx context.Context, blobID string, chunks int, file []byte) error
 }
 
+// MetaShare, when a MetaStore implements it, shares decoded chunk-info
+// tables between the ChunkReaders (images) of a process: a blob's table
+// is decoded once, whatever the number of images using it.
+type MetaShare interface {
+	// SharedMeta returns the decoded table of a blob, or nil.
+	SharedMeta(blobID string) *blob.Meta
+	// ShareMeta offers a decoded table and returns the one to use (the
+	// first one shared, if there is one).
+	ShareMeta(blobID string, m *blob.Meta) *blob.Meta
+}
+
 // SetMetaStore makes cr look chunk-info tables up in ms before fetching
 // them, and keep what it fetches there. Call it before the first read.
 func (cr *ChunkReader) SetMetaStore(ms MetaStore) { cr.store = ms }
@@ -195,7 +206,13 @@ func (cr *ChunkReader) loadMeta(ctx context.Context, idx uint32) (*blob.Meta, er
 		return nil, fmt.Errorf("blob %s: no usable chunk-info table (size %d)", bi.BlobID, bi.CICompressedSize)
 	}
 	var hdr blob.MetaHeader
-	if cr.store != nil {
+	share, _ := cr.store.(MetaShare)
+	if share != nil {
+		if sm := share.SharedMeta(bi.BlobID); sm != nil && metaMatches(sm.Header, bi) {
+			m, hdr = sm, sm.Header
+		}
+	}
+	if m == nil && cr.store != nil {
 		if file, ok := cr.store.LoadMeta(ctx, bi.BlobID, int(bi.ChunkCount)); ok {
 			// A stored table that does not parse or does not match the
 			// bootstrap is ignored: the blob's own is fetched.
@@ -236,6 +253,13 @@ func (cr *ChunkReader) loadMeta(ctx context.Context, idx uint32) (*blob.Meta, er
 	if !metaMatches(hdr, bi) {
 		return nil, fmt.Errorf("blob %s: the bootstrap's chunk-info table (offset %d, %d/%d bytes) disagrees with the blob's own header (offset %d, %d/%d bytes): %w",
 			bi.BlobID, bi.CIOffset, bi.CICompressedSize, bi.CIUncompressedSize, hdr.CIOffset, hdr.CICompressedSize, hdr.CIUncompressedSize, ErrChunkRecordMismatch)
+	}
+	if share != nil {
+		// The first image's table; a crafted bootstrap's disagreeing
+		// one stays its own.
+		if sm := share.ShareMeta(bi.BlobID, m); metaMatches(sm.Header, bi) {
+			m = sm
+		}
 	}
 	cr.mu.Lock()
 	cr.metas[idx] = m
