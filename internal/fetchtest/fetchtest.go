@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/nydus-go/nydus/internal/treetest"
+	"github.com/nydus-go/nydus/pkg/blobcache"
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/fetch"
 	"github.com/nydus-go/nydus/pkg/rafs"
@@ -354,4 +355,16 @@ func BuildHotImage(t testing.TB, batch uint32) *HotImage {
 	}
 	im.DataEnd = int64(rd.Blobs[0].CIOffset)
 	return im
+}
+
+// NewCopies returns the store of whole-file copies of a blob cache in a
+// temporary directory, closed when the test ends.
+func NewCopies(t testing.TB) *blobcache.Files {
+	t.Helper()
+	c, err := blobcache.Open(context.Background(), blobcache.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.Files()
 }

@@ -417,16 +417,7 @@ func TestEvictLRU(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	c := openCache(t, Options{Dir: dir})
-	fill := func(id string) {
-		b, err := c.Blob(ctx, id, 8, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range uint32(8) {
-			put(t, b, i)
-		}
-		b.Release()
-	}
+	fill := func(id string) { fillBlob(t, c, id, 8) }
 	a, b, d := blobID(1), blobID(2), blobID(3)
 	fill(a)
 	time.Sleep(2 * time.Millisecond)

@@ -91,7 +91,7 @@ type Files struct {
 	blobs    map[string][]string        // by key: the blobs whose chunks it holds; guarded by mu
 	verified map[string]Stamp           // by key: the stamp it had when last found right; guarded by mu
 	checking map[string]chan struct{}   // by key: closed when its check ends; guarded by mu
-	writing  map[string]bool            // keys being written; guarded by mu
+	writing  map[string]chan struct{}   // by key: closed when its write ends; guarded by mu
 }
 
 // heldCopy is this process's shared lock on a copy and how many owners
@@ -121,7 +121,7 @@ func StampOf(fd *os.File) (Stamp, error) {
 // crash are removed, and the copies there are accounted.
 func openFiles(c *Cache) *Files {
 	s := &Files{c: c, dir: filepath.Join(c.o.Dir, FilesDir), held: map[string]*heldCopy{}, owners: map[string]map[string]bool{},
-		blobs: map[string][]string{}, verified: map[string]Stamp{}, checking: map[string]chan struct{}{}, writing: map[string]bool{}}
+		blobs: map[string][]string{}, verified: map[string]Stamp{}, checking: map[string]chan struct{}{}, writing: map[string]chan struct{}{}}
 	ents, _ := os.ReadDir(s.dir)
 	for _, e := range ents {
 		fi, err := e.Info()
@@ -197,18 +197,11 @@ func (s *Files) Write(ctx context.Context, key string, size int64, blobs []strin
 	if !validKey(key) {
 		return fmt.Errorf("whole-file copy %q: invalid key", key)
 	}
-	s.mu.Lock()
-	if s.writing[key] {
-		s.mu.Unlock()
+	end, ok := s.claim(s.writing, key)
+	if !ok {
 		return ErrBusy
 	}
-	s.writing[key] = true
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.writing, key)
-		s.mu.Unlock()
-	}()
+	defer end()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -300,20 +293,11 @@ func (s *Files) Forget(key string) {
 // already in flight makes it return (false, nil) at once
 // ([Files.WaitCheck] waits for it).
 func (s *Files) Check(ctx context.Context, key string, judge func(ctx context.Context, fd *os.File) (bad, err error)) (bool, error) {
-	done := make(chan struct{})
-	s.mu.Lock()
-	if _, busy := s.checking[key]; busy {
-		s.mu.Unlock()
+	end, ok := s.claim(s.checking, key)
+	if !ok {
 		return false, nil
 	}
-	s.checking[key] = done
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.checking, key)
-		s.mu.Unlock()
-		close(done)
-	}()
+	defer end()
 	fd, err := s.Open(key)
 	if err != nil {
 		return false, nil
@@ -343,6 +327,24 @@ func (s *Files) Check(ctx context.Context, key string, judge func(ctx context.Co
 		s.bytes.Add(-before.Size)
 	}
 	return false, bad
+}
+
+// claim marks key in flight in set (s.writing or s.checking), unless it
+// is already: end ends it, closing its channel.
+func (s *Files) claim(set map[string]chan struct{}, key string) (end func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, busy := set[key]; busy {
+		return nil, false
+	}
+	done := make(chan struct{})
+	set[key] = done
+	return func() {
+		s.mu.Lock()
+		delete(set, key)
+		s.mu.Unlock()
+		close(done)
+	}, true
 }
 
 // WaitCheck waits for a check of key in flight, if any, to end (or ctx).
@@ -475,7 +477,7 @@ func (s *Files) sweep(only map[string]bool) int {
 		}
 		s.mu.Lock()
 		_, ours := s.held[key]
-		writing := s.writing[key]
+		_, writing := s.writing[key]
 		s.mu.Unlock()
 		if ours || writing {
 			continue

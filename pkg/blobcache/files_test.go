@@ -263,18 +263,10 @@ func TestFilesGoWithTheirBlobs(t *testing.T) {
 // TestFilesCountAgainstCap: copies count against the cap, so unused
 // blobs are evicted to make room for them.
 func TestFilesCountAgainstCap(t *testing.T) {
-	ctx := context.Background()
 	dir := t.TempDir()
 	c := openCache(t, Options{Dir: dir})
 	for _, id := range []string{blobID(1), blobID(2)} {
-		b, err := c.Blob(ctx, id, 8, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range uint32(8) {
-			put(t, b, i)
-		}
-		b.Release()
+		fillBlob(t, c, id, 8)
 		time.Sleep(2 * time.Millisecond)
 	}
 	usage := c.Usage()

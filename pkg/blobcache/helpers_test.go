@@ -133,3 +133,16 @@ func checkCached(t testing.TB, b *BlobCache) int {
 	}
 	return set
 }
+
+// fillBlob caches every one of the n test chunks of blob id.
+func fillBlob(t testing.TB, c *Cache, id string, n int) {
+	t.Helper()
+	b, err := c.Blob(context.Background(), id, n, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range uint32(n) {
+		put(t, b, i)
+	}
+	b.Release()
+}

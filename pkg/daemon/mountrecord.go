@@ -73,27 +73,30 @@ func (r *mountRecord) store(m map[string]recordedMount) error {
 // API mountpoint mp against the record, and records it. A record it
 // cannot read refuses the mount: it may hold the digest to check.
 func (r *mountRecord) admit(mp, bootstrap, digest string) error {
-	if r.path == "" {
-		return nil
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	m, err := r.load()
-	if err != nil {
-		return err
-	}
-	if old, ok := m[mp]; ok && old.Bootstrap == bootstrap {
-		if old.Digest != digest {
-			return &changedBootstrap{bootstrap: bootstrap, then: old.Digest, now: digest}
+	return r.update(func(m map[string]recordedMount) (bool, error) {
+		if old, ok := m[mp]; ok && old.Bootstrap == bootstrap {
+			if old.Digest != digest {
+				return false, &changedBootstrap{bootstrap: bootstrap, then: old.Digest, now: digest}
+			}
+			return false, nil
 		}
-		return nil
-	}
-	m[mp] = recordedMount{Bootstrap: bootstrap, Digest: digest}
-	return r.store(m)
+		m[mp] = recordedMount{Bootstrap: bootstrap, Digest: digest}
+		return true, nil
+	})
 }
 
 // drop removes mp's entry (an umount).
 func (r *mountRecord) drop(mp string) error {
+	return r.update(func(m map[string]recordedMount) (bool, error) {
+		_, ok := m[mp]
+		delete(m, mp)
+		return ok, nil
+	})
+}
+
+// update loads the record, lets fn change it, and stores it if fn says
+// it changed.
+func (r *mountRecord) update(fn func(map[string]recordedMount) (changed bool, err error)) error {
 	if r.path == "" {
 		return nil
 	}
@@ -103,10 +106,10 @@ func (r *mountRecord) drop(mp string) error {
 	if err != nil {
 		return err
 	}
-	if _, ok := m[mp]; !ok {
-		return nil
+	changed, err := fn(m)
+	if err != nil || !changed {
+		return err
 	}
-	delete(m, mp)
 	return r.store(m)
 }
 

@@ -10,23 +10,10 @@ import (
 
 	"github.com/nydus-go/nydus/internal/fetchtest"
 	"github.com/nydus-go/nydus/internal/treetest"
-	"github.com/nydus-go/nydus/pkg/blobcache"
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/fetch"
 	"github.com/nydus-go/nydus/pkg/storage"
 )
-
-// newCopies returns a blob cache's store of whole-file copies in a
-// temporary directory.
-func newCopies(t *testing.T) *blobcache.Files {
-	t.Helper()
-	c, err := blobcache.Open(context.Background(), blobcache.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c.Files()
-}
 
 // TestWholeFileVerifiesCachedChunks: a whole-file copy is assembled only
 // from chunks verified during the assembly, so a cached chunk that no
@@ -40,7 +27,7 @@ func TestWholeFileVerifiesCachedChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	cache := fetchtest.NewMemCache()
-	f, err := Open(context.Background(), res.Bootstrap, storage.BytesSource(blob.Bytes()), Options{Fetch: fetch.Options{Cache: cache}, Copies: newCopies(t)})
+	f, err := Open(context.Background(), res.Bootstrap, storage.BytesSource(blob.Bytes()), Options{Fetch: fetch.Options{Cache: cache}, Copies: fetchtest.NewCopies(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +69,7 @@ func TestWholeFileCopyAtRest(t *testing.T) {
 	}
 	var events []fetch.Event
 	var mu sync.Mutex
-	copies := newCopies(t)
+	copies := fetchtest.NewCopies(t)
 	f, err := Open(context.Background(), res.Bootstrap, storage.BytesSource(blob.Bytes()), Options{
 		Fetch:  fetch.Options{Cache: fetchtest.NewMemCache(), Events: func(e fetch.Event) { mu.Lock(); events = append(events, e); mu.Unlock() }},
 		Copies: copies,
@@ -155,7 +142,7 @@ func TestWholeFileCopyLifetime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	copies := newCopies(t)
+	copies := fetchtest.NewCopies(t)
 	var key string
 	mount := func() *FS {
 		f, err := Open(context.Background(), res.Bootstrap, storage.BytesSource(blob.Bytes()), Options{

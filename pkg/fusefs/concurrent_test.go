@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nydus-go/nydus/internal/fetchtest"
 	"github.com/nydus-go/nydus/internal/roottest"
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
@@ -31,7 +32,7 @@ func TestConcurrentReadsThroughMount(t *testing.T) {
 		files = append(files, treetest.Reg(name, 0o644, want[name]))
 	}
 	boot, dir := buildImage(t, treetest.Tar(files), builder.Options{ChunkSize: 0x10000})
-	f, err := nfs.Open(context.Background(), boot, &storage.FileSource{Dir: dir}, nfs.Options{Copies: newCopies(t), ReadAhead: 256 << 10})
+	f, err := nfs.Open(context.Background(), boot, &storage.FileSource{Dir: dir}, nfs.Options{Copies: fetchtest.NewCopies(t), ReadAhead: 256 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}

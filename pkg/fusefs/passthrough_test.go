@@ -8,30 +8,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nydus-go/nydus/internal/fetchtest"
 	"github.com/nydus-go/nydus/internal/roottest"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/nydus-go/nydus/internal/treetest"
-	"github.com/nydus-go/nydus/pkg/blobcache"
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/fetch"
 	nfs "github.com/nydus-go/nydus/pkg/fs"
 	"github.com/nydus-go/nydus/pkg/storage"
 )
-
-// newCopies returns a blob cache's store of whole-file copies in a
-// temporary directory.
-func newCopies(t *testing.T) *blobcache.Files {
-	t.Helper()
-	c, err := blobcache.Open(context.Background(), blobcache.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c.Files()
-}
 
 // readUncached reads a file after dropping its page cache, so every byte
 // comes either from the daemon or from a passthrough backing file.
@@ -57,7 +45,7 @@ func TestPassthroughServesWholeFileWithoutDaemon(t *testing.T) {
 	want := treetest.Random(7, 3<<20+99)
 	layer := treetest.Tar([]treetest.File{treetest.Reg("app/lib.so", 0o755, want)})
 	boot, dir := buildImage(t, layer, builder.Options{ChunkSize: 0x100000})
-	copies := newCopies(t)
+	copies := fetchtest.NewCopies(t)
 	f, err := nfs.Open(context.Background(), boot, &storage.FileSource{Dir: dir}, nfs.Options{Copies: copies})
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +97,7 @@ func TestNoPassthroughWithDigestValidate(t *testing.T) {
 	roottest.RequireFUSE(t)
 	want := treetest.Random(8, 300000)
 	boot, dir := buildImage(t, treetest.Tar([]treetest.File{treetest.Reg("f", 0o644, want)}), builder.Options{})
-	copies := newCopies(t)
+	copies := fetchtest.NewCopies(t)
 	f, err := nfs.Open(context.Background(), boot, &storage.FileSource{Dir: dir}, nfs.Options{Copies: copies, Fetch: fetch.Options{Validate: true}})
 	if err != nil {
 		t.Fatal(err)
