@@ -18,7 +18,7 @@ build:
 # root): the registry, containerd with runc and ctr-remote (package
 # stargz-snapshotter), what builds the Debian test image, and ClamAV
 # (the reference event subscriber, examples/scanner).
-APT_PACKAGES := zstd erofs-utils debootstrap umoci skopeo docker-registry containerd runc stargz-snapshotter curl clamav
+APT_PACKAGES := zstd erofs-utils debootstrap umoci skopeo docker-registry containerd runc stargz-snapshotter curl clamav squid
 deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \

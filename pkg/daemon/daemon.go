@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nydus-go/nydus/internal/lru"
 	"github.com/nydus-go/nydus/pkg/blobcache"
@@ -310,17 +311,22 @@ func newBackend(ctx context.Context, cfg *api.ConfigV1, log *slog.Logger) (fetch
 				return nil, nil, errors.New("invalid nydusd config: field device.backend.config.auth is not base64")
 			}
 		}
-		scheme := bc.Scheme
-		c, err := registry.New(ctx, registry.Config{Host: bc.Host, Repo: bc.Repo, Scheme: scheme, Auth: auth,
+		rc := registry.Config{Host: bc.Host, Repo: bc.Repo, Scheme: bc.Scheme, Auth: auth,
 			RegistryToken: bc.RegistryToken, SkipVerify: bc.SkipVerify, Timeout: bc.Timeout,
-			ConnectTimeout: bc.ConnectTimeout, RetryLimit: max(bc.RetryLimit, 2)})
+			ConnectTimeout: bc.ConnectTimeout, RetryLimit: max(bc.RetryLimit, 2),
+			BlobURLScheme: bc.BlobURLScheme, BlobRedirectedHost: bc.BlobRedirectedHost, Log: log}
+		if p := bc.Proxy; p != nil && p.URL != "" {
+			rc.Proxy = &registry.ProxyConfig{URL: p.URL, PingURL: p.PingURL, Fallback: p.FallbackOn(), UseHTTP: p.UseHTTP,
+				CheckInterval: time.Duration(p.CheckInterval) * time.Second, CheckPauseElapsed: time.Duration(p.CheckPauseElapsed) * time.Second}
+		}
+		c, err := registry.New(ctx, rc)
 		if err != nil {
 			return nil, nil, err
 		}
 		c.OnIgnoredRange(func() {
 			log.Warn("the registry ignores Range requests and sends whole blobs: every read streams the blob up to the range's end (memory stays bounded, the network does not)", "registry", bc.Host, "repo", bc.Repo)
 		})
-		return c, func() {}, nil
+		return c, c.Close, nil
 	}
 	return nil, nil, fmt.Errorf("backend type %q is not supported yet", cfg.Device.Backend.Type)
 }

@@ -41,7 +41,7 @@ func (c *Client) ReadRanges(ctx context.Context, digest string, ranges [][2]int6
 	}
 	called := false
 	var refused bool
-	err := c.retry(ctx, func() error {
+	err := c.retry(ctx, func(ctx context.Context) error {
 		if called {
 			return &permanentError{errors.New("multi-range answer failed after its first range was consumed")}
 		}

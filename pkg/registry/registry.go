@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -46,6 +47,18 @@ type Config struct {
 	ConnectTimeout int `json:"connect_timeout,omitempty"`
 	// RetryLimit is the number of retries of a failed read.
 	RetryLimit int `json:"retry_limit,omitempty"`
+	// BlobURLScheme and BlobRedirectedHost, when set, replace the scheme
+	// and the host of the URL a blob request is redirected to (a CDN or
+	// object store), as upstream's blob_url_scheme and
+	// blob_redirected_host do.
+	BlobURLScheme      string `json:"blob_url_scheme,omitempty"`
+	BlobRedirectedHost string `json:"blob_redirected_host,omitempty"`
+	// Proxy, when set with a URL, sends the registry's requests through
+	// an HTTP proxy (Dragonfly's dfdaemon), with health checks and
+	// fallback (ProxyConfig).
+	Proxy *ProxyConfig `json:"-"`
+	// Log receives the proxy's health changes and fallbacks (nil: none).
+	Log *slog.Logger `json:"-"`
 }
 
 // String describes the configuration without credentials.
@@ -81,6 +94,25 @@ type Client struct {
 	// singleRanges is set once the server refused a multi-range request
 	// (400 or 416): every later one is sent as single ranges.
 	singleRanges atomic.Bool
+	// proxy routes requests through Config.Proxy; nil without one.
+	proxy *proxyTransport
+}
+
+// Close stops the proxy's health checks. The client must not be used
+// afterwards.
+func (c *Client) Close() {
+	if c.proxy != nil {
+		c.proxy.close()
+	}
+}
+
+// ProxyStats reports how many requests went through the proxy and how
+// many fell back to the registry (zero without a proxy).
+func (c *Client) ProxyStats() (proxied, fellBack int64) {
+	if c.proxy == nil {
+		return 0, 0
+	}
+	return c.proxy.proxied.Load(), c.proxy.fellBack.Load()
 }
 
 // IgnoresRange reports whether the server has answered a Range request
@@ -129,11 +161,22 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.SkipVerify {
 		base.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
 	}
+	var under http.RoundTripper = base
+	var pt *proxyTransport
+	if cfg.Proxy != nil && cfg.Proxy.URL != "" {
+		if pt, err = newProxyTransport(*cfg.Proxy, base, connect, cfg.Log); err != nil {
+			return nil, err
+		}
+		under = pt
+	}
 	newRT := func(ctx context.Context, auth authn.Authenticator) (http.RoundTripper, error) {
-		return transport.NewWithContext(ctx, repo.Registry, auth, base, []string{repo.Scope(transport.PullScope)})
+		return transport.NewWithContext(ctx, repo.Registry, auth, under, []string{repo.Scope(transport.PullScope)})
 	}
 	rt, err := newRT(ctx, auth)
 	if err != nil {
+		if pt != nil {
+			pt.close()
+		}
 		return nil, fmt.Errorf("registry backend %s: %w", cfg, err)
 	}
 	timeout := time.Duration(cfg.Timeout) * time.Second
@@ -144,10 +187,28 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		cfg:   cfg,
 		repo:  repo,
 		base:  fmt.Sprintf("%s://%s/v2/%s/blobs/", repo.Registry.Scheme(), repo.RegistryStr(), repo.RepositoryStr()),
-		httpc: &http.Client{Transport: rt, Timeout: timeout},
+		httpc: &http.Client{Transport: rt, Timeout: timeout, CheckRedirect: cfg.redirect},
 		newRT: newRT,
+		proxy: pt,
 	}
 	return c, nil
+}
+
+// redirect applies BlobURLScheme and BlobRedirectedHost to the URL a
+// request is redirected to (http.Client.CheckRedirect), keeping Go's
+// limit of 10 redirects.
+func (c Config) redirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if c.BlobURLScheme != "" {
+		req.URL.Scheme = c.BlobURLScheme
+	}
+	if c.BlobRedirectedHost != "" {
+		req.URL.Host = c.BlobRedirectedHost
+		req.Host = ""
+	}
+	return nil
 }
 
 // authenticator turns the config's token or base64 "user:password" into
@@ -182,7 +243,7 @@ func (c *Client) SetAuth(ctx context.Context, auth string) error {
 	if err != nil {
 		return fmt.Errorf("registry backend %s: %w", c.cfg, err)
 	}
-	c.swapped.Store(&http.Client{Transport: rt, Timeout: c.httpc.Timeout})
+	c.swapped.Store(&http.Client{Transport: rt, Timeout: c.httpc.Timeout, CheckRedirect: c.httpc.CheckRedirect})
 	return nil
 }
 
@@ -201,7 +262,7 @@ func (c *Client) ReadRange(ctx context.Context, digest string, off, n int64) ([]
 		digest = "sha256:" + digest
 	}
 	var b []byte
-	err := c.retry(ctx, func() (err error) {
+	err := c.retry(ctx, func(ctx context.Context) (err error) {
 		b, err = c.readRange(ctx, digest, off, n)
 		return err
 	})
@@ -210,10 +271,15 @@ func (c *Client) ReadRange(ctx context.Context, digest string, off, n int64) ([]
 
 // retry runs op until it succeeds, fails permanently or ctx ends, at
 // most RetryLimit times more, backing off 100 ms, 200 ms, 400 ms, ...
-// between tries; it returns op's last error.
-func (c *Client) retry(ctx context.Context, op func() error) error {
+// between tries; it returns op's last error. With a proxy that may fall
+// back, the last retry goes to the registry directly.
+func (c *Client) retry(ctx context.Context, op func(ctx context.Context) error) error {
 	var last error
 	for attempt := 0; attempt <= c.cfg.RetryLimit; attempt++ {
+		actx := ctx
+		if attempt > 0 && attempt == c.cfg.RetryLimit && c.proxy != nil && c.proxy.cfg.Fallback {
+			actx = withoutProxy(ctx) // upstream: the last retry bypasses the proxy
+		}
 		if attempt > 0 {
 			select {
 			case <-time.After(time.Duration(100<<min(attempt-1, 6)) * time.Millisecond):
@@ -221,7 +287,7 @@ func (c *Client) retry(ctx context.Context, op func() error) error {
 				return ctx.Err()
 			}
 		}
-		err := op()
+		err := op(actx)
 		if err == nil {
 			return nil
 		}
@@ -428,7 +494,7 @@ func (c *Client) OpenRange(ctx context.Context, digest string, off, n int64) (io
 		return nil, fmt.Errorf("registry %s: blob %s: invalid range %d+%d", c.cfg, digest, off, n)
 	}
 	var rc io.ReadCloser
-	err := c.retry(ctx, func() (err error) {
+	err := c.retry(ctx, func(ctx context.Context) (err error) {
 		rc, err = c.openRange(ctx, digest, off, n)
 		return err
 	})

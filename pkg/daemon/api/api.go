@@ -66,14 +66,25 @@ type BackendConfig struct {
 	Path string `json:"path,omitempty"`
 }
 
-// Proxy is a registry backend's proxy section.
+// Proxy is a registry backend's proxy section (upstream's ProxyConfig):
+// an HTTP proxy in front of the registry, such as Dragonfly's dfdaemon.
 type Proxy struct {
-	URL           string `json:"url,omitempty"`
-	PingURL       string `json:"ping_url,omitempty"`
-	Fallback      bool   `json:"fallback"`
-	CheckInterval int    `json:"check_interval,omitempty"`
-	UseHTTP       bool   `json:"use_http,omitempty"`
+	URL     string `json:"url,omitempty"`
+	PingURL string `json:"ping_url,omitempty"`
+	// Fallback is upstream's fallback, true when absent.
+	Fallback *bool `json:"fallback,omitempty"`
+	// CheckInterval and CheckPauseElapsed are seconds (5 and 300 when
+	// absent).
+	CheckInterval     int  `json:"check_interval,omitempty"`
+	CheckPauseElapsed int  `json:"check_pause_elapsed,omitempty"`
+	UseHTTP           bool `json:"use_http,omitempty"`
+	// DragonflySchedulerEndpoint is Dragonfly's SDK mode, which nydusd
+	// does not implement (Unimplemented names it).
+	DragonflySchedulerEndpoint string `json:"dragonfly_scheduler_endpoint,omitempty"`
 }
+
+// FallbackOn reports upstream's fallback setting (true when absent).
+func (p *Proxy) FallbackOn() bool { return p.Fallback == nil || *p.Fallback }
 
 // CacheV1 is the v1 cache section.
 type CacheV1 struct {
@@ -166,14 +177,14 @@ func (c *ConfigV1) Unimplemented() []string {
 	}
 	const bc = "device.backend.config."
 	if p := b.Proxy; p != nil {
-		add(p.URL != "", bc+"proxy.url", "not implemented yet: requests go straight to the registry, not through the proxy")
-		add(p.PingURL != "", bc+"proxy.ping_url", "not implemented yet: no health check")
-		add(p.CheckInterval != 0, bc+"proxy.check_interval", "not implemented yet: no health check")
-		add(p.UseHTTP, bc+"proxy.use_http", "not implemented yet")
+		add(p.DragonflySchedulerEndpoint != "", bc+"proxy.dragonfly_scheduler_endpoint", "Dragonfly's SDK mode is not implemented: set proxy.url to dfdaemon's HTTP proxy instead")
+		noURL := "has no effect without proxy.url"
+		add(p.URL == "" && p.PingURL != "", bc+"proxy.ping_url", noURL)
+		add(p.URL == "" && p.CheckInterval != 0, bc+"proxy.check_interval", noURL)
+		add(p.URL == "" && p.CheckPauseElapsed != 0, bc+"proxy.check_pause_elapsed", noURL)
+		add(p.URL == "" && p.UseHTTP, bc+"proxy.use_http", noURL)
 	}
 	add(len(b.Mirrors) > 0, bc+"mirrors", "not implemented yet: requests go to the registry itself")
-	add(b.BlobURLScheme != "" && b.BlobURLScheme != b.Scheme, bc+"blob_url_scheme", "not implemented yet: blob redirects are followed with the scheme they name")
-	add(b.BlobRedirectedHost != "", bc+"blob_redirected_host", "not implemented yet: blob redirects are followed to the host they name")
 	add(len(b.AltDirs) > 0, bc+"alt_dirs", "not implemented yet: blobs are looked up in dir only")
 	add(b.Readahead, bc+"readahead", "not implemented yet: no access log of the localfs blobs is kept")
 	add(c.Device.Cache.Compressed, "device.cache.compressed", "not implemented yet: chunks are cached uncompressed")
@@ -202,6 +213,7 @@ func structKeys() []string {
 		"device.backend.config.blob_url_scheme", "device.backend.config.blob_redirected_host",
 		"device.backend.config.proxy", "device.backend.config.proxy.url", "device.backend.config.proxy.ping_url",
 		"device.backend.config.proxy.fallback", "device.backend.config.proxy.check_interval", "device.backend.config.proxy.use_http",
+		"device.backend.config.proxy.check_pause_elapsed", "device.backend.config.proxy.dragonfly_scheduler_endpoint",
 		"device.backend.config.mirrors",
 		"device.backend.config.dir", "device.backend.config.blob_file", "device.backend.config.alt_dirs",
 		"device.backend.config.readahead", "device.backend.config.addr", "device.backend.config.path",
