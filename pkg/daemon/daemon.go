@@ -299,7 +299,7 @@ func newBackend(ctx context.Context, cfg *api.ConfigV1, log *slog.Logger) (fetch
 		if bc.Dir == "" && bc.BlobFile == "" {
 			return nil, nil, errors.New("invalid nydusd config: field device.backend.config.dir is empty")
 		}
-		fs := &storage.FileSource{Dir: bc.Dir, File: bc.BlobFile}
+		fs := &storage.FileSource{Dir: bc.Dir, File: bc.BlobFile, AltDirs: bc.AltDirs}
 		return fs, func() { fs.Close() }, nil
 	case "registry":
 		auth := bc.Auth

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,12 +25,15 @@ type RangeReader interface {
 }
 
 // FileSource reads blobs from local files: either one file for every
-// blob (File) or <Dir>/<blob_id>.
+// blob (File) or <Dir>/<blob_id>, else <AltDirs[i]>/<blob_id>.
 type FileSource struct {
 	// File, when set, serves every blob.
 	File string
 	// Dir holds blobs named by their id.
 	Dir string
+	// AltDirs are searched in order for a blob Dir lacks (upstream's
+	// localfs alt_dirs).
+	AltDirs []string
 
 	mu    sync.Mutex
 	files map[string]*os.File
@@ -60,6 +64,12 @@ func (s *FileSource) open(blobID string) (*os.File, error) {
 		p = filepath.Join(s.Dir, blobID)
 	}
 	f, err := os.Open(p)
+	for _, alt := range s.AltDirs {
+		if s.File != "" || !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		f, err = os.Open(filepath.Join(alt, blobID))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("blob %s: %w", blobID, err)
 	}

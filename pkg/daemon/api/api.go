@@ -185,7 +185,6 @@ func (c *ConfigV1) Unimplemented() []string {
 		add(p.URL == "" && p.UseHTTP, bc+"proxy.use_http", noURL)
 	}
 	add(len(b.Mirrors) > 0, bc+"mirrors", "not implemented yet: requests go to the registry itself")
-	add(len(b.AltDirs) > 0, bc+"alt_dirs", "not implemented yet: blobs are looked up in dir only")
 	add(b.Readahead, bc+"readahead", "not implemented yet: no access log of the localfs blobs is kept")
 	add(c.Device.Cache.Compressed, "device.cache.compressed", "not implemented yet: chunks are cached uncompressed")
 	add(c.Device.Cache.Config.DisableIndexedMap, "device.cache.config.disable_indexed_map", "not implemented yet: the indexed chunk map is used")

@@ -34,7 +34,7 @@ var fieldStatus = map[string]string{
 	"device.backend.config.mirrors":                            `{"mirrors": [{"host": "http://127.0.0.1:65001"}]}`,
 	"device.backend.config.dir":                                "implemented",
 	"device.backend.config.blob_file":                          "implemented",
-	"device.backend.config.alt_dirs":                           `{"alt_dirs": ["/var/lib/other"]}`,
+	"device.backend.config.alt_dirs":                           "implemented",
 	"device.backend.config.readahead":                          `{"readahead": true}`,
 	"device.backend.config.addr":                               "http-proxy backend: refused by type",
 	"device.backend.config.path":                               "http-proxy backend: refused by type",
