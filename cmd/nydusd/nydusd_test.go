@@ -101,6 +101,9 @@ func startAt(t testing.TB, sock, mnt, want string, args ...string) *daemonProc {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("nydusd %s log:\n%s", d.sock, d.log)
+		}
 		if d.cmd.ProcessState == nil {
 			d.cmd.Process.Signal(syscall.SIGTERM)
 			done := make(chan struct{})

@@ -544,7 +544,16 @@ func (d *Daemon) Ended() <-chan struct{} { return d.ended }
 
 // Close unmounts everything, unless the daemon handed its connection to
 // a successor (PUT /api/v1/daemon/exit in a hot upgrade): then the mount
-// stays and only local resources are released.
+// stays and only background work stops.
+//
+// After a handover this process still shares the FUSE connection with
+// its successor until it exits: a request it reads in that window must
+// be answered from open images, not with EIO. So the images, caches and
+// their descriptors and locks stay open for the kernel to release at
+// exit; a request read but not answered before the exit is resent when
+// the successor starts (PUT /api/v1/daemon/start, failover policy
+// resend), which is why the successor starts after its predecessor
+// exited, the order nydus-snapshotter uses.
 func (d *Daemon) Close() error {
 	d.mu.Lock()
 	sess := d.sess
@@ -552,16 +561,23 @@ func (d *Daemon) Close() error {
 	insts := d.mounts
 	d.mounts = map[string]*instance{}
 	d.mu.Unlock()
+	if d.exiting.Load() {
+		for _, i := range insts {
+			i.stopPrefetch()
+		}
+		d.SetState(api.StateStopped)
+		return nil
+	}
 	var err error
-	if sess != nil && !d.exiting.Load() {
+	if sess != nil {
 		err = sess.Unmount()
 	}
 	for mp, i := range insts {
 		i.closer()
 		// The mount ended: a daemon started later may mount another
-		// version of the bootstrap. A handover (exit) or a failed
-		// unmount keeps the record for the successor.
-		if !d.exiting.Load() && err == nil {
+		// version of the bootstrap. A failed unmount keeps the record
+		// (as does a handover, above) for the successor.
+		if err == nil {
 			if derr := d.rec.drop(mp); derr != nil {
 				d.o.Log.Warn("stop: the mount record keeps the image", "mountpoint", mp, "err", derr)
 			}
