@@ -12,6 +12,7 @@ import (
 
 	"github.com/nydus-go/nydus/internal/roottest"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/nydus-go/nydus/internal/treetest"
@@ -195,9 +196,20 @@ func TestHotSetStreamedFromRegistry(t *testing.T) {
 // bootstrap, written to a file.
 func convertImage(t *testing.T, r *registrytest.Registry, repo string, layer []byte, o converter.Options) (string, v1.Image) {
 	t.Helper()
+	return convertImageAs(t, r, repo, layer, o, authn.Anonymous)
+}
+
+// staticKeychain gives one authenticator for every registry.
+type staticKeychain struct{ a authn.Authenticator }
+
+func (k staticKeychain) Resolve(authn.Resource) (authn.Authenticator, error) { return k.a, nil }
+
+// convertImageAs is convertImage on a registry that wants credentials.
+func convertImageAs(t *testing.T, r *registrytest.Registry, repo string, layer []byte, o converter.Options, auth authn.Authenticator) (string, v1.Image) {
+	t.Helper()
 	ctx := context.Background()
-	registrytest.PushImage(t, r.Host+"/"+repo+":1", [][]byte{layer})
-	ro := converter.RegistryOptions{PlainHTTP: true}
+	registrytest.PushImage(t, r.Host+"/"+repo+":1", [][]byte{layer}, registrytest.WithAuth(auth))
+	ro := converter.RegistryOptions{PlainHTTP: true, Keychain: staticKeychain{auth}}
 	src, _ := converter.ParseRef(r.Host+"/"+repo+":1", false, ro)
 	dst, _ := converter.ParseRef(r.Host+"/"+repo+":nydus", false, ro)
 	o.Source, o.Target, o.WorkDir = ro, ro, t.TempDir()

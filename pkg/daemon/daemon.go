@@ -319,6 +319,14 @@ func newBackend(ctx context.Context, cfg *api.ConfigV1, log *slog.Logger) (fetch
 			rc.Proxy = &registry.ProxyConfig{URL: p.URL, PingURL: p.PingURL, Fallback: p.FallbackOn(), UseHTTP: p.UseHTTP,
 				CheckInterval: time.Duration(p.CheckInterval) * time.Second, CheckPauseElapsed: time.Duration(p.CheckPauseElapsed) * time.Second}
 		}
+		for i, m := range bc.Mirrors {
+			if m.Host == "" {
+				return nil, nil, fmt.Errorf("invalid nydusd config: field device.backend.config.mirrors[%d].host is empty", i)
+			}
+			rc.Mirrors = append(rc.Mirrors, registry.MirrorConfig{Host: m.Host, PingURL: m.PingURL, Headers: m.Headers,
+				AuthThrough: m.AuthThrough, HealthCheckInterval: time.Duration(m.HealthCheckInterval) * time.Second,
+				FailureLimit: m.FailureLimit, HealthCheckPauseElapsed: time.Duration(m.HealthCheckPauseElapsed) * time.Second})
+		}
 		c, err := registry.New(ctx, rc)
 		if err != nil {
 			return nil, nil, err

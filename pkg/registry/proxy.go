@@ -188,7 +188,8 @@ func (p *proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // skipProxyKey marks a request context whose requests go to the registry
-// directly (upstream's last retry bypasses the proxy).
+// directly (upstream's last retry bypasses the proxy; ours bypasses the
+// mirrors too).
 type skipProxyKey struct{}
 
 // withoutProxy returns ctx with its registry requests sent directly.

@@ -57,6 +57,10 @@ type Config struct {
 	// an HTTP proxy (Dragonfly's dfdaemon), with health checks and
 	// fallback (ProxyConfig).
 	Proxy *ProxyConfig `json:"-"`
+	// Mirrors, tried in order before the registry itself for blobs and
+	// manifests (MirrorConfig). A config may have a proxy or mirrors,
+	// not both, as upstream's.
+	Mirrors []MirrorConfig `json:"-"`
 	// Log receives the proxy's health changes and fallbacks (nil: none).
 	Log *slog.Logger `json:"-"`
 }
@@ -96,14 +100,28 @@ type Client struct {
 	singleRanges atomic.Bool
 	// proxy routes requests through Config.Proxy; nil without one.
 	proxy *proxyTransport
+	// mirrors routes requests to Config.Mirrors; nil without them.
+	mirrors *mirrorTransport
 }
 
-// Close stops the proxy's health checks. The client must not be used
-// afterwards.
+// Close stops the proxy's and the mirrors' health checks. The client
+// must not be used afterwards.
 func (c *Client) Close() {
 	if c.proxy != nil {
 		c.proxy.close()
 	}
+	if c.mirrors != nil {
+		c.mirrors.close()
+	}
+}
+
+// MirrorStats reports what each mirror has done, in the configured
+// order (nil without mirrors).
+func (c *Client) MirrorStats() []MirrorStats {
+	if c.mirrors == nil {
+		return nil
+	}
+	return c.mirrors.stats()
 }
 
 // ProxyStats reports how many requests went through the proxy and how
@@ -163,11 +181,20 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	var under http.RoundTripper = base
 	var pt *proxyTransport
-	if cfg.Proxy != nil && cfg.Proxy.URL != "" {
+	var mt *mirrorTransport
+	switch {
+	case cfg.Proxy != nil && cfg.Proxy.URL != "" && len(cfg.Mirrors) > 0:
+		return nil, errors.New("registry backend: proxy and mirrors cannot be configured at the same time (as upstream's): choose one")
+	case cfg.Proxy != nil && cfg.Proxy.URL != "":
 		if pt, err = newProxyTransport(*cfg.Proxy, base, connect, cfg.Log); err != nil {
 			return nil, err
 		}
 		under = pt
+	case len(cfg.Mirrors) > 0:
+		if mt, err = newMirrorTransport(cfg.Mirrors, base, connect, cfg.Log); err != nil {
+			return nil, err
+		}
+		under = mt
 	}
 	newRT := func(ctx context.Context, auth authn.Authenticator) (http.RoundTripper, error) {
 		return transport.NewWithContext(ctx, repo.Registry, auth, under, []string{repo.Scope(transport.PullScope)})
@@ -177,6 +204,9 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		if pt != nil {
 			pt.close()
 		}
+		if mt != nil {
+			mt.close()
+		}
 		return nil, fmt.Errorf("registry backend %s: %w", cfg, err)
 	}
 	timeout := time.Duration(cfg.Timeout) * time.Second
@@ -184,12 +214,13 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		timeout = 5 * time.Second // upstream's default: a stalled backend fails, never hangs
 	}
 	c := &Client{
-		cfg:   cfg,
-		repo:  repo,
-		base:  fmt.Sprintf("%s://%s/v2/%s/blobs/", repo.Registry.Scheme(), repo.RegistryStr(), repo.RepositoryStr()),
-		httpc: &http.Client{Transport: rt, Timeout: timeout, CheckRedirect: cfg.redirect},
-		newRT: newRT,
-		proxy: pt,
+		cfg:     cfg,
+		repo:    repo,
+		base:    fmt.Sprintf("%s://%s/v2/%s/blobs/", repo.Registry.Scheme(), repo.RegistryStr(), repo.RepositoryStr()),
+		httpc:   &http.Client{Transport: rt, Timeout: timeout, CheckRedirect: cfg.redirect},
+		newRT:   newRT,
+		proxy:   pt,
+		mirrors: mt,
 	}
 	return c, nil
 }
@@ -272,12 +303,12 @@ func (c *Client) ReadRange(ctx context.Context, digest string, off, n int64) ([]
 // retry runs op until it succeeds, fails permanently or ctx ends, at
 // most RetryLimit times more, backing off 100 ms, 200 ms, 400 ms, ...
 // between tries; it returns op's last error. With a proxy that may fall
-// back, the last retry goes to the registry directly.
+// back, or with mirrors, the last retry goes to the registry directly.
 func (c *Client) retry(ctx context.Context, op func(ctx context.Context) error) error {
 	var last error
 	for attempt := 0; attempt <= c.cfg.RetryLimit; attempt++ {
 		actx := ctx
-		if attempt > 0 && attempt == c.cfg.RetryLimit && c.proxy != nil && c.proxy.cfg.Fallback {
+		if attempt > 0 && attempt == c.cfg.RetryLimit && (c.proxy != nil && c.proxy.cfg.Fallback || c.mirrors != nil) {
 			actx = withoutProxy(ctx) // upstream: the last retry bypasses the proxy
 		}
 		if attempt > 0 {

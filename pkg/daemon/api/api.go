@@ -7,6 +7,7 @@ package api
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -41,21 +42,19 @@ type BackendV1 struct {
 // localfs, http-proxy).
 type BackendConfig struct {
 	// registry
-	Host               string `json:"host,omitempty"`
-	Repo               string `json:"repo,omitempty"`
-	Scheme             string `json:"scheme,omitempty"`
-	Auth               string `json:"auth,omitempty"`
-	RegistryToken      string `json:"registry_token,omitempty"`
-	SkipVerify         bool   `json:"skip_verify,omitempty"`
-	Timeout            int    `json:"timeout,omitempty"`
-	ConnectTimeout     int    `json:"connect_timeout,omitempty"`
-	RetryLimit         int    `json:"retry_limit,omitempty"`
-	BlobURLScheme      string `json:"blob_url_scheme,omitempty"`
-	BlobRedirectedHost string `json:"blob_redirected_host,omitempty"`
-	Proxy              *Proxy `json:"proxy,omitempty"`
-	// Mirrors is kept raw: mirrors are not implemented yet (see
-	// ConfigV1.Unimplemented).
-	Mirrors []json.RawMessage `json:"mirrors,omitempty"`
+	Host               string   `json:"host,omitempty"`
+	Repo               string   `json:"repo,omitempty"`
+	Scheme             string   `json:"scheme,omitempty"`
+	Auth               string   `json:"auth,omitempty"`
+	RegistryToken      string   `json:"registry_token,omitempty"`
+	SkipVerify         bool     `json:"skip_verify,omitempty"`
+	Timeout            int      `json:"timeout,omitempty"`
+	ConnectTimeout     int      `json:"connect_timeout,omitempty"`
+	RetryLimit         int      `json:"retry_limit,omitempty"`
+	BlobURLScheme      string   `json:"blob_url_scheme,omitempty"`
+	BlobRedirectedHost string   `json:"blob_redirected_host,omitempty"`
+	Proxy              *Proxy   `json:"proxy,omitempty"`
+	Mirrors            []Mirror `json:"mirrors,omitempty"`
 	// localfs
 	Dir       string   `json:"dir,omitempty"`
 	BlobFile  string   `json:"blob_file,omitempty"`
@@ -81,6 +80,22 @@ type Proxy struct {
 	// DragonflySchedulerEndpoint is Dragonfly's SDK mode, which nydusd
 	// does not implement (Unimplemented names it).
 	DragonflySchedulerEndpoint string `json:"dragonfly_scheduler_endpoint,omitempty"`
+}
+
+// Mirror is one entry of a registry backend's mirrors list (upstream's
+// MirrorConfig, as nydusd read it until mirror selection moved into
+// nydus-snapshotter): a registry mirror tried before the registry.
+type Mirror struct {
+	Host    string            `json:"host"`
+	PingURL string            `json:"ping_url,omitempty"`
+	Headers map[string]string `json:"headers,omitempty"`
+	// AuthThrough sends the registry's credentials to the mirror.
+	AuthThrough bool `json:"auth_through,omitempty"`
+	// HealthCheckInterval and HealthCheckPauseElapsed are seconds (5 and
+	// 300 when absent); FailureLimit is 5 when absent.
+	HealthCheckInterval     int `json:"health_check_interval,omitempty"`
+	FailureLimit            int `json:"failure_limit,omitempty"`
+	HealthCheckPauseElapsed int `json:"health_check_pause_elapsed,omitempty"`
 }
 
 // FallbackOn reports upstream's fallback setting (true when absent).
@@ -138,7 +153,7 @@ func ParseConfig(b []byte) (*ConfigV1, []string, error) {
 	collect(known, "", structKeys())
 	var unknown []string
 	walkKeys(raw, "", func(p string) {
-		if !known[p] {
+		if !known[p] && !slices.Contains(unknown, p) {
 			unknown = append(unknown, p)
 		}
 	})
@@ -184,7 +199,6 @@ func (c *ConfigV1) Unimplemented() []string {
 		add(p.URL == "" && p.CheckPauseElapsed != 0, bc+"proxy.check_pause_elapsed", noURL)
 		add(p.URL == "" && p.UseHTTP, bc+"proxy.use_http", noURL)
 	}
-	add(len(b.Mirrors) > 0, bc+"mirrors", "not implemented yet: requests go to the registry itself")
 	add(b.Readahead, bc+"readahead", "not implemented yet: no access log of the localfs blobs is kept")
 	add(c.Device.Cache.Compressed, "device.cache.compressed", "not implemented yet: chunks are cached uncompressed")
 	add(c.Device.Cache.Config.DisableIndexedMap, "device.cache.config.disable_indexed_map", "not implemented yet: the indexed chunk map is used")
@@ -213,7 +227,10 @@ func structKeys() []string {
 		"device.backend.config.proxy", "device.backend.config.proxy.url", "device.backend.config.proxy.ping_url",
 		"device.backend.config.proxy.fallback", "device.backend.config.proxy.check_interval", "device.backend.config.proxy.use_http",
 		"device.backend.config.proxy.check_pause_elapsed", "device.backend.config.proxy.dragonfly_scheduler_endpoint",
-		"device.backend.config.mirrors",
+		"device.backend.config.mirrors", "device.backend.config.mirrors.host", "device.backend.config.mirrors.ping_url",
+		"device.backend.config.mirrors.headers", "device.backend.config.mirrors.auth_through",
+		"device.backend.config.mirrors.health_check_interval", "device.backend.config.mirrors.failure_limit",
+		"device.backend.config.mirrors.health_check_pause_elapsed",
 		"device.backend.config.dir", "device.backend.config.blob_file", "device.backend.config.alt_dirs",
 		"device.backend.config.readahead", "device.backend.config.addr", "device.backend.config.path",
 		"device.cache", "device.cache.type", "device.cache.compressed", "device.cache.config",
@@ -230,9 +247,22 @@ func collect(m map[string]bool, _ string, keys []string) {
 	}
 }
 
+// opaqueKeys are config objects whose keys are data, not fields (a
+// mirror's HTTP headers).
+var opaqueKeys = map[string]bool{"device.backend.config.mirrors.headers": true}
+
+// walkKeys calls fn with the dotted path of every field of v. The
+// elements of a list of objects share the list's path
+// ("device.backend.config.mirrors.host").
 func walkKeys(v any, prefix string, fn func(string)) {
+	if list, ok := v.([]any); ok {
+		for _, e := range list {
+			walkKeys(e, prefix, fn)
+		}
+		return
+	}
 	obj, ok := v.(map[string]any)
-	if !ok {
+	if !ok || opaqueKeys[prefix] {
 		return
 	}
 	for k, child := range obj {

@@ -31,7 +31,14 @@ var fieldStatus = map[string]string{
 	"device.backend.config.proxy.check_pause_elapsed":          `{"proxy": {"check_pause_elapsed": 60}}`,
 	"device.backend.config.proxy.use_http":                     `{"proxy": {"use_http": true}}`,
 	"device.backend.config.proxy.dragonfly_scheduler_endpoint": `{"proxy": {"url": "http://127.0.0.1:65001", "dragonfly_scheduler_endpoint": "http://s"}}`,
-	"device.backend.config.mirrors":                            `{"mirrors": [{"host": "http://127.0.0.1:65001"}]}`,
+	"device.backend.config.mirrors":                            "section",
+	"device.backend.config.mirrors.host":                       "implemented",
+	"device.backend.config.mirrors.ping_url":                   "implemented",
+	"device.backend.config.mirrors.headers":                    "implemented",
+	"device.backend.config.mirrors.auth_through":               "implemented",
+	"device.backend.config.mirrors.health_check_interval":      "implemented",
+	"device.backend.config.mirrors.failure_limit":              "implemented",
+	"device.backend.config.mirrors.health_check_pause_elapsed": "implemented",
 	"device.backend.config.dir":                                "implemented",
 	"device.backend.config.blob_file":                          "implemented",
 	"device.backend.config.alt_dirs":                           "implemented",
@@ -98,6 +105,18 @@ func TestConfigFieldAudit(t *testing.T) {
 	c, _, err := ParseConfig([]byte(snap))
 	if err != nil || len(c.Unimplemented()) != 0 {
 		t.Fatalf("snapshotter config: %v, %q", err, c.Unimplemented())
+	}
+	// A mirror's fields are known in every element of the list; its
+	// headers are data; a field upstream does not define is reported.
+	mir := `{"device":{"backend":{"type":"registry","config":{"host":"h","repo":"r","mirrors":[
+		{"host":"http://m1","headers":{"X-Dragonfly-Registry":"https://h"},"auth_through":true,"failure_limit":3},
+		{"host":"http://m2","health_check_interval":2,"bogus":1}]}}},"enable_xattr":true}`
+	c, unknown, err := ParseConfig([]byte(mir))
+	if err != nil || !slices.Equal(unknown, []string{"device.backend.config.mirrors.bogus"}) || len(c.Unimplemented()) != 0 {
+		t.Fatalf("mirrors: %v, unknown %q, unimplemented %q", err, unknown, c.Unimplemented())
+	}
+	if m := c.Device.Backend.Config.Mirrors; len(m) != 2 || m[0].Headers["X-Dragonfly-Registry"] != "https://h" || !m[0].AuthThrough || m[0].FailureLimit != 3 || m[1].HealthCheckInterval != 2 {
+		t.Fatalf("mirrors parsed as %+v", m)
 	}
 	for _, bad := range []struct{ cfg, want string }{
 		{`{"device":{"backend":{"type":"http-proxy","config":{"addr":"/run/x.sock"}}}}`, "http-proxy backend is not supported"},

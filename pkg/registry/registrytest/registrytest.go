@@ -1,7 +1,10 @@
 // Package registrytest is a test helper that runs a real OCI distribution
 // registry for Go tests: Debian's `docker-registry` (distribution 2.8) with
 // filesystem storage in a temporary directory, optionally behind htpasswd
-// basic auth.
+// basic auth or token authentication (an in-process token server signs
+// the tokens), optionally as a pull-through cache of another registry (a
+// registry mirror), which [Registry.Stop] and [Registry.Restart] take down
+// and back.
 //
 // Clients talk to the registry through an in-process counting reverse proxy,
 // so tests can assert how many blob bytes a tool uploaded or downloaded, how
@@ -69,6 +72,19 @@ type Options struct {
 	// registry requires HTTP basic auth: Start writes an htpasswd file with
 	// bcrypt hashes of these passwords (the only hash distribution accepts).
 	Htpasswd map[string]string
+	// TokenAuth makes the registry use Docker token authentication
+	// instead of basic auth, as most public registries do: an
+	// in-process token server (the realm its 401 answers name) checks
+	// the Htpasswd users' credentials and signs tokens the registry
+	// verifies.
+	TokenAuth bool
+	// Remote, when set ("http://127.0.0.1:5000"), makes the registry a
+	// pull-through cache of that registry (distribution's
+	// proxy.remoteurl): a registry mirror that fetches what it lacks
+	// from the remote and keeps it in its storage. It then refuses
+	// pushes. RemoteUser and RemotePassword are its credentials for the
+	// remote, if it needs any.
+	Remote, RemoteUser, RemotePassword string
 }
 
 // Registry is a running docker-registry process and the counting proxy in
@@ -86,6 +102,13 @@ type Registry struct {
 	backend  string // "127.0.0.1:PORT" of docker-registry itself
 	logPath  string // registry stdout+stderr
 	pid      int
+	bin      string // docker-registry
+	cfgPath  string
+	auth     bool         // htpasswd: GET /v2/ answers 401
+	kill     func()       // stops the running docker-registry (Stop)
+	srv      *http.Server // the counting proxy
+	tokens   *tokenServer // with Options.TokenAuth
+	served   chan struct{}
 	proxyLog lockedBuffer
 	stats    counters
 	offline  atomic.Bool
@@ -120,11 +143,14 @@ type Stats struct {
 	// BlobHeads is the number of HEAD /v2/<name>/blobs/<digest> requests
 	// (existence checks).
 	BlobHeads int64
+	// Authorized is the number of requests, to any endpoint, that
+	// carried an Authorization header: credentials a client sent here.
+	Authorized int64
 }
 
 type counters struct {
 	uploadBytes, uploadsCompleted, mountRequests, mounts atomic.Int64
-	blobGets, blobBytesServed, blobHeads                 atomic.Int64
+	blobGets, blobBytesServed, blobHeads, authorized     atomic.Int64
 }
 
 // Stats returns a snapshot of the proxy's counters.
@@ -138,6 +164,7 @@ func (r *Registry) Stats() Stats {
 		BlobGets:         c.blobGets.Load(),
 		BlobBytesServed:  c.blobBytesServed.Load(),
 		BlobHeads:        c.blobHeads.Load(),
+		Authorized:       c.authorized.Load(),
 	}
 }
 
@@ -146,7 +173,7 @@ func (r *Registry) Stats() Stats {
 func (r *Registry) ResetStats() {
 	c := &r.stats
 	for _, v := range []*atomic.Int64{&c.uploadBytes, &c.uploadsCompleted, &c.mountRequests,
-		&c.mounts, &c.blobGets, &c.blobBytesServed, &c.blobHeads} {
+		&c.mounts, &c.blobGets, &c.blobBytesServed, &c.blobHeads, &c.authorized} {
 		v.Store(0)
 	}
 }
@@ -174,8 +201,20 @@ func Start(t testing.TB, o Options) *Registry {
 	if err := os.MkdirAll(r.Dir, 0o755); err != nil {
 		t.Fatalf("registrytest: %v", err)
 	}
+	// The counting proxy's address is the registry's (Host), known
+	// before the registry's configuration is written: the token realm is
+	// on it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("registrytest: proxy listen: %v", err)
+	}
 	htpasswd := ""
-	if len(o.Htpasswd) > 0 {
+	if o.TokenAuth {
+		if len(o.Htpasswd) == 0 {
+			t.Fatal("registrytest: TokenAuth needs Htpasswd users")
+		}
+		r.tokens = newTokenServer(t, o.Htpasswd, filepath.Join(dir, "token.pem"), "http://"+ln.Addr().String()+"/token")
+	} else if len(o.Htpasswd) > 0 {
 		htpasswd = filepath.Join(dir, "htpasswd")
 		if err := writeHtpasswd(htpasswd, o.Htpasswd); err != nil {
 			t.Fatalf("registrytest: %v", err)
@@ -190,11 +229,12 @@ func Start(t testing.TB, o Options) *Registry {
 		}
 		r.backend = fmt.Sprintf("127.0.0.1:%d", port)
 		cfgPath := filepath.Join(dir, "config.yml")
-		if err := os.WriteFile(cfgPath, []byte(configYAML(r.Dir, r.backend, htpasswd)), 0o600); err != nil {
+		if err := os.WriteFile(cfgPath, []byte(configYAML(r.Dir, r.backend, htpasswd, r.tokens, o)), 0o600); err != nil {
 			t.Fatalf("registrytest: %v", err)
 		}
+		r.bin, r.cfgPath, r.auth = bin, cfgPath, htpasswd != "" || r.tokens != nil
 		var retry bool
-		retry, lastErr = r.startProcess(t, bin, cfgPath, htpasswd != "")
+		retry, lastErr = r.startProcess(t)
 		if lastErr == nil {
 			break
 		}
@@ -206,14 +246,54 @@ func Start(t testing.TB, o Options) *Registry {
 		t.Fatalf("registrytest: %v\nregistry log:\n%s", lastErr, r.Log())
 	}
 
-	r.startProxy(t)
+	r.Host = ln.Addr().String()
+	r.startProxy(t, ln)
 	return r
+}
+
+// Stop stops the registry the way a host goes down: the docker-registry
+// process is killed and Host refuses connections (open ones are closed)
+// until Restart.
+func (r *Registry) Stop(t testing.TB) {
+	t.Helper()
+	if r.kill == nil {
+		t.Fatal("registrytest: Stop: the registry is not running")
+	}
+	r.srv.Close()
+	<-r.served
+	r.kill()
+	r.kill = nil
+}
+
+// Restart starts a stopped registry again, at the same Host and with the
+// same storage.
+func (r *Registry) Restart(t testing.TB) {
+	t.Helper()
+	if r.kill != nil {
+		t.Fatal("registrytest: Restart: the registry is running")
+	}
+	if _, err := r.startProcess(t); err != nil {
+		t.Fatalf("registrytest: restart: %v\nregistry log:\n%s", err, r.Log())
+	}
+	var ln net.Listener
+	var err error
+	for i := 0; i < 50; i++ { // the closed listener's port may linger briefly
+		if ln, err = net.Listen("tcp", r.Host); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("registrytest: restart: listen on %s again: %v", r.Host, err)
+	}
+	r.startProxy(t, ln)
 }
 
 // startProcess runs docker-registry once and waits until it is ready. The
 // process is stopped by a t.Cleanup registered as soon as it has started. It
 // reports retry=true when the process exited because its port was taken.
-func (r *Registry) startProcess(t testing.TB, bin, cfgPath string, auth bool) (retry bool, err error) {
+func (r *Registry) startProcess(t testing.TB) (retry bool, err error) {
+	bin, cfgPath, auth := r.bin, r.cfgPath, r.auth
 	logf, err := os.OpenFile(r.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return false, err
@@ -246,7 +326,19 @@ func (r *Registry) startProcess(t testing.TB, bin, cfgPath string, auth bool) (r
 	}
 	r.pid = cmd.Process.Pid
 
-	var stopped atomic.Bool // set when the cleanup (not a crash) ends the process
+	var stopped atomic.Bool // set when the cleanup or Stop (not a crash) ends the process
+	stop := func() {
+		stopped.Store(true)
+		if err := cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			t.Errorf("registrytest: killing docker-registry (pid %d): %v", cmd.Process.Pid, err)
+		}
+		select {
+		case <-done:
+		case <-time.After(stopTimeout):
+			t.Errorf("registrytest: docker-registry (pid %d) still running %v after SIGKILL", cmd.Process.Pid, stopTimeout)
+		}
+	}
+	r.kill = stop
 	t.Cleanup(func() {
 		select {
 		case <-done:
@@ -257,15 +349,7 @@ func (r *Registry) startProcess(t testing.TB, bin, cfgPath string, auth bool) (r
 			return
 		default:
 		}
-		stopped.Store(true)
-		if err := cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			t.Errorf("registrytest: killing docker-registry (pid %d): %v", cmd.Process.Pid, err)
-		}
-		select {
-		case <-done:
-		case <-time.After(stopTimeout):
-			t.Errorf("registrytest: docker-registry (pid %d) still running %v after SIGKILL", cmd.Process.Pid, stopTimeout)
-		}
+		stop()
 	})
 
 	want := http.StatusOK
@@ -313,7 +397,7 @@ func freePort() (int, error) {
 
 // configYAML renders the registry configuration. Strings are written as
 // double-quoted YAML scalars (JSON strings are valid YAML).
-func configYAML(root, addr, htpasswd string) string {
+func configYAML(root, addr, htpasswd string, tokens *tokenServer, o Options) string {
 	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
 	secret := make([]byte, 16)
 	_, _ = rand.Read(secret)
@@ -340,6 +424,21 @@ http:
     realm: registrytest
     path: %s
 `, q(htpasswd))
+	}
+	if tokens != nil {
+		fmt.Fprintf(&b, `auth:
+  token:
+    realm: %s
+    service: %s
+    issuer: %s
+    rootcertbundle: %s
+`, q(tokens.url), q(tokenService), q(tokenIssuer), q(filepath.Join(filepath.Dir(root), "token.pem")))
+	}
+	if o.Remote != "" {
+		fmt.Fprintf(&b, "proxy:\n  remoteurl: %s\n", q(o.Remote))
+		if o.RemoteUser != "" {
+			fmt.Fprintf(&b, "  username: %s\n  password: %s\n", q(o.RemoteUser), q(o.RemotePassword))
+		}
 	}
 	return b.String()
 }
@@ -417,6 +516,15 @@ func (r *Registry) Log() string {
 	return string(b)
 }
 
+// TokensIssued is how many tokens the token server of a registry
+// started with Options.TokenAuth has issued.
+func (r *Registry) TokensIssued() int64 {
+	if r.tokens == nil {
+		return 0
+	}
+	return r.tokens.issued.Load()
+}
+
 // PID returns the process ID of the docker-registry process.
 func (r *Registry) PID() int { return r.pid }
 
@@ -465,15 +573,10 @@ func classify(u *url.URL) endpoint {
 	return otherEndpoint
 }
 
-// startProxy starts the counting reverse proxy on a new 127.0.0.1 port and
-// sets r.Host. Bodies are streamed, never buffered whole.
-func (r *Registry) startProxy(t testing.TB) {
+// startProxy starts the counting reverse proxy on ln (r.Host). Bodies are
+// streamed, never buffered whole.
+func (r *Registry) startProxy(t testing.TB, ln net.Listener) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("registrytest: proxy listen: %v", err)
-	}
-	r.Host = ln.Addr().String()
 	backend := &url.URL{Scheme: "http", Host: r.backend}
 	transport := &http.Transport{
 		Proxy:               nil, // never go through an environment proxy
@@ -499,6 +602,10 @@ func (r *Registry) startProxy(t testing.TB) {
 			r.dropConnection(w)
 			return
 		}
+		if r.tokens != nil && req.URL.Path == "/token" {
+			r.tokens.serve(w, req)
+			return
+		}
 		rp.ServeHTTP(w, req)
 	})
 	srv := &http.Server{
@@ -507,6 +614,7 @@ func (r *Registry) startProxy(t testing.TB) {
 		ErrorLog:          errLog,
 	}
 	served := make(chan struct{})
+	r.srv, r.served = srv, served
 	go func() {
 		defer close(served)
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -547,6 +655,9 @@ func (r *Registry) dropConnection(w http.ResponseWriter) {
 // a counting reader.
 func (r *Registry) countRequest(out *http.Request) {
 	c := &r.stats
+	if out.Header.Get("Authorization") != "" {
+		c.authorized.Add(1)
+	}
 	switch classify(out.URL) {
 	case uploadEndpoint:
 		switch out.Method {

@@ -612,3 +612,82 @@ func TestSetOffline(t *testing.T) {
 		t.Fatalf("back online: %v", err)
 	}
 }
+
+// TestTokenAuth: with TokenAuth the registry answers 401 with a Bearer
+// challenge naming the token server; go-containerregistry's token flow
+// pushes and pulls with the right password, not with a wrong one.
+func TestTokenAuth(t *testing.T) {
+	const user, pass = "alice", "t0ken-pass"
+	r := Start(t, Options{Htpasswd: map[string]string{user: pass}, TokenAuth: true})
+	resp, err := http.Get("http://" + r.Host + "/v2/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if h := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(h, "Bearer realm=") {
+		t.Fatalf("GET /v2/: %s, WWW-Authenticate %q: want 401 with a Bearer challenge", resp.Status, h)
+	}
+	good := authn.FromConfig(authn.AuthConfig{Username: user, Password: pass})
+	layers := testLayers(t)[1:]
+	d := PushImage(t, r.Host+"/test/tok:v1", layers, WithAuth(good))
+	rf := ref(t, r, "test/tok:v1")
+	_, err = remote.Image(rf, remote.WithAuth(authn.FromConfig(authn.AuthConfig{Username: user, Password: "wrong"})))
+	checkStatus(t, "pull with a wrong password", err, http.StatusUnauthorized)
+	img, err := remote.Image(rf, remote.WithAuth(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := img.Digest(); got != d {
+		t.Fatalf("digest %v, want %v", got, d)
+	}
+	if r.TokensIssued() == 0 {
+		t.Fatal("no token was issued")
+	}
+}
+
+// TestPullThroughMirror: a registry started with Remote serves what the
+// remote (here with token auth) has, keeps the blobs in its storage,
+// and Stop and Restart take it down and back at the same address.
+func TestPullThroughMirror(t *testing.T) {
+	const user, pass = "mirror", "m1rror-pass"
+	origin := Start(t, Options{Htpasswd: map[string]string{user: pass}, TokenAuth: true})
+	layers := testLayers(t)[1:]
+	PushImage(t, origin.Host+"/test/m:v1", layers, WithAuth(authn.FromConfig(authn.AuthConfig{Username: user, Password: pass})))
+	m := Start(t, Options{Remote: "http://" + origin.Host, RemoteUser: user, RemotePassword: pass})
+	pull := func() v1.Image {
+		t.Helper()
+		img, err := remote.Image(ref(t, m, "test/m:v1"))
+		if err != nil {
+			t.Fatalf("anonymous pull through the mirror: %v", err)
+		}
+		ls, _ := img.Layers()
+		rc, err := ls[0].Uncompressed()
+		if got := readAll(t, rc, err); !bytes.Equal(got, layers[0]) {
+			t.Fatal("layer through the mirror differs")
+		}
+		return img
+	}
+	img := pull()
+	ls, _ := img.Layers()
+	dg, _ := ls[0].Digest()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(m.BlobPath(dg.String())); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the mirror did not keep blob %s:\n%s", dg, m.Log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	m.Stop(t)
+	if _, err := http.Get("http://" + m.Host + "/v2/"); err == nil {
+		t.Fatal("a stopped registry answered")
+	}
+	m.Restart(t)
+	origin.ResetStats()
+	pull()
+	if n := origin.Stats().BlobGets; n != 0 {
+		t.Fatalf("the restarted mirror fetched %d blobs from the origin again", n)
+	}
+}
