@@ -478,6 +478,24 @@ func (r *Registry) BlobPath(digest string) string {
 	return filepath.Join(r.Dir, "docker", "registry", "v2", "blobs", alg, enc[:2], enc, "data")
 }
 
+// Holds reports whether repository repo has blob digest in the storage:
+// its data and the repository's link to it, which a pull-through mirror
+// writes last when it keeps a blob.
+func (r *Registry) Holds(repo, digest string) bool {
+	data := r.BlobPath(digest)
+	if data == "" {
+		return false
+	}
+	alg, enc, _ := strings.Cut(digest, ":")
+	link := filepath.Join(r.Dir, "docker", "registry", "v2", "repositories", filepath.FromSlash(repo), "_layers", alg, enc, "link")
+	for _, p := range []string{data, link} {
+		if _, err := os.Stat(p); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
 // DockerConfig writes a Docker config.json granting user:pass for Host into
 // a new temporary directory and returns that directory, to be used as
 // DOCKER_CONFIG (e.g. with authn.DefaultKeychain or a CLI under test).

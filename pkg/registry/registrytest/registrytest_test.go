@@ -672,7 +672,7 @@ func TestPullThroughMirror(t *testing.T) {
 	dg, _ := ls[0].Digest()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := os.Stat(m.BlobPath(dg.String())); err == nil {
+		if m.Holds("test/m", dg.String()) {
 			break
 		}
 		if time.Now().After(deadline) {
