@@ -6,7 +6,7 @@ GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/nydus-go/nydus/internal/version.GitCommit=$(GIT_COMMIT)
 FUZZTIME ?= 10s
 
-.PHONY: all build deps test unit lint fuzz interop e2e image demo demo-builder bench bench-images bench-build bench-convert bench-fs snapshotter stargz clean
+.PHONY: all build deps test unit lint fuzz interop e2e image demo demo-builder bench bench-images bench-build bench-convert bench-fs bench-nodes snapshotter stargz clean
 
 all: build
 
@@ -16,9 +16,10 @@ build:
 
 # Debian packages the tests, the demo and the benchmarks need (CI runs as
 # root): the registry, containerd with runc and ctr-remote (package
-# stargz-snapshotter), what builds the Debian test image, and ClamAV
-# (the reference event subscriber, examples/scanner).
-APT_PACKAGES := zstd erofs-utils debootstrap umoci skopeo docker-registry containerd runc stargz-snapshotter curl clamav squid
+# stargz-snapshotter), what builds the Debian test image, ClamAV (the
+# reference event subscriber, examples/scanner), squid (a forward proxy,
+# as Dragonfly's dfdaemon is) and nginx (a slice cache, for bench-nodes).
+APT_PACKAGES := zstd erofs-utils debootstrap umoci skopeo docker-registry containerd runc stargz-snapshotter curl clamav squid nginx-light
 deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
@@ -85,6 +86,14 @@ bench-convert: build
 # read, shared-daemon RSS) against native ext4 in one run; needs root.
 bench-fs: deps image
 	$(GO) test ./cmd/nydusd -run '^$$' -bench BenchmarkFS -benchtime 1x -timeout 30m
+
+# Many nodes on one machine: N nydusd daemons (1, 4, 16; BENCH_NODES=)
+# with their own caches start the Debian curl image at once, from the
+# origin registry, then through a slice cache (nginx) and a registry
+# pull-through mirror; the origin's egress and the start times. Needs
+# root.
+bench-nodes: deps build image
+	$(GO) test ./cmd/nydusd -run '^$$' -bench BenchmarkNodes -benchtime 1x -timeout 30m
 
 # The upstream nydus-snapshotter that drives our nydusd under containerd,
 # pinned in tools/snapshotter (go install refuses the module: its go.mod

@@ -21,12 +21,17 @@ const MaxRanges = 32
 // reader of its bytes, in order, as the answer streams in. The ranges
 // must be in increasing order and not overlap. A multipart/byteranges
 // answer is split by its parts' Content-Range, each of which must be the
-// range asked for; a single 206 range covering them all, or a 200 with
-// the whole blob (a server that ignores Range: then one pass through the
-// blob serves every range), is skipped through. A server that refuses the request
-// (400 or 416) is remembered and later calls send the ranges one by one
-// (OpenRange); so is a single range, or more than MaxRanges. Sending is
-// retried as ReadRange's is, unless fn has been called.
+// range asked for; a single 206 range covering them all is skipped
+// through. A 200 with the whole blob, from a server known to ignore
+// Range, is skipped through too (one pass serves every range); from any
+// other server it is dropped unread and the ranges are sent one by one,
+// and so are later calls, as long as single ranges are honoured: a cache
+// that keeps blobs by slice (nginx's slice module) answers multi-range
+// requests with the whole blob, fetching every slice of it. A server
+// that refuses the request (400 or 416) is remembered and later calls
+// send the ranges one by one (OpenRange); so is a single range, or more
+// than MaxRanges. Sending is retried as ReadRange's is, unless fn has
+// been called.
 func (c *Client) ReadRanges(ctx context.Context, digest string, ranges [][2]int64, fn func(i int, r io.Reader) error) error {
 	if !strings.Contains(digest, ":") {
 		digest = "sha256:" + digest
@@ -36,7 +41,7 @@ func (c *Client) ReadRanges(ctx context.Context, digest string, ranges [][2]int6
 			return fmt.Errorf("registry %s: blob %s: ranges must be non-empty, increasing and disjoint: %v", c.cfg, digest, ranges)
 		}
 	}
-	if len(ranges) == 1 || len(ranges) > MaxRanges || c.singleRanges.Load() {
+	if len(ranges) == 1 || len(ranges) > MaxRanges || c.singleRanges.Load() || (c.multiWhole.Load() && !c.ignoresRange.Load()) {
 		return c.oneByOne(ctx, digest, ranges, fn)
 	}
 	called := false
@@ -57,8 +62,25 @@ func (c *Client) ReadRanges(ctx context.Context, digest string, ranges [][2]int6
 		c.singleRanges.Store(true)
 		return c.oneByOne(ctx, digest, ranges, fn)
 	}
+	if errors.Is(err, errWholeAnswer) && !called {
+		// Single ranges, until one tells that the server ignores those
+		// too: then the rest in one pass.
+		for i, r := range ranges {
+			if c.ignoresRange.Load() {
+				return c.ReadRanges(ctx, digest, ranges[i:], func(j int, rd io.Reader) error { return fn(i+j, rd) })
+			}
+			if err := c.oneByOne(ctx, digest, [][2]int64{r}, func(_ int, rd io.Reader) error { return fn(i, rd) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	return err
 }
+
+// errWholeAnswer is readRanges' error for a multi-range request answered
+// with the whole blob by a server not known to ignore single ranges.
+var errWholeAnswer = &permanentError{errors.New("multi-range request answered with the whole blob")}
 
 // oneByOne reads ranges with one request each.
 func (c *Client) oneByOne(ctx context.Context, digest string, ranges [][2]int64, fn func(i int, r io.Reader) error) error {
@@ -97,10 +119,14 @@ func (c *Client) readRanges(ctx context.Context, digest string, ranges [][2]int6
 	switch resp.StatusCode {
 	case http.StatusPartialContent:
 	case http.StatusOK:
-		// The whole blob: skip through it to each range.
-		if !c.ignoresRange.Swap(true) && c.onIgnoredRange != nil {
-			c.onIgnoredRange()
+		if !c.ignoresRange.Load() {
+			// Perhaps only multi-range requests are answered whole: try
+			// single ranges (which tell, see OpenRange) rather than read
+			// the blob.
+			c.multiWhole.Store(true)
+			return false, errWholeAnswer
 		}
+		// A server that ignores Range: one pass through the blob.
 		return false, skipThrough(resp.Body, 0, ranges, fn, what)
 	case http.StatusBadRequest, http.StatusRequestedRangeNotSatisfiable:
 		return true, &permanentError{fmt.Errorf("%s: HTTP %s", what, resp.Status)}

@@ -74,8 +74,9 @@ func TestReadRangesDockerRegistry(t *testing.T) {
 // TestReadRangesAnswers: every answer a server may give to a multi-range
 // request gives the right bytes or a clear error: multipart (Go's
 // http.ServeContent), a 400 (remembered: later calls send single
-// ranges), a 200 with the whole blob, one range covering them all, and
-// a part with the wrong Content-Range.
+// ranges), a 200 with the whole blob from a server that ignores Range
+// and from one that does so for multi-range requests only, one range
+// covering them all, and a part with the wrong Content-Range.
 func TestReadRangesAnswers(t *testing.T) {
 	const total = 200000
 	blob := pattern(0, total)
@@ -96,10 +97,22 @@ func TestReadRangesAnswers(t *testing.T) {
 			}
 			http.ServeContent(w, r, "blob", time.Time{}, bytes.NewReader(blob))
 		}, "", 1 + 2*int64(len(testRanges)), true},
+		// A server that ignores Range: the multi-range answer is dropped
+		// for a single range, whose answer tells; then one pass.
 		{"200 whole", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Length", strconv.Itoa(total))
 			w.Write(blob)
-		}, "", 2, false},
+		}, "", 4, false},
+		// A slice cache (nginx): whole answers to multi-range requests
+		// only; single ranges from then on.
+		{"200 whole to multi-range only", func(w http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.Header.Get("Range"), ",") {
+				w.Header().Set("Content-Length", strconv.Itoa(total))
+				w.Write(blob)
+				return
+			}
+			http.ServeContent(w, r, "blob", time.Time{}, bytes.NewReader(blob))
+		}, "", 1 + 2*int64(len(testRanges)), false},
 		{"one covering range", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Range", fmt.Sprintf("bytes 0-%d/%d", total-1, total))
 			w.WriteHeader(http.StatusPartialContent)

@@ -98,6 +98,10 @@ type Client struct {
 	// singleRanges is set once the server refused a multi-range request
 	// (400 or 416): every later one is sent as single ranges.
 	singleRanges atomic.Bool
+	// multiWhole is set once the server answered a multi-range request
+	// with the whole blob: later ones are sent as single ranges unless
+	// the server ignores those too (ignoresRange).
+	multiWhole atomic.Bool
 	// proxy routes requests through Config.Proxy; nil without one.
 	proxy *proxyTransport
 	// mirrors routes requests to Config.Mirrors; nil without them.
