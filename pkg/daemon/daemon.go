@@ -220,7 +220,7 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 		e.BootstrapDigest, e.Image = digest, image
 		d.o.Events(e)
 	}
-	fo := nfs.Options{Fetch: fetch.Options{Logger: d.o.Log, Events: events, Validate: cfg.DigestValidate || d.o.DigestValidate, Amplify: amplify(cfg),
+	fo := nfs.Options{Fetch: fetch.Options{Logger: d.o.Log, Events: events, Validate: cfg.Validate() || d.o.DigestValidate, Amplify: amplify(cfg),
 		Hot: d.hot}, Inodes: d.inodes,
 		ReadAhead: readAhead(cfg), Dependencies: d.o.Dependencies, Siblings: d.o.Siblings, FileStats: cfg.IOStatsFiles || cfg.AccessPattern}
 	if cfg.AccessPattern {
@@ -312,7 +312,7 @@ func newBackend(ctx context.Context, cfg *api.ConfigV1, log *slog.Logger) (fetch
 			}
 		}
 		rc := registry.Config{Host: bc.Host, Repo: bc.Repo, Scheme: bc.Scheme, Auth: auth,
-			RegistryToken: bc.RegistryToken, SkipVerify: bc.SkipVerify, Timeout: bc.Timeout,
+			RegistryToken: bc.RegistryToken, SkipVerify: bc.SkipVerify, CACertFiles: bc.CACertFiles, Timeout: bc.Timeout,
 			ConnectTimeout: bc.ConnectTimeout, RetryLimit: max(bc.RetryLimit, 2),
 			BlobURLScheme: bc.BlobURLScheme, BlobRedirectedHost: bc.BlobRedirectedHost, Log: log}
 		if p := bc.Proxy; p != nil && p.URL != "" {

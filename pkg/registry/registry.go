@@ -9,12 +9,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -41,6 +43,9 @@ type Config struct {
 	// SkipVerify disables TLS certificate verification and allows a
 	// fallback to plain HTTP, as upstream does.
 	SkipVerify bool `json:"skip_verify,omitempty"`
+	// CACertFiles are PEM files of certificate authorities trusted
+	// besides the system's (upstream's ca_cert_files).
+	CACertFiles []string `json:"ca_cert_files,omitempty"`
 	// Timeout bounds one request, in seconds (default 5, as upstream).
 	Timeout int `json:"timeout,omitempty"`
 	// ConnectTimeout bounds connection setup, in seconds.
@@ -182,6 +187,21 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	base.MaxIdleConnsPerHost = maxIdlePerHost
 	if cfg.SkipVerify {
 		base.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	} else if len(cfg.CACertFiles) > 0 {
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		for _, f := range cfg.CACertFiles {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("registry backend: ca_cert_files: %w", err)
+			}
+			if !pool.AppendCertsFromPEM(b) {
+				return nil, fmt.Errorf("registry backend: ca_cert_files: %s holds no PEM certificate", f)
+			}
+		}
+		base.TLSClientConfig = &tls.Config{RootCAs: pool}
 	}
 	var under http.RoundTripper = base
 	var pt *proxyTransport

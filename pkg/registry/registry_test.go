@@ -5,11 +5,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
 )
@@ -111,4 +115,39 @@ func TestBasicAuthAndRedirect(t *testing.T) {
 		t.Fatalf("bad credentials: %v", err)
 	}
 	t.Logf("bad credentials: %v", err)
+}
+
+// TestCACertFiles: ca_cert_files makes a registry whose certificate is
+// signed by that CA trusted; without it the TLS handshake fails; a file
+// without a certificate is refused by name.
+func TestCACertFiles(t *testing.T) {
+	blob := []byte("0123456789abcdef")
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			return
+		}
+		http.ServeContent(w, r, "blob", time.Time{}, bytes.NewReader(blob))
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644)
+	host := srv.Listener.Addr().String()
+	ctx := context.Background()
+
+	c, err := New(ctx, Config{Host: host, Repo: "r", CACertFiles: []string{ca}, RetryLimit: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.ReadRange(ctx, "sha256:"+strings.Repeat("a", 64), 4, 6); err != nil || string(got) != "456789" {
+		t.Fatalf("with ca_cert_files: %q, %v", got, err)
+	}
+	if _, err := New(ctx, Config{Host: host, Repo: "r"}); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("without ca_cert_files: %v, want a certificate error", err)
+	}
+	empty := filepath.Join(dir, "empty.pem")
+	os.WriteFile(empty, []byte("not a certificate\n"), 0o644)
+	if _, err := New(ctx, Config{Host: host, Repo: "r", CACertFiles: []string{empty}}); err == nil || !strings.Contains(err.Error(), "ca_cert_files: "+empty) {
+		t.Fatalf("a file without a certificate: %v", err)
+	}
 }

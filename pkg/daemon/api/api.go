@@ -30,6 +30,10 @@ type DeviceV1 struct {
 	ID      string    `json:"id,omitempty"`
 	Backend BackendV1 `json:"backend"`
 	Cache   CacheV1   `json:"cache"`
+	// ExternalBackends is upstream's list of external backends for
+	// model images, which this nydusd does not implement
+	// (Unimplemented names it).
+	ExternalBackends []json.RawMessage `json:"external_backends,omitempty"`
 }
 
 // BackendV1 is the v1 backend: a type and its config object.
@@ -42,12 +46,14 @@ type BackendV1 struct {
 // localfs, http-proxy).
 type BackendConfig struct {
 	// registry
-	Host               string   `json:"host,omitempty"`
-	Repo               string   `json:"repo,omitempty"`
-	Scheme             string   `json:"scheme,omitempty"`
-	Auth               string   `json:"auth,omitempty"`
-	RegistryToken      string   `json:"registry_token,omitempty"`
-	SkipVerify         bool     `json:"skip_verify,omitempty"`
+	Host          string `json:"host,omitempty"`
+	Repo          string `json:"repo,omitempty"`
+	Scheme        string `json:"scheme,omitempty"`
+	Auth          string `json:"auth,omitempty"`
+	RegistryToken string `json:"registry_token,omitempty"`
+	SkipVerify    bool   `json:"skip_verify,omitempty"`
+	// CACertFiles are PEM files of CAs trusted besides the system's.
+	CACertFiles        []string `json:"ca_cert_files,omitempty"`
 	Timeout            int      `json:"timeout,omitempty"`
 	ConnectTimeout     int      `json:"connect_timeout,omitempty"`
 	RetryLimit         int      `json:"retry_limit,omitempty"`
@@ -106,13 +112,25 @@ type CacheV1 struct {
 	Type       string        `json:"type"`
 	Compressed bool          `json:"compressed,omitempty"`
 	Config     CacheConfigV1 `json:"config"`
+	// Validate re-verifies data read from the cache, as digest_validate
+	// does (ConfigV1.Validate).
+	Validate bool `json:"validate,omitempty"`
 }
 
 // CacheConfigV1 is the cache's config object.
 type CacheConfigV1 struct {
 	WorkDir           string `json:"work_dir"`
 	DisableIndexedMap bool   `json:"disable_indexed_map"`
+	// Cache encryption is refused by ParseConfig: a cache asked to be
+	// encrypted is never written in the clear.
+	EnableEncryption           bool   `json:"enable_encryption,omitempty"`
+	EnableConvergentEncryption bool   `json:"enable_convergent_encryption,omitempty"`
+	EncryptionKey              string `json:"encryption_key,omitempty"`
 }
+
+// Validate reports whether every read is re-verified: digest_validate,
+// or the cache's validate.
+func (c *ConfigV1) Validate() bool { return c.DigestValidate || c.Device.Cache.Validate }
 
 // FSPrefetch is the v1 prefetch section.
 type FSPrefetch struct {
@@ -175,6 +193,9 @@ func ParseConfig(b []byte) (*ConfigV1, []string, error) {
 	default:
 		return nil, nil, fmt.Errorf("invalid nydusd config: field device.cache.type: unsupported cache %q (want blobcache, filecache or dummycache)", c.Device.Cache.Type)
 	}
+	if cc := c.Device.Cache.Config; cc.EnableEncryption || cc.EnableConvergentEncryption || cc.EncryptionKey != "" {
+		return nil, nil, fmt.Errorf("invalid nydusd config: field device.cache.config.enable_encryption: cache encryption is not supported by this nydusd (the cache would be written in the clear); remove enable_encryption, enable_convergent_encryption and encryption_key")
+	}
 	return &c, unknown, nil
 }
 
@@ -200,6 +221,7 @@ func (c *ConfigV1) Unimplemented() []string {
 		add(p.URL == "" && p.UseHTTP, bc+"proxy.use_http", noURL)
 	}
 	add(b.Readahead, bc+"readahead", "not implemented yet: no access log of the localfs blobs is kept")
+	add(len(c.Device.ExternalBackends) > 0, "device.external_backends", "external backends (model images) are not implemented: their files read as EIO")
 	add(c.Device.Cache.Compressed, "device.cache.compressed", "not implemented yet: chunks are cached uncompressed")
 	add(c.Device.Cache.Config.DisableIndexedMap, "device.cache.config.disable_indexed_map", "not implemented yet: the indexed chunk map is used")
 	add(c.Mode != "" && c.Mode != "direct" && c.Mode != "cached", "mode", fmt.Sprintf("unknown mode %q: RAFS v6 is always read in direct mode", c.Mode))
@@ -223,6 +245,7 @@ func structKeys() []string {
 		"device.backend.config.host", "device.backend.config.repo", "device.backend.config.scheme",
 		"device.backend.config.auth", "device.backend.config.registry_token", "device.backend.config.skip_verify",
 		"device.backend.config.timeout", "device.backend.config.connect_timeout", "device.backend.config.retry_limit",
+		"device.backend.config.ca_cert_files", "device.external_backends",
 		"device.backend.config.blob_url_scheme", "device.backend.config.blob_redirected_host",
 		"device.backend.config.proxy", "device.backend.config.proxy.url", "device.backend.config.proxy.ping_url",
 		"device.backend.config.proxy.fallback", "device.backend.config.proxy.check_interval", "device.backend.config.proxy.use_http",
@@ -234,7 +257,9 @@ func structKeys() []string {
 		"device.backend.config.dir", "device.backend.config.blob_file", "device.backend.config.alt_dirs",
 		"device.backend.config.readahead", "device.backend.config.addr", "device.backend.config.path",
 		"device.cache", "device.cache.type", "device.cache.compressed", "device.cache.config",
-		"device.cache.config.work_dir", "device.cache.config.disable_indexed_map",
+		"device.cache.config.work_dir", "device.cache.config.disable_indexed_map", "device.cache.validate",
+		"device.cache.config.enable_encryption", "device.cache.config.enable_convergent_encryption",
+		"device.cache.config.encryption_key",
 		"mode", "digest_validate", "iostats_files", "enable_xattr", "access_pattern", "latest_read_files", "amplify_io",
 		"fs_prefetch", "fs_prefetch.enable", "fs_prefetch.threads_count", "fs_prefetch.merging_size",
 		"fs_prefetch.bandwidth_rate", "fs_prefetch.prefetch_all",
@@ -248,8 +273,8 @@ func collect(m map[string]bool, _ string, keys []string) {
 }
 
 // opaqueKeys are config objects whose keys are data, not fields (a
-// mirror's HTTP headers).
-var opaqueKeys = map[string]bool{"device.backend.config.mirrors.headers": true}
+// mirror's HTTP headers, and the external backends, warned about whole).
+var opaqueKeys = map[string]bool{"device.backend.config.mirrors.headers": true, "device.external_backends": true}
 
 // walkKeys calls fn with the dotted path of every field of v. The
 // elements of a list of objects share the list's path

@@ -21,6 +21,12 @@ var fieldStatus = map[string]string{
 	"device.backend.config.registry_token": "implemented", "device.backend.config.skip_verify": "implemented",
 	"device.backend.config.timeout": "implemented", "device.backend.config.connect_timeout": "implemented",
 	"device.backend.config.retry_limit":                        "implemented",
+	"device.backend.config.ca_cert_files":                      "implemented",
+	"device.external_backends":                                 "device:" + `{"external_backends": [{"type": "modelfs", "patch": {}, "config": {}}]}`,
+	"device.cache.validate":                                    "implemented",
+	"device.cache.config.enable_encryption":                    "refused",
+	"device.cache.config.enable_convergent_encryption":         "refused",
+	"device.cache.config.encryption_key":                       "refused",
 	"device.backend.config.blob_url_scheme":                    "implemented",
 	"device.backend.config.blob_redirected_host":               "implemented",
 	"device.backend.config.proxy":                              "section",
@@ -73,6 +79,12 @@ func TestConfigFieldAudit(t *testing.T) {
 			cfg = `{"device": {"backend": {"type": "registry", "config": ` + st + `}}}`
 		case strings.HasPrefix(st, "cache:"):
 			cfg = `{"device": {"backend": {"type": "localfs", "config": {}}, "cache": ` + strings.TrimPrefix(st, "cache:") + `}}`
+		case strings.HasPrefix(st, "device:"):
+			var dev map[string]any
+			json.Unmarshal([]byte(strings.TrimPrefix(st, "device:")), &dev)
+			dev["backend"] = map[string]any{"type": "localfs"}
+			b, _ := json.Marshal(map[string]any{"device": dev, "enable_xattr": true})
+			cfg = string(b)
 		case strings.HasPrefix(st, "top:"):
 			var top map[string]any
 			json.Unmarshal([]byte(strings.TrimPrefix(st, "top:")), &top)
@@ -118,9 +130,20 @@ func TestConfigFieldAudit(t *testing.T) {
 	if m := c.Device.Backend.Config.Mirrors; len(m) != 2 || m[0].Headers["X-Dragonfly-Registry"] != "https://h" || !m[0].AuthThrough || m[0].FailureLimit != 3 || m[1].HealthCheckInterval != 2 {
 		t.Fatalf("mirrors parsed as %+v", m)
 	}
+	// The cache's validate means digest_validate, in v1 and v2.
+	for _, v := range []string{`{"device":{"backend":{"type":"localfs"},"cache":{"type":"blobcache","validate":true}}}`,
+		"version = 2\n[backend]\ntype = \"localfs\"\n[cache]\ntype = \"blobcache\"\nvalidate = true\n"} {
+		c, _, err := ParseConfig([]byte(v))
+		if err != nil || !c.Validate() {
+			t.Errorf("%s: %v, Validate() = %v, want true", v, err, c != nil && c.Validate())
+		}
+	}
 	for _, bad := range []struct{ cfg, want string }{
 		{`{"device":{"backend":{"type":"http-proxy","config":{"addr":"/run/x.sock"}}}}`, "http-proxy backend is not supported"},
 		{`{"device":{"backend":{"type":"localfs"},"cache":{"type":"fscache"}}}`, "fscache is not supported"},
+		{`{"device":{"backend":{"type":"localfs"},"cache":{"type":"blobcache","config":{"enable_encryption":true}}}}`, "cache encryption is not supported"},
+		{`{"device":{"backend":{"type":"localfs"},"cache":{"type":"blobcache","config":{"encryption_key":"k"}}}}`, "cache encryption is not supported"},
+		{"version = 2\n[backend]\ntype = \"localfs\"\n[cache]\ntype = \"blobcache\"\n[cache.filecache]\nenable_encryption = true\n", "cache encryption is not supported"},
 	} {
 		if _, _, err := ParseConfig([]byte(bad.cfg)); err == nil || !strings.Contains(err.Error(), bad.want) {
 			t.Errorf("%s: %v, want %q", bad.cfg, err, bad.want)

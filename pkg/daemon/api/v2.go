@@ -17,6 +17,8 @@ var v2Keys = map[string]bool{
 	"backend": true, "backend.type": true,
 	"cache": true, "cache.type": true, "cache.compressed": true, "cache.validate": true,
 	"cache.filecache": true, "cache.filecache.work_dir": true, "cache.filecache.disable_indexed_map": true,
+	"cache.filecache.enable_encryption": true, "cache.filecache.enable_convergent_encryption": true,
+	"cache.filecache.encryption_key": true, "external_backends": true,
 	"cache.prefetch": true, "cache.prefetch.enable": true, "cache.prefetch.threads": true, "cache.prefetch.batch_size": true,
 	"cache.prefetch.bandwidth_limit": true, "cache.prefetch.prefetch_all": true,
 	"rafs": true, "rafs.mode": true, "rafs.batch_size": true, "rafs.validate": true, "rafs.enable_xattr": true,
@@ -71,7 +73,10 @@ func parseV2(m map[string]any) (*ConfigV1, []string, error) {
 		"device": map[string]any{
 			"backend": map[string]any{"type": btype, "config": obj(backend, btype)},
 			"cache": map[string]any{"type": orDefault(cache["type"], ""), "compressed": orDefault(cache["compressed"], false),
-				"config": map[string]any{"work_dir": orDefault(fc["work_dir"], ""), "disable_indexed_map": orDefault(fc["disable_indexed_map"], false)}},
+				"validate": orDefault(cache["validate"], false),
+				"config": map[string]any{"work_dir": orDefault(fc["work_dir"], ""), "disable_indexed_map": orDefault(fc["disable_indexed_map"], false),
+					"enable_encryption": orDefault(fc["enable_encryption"], false), "enable_convergent_encryption": orDefault(fc["enable_convergent_encryption"], false),
+					"encryption_key": orDefault(fc["encryption_key"], "")}},
 		},
 		"mode":              orDefault(rafs["mode"], "direct"),
 		"digest_validate":   orDefault(rafs["validate"], false),
@@ -87,6 +92,9 @@ func parseV2(m map[string]any) (*ConfigV1, []string, error) {
 	}
 	if id, ok := m["id"]; ok {
 		v1["device"].(map[string]any)["id"] = id
+	}
+	if eb, ok := m["external_backends"]; ok {
+		v1["device"].(map[string]any)["external_backends"] = eb
 	}
 	if bs, ok := rafs["batch_size"]; ok {
 		v1["amplify_io"] = bs
