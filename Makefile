@@ -6,7 +6,7 @@ GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/nydus-go/nydus/internal/version.GitCommit=$(GIT_COMMIT)
 FUZZTIME ?= 10s
 
-.PHONY: all build deps test unit lint fuzz interop e2e image demo demo-builder bench bench-images bench-build bench-convert bench-fs bench-nodes snapshotter stargz clean
+.PHONY: all build deps test unit lint fuzz interop e2e image demo demo-builder bench bench-images bench-build bench-convert bench-fs bench-nodes bench-smoke snapshotter stargz clean
 
 all: build
 
@@ -64,7 +64,12 @@ e2e: deps build snapshotter image
 	  $(GO) test -tags e2e -count=1 -timeout 20m -v ./e2e/
 
 # The README's test command: everything CI runs.
-test: deps lint unit fuzz interop e2e demo-builder demo
+test: deps lint unit fuzz interop e2e bench-smoke demo-builder demo
+
+# bench-nodes on 1 and 4 nodes: CI runs the benchmark's machinery (the
+# caches, the concurrent daemons); its figures come from make bench-nodes.
+bench-smoke: build image
+	BENCH_NODES=1,4 $(GO) test ./cmd/nydusd -run '^$$' -bench BenchmarkNodes -benchtime 1x -timeout 10m
 
 # The README's main job: run a Debian container lazily from a Nydus-Go
 # image under containerd with upstream nydus-snapshotter and our nydusd.
