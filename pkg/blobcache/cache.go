@@ -74,6 +74,9 @@ type Options struct {
 	// OnEvict, if set, is told of each blob evicted to keep under
 	// MaxBytes, with the bytes freed; it must not call the cache.
 	OnEvict func(blobID string, bytes int64)
+	// IndexEntries bounds the content index ([Cache.Shared]); 0 means
+	// DefaultIndexEntries.
+	IndexEntries int
 }
 
 // Cache is the chunk cache of one daemon: a directory of per-blob cache
@@ -91,7 +94,8 @@ type Cache struct {
 	usage  int64               // guarded by mu; sum of blobRec.bytes
 	closed bool                // guarded by mu
 
-	files *Files // the whole-file copies; set by Open
+	files *Files        // the whole-file copies; set by Open
+	index *contentIndex // the content index; set by Open
 }
 
 // blobRec is the accounting record of one blob's files.
@@ -145,6 +149,7 @@ func Open(ctx context.Context, o Options) (*Cache, error) {
 		return nil, err
 	}
 	c.files = openFiles(c)
+	c.index = newContentIndex(c, o.IndexEntries)
 	c.maybeEvict()
 	return c, nil
 }
@@ -545,6 +550,7 @@ func (c *Cache) removeLocked(id string) error {
 		return fmt.Errorf("remove blob cache %s: %w", id, err)
 	}
 	c.files.blobRemoved(id)
+	c.index.removed(id)
 	return nil
 }
 
@@ -630,6 +636,7 @@ func (c *Cache) Close() error {
 	}
 	c.closed = true
 	c.files.close()
+	c.index.close()
 	var open []*BlobCache
 	for _, r := range c.blobs {
 		if r.open != nil {

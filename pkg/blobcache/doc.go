@@ -13,6 +13,9 @@
 //	                          then the 4096-byte blob meta header; written
 //	                          atomically once, read-only afterwards
 //
+//	<id>.blob.digests         journal of the chunks put and their digests,
+//	                          for the content index ([Cache.Shared]); not
+//	                          part of upstream's layout
 //	nydus-go-files/<key>      whole-file copies, for FUSE passthrough (see
 //	                          [Files]); not part of upstream's layout
 //
@@ -54,7 +57,8 @@
 //
 // Lock order: BlobCache.life (read side held by I/O methods), then
 // BlobCache.stripes[i], then BlobCache.readyMu; BlobCache.life, then
-// BlobCache.sizeMu, then Cache.mu, then Files.mu. Cache.evictMu is only
+// BlobCache.sizeMu, then Cache.mu, then Files.mu; Cache.mu, then
+// contentIndex.mu (no BlobCache lock is taken under it). Cache.evictMu is only
 // taken with no other lock held, and before Cache.mu. Cache.mu is never
 // held while taking a BlobCache lock.
 //

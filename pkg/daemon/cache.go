@@ -10,6 +10,7 @@ import (
 
 	"github.com/nydus-go/nydus/pkg/blob"
 	"github.com/nydus-go/nydus/pkg/blobcache"
+	"github.com/nydus-go/nydus/pkg/digester"
 	"github.com/nydus-go/nydus/pkg/rafs"
 	"github.com/nydus-go/nydus/pkg/storage"
 )
@@ -82,6 +83,19 @@ func (cc *chunkCache) Put(ctx context.Context, id string, ci uint32, off int64, 
 		return err
 	}
 	return b.Put(ctx, ci, off, data, nil)
+}
+
+// Shared implements fetch.ChunkSharer with the cache's content index:
+// a chunk of the same content cached for any blob, of any image.
+func (cc *chunkCache) Shared(ctx context.Context, alg digester.Algorithm, d digester.Digest, size int) ([]byte, bool) {
+	return cc.c.Shared(ctx, alg, d, size)
+}
+
+// Index implements fetch.ChunkSharer.
+func (cc *chunkCache) Index(ctx context.Context, id string, ci uint32, off int64, size int, alg digester.Algorithm, d digester.Digest) {
+	if b, err := cc.blob(ctx, id); err == nil {
+		b.Index(ci, off, size, alg, d)
+	}
 }
 
 // LoadMeta implements storage.MetaStore with the cache's .blob.meta

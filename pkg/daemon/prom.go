@@ -26,6 +26,8 @@ var promMetrics = []struct{ name, help string }{
 	{"nydusd_chunk_record_mismatches_total", "Reads refused because the bootstrap's chunk record disagreed with the blob's chunk-info table."},
 	{"nydusd_prefetched_chunks_total", "Chunks fetched by background prefetch."},
 	{"nydusd_whole_file_copies_total", "Whole-file copies built and verified, from then on served by FUSE passthrough."},
+	{"nydusd_shared_chunks_total", "Chunks copied from another blob of the node's cache holding the same content, instead of fetched."},
+	{"nydusd_shared_bytes_total", "Uncompressed bytes of the chunks copied from another blob of the node's cache."},
 }
 
 func newCollector(d *Daemon) *collector {
@@ -62,6 +64,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			"nydusd_prefetched_chunks_total":       m.PrefetchedChunks.Load(),
 			"nydusd_sibling_files_total":           m.SiblingFiles.Load(),
 			"nydusd_whole_file_copies_total":       m.WholeFiles.Load(),
+			"nydusd_shared_chunks_total":           m.SharedChunks.Load(),
+			"nydusd_shared_bytes_total":            m.SharedBytes.Load(),
 		}
 		for name, v := range vals {
 			ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.CounterValue, float64(v), mp)

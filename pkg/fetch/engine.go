@@ -38,6 +38,16 @@ type ChunkCache interface {
 	Put(ctx context.Context, blobID string, ci uint32, uncompOff int64, data []byte) error
 }
 
+// ChunkSharer is implemented by a cache shared by images (a node's
+// cache, package blobcache): Shared returns the data of a chunk of the
+// given content from whichever blob holds it, and Index records the
+// content of a chunk cached in a blob, for Shared. The engine verifies
+// what Shared returns against the digest it expects, as fetched data.
+type ChunkSharer interface {
+	Shared(ctx context.Context, alg digester.Algorithm, d digester.Digest, size int) (data []byte, ok bool)
+	Index(ctx context.Context, blobID string, ci uint32, uncompOff int64, size int, alg digester.Algorithm, d digester.Digest)
+}
+
 // cacheHas is implemented by caches that can tell cheaply whether a
 // chunk is cached.
 type cacheHas interface {
@@ -112,6 +122,10 @@ type Metrics struct {
 	// AtRestFailures counts cached chunks that failed verification when
 	// read back: changed on the local disk after they were written.
 	AtRestFailures atomic.Int64
+	// SharedChunks and SharedBytes count the chunks (and their
+	// uncompressed bytes) copied from another blob of a sharing cache
+	// (ChunkSharer) instead of being fetched.
+	SharedChunks, SharedBytes atomic.Int64
 }
 
 // Engine fetches, verifies and caches the chunks of one image. It is
@@ -277,6 +291,7 @@ func (e *Engine) Chunk(ctx context.Context, ref Ref) (data []byte, fetched bool,
 				return nil, false, err
 			}
 			e.Metrics.CacheHits.Add(1)
+			e.index(ctx, bi, info)
 			e.hot.add(hkey, data)
 			return data, false, nil
 		}
@@ -330,6 +345,14 @@ func (e *Engine) Chunk(ctx context.Context, ref Ref) (data []byte, fetched bool,
 				}
 			}
 		}
+		// Another blob of a node's cache may hold the same content.
+		if data, ok := e.shared(ctx, info); ok {
+			if err := <-rec; err != nil {
+				return nil, err
+			}
+			e.put(ctx, bi, info, data)
+			return data, nil
+		}
 		began := time.Now()
 		span := e.planSpan(ctx, info, bi)
 		var data []byte
@@ -365,9 +388,7 @@ func (e *Engine) Chunk(ctx context.Context, ref Ref) (data []byte, fetched bool,
 			return nil, fmt.Errorf("%w: %s: chunk %d of blob %s failed digest verification", ErrIO, path, info.Index, bi.BlobID)
 		}
 		if e.o.Cache != nil {
-			if err := e.o.Cache.Put(ctx, bi.BlobID, info.Index, int64(info.UncompressedOffset), data); err != nil {
-				e.o.Logger.Warn("caching chunk failed", "blob", bi.BlobID, "chunk", info.Index, "err", err)
-			}
+			e.put(ctx, bi, info, data)
 		}
 		return data, nil
 	})
@@ -383,6 +404,41 @@ func (e *Engine) Chunk(ctx context.Context, ref Ref) (data []byte, fetched bool,
 	data = r.Val.([]byte)
 	e.hot.add(hkey, data)
 	return data, true, nil
+}
+
+// put caches verified data of a chunk and, with a sharing cache, records
+// its content for other blobs. It reports whether the data was cached.
+func (e *Engine) put(ctx context.Context, bi rafs.BlobInfo, info rafs.ChunkInfo, data []byte) bool {
+	if err := e.o.Cache.Put(ctx, bi.BlobID, info.Index, int64(info.UncompressedOffset), data); err != nil {
+		e.o.Logger.Warn("caching chunk failed", "blob", bi.BlobID, "chunk", info.Index, "err", err)
+		return false
+	}
+	e.index(ctx, bi, info)
+	return true
+}
+
+// index records a cached chunk's content with a sharing cache.
+func (e *Engine) index(ctx context.Context, bi rafs.BlobInfo, info rafs.ChunkInfo) {
+	if sh, ok := e.o.Cache.(ChunkSharer); ok {
+		sh.Index(ctx, bi.BlobID, info.Index, int64(info.UncompressedOffset), int(info.UncompressedSize), e.dig, info.Digest)
+	}
+}
+
+// shared returns a chunk's data from another blob of a sharing cache,
+// verified against the chunk's digest. The caller checks the chunk's
+// record before it serves or caches the data.
+func (e *Engine) shared(ctx context.Context, info rafs.ChunkInfo) ([]byte, bool) {
+	sh, ok := e.o.Cache.(ChunkSharer)
+	if !ok {
+		return nil, false
+	}
+	data, ok := sh.Shared(ctx, e.dig, info.Digest, int(info.UncompressedSize))
+	if !ok || len(data) != int(info.UncompressedSize) || digester.Sum(e.dig, data) != info.Digest {
+		return nil, false
+	}
+	e.Metrics.SharedChunks.Add(1)
+	e.Metrics.SharedBytes.Add(int64(len(data)))
+	return data, true
 }
 
 // spanChunk is a chunk of an amplified span and its stored unit.
@@ -492,9 +548,7 @@ func (e *Engine) readSpan(ctx context.Context, path string, bi rafs.BlobInfo, sp
 		}
 		e.Metrics.FetchedChunks.Add(1)
 		e.Metrics.AmplifiedChunks.Add(1)
-		if err := e.o.Cache.Put(ctx, bi.BlobID, c.info.Index, int64(c.info.UncompressedOffset), data); err != nil {
-			e.o.Logger.Warn("caching chunk failed", "blob", bi.BlobID, "chunk", c.info.Index, "err", err)
-		}
+		e.put(ctx, bi, c.info, data)
 	}
 	return e.cr.DecodeUnit(ctx, span[0].info, span[0].unit, stored(span[0].unit))
 }

@@ -113,10 +113,15 @@ func (e *Engine) planStream(ctx context.Context, refs []Ref, o StreamOptions) []
 			continue
 		}
 		seen[k] = true
-		if hc != nil && hc.Has(ctx, e.rd.Blobs[r.Info.BlobIndex].BlobID, r.Info.Index) {
+		bi := e.rd.Blobs[r.Info.BlobIndex]
+		if hc != nil && hc.Has(ctx, bi.BlobID, r.Info.Index) {
 			continue
 		}
 		if _, busy := e.spans.Load(k); busy {
+			continue
+		}
+		// Another blob of a node's cache may hold the same content.
+		if data, ok := e.shared(ctx, r.Info); ok && e.checkRecord(ctx, r.Path, r.Info, bi) == nil && e.put(ctx, bi, r.Info, data) {
 			continue
 		}
 		u, err := e.cr.Unit(ctx, r.Info)
@@ -426,9 +431,5 @@ func (e *Engine) serveStreamed(ctx context.Context, r Ref, u storage.Unit, store
 		return false
 	}
 	e.Metrics.FetchedChunks.Add(1)
-	if err := e.o.Cache.Put(ctx, bi.BlobID, r.Info.Index, int64(r.Info.UncompressedOffset), data); err != nil {
-		e.o.Logger.Warn("caching chunk failed", "blob", bi.BlobID, "chunk", r.Info.Index, "err", err)
-		return false
-	}
-	return true
+	return e.put(ctx, bi, r.Info, data)
 }

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+
+	"github.com/nydus-go/nydus/internal/roottest"
+	"github.com/nydus-go/nydus/internal/treetest"
+	"github.com/nydus-go/nydus/pkg/converter"
+	"github.com/nydus-go/nydus/pkg/digester"
+	"github.com/nydus-go/nydus/pkg/registry/registrytest"
+)
+
+// TestSharedChunksAcrossImages: two images converted on their own (no
+// chunk dictionary: their blobs differ) that hold the same file, served
+// by two daemons on one node's cache directory. Once the first has read
+// the file, the second copies its chunks from the cache instead of
+// fetching them, even after the first was killed with SIGKILL: the
+// registry serves none of the file's bytes, and the bytes are right. An image hashed with sha256 instead of blake3 shares
+// nothing and fetches the file.
+func TestSharedChunksAcrossImages(t *testing.T) {
+	roottest.RequireFUSE(t)
+	r := registrytest.Start(t, registrytest.Options{})
+	common := treetest.Random(41, 4<<20)
+	layer := func(other string) []byte {
+		return treetest.Tar([]treetest.File{
+			treetest.Reg("app/"+other, 0o644, []byte("only in "+other+"\n")),
+			treetest.Reg("lib/common.bin", 0o644, common),
+		})
+	}
+	bootA, imgA := convertImage(t, r, "sa", layer("a.txt"), converter.Options{})
+	bootB, imgB := convertImage(t, r, "sb", layer("b.txt"), converter.Options{})
+	bootC, _ := convertImage(t, r, "sc", layer("c.txt"), converter.Options{Digester: digester.Sha256})
+	la, _ := imgA.Layers()
+	lb, _ := imgB.Layers()
+	if da, _ := la[0].Digest(); func() bool { db, _ := lb[0].Digest(); return da == db }() {
+		t.Fatal("the two images share their blob: the test needs independent blobs")
+	}
+	work := t.TempDir() // the node's cache directory
+	daemon := func(boot, repo string) *daemonProc {
+		cfg := fmt.Sprintf(`{"device":{"backend":{"type":"registry","config":{"host":%q,"repo":%q,"scheme":"http"}},
+			"cache":{"type":"blobcache","config":{"work_dir":%q}}},"mode":"direct","digest_validate":false,"fs_prefetch":{"enable":false}}`, r.Host, repo, work)
+		p := filepath.Join(t.TempDir(), "config.json")
+		os.WriteFile(p, []byte(cfg), 0o600)
+		// No passthrough: whole-file copies, shared by content already,
+		// would serve the second read without chunks.
+		return start(t, "--bootstrap", boot, "--config", p, "--passthrough=false", "--dependency-prefetch=false", "--sibling-prefetch=false")
+	}
+	read := func(d *daemonProc) {
+		t.Helper()
+		f, err := os.Open(filepath.Join(d.mnt, "lib/common.bin"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		got, err := io.ReadAll(f)
+		if err != nil || !bytes.Equal(got, common) {
+			t.Fatalf("lib/common.bin: %v (%d bytes)", err, len(got))
+		}
+	}
+	shared := func(d *daemonProc) int64 {
+		_, body := d.do("GET", "/metrics", nil)
+		m := regexp.MustCompile(`(?m)^nydusd_shared_bytes_total\{[^}]*\} (\S+)$`).FindStringSubmatch(body)
+		if m == nil {
+			t.Fatalf("no nydusd_shared_bytes_total in /metrics:\n%s", body)
+		}
+		v, _ := strconv.ParseFloat(m[1], 64)
+		return int64(v)
+	}
+
+	a := daemon(bootA, "sa")
+	read(a)
+	// The first daemon dies without a clean stop: the index is built
+	// from what it left on disk.
+	a.cmd.Process.Kill()
+	a.cmd.Wait()
+	b := daemon(bootB, "sb")
+	r.ResetStats()
+	read(b)
+	if got := r.Stats().BlobBytesServed; got > 512<<10 {
+		t.Fatalf("the second image fetched %d bytes for a 4 MiB file the node's cache holds", got)
+	}
+	if n := shared(b); n < int64(len(common)) {
+		t.Fatalf("nydusd_shared_bytes_total %d, want at least %d", n, len(common))
+	}
+
+	c := daemon(bootC, "sc")
+	r.ResetStats()
+	read(c)
+	if got := r.Stats().BlobBytesServed; got < int64(len(common))/2 {
+		t.Fatalf("the sha256 image fetched only %d bytes: it cannot share blake3 chunks", got)
+	}
+	if n := shared(c); n != 0 {
+		t.Fatalf("the sha256 image shared %d bytes", n)
+	}
+}
