@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -39,6 +40,7 @@ type createFlags struct {
 	fsVersion      string
 	whiteout       string
 	parent         string
+	parentBlobDir  string
 	chunkDict      string
 	prefetchPolicy string
 	repeatable     bool
@@ -71,7 +73,9 @@ Not supported yet: estargz-rafs, estargz-ref, estargztoc-ref, targz-ref,
 tar-tarfs, stargz_index.
 
 Chunks are deduplicated against this layer, --parent-bootstrap and
---chunk-dict. With --prefetch-policy fs or blob, absolute paths to prefetch
+--chunk-dict. With --parent-bootstrap, every chunk of the parent's blobs
+found in --parent-blob-dir (default --blob-dir) is reused too, including
+chunks of files the parent deleted or overwrote. With --prefetch-policy fs or blob, absolute paths to prefetch
 are read from stdin until EOF: they fill the bootstrap's prefetch table,
 and their files' data goes first in the blob, in list order (the hot set
 that nydusd streams at mount; the data is spooled to a temporary file
@@ -113,6 +117,7 @@ while the tar is read).`,
 	fl.StringVarP(&f.fsVersion, "fs-version", "v", "6", "RAFS version; only 6 is supported")
 	fl.StringVar(&f.whiteout, "whiteout-spec", "oci", "whiteout specification: oci, overlayfs, none")
 	fl.StringVar(&f.parent, "parent-bootstrap", "", "bootstrap of the lower layers to build on top of")
+	fl.StringVar(&f.parentBlobDir, "parent-blob-dir", "", "directory of the parent's blobs named by id (default --blob-dir): every chunk they hold is reused, even of files the parent deleted")
 	fl.StringVar(&f.chunkDict, "chunk-dict", "", "chunk dictionary: bootstrap=PATH or PATH")
 	fl.StringVar(&f.prefetchPolicy, "prefetch-policy", "none", "prefetch policy: fs, blob, none (fs and blob read paths from stdin)")
 	fl.BoolVar(&f.repeatable, "repeatable", false, "produce reproducible output (always on)")
@@ -241,6 +246,9 @@ func runCreate(ctx context.Context, f *createFlags, source string, stdin io.Read
 		}
 		defer pf.Close()
 		opts.Parent = rd
+		if dir := cmp.Or(f.parentBlobDir, f.blobDir); dir != "" {
+			opts.ParentBlobs = blobDirOpener(dir)
+		}
 	}
 	if dict, err := parseChunkDict(f.chunkDict); err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -200,5 +201,24 @@ func fixPlaceholderIDs(rd *rafs.Reader, path string, blobFile *os.File) {
 		if rd.Blobs[i].BlobID == rafs.PlaceholderBlobID {
 			rd.Blobs[i].BlobID = id
 		}
+	}
+}
+
+// blobDirOpener opens blobs stored as dir/<blob_id> (builder.BlobOpener).
+func blobDirOpener(dir string) builder.BlobOpener {
+	return func(id string) (io.ReaderAt, int64, func(), error) {
+		if _, err := hex.DecodeString(id); err != nil || len(id) != 64 || strings.ToLower(id) != id {
+			return nil, 0, nil, fmt.Errorf("blob id %q is not 64 lowercase hex characters: %w", id, fs.ErrNotExist)
+		}
+		f, err := os.Open(filepath.Join(dir, id))
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		st, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, 0, nil, err
+		}
+		return f, st.Size(), func() { f.Close() }, nil
 	}
 }

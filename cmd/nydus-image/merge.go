@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 type mergeFlags struct {
 	log            logFlags
 	parent         string
+	parentBlobDir  string
 	bootstrap      string
 	blobDir        string
 	chunkDict      string
@@ -57,7 +59,8 @@ Options may follow the positional arguments.`,
 	f.log.register(c)
 	fl.StringVar(&f.parent, "parent-bootstrap", "", "bootstrap of an image to put the layers on top of")
 	fl.StringVarP(&f.bootstrap, "bootstrap", "B", "", "output bootstrap (required)")
-	fl.StringVarP(&f.blobDir, "blob-dir", "D", "", "directory holding the layer blobs (unused; accepted for compatibility)")
+	fl.StringVarP(&f.blobDir, "blob-dir", "D", "", "directory of blobs named by id; with --parent-bootstrap, where the parent's blobs are looked for")
+	fl.StringVar(&f.parentBlobDir, "parent-blob-dir", "", "directory of the parent's blobs named by id (default --blob-dir): a layer's chunks any of them holds are taken from there")
 	fl.StringVar(&f.chunkDict, "chunk-dict", "", "chunk dictionary the layers were built with: bootstrap=PATH or PATH")
 	fl.StringVar(&f.prefetchPolicy, "prefetch-policy", "none", "prefetch policy: fs, blob, none (fs and blob read paths from stdin)")
 	fl.StringVarP(&f.outputJSON, "output-json", "J", "", "write a JSON report to this file")
@@ -125,6 +128,9 @@ func runMerge(ctx context.Context, f *mergeFlags, sources []string, stdin io.Rea
 		}
 		defer pf.Close()
 		opts.Parent = rd
+		if dir := cmp.Or(f.parentBlobDir, f.blobDir); dir != "" {
+			opts.ParentBlobs = blobDirOpener(dir)
+		}
 	}
 	if dict, err := parseChunkDict(f.chunkDict); err != nil {
 		return err

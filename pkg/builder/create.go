@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"runtime"
 
 	"github.com/nydus-go/nydus/pkg/blob"
@@ -38,6 +39,12 @@ type Options struct {
 	// Parent is a bootstrap the layer is built on top of; its tree is the
 	// lower layer and its chunks are reused.
 	Parent *rafs.Reader
+	// ParentBlobs, when set, opens the parent's blobs by id, so that every
+	// chunk they hold is reused, not only the chunks of the files the
+	// parent still shows: a file deleted or overwritten in the parent and
+	// added again costs no new data. A blob it cannot open (fs.ErrNotExist)
+	// is skipped; the chunks of its files still visible are reused anyway.
+	ParentBlobs BlobOpener
 	// ChunkDict is a bootstrap whose chunks are reused when identical.
 	ChunkDict *rafs.Reader
 	// ChunkDicts are further chunk dictionaries, e.g. the layers below
@@ -125,6 +132,54 @@ func ValidateSize(what string, v uint64) error {
 	return nil
 }
 
+// BlobOpener opens a blob by id: its bytes and size, and a function that
+// releases it.
+type BlobOpener func(blobID string) (r io.ReaderAt, size int64, release func(), err error)
+
+// addBlobChunks adds every plain chunk of a blob to known, reading its
+// chunk-info table and its chunk digests (hashing each chunk when the
+// blob has no digest array).
+func (b *base) addBlobChunks(bi rafs.BlobInfo, idx uint32, open BlobOpener, dig digester.Algorithm) error {
+	r, size, release, err := open(bi.BlobID)
+	if err != nil {
+		return err
+	}
+	defer release()
+	br, err := blob.Open(r, size)
+	if err != nil {
+		return fmt.Errorf("parent blob %s: %w", bi.BlobID, err)
+	}
+	infos := br.ChunkInfos()
+	digs, haveDigs := br.ChunkDigests()
+	var buf []byte
+	for i, ci := range infos {
+		if ci.IsZran() || ci.IsBatch() || ci.IsEncrypted() {
+			continue
+		}
+		var d digester.Digest
+		if haveDigs && i < len(digs) {
+			d = digs[i]
+		} else {
+			data, err := br.ReadChunk(ci, bi.Compressor, buf)
+			if err != nil {
+				return fmt.Errorf("parent blob %s chunk %d: %w", bi.BlobID, i, err)
+			}
+			buf = data[:0]
+			d = digester.Sum(dig, data)
+		}
+		if _, ok := b.known[d]; ok {
+			continue
+		}
+		c := rafs.ChunkInfo{Digest: d, BlobIndex: idx, CompressedSize: ci.CompressedSize, UncompressedSize: ci.UncompressedSize,
+			CompressedOffset: ci.CompressedOffset, UncompressedOffset: ci.UncompressedOffset, Index: uint32(i)}
+		if ci.Compressed {
+			c.Flags |= rafs.ChunkCompressed
+		}
+		b.known[d] = c
+	}
+	return nil
+}
+
 // base holds what a layer is built against: the lower tree, the blob
 // table so far and the digests of reusable chunks.
 type base struct {
@@ -181,6 +236,14 @@ func loadBase(ctx context.Context, o *Options) (*base, error) {
 	if o.Parent != nil {
 		if err := add(o.Parent, "parent bootstrap", true); err != nil {
 			return nil, err
+		}
+		if o.ParentBlobs != nil {
+			for _, bi := range o.Parent.Blobs {
+				err := b.addBlobChunks(bi, blobIdx[bi.BlobID], o.ParentBlobs, o.Digester)
+				if err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return nil, err
+				}
+			}
 		}
 	}
 	if o.ChunkDict != nil {

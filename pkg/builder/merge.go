@@ -3,10 +3,13 @@ package builder
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"strings"
 
+	"github.com/nydus-go/nydus/pkg/digester"
 	"github.com/nydus-go/nydus/pkg/rafs"
 	"github.com/nydus-go/nydus/pkg/storage"
 )
@@ -34,6 +37,11 @@ type MergeSource struct {
 type MergeOptions struct {
 	// Parent is an existing image bootstrap the layers go on top of.
 	Parent *rafs.Reader
+	// ParentBlobs, with Parent, opens the parent's blobs by id: a layer's
+	// chunk that any of them holds (a file the parent shows, deleted or
+	// overwrote) is taken from there, so a layer blob whose every chunk
+	// the parent holds drops out of the merged image.
+	ParentBlobs BlobOpener
 	// ChunkDict is the chunk dictionary the layers were built with; its
 	// blobs are not counted as a layer's own blob.
 	ChunkDict *rafs.Reader
@@ -81,6 +89,7 @@ func Merge(ctx context.Context, sources []MergeSource, o MergeOptions) (*MergeRe
 		}
 	}
 	var tree *rafs.Node
+	var parentChunks *base // with ParentBlobs: every chunk the parent holds
 	var blobs []rafs.BlobInfo
 	blobIdx := map[string]uint32{}
 	var opts Options
@@ -125,6 +134,16 @@ func Merge(ctx context.Context, sources []MergeSource, o MergeOptions) (*MergeRe
 		}
 		remapChunks(t, remap)
 		tree = t
+		if o.ParentBlobs != nil {
+			parentChunks = &base{known: map[digester.Digest]rafs.ChunkInfo{}}
+			collectChunks(t, parentChunks.known)
+			for _, bi := range o.Parent.Blobs {
+				err := parentChunks.addBlobChunks(bi, blobIdx[bi.BlobID], o.ParentBlobs, opts.Digester)
+				if err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return nil, err
+				}
+			}
+		}
 	}
 	for li, src := range sources {
 		what := fmt.Sprintf("layer %d (%s)", li, src.Path)
@@ -181,6 +200,9 @@ func Merge(ctx context.Context, sources []MergeSource, o MergeOptions) (*MergeRe
 			return nil, fmt.Errorf("load %s: %w", what, err)
 		}
 		remapChunks(upper, remap)
+		if parentChunks != nil {
+			reuseChunks(upper, parentChunks.known)
+		}
 		tree = applyLayer(tree, upper, whiteoutBoth)
 	}
 
@@ -191,6 +213,39 @@ func Merge(ctx context.Context, sources []MergeSource, o MergeOptions) (*MergeRe
 		return nil, err
 	}
 	return &MergeResult{Bootstrap: boot, Blobs: used, Options: opts}, nil
+}
+
+// collectChunks adds the chunks of a tree's files to known.
+func collectChunks(t *rafs.Node, known map[digester.Digest]rafs.ChunkInfo) {
+	t.Walk(func(_ string, n *rafs.Node) error {
+		for _, c := range n.Inode.Chunks {
+			if _, ok := known[c.Digest]; !ok {
+				known[c.Digest] = c
+			}
+		}
+		return nil
+	})
+}
+
+// reuseChunks points the chunks of a tree's files that known holds at
+// known's copy (keeping their file offsets).
+func reuseChunks(t *rafs.Node, known map[digester.Digest]rafs.ChunkInfo) {
+	seen := map[*rafs.Inode]bool{}
+	t.Walk(func(_ string, n *rafs.Node) error {
+		if seen[n.Inode] {
+			return nil
+		}
+		seen[n.Inode] = true
+		for i := range n.Inode.Chunks {
+			c := &n.Inode.Chunks[i]
+			if k, ok := known[c.Digest]; ok && k.UncompressedSize == c.UncompressedSize {
+				fo := c.FileOffset
+				*c = k
+				c.FileOffset = fo
+			}
+		}
+		return nil
+	})
 }
 
 func remapChunks(t *rafs.Node, remap []uint32) {
