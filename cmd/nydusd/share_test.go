@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/nydus-go/nydus/internal/roottest"
@@ -23,7 +24,8 @@ import (
 // the file, the second copies its chunks from the cache instead of
 // fetching them, even after the first was killed with SIGKILL: the
 // registry serves none of the file's bytes, and the bytes are right. An image hashed with sha256 instead of blake3 shares
-// nothing and fetches the file.
+// nothing and fetches the file; so does an image whose shared copies
+// were changed on disk (they fail verification).
 func TestSharedChunksAcrossImages(t *testing.T) {
 	roottest.RequireFUSE(t)
 	r := registrytest.Start(t, registrytest.Options{})
@@ -37,6 +39,7 @@ func TestSharedChunksAcrossImages(t *testing.T) {
 	bootA, imgA := convertImage(t, r, "sa", layer("a.txt"), converter.Options{})
 	bootB, imgB := convertImage(t, r, "sb", layer("b.txt"), converter.Options{})
 	bootC, _ := convertImage(t, r, "sc", layer("c.txt"), converter.Options{Digester: digester.Sha256})
+	bootD, _ := convertImage(t, r, "sd", layer("d.txt"), converter.Options{})
 	la, _ := imgA.Layers()
 	lb, _ := imgB.Layers()
 	if da, _ := la[0].Digest(); func() bool { db, _ := lb[0].Digest(); return da == db }() {
@@ -98,5 +101,31 @@ func TestSharedChunksAcrossImages(t *testing.T) {
 	}
 	if n := shared(c); n != 0 {
 		t.Fatalf("the sha256 image shared %d bytes", n)
+	}
+
+	// The cached copies changed on disk: a fourth image's read finds them
+	// in the index, fails to verify them, and fetches instead.
+	ents, _ := os.ReadDir(work)
+	for _, e := range ents {
+		if name := e.Name(); strings.HasSuffix(name, ".blob.data") {
+			f, err := os.OpenFile(filepath.Join(work, name), os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, _ := f.Stat()
+			for off := int64(0); off < st.Size(); off += 256 << 10 {
+				f.WriteAt([]byte("tampered"), off+100)
+			}
+			f.Close()
+		}
+	}
+	dd := daemon(bootD, "sd")
+	r.ResetStats()
+	read(dd)
+	if got := r.Stats().BlobBytesServed; got < int64(len(common))/2 {
+		t.Fatalf("with the cached copies changed on disk, the fourth image fetched only %d bytes", got)
+	}
+	if n := shared(dd); n != 0 {
+		t.Fatalf("the fourth image used %d bytes of changed cached copies", n)
 	}
 }

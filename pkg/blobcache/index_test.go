@@ -129,3 +129,48 @@ func TestContentIndexOrphanJournal(t *testing.T) {
 		t.Fatalf("%d entries from an orphan journal", c.IndexLen())
 	}
 }
+
+// TestContentIndexConcurrent: puts, records and lookups from many
+// goroutines and two caches on one directory (run it with -race).
+func TestContentIndexConcurrent(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	c1 := openCache(t, Options{Dir: dir})
+	c2 := openCache(t, Options{Dir: dir})
+	const n = 16
+	done := make(chan struct{})
+	for w := range 4 {
+		c := c1
+		if w%2 == 1 {
+			c = c2
+		}
+		go func() {
+			defer func() { done <- struct{}{} }()
+			b, err := c.Blob(ctx, blobID(10+w%2), n, nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer b.Release()
+			for i := range uint32(n) {
+				if err := b.Put(ctx, i, chunkOff(i), chunkData(i), nil); err != nil {
+					t.Error(err)
+					return
+				}
+				b.Index(i, chunkOff(i), len(chunkData(i)), digester.Blake3, digester.Sum(digester.Blake3, chunkData(i)))
+				j := (i * 7) % n
+				if got, ok := c.Shared(ctx, digester.Blake3, digester.Sum(digester.Blake3, chunkData(j)), len(chunkData(j))); ok && !bytes.Equal(got, chunkData(j)) {
+					t.Errorf("chunk %d: wrong bytes", j)
+				}
+			}
+		}()
+	}
+	for range 4 {
+		<-done
+	}
+	for i := range uint32(n) {
+		if got, ok := c1.Shared(ctx, digester.Blake3, digester.Sum(digester.Blake3, chunkData(i)), len(chunkData(i))); !ok || !bytes.Equal(got, chunkData(i)) {
+			t.Fatalf("chunk %d not shared after the concurrent puts", i)
+		}
+	}
+}
