@@ -71,20 +71,7 @@ func parentDedup(t *testing.T, toc bool) {
 	if size3 >= 1<<20 {
 		t.Fatalf("the re-added 6 MiB payload stored a %d-byte blob; want under 1 MiB", size3)
 	}
-	outTar := filepath.Join(dir, "out.tar")
-	mustRun(t, "", "unpack", "--log-level", "warn", "--bootstrap", b3, "--blob-dir", blobs, "--output", outTar)
-	f, err := os.Open(outTar)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	got, err := treetest.FromTar(f, treetest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d := treetest.Diff(want, got); d != "" {
-		t.Fatalf("unpacked tree differs from the OCI-applied layers:\n%s", d)
-	}
+	checkUnpack(t, b3, blobs, want)
 	mustRun(t, "", "check", "--log-level", "warn", "--bootstrap", b3, "--blob-dir", blobs)
 
 	// The parent's blobs out of reach: only visible files dedup.
@@ -149,8 +136,15 @@ func TestMergeParentDedup(t *testing.T) {
 		}
 		want = treetest.ApplyOCI(want, up)
 	}
-	outTar := filepath.Join(dir, "out.tar")
-	mustRun(t, "", "unpack", "--log-level", "warn", "--bootstrap", merged, "--blob-dir", blobs, "--output", outTar)
+	checkUnpack(t, merged, blobs, want)
+}
+
+// checkUnpack unpacks a bootstrap with its blobs and compares the tree
+// with want.
+func checkUnpack(t *testing.T, boot, blobs string, want treetest.Tree) {
+	t.Helper()
+	outTar := filepath.Join(t.TempDir(), "out.tar")
+	mustRun(t, "", "unpack", "--log-level", "warn", "--bootstrap", boot, "--blob-dir", blobs, "--output", outTar)
 	f, err := os.Open(outTar)
 	if err != nil {
 		t.Fatal(err)
@@ -161,6 +155,6 @@ func TestMergeParentDedup(t *testing.T) {
 		t.Fatal(err)
 	}
 	if d := treetest.Diff(want, got); d != "" {
-		t.Fatalf("unpacked merge differs from the OCI-applied layers:\n%s", d)
+		t.Fatalf("%s unpacks to a tree that differs from the OCI-applied layers:\n%s", boot, d)
 	}
 }

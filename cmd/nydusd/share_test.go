@@ -93,15 +93,21 @@ func TestSharedChunksAcrossImages(t *testing.T) {
 		t.Fatalf("nydusd_shared_bytes_total %d, want at least %d", n, len(common))
 	}
 
-	c := daemon(bootC, "sc")
-	r.ResetStats()
-	read(c)
-	if got := r.Stats().BlobBytesServed; got < int64(len(common))/2 {
-		t.Fatalf("the sha256 image fetched only %d bytes: it cannot share blake3 chunks", got)
+	// fetches reads the file through a new daemon and fails unless it
+	// came from the registry, not from the cache.
+	fetches := func(boot, repo, what string) {
+		t.Helper()
+		d := daemon(boot, repo)
+		r.ResetStats()
+		read(d)
+		if got := r.Stats().BlobBytesServed; got < int64(len(common))/2 {
+			t.Fatalf("%s fetched only %d bytes", what, got)
+		}
+		if n := shared(d); n != 0 {
+			t.Fatalf("%s shared %d bytes", what, n)
+		}
 	}
-	if n := shared(c); n != 0 {
-		t.Fatalf("the sha256 image shared %d bytes", n)
-	}
+	fetches(bootC, "sc", "the sha256 image (it cannot share blake3 chunks)")
 
 	// The cached copies changed on disk: a fourth image's read finds them
 	// in the index, fails to verify them, and fetches instead.
@@ -119,13 +125,5 @@ func TestSharedChunksAcrossImages(t *testing.T) {
 			f.Close()
 		}
 	}
-	dd := daemon(bootD, "sd")
-	r.ResetStats()
-	read(dd)
-	if got := r.Stats().BlobBytesServed; got < int64(len(common))/2 {
-		t.Fatalf("with the cached copies changed on disk, the fourth image fetched only %d bytes", got)
-	}
-	if n := shared(dd); n != 0 {
-		t.Fatalf("the fourth image used %d bytes of changed cached copies", n)
-	}
+	fetches(bootD, "sd", "with the cached copies changed on disk, the fourth image")
 }

@@ -213,21 +213,8 @@ func loadBase(ctx context.Context, o *Options) (*base, error) {
 			}
 			remap[i] = idx
 		}
-		seen := map[*rafs.Inode]bool{}
-		tree.Walk(func(_ string, n *rafs.Node) error {
-			if seen[n.Inode] {
-				return nil
-			}
-			seen[n.Inode] = true
-			for i := range n.Inode.Chunks {
-				c := &n.Inode.Chunks[i]
-				c.BlobIndex = remap[c.BlobIndex]
-				if _, ok := b.known[c.Digest]; !ok {
-					b.known[c.Digest] = *c
-				}
-			}
-			return nil
-		})
+		remapChunks(tree, remap)
+		collectChunks(tree, b.known)
 		if keepTree {
 			b.tree = tree
 		}

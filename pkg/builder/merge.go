@@ -217,11 +217,24 @@ func Merge(ctx context.Context, sources []MergeSource, o MergeOptions) (*MergeRe
 
 // collectChunks adds the chunks of a tree's files to known.
 func collectChunks(t *rafs.Node, known map[digester.Digest]rafs.ChunkInfo) {
+	eachChunk(t, func(c *rafs.ChunkInfo) {
+		if _, ok := known[c.Digest]; !ok {
+			known[c.Digest] = *c
+		}
+	})
+}
+
+// eachChunk calls fn with every chunk of a tree's files, once per inode
+// (hard links share theirs).
+func eachChunk(t *rafs.Node, fn func(c *rafs.ChunkInfo)) {
+	seen := map[*rafs.Inode]bool{}
 	t.Walk(func(_ string, n *rafs.Node) error {
-		for _, c := range n.Inode.Chunks {
-			if _, ok := known[c.Digest]; !ok {
-				known[c.Digest] = c
-			}
+		if seen[n.Inode] {
+			return nil
+		}
+		seen[n.Inode] = true
+		for i := range n.Inode.Chunks {
+			fn(&n.Inode.Chunks[i])
 		}
 		return nil
 	})
@@ -230,34 +243,15 @@ func collectChunks(t *rafs.Node, known map[digester.Digest]rafs.ChunkInfo) {
 // reuseChunks points the chunks of a tree's files that known holds at
 // known's copy (keeping their file offsets).
 func reuseChunks(t *rafs.Node, known map[digester.Digest]rafs.ChunkInfo) {
-	seen := map[*rafs.Inode]bool{}
-	t.Walk(func(_ string, n *rafs.Node) error {
-		if seen[n.Inode] {
-			return nil
+	eachChunk(t, func(c *rafs.ChunkInfo) {
+		if k, ok := known[c.Digest]; ok && k.UncompressedSize == c.UncompressedSize {
+			fo := c.FileOffset
+			*c = k
+			c.FileOffset = fo
 		}
-		seen[n.Inode] = true
-		for i := range n.Inode.Chunks {
-			c := &n.Inode.Chunks[i]
-			if k, ok := known[c.Digest]; ok && k.UncompressedSize == c.UncompressedSize {
-				fo := c.FileOffset
-				*c = k
-				c.FileOffset = fo
-			}
-		}
-		return nil
 	})
 }
 
 func remapChunks(t *rafs.Node, remap []uint32) {
-	seen := map[*rafs.Inode]bool{}
-	t.Walk(func(_ string, n *rafs.Node) error {
-		if seen[n.Inode] {
-			return nil
-		}
-		seen[n.Inode] = true
-		for i := range n.Inode.Chunks {
-			n.Inode.Chunks[i].BlobIndex = remap[n.Inode.Chunks[i].BlobIndex]
-		}
-		return nil
-	})
+	eachChunk(t, func(c *rafs.ChunkInfo) { c.BlobIndex = remap[c.BlobIndex] })
 }
