@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/nydus-go/nydus/internal/roottest"
+	"github.com/nydus-go/nydus/internal/sysproc"
 	"github.com/nydus-go/nydus/pkg/converter"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
 	"github.com/nydus-go/nydus/pkg/registry/registrytest"
@@ -74,24 +75,11 @@ http {
 `, dir, port, origin, sliceSize())
 	cfg := filepath.Join(dir, "nginx.conf")
 	os.WriteFile(cfg, []byte(conf), 0o644)
-	cmd := exec.Command(nginx, "-c", cfg, "-p", dir)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	var log syncBuffer
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
+	p, err := sysproc.Start("nginx", filepath.Join(dir, "nginx.log"), nginx, "-c", cfg, "-p", dir)
+	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGQUIT)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
+	b.Cleanup(func() { p.Stop(syscall.SIGQUIT) })
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		if c, err := net.Dial("tcp", addr); err == nil {
@@ -100,7 +88,7 @@ http {
 		}
 		if time.Now().After(deadline) {
 			errLog, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			b.Fatalf("nginx did not start:\n%s%s", &log, errLog)
+			b.Fatalf("nginx did not start:\n%s%s", p.Tail(), errLog)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

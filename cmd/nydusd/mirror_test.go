@@ -89,21 +89,11 @@ func TestRegistryMirror(t *testing.T) {
 	if origin.Stats().BlobBytesServed == 0 {
 		t.Fatal("nothing was read from the origin while the mirror was down")
 	}
-	waitLog := func(what string) {
-		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for !strings.Contains(d.log.String(), what) {
-			if time.Now().After(deadline) {
-				t.Fatalf("nydusd did not log %q:\n%s", what, d.log)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	waitLog("registry mirror disabled")
+	d.waitLog(t, "registry mirror disabled")
 
 	// The mirror back: after its next health check, blobs go to it.
 	mirror.Restart(t)
-	waitLog("registry mirror recovered")
+	d.waitLog(t, "registry mirror recovered")
 	n0 := mirror.Stats().BlobGets
 	origin.ResetStats()
 	b, err := os.ReadFile(filepath.Join(d.mnt, "other.bin"))

@@ -129,6 +129,18 @@ func startAt(t testing.TB, sock, mnt, want string, args ...string) *daemonProc {
 	return nil
 }
 
+// waitLog waits (at most 15 s) until the daemon has logged what.
+func (d *daemonProc) waitLog(t testing.TB, what string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(d.log.String(), what) {
+		if time.Now().After(deadline) {
+			t.Fatalf("nydusd did not log %q:\n%s", what, d.log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func (d *daemonProc) client() *http.Client {
 	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", d.sock)

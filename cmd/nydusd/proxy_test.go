@@ -155,22 +155,12 @@ func TestRegistryProxySquid(t *testing.T) {
 	if r.Stats().BlobBytesServed == before {
 		t.Fatal("nothing was read from the registry directly while squid was down")
 	}
-	waitLog := func(what string) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !strings.Contains(d.log.String(), what) {
-			if time.Now().After(deadline) {
-				t.Fatalf("nydusd did not log %q:\n%s", what, d.log)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
 	// The next ping fails: the proxy is taken as down.
-	waitLog("registry proxy unhealthy")
+	d.waitLog(t, "registry proxy unhealthy")
 	// squid back: after the next ping, blobs go through it again.
 	startSquid(t, sq)
 	n0 := viaSquid()
-	waitLog("registry proxy recovered")
+	d.waitLog(t, "registry proxy recovered")
 	if !strings.Contains(sq.log(), "squid-internal-mgr/info") {
 		t.Fatalf("squid's log shows no ping:\n%s", sq.log())
 	}
