@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,17 +15,13 @@ import (
 // records each request's path and Authorization and X-Mirror headers.
 type fakeMirror struct {
 	*httptest.Server
-	status atomic.Int32
-	mu     sync.Mutex
-	seen   []string
+	recorder
 }
 
 func newFakeMirror(t *testing.T, name string) *fakeMirror {
 	m := &fakeMirror{}
 	m.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		m.mu.Lock()
-		m.seen = append(m.seen, r.URL.Path+" auth="+r.Header.Get("Authorization")+" x="+r.Header.Get("X-Mirror"))
-		m.mu.Unlock()
+		m.record(r.URL.Path + " auth=" + r.Header.Get("Authorization") + " x=" + r.Header.Get("X-Mirror"))
 		if s := m.status.Load(); s != 0 {
 			w.WriteHeader(int(s))
 			return
@@ -35,12 +30,6 @@ func newFakeMirror(t *testing.T, name string) *fakeMirror {
 	}))
 	t.Cleanup(m.Close)
 	return m
-}
-
-func (m *fakeMirror) requests() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]string(nil), m.seen...)
 }
 
 // TestMirrorTransport: blobs and manifests go to the first mirror that

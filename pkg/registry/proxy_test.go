@@ -12,21 +12,37 @@ import (
 	"time"
 )
 
-// fakeProxy is a forward proxy that relays requests to their origin, or
-// answers status when it is set; it records what it was asked.
-type fakeProxy struct {
-	*httptest.Server
+// recorder keeps what a fake server was asked and the status it answers
+// with when set.
+type recorder struct {
 	status atomic.Int32
 	mu     sync.Mutex
 	seen   []string
 }
 
+func (r *recorder) record(s string) {
+	r.mu.Lock()
+	r.seen = append(r.seen, s)
+	r.mu.Unlock()
+}
+
+func (r *recorder) requests() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.seen...)
+}
+
+// fakeProxy is a forward proxy that relays requests to their origin, or
+// answers status when it is set; it records what it was asked.
+type fakeProxy struct {
+	*httptest.Server
+	recorder
+}
+
 func newFakeProxy(t *testing.T) *fakeProxy {
 	p := &fakeProxy{}
 	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p.mu.Lock()
-		p.seen = append(p.seen, r.Method+" "+r.RequestURI)
-		p.mu.Unlock()
+		p.record(r.Method + " " + r.RequestURI)
 		if s := p.status.Load(); s != 0 {
 			w.WriteHeader(int(s))
 			return
@@ -51,12 +67,6 @@ func newFakeProxy(t *testing.T) *fakeProxy {
 	}))
 	t.Cleanup(p.Close)
 	return p
-}
-
-func (p *fakeProxy) requests() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return append([]string(nil), p.seen...)
 }
 
 // TestProxyTransport: registry requests go through a healthy proxy
