@@ -49,6 +49,7 @@ type convertFlags struct {
 	net                            netFlags
 	pushRetryDelay                 string
 	independent                    bool
+	dedupScope                     string
 	targetSuffix                   string
 	nydusImage                     string
 	fsAlignChunk                   bool
@@ -101,6 +102,7 @@ reuses layers converted earlier, on any machine.`,
 	fl.BoolVar(&f.prefetchPatterns, "prefetch-patterns", false, "read absolute paths to prefetch from stdin")
 	fl.StringVar(&f.prefetchDir, "prefetch-dir", "", "prefetch this directory (conflicts with --prefetch-patterns)")
 	fl.StringVar(&f.chunkDict, "chunk-dict", "", "reuse chunks of another Nydus image: bootstrap:registry:REF or bootstrap:local:PATH")
+	fl.StringVar(&f.dedupScope, "dedup-scope", "", "repositories whose chunk dictionaries the conversion dedups against, comma-separated (default: the target repository), or none; the target's dictionary gets the image's chunks")
 	fl.BoolVar(&f.chunkDictInsecure, "chunk-dict-insecure", false, "skip TLS verification for the chunk dict registry")
 	fl.StringVar(&f.buildCache, "build-cache", "", "build cache image reference (reused across machines)")
 	fl.StringVar(&f.buildCacheTag, "build-cache-tag", "", "tag of the build cache image (overrides the one in --build-cache)")
@@ -184,6 +186,26 @@ func runConvert(cmd *cobra.Command, f *convertFlags, lo *logOptions) error {
 	if !f.allPlatforms {
 		if o.Platforms, err = converter.ParsePlatforms(f.platform); err != nil {
 			return err
+		}
+	}
+	if f.targetArchive != "" && f.dedupScope != "" && f.dedupScope != "none" {
+		return errors.New("--dedup-scope needs a registry --target: an archive target has no dictionary")
+	}
+	switch f.dedupScope {
+	case "":
+	case "none":
+		o.NoDedupScope = true
+	default:
+		for _, s := range strings.Split(f.dedupScope, ",") {
+			var opts []name.Option
+			if f.plainHTTP || f.targetInsecure {
+				opts = append(opts, name.Insecure)
+			}
+			repo, err := name.NewRepository(strings.TrimSpace(s), opts...)
+			if err != nil {
+				return fmt.Errorf("invalid --dedup-scope repository %q: %w", s, err)
+			}
+			o.DedupScope = append(o.DedupScope, repo)
 		}
 	}
 	if o.Compressor, err = compress.ParseAlgorithm(f.compressor); err != nil || o.Compressor == compress.GZip {

@@ -28,6 +28,7 @@ import (
 	"github.com/nydus-go/nydus/internal/version"
 	"github.com/nydus-go/nydus/pkg/blob"
 	"github.com/nydus-go/nydus/pkg/builder"
+	"github.com/nydus-go/nydus/pkg/chunkdict"
 	"github.com/nydus-go/nydus/pkg/compress"
 	"github.com/nydus-go/nydus/pkg/digester"
 	"github.com/nydus-go/nydus/pkg/rafs"
@@ -60,8 +61,19 @@ type Options struct {
 	// Independent packs every layer on its own, like upstream, instead
 	// of against the chunks of the layers below it.
 	Independent bool
-	// ChunkDict is another Nydus image whose chunks are reused.
+	// ChunkDict is another Nydus image whose chunks are reused. When set,
+	// the dedup scope's dictionary is not read (it is still updated).
 	ChunkDict *ChunkDict
+	// DedupScope lists the repositories whose chunk dictionaries the
+	// conversion dedups against (default: the target repository). The
+	// target repository's dictionary gets the converted image's chunks.
+	DedupScope []name.Repository
+	// NoDedupScope turns the dedup scope off: no dictionary is read or
+	// updated (nydusify --dedup-scope none).
+	NoDedupScope bool
+	// MaxDictChunks bounds a merged dictionary (default
+	// chunkdict.DefaultMaxChunks): the most referenced chunks stay.
+	MaxDictChunks int
 	// Cache is the build cache (nil: none).
 	Cache *BuildCache
 	// WorkDir holds temporary blobs (default: the OS temp dir).
@@ -131,6 +143,9 @@ func (o *Options) defaults() {
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 3
+	}
+	if o.MaxDictChunks <= 0 {
+		o.MaxDictChunks = chunkdict.DefaultMaxChunks
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -206,6 +221,15 @@ func Convert(ctx context.Context, src, dst Ref, o Options) (*Result, error) {
 	if o.Cache != nil {
 		if err := o.Cache.load(ctx); err != nil {
 			return nil, err
+		}
+	}
+	var scope *scopeDict
+	if !o.NoDedupScope && dst.Name != nil {
+		scope = &scopeDict{}
+		if o.ChunkDict == nil {
+			if scope, err = c.loadScope(ctx); err != nil {
+				return nil, err
+			}
 		}
 	}
 
@@ -298,6 +322,13 @@ func Convert(ctx context.Context, src, dst Ref, o Options) (*Result, error) {
 	}
 	for _, t := range targets {
 		res.Images = append(res.Images, t.res)
+	}
+	if scope != nil {
+		var boots [][]byte
+		for _, t := range targets {
+			boots = append(boots, t.img.boot)
+		}
+		c.contribute(ctx, scope, boots)
 	}
 	if o.Cache != nil {
 		if dst.Name != nil {
@@ -566,7 +597,7 @@ func (c *conv) convertImage(ctx context.Context, img v1.Image, p *v1.Platform) (
 		ir.DedupBytes += b.res.Stats.DedupBytes
 	}
 	ir.ConvertSeconds = time.Since(start).Seconds()
-	return &nydusImage{manifest: rawMan, config: cfgJSON, mt: manMT, layers: append(blobLayers, bootLayer)}, ir, nil
+	return &nydusImage{manifest: rawMan, config: cfgJSON, mt: manMT, layers: append(blobLayers, bootLayer), boot: merged.Bootstrap}, ir, nil
 }
 
 // nydusConfig rewrites the image config: diff_ids become the blob

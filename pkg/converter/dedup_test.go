@@ -183,6 +183,7 @@ func TestReaddedDataStoredOnce(t *testing.T) {
 	// twice (the final image still references one copy).
 	o := testOptions(t)
 	o.Independent = true
+	o.NoDedupScope = true // not against the first conversion's dictionary
 	res2, err := Convert(ctx, ref(t, r.Host+"/readd:latest"), ref(t, r.Host+"/readd:nydus-indep"), o)
 	if err != nil {
 		t.Fatal(err)

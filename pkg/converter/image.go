@@ -42,6 +42,7 @@ type nydusImage struct {
 	config   []byte
 	mt       types.MediaType
 	layers   []v1.Layer
+	boot     []byte // the merged bootstrap
 }
 
 var _ v1.Image = (*nydusImage)(nil)

@@ -265,6 +265,19 @@ func (r *Registry) Stop(t testing.TB) {
 	r.kill = nil
 }
 
+// GarbageCollect runs the registry's garbage collector (docker-registry
+// garbage-collect) on its storage: blobs no manifest references are
+// deleted. The registry is stopped for it and started again.
+func (r *Registry) GarbageCollect(t testing.TB) {
+	t.Helper()
+	r.Stop(t)
+	out, err := exec.Command(r.bin, "garbage-collect", r.cfgPath).CombinedOutput()
+	if err != nil {
+		t.Fatalf("registrytest: garbage-collect: %v\n%s", err, out)
+	}
+	r.Restart(t)
+}
+
 // Restart starts a stopped registry again, at the same Host and with the
 // same storage.
 func (r *Registry) Restart(t testing.TB) {

@@ -1,0 +1,247 @@
+// Package chunkdict is the chunk dictionary that nydusify keeps in a
+// registry so that every conversion into a dedup scope reuses the chunks
+// of the images converted before it, with no dictionary built by hand.
+//
+// A [Dict] lists chunks by content (digest), each with the blob that
+// holds it (a full RAFS blob table entry, so an image built against the
+// dictionary can reference that blob) and a reference count: how many
+// converted images use the chunk. Dictionaries merge by summing counts
+// ([Merge]) and are bounded by keeping the most referenced chunks
+// ([Dict.Trim]).
+//
+// On the wire a dictionary is a RAFS v6 bootstrap ([Dict.Bootstrap],
+// [Open]), so it is read by the same hardened parser as every image, and
+// nydus-image and nydusify take it as a --chunk-dict bootstrap: the root
+// directory holds one regular file per chunk, named "REFS.SEQ" (decimal
+// reference count, a dot, a decimal sequence number), whose single chunk
+// is the dictionary entry. docs/format.md describes the registry
+// artifact around it.
+package chunkdict
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/nydus-go/nydus/pkg/compress"
+	"github.com/nydus-go/nydus/pkg/digester"
+	"github.com/nydus-go/nydus/pkg/rafs"
+)
+
+// MaxChunks bounds a dictionary read by Open.
+const MaxChunks = 1 << 22
+
+// DefaultMaxChunks is the size nydusify trims a dictionary to: about 20
+// MiB of bootstrap.
+const DefaultMaxChunks = 1 << 18
+
+// Chunk is one dictionary entry: a chunk (its BlobIndex indexes
+// Dict.Blobs; FileOffset is unused) and how many images reference it.
+type Chunk struct {
+	rafs.ChunkInfo
+	Refs uint32
+}
+
+// Dict is a chunk dictionary.
+type Dict struct {
+	// Digester and ChunkSize are the images' chunk digest algorithm and
+	// chunk size: only images built with the same reuse its chunks.
+	Digester  digester.Algorithm
+	ChunkSize uint32
+	// Blobs holds the blob of each chunk; Blobs[i].Index is i.
+	Blobs []rafs.BlobInfo
+	// Chunks are the entries, one per digest.
+	Chunks []Chunk
+}
+
+// FromImage returns the dictionary of one image: each chunk its
+// bootstrap references (one location per digest), with one reference.
+func FromImage(ctx context.Context, rd *rafs.Reader) (*Dict, error) {
+	table, err := rd.ChunkTable(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("chunk dictionary: %w", err)
+	}
+	d := &Dict{Digester: rd.Ext.Flags.Digester(), ChunkSize: rd.ChunkSize()}
+	used := map[uint32]uint32{} // image blob index → dict blob index
+	seen := map[digester.Digest]bool{}
+	for _, c := range table {
+		if seen[c.Digest] || c.Flags&(rafs.ChunkEncrypted|rafs.ChunkBatch) != 0 || int(c.BlobIndex) >= len(rd.Blobs) {
+			continue
+		}
+		seen[c.Digest] = true
+		idx, ok := used[c.BlobIndex]
+		if !ok {
+			bi := rd.Blobs[c.BlobIndex]
+			idx = uint32(len(d.Blobs))
+			bi.Index = idx
+			d.Blobs = append(d.Blobs, bi)
+			used[c.BlobIndex] = idx
+		}
+		c.BlobIndex, c.FileOffset = idx, 0
+		d.Chunks = append(d.Chunks, Chunk{ChunkInfo: c, Refs: 1})
+	}
+	return d, nil
+}
+
+// Merge combines dictionaries of one digester and chunk size: a digest's
+// counts are summed, and its location is the first dictionary's that
+// has it. Nil dictionaries are skipped.
+func Merge(ds ...*Dict) (*Dict, error) {
+	var out *Dict
+	blobIdx := map[string]uint32{}
+	at := map[digester.Digest]int{}
+	for _, d := range ds {
+		if d == nil {
+			continue
+		}
+		if out == nil {
+			out = &Dict{Digester: d.Digester, ChunkSize: d.ChunkSize}
+		} else if d.Digester != out.Digester || d.ChunkSize != out.ChunkSize {
+			return nil, fmt.Errorf("chunk dictionaries differ: digester %s and chunk size %#x against %s and %#x", d.Digester, d.ChunkSize, out.Digester, out.ChunkSize)
+		}
+		for _, c := range d.Chunks {
+			if i, ok := at[c.Digest]; ok {
+				out.Chunks[i].Refs = satAdd(out.Chunks[i].Refs, c.Refs)
+				continue
+			}
+			bi := d.Blobs[c.BlobIndex]
+			idx, ok := blobIdx[bi.BlobID]
+			if !ok {
+				idx = uint32(len(out.Blobs))
+				bi.Index = idx
+				out.Blobs = append(out.Blobs, bi)
+				blobIdx[bi.BlobID] = idx
+			}
+			c.BlobIndex = idx
+			at[c.Digest] = len(out.Chunks)
+			out.Chunks = append(out.Chunks, c)
+		}
+	}
+	return out, nil
+}
+
+func satAdd(a, b uint32) uint32 {
+	if a+b < a {
+		return ^uint32(0)
+	}
+	return a + b
+}
+
+// Trim keeps the max most referenced chunks (ties broken by digest) and
+// the blobs they use.
+func (d *Dict) Trim(max int) {
+	if len(d.Chunks) <= max {
+		return
+	}
+	slices.SortFunc(d.Chunks, func(a, b Chunk) int {
+		if c := cmp.Compare(b.Refs, a.Refs); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.Digest[:], b.Digest[:])
+	})
+	d.Chunks = d.Chunks[:max]
+	d.compact()
+}
+
+// Keep drops the chunks of the blobs keep refuses (blobs gone from the
+// registry, say).
+func (d *Dict) Keep(keep func(blobID string) bool) {
+	ok := make([]bool, len(d.Blobs))
+	for i, b := range d.Blobs {
+		ok[i] = keep(b.BlobID)
+	}
+	d.Chunks = slices.DeleteFunc(d.Chunks, func(c Chunk) bool { return !ok[c.BlobIndex] })
+	d.compact()
+}
+
+// compact drops unused blobs and renumbers the rest.
+func (d *Dict) compact() {
+	used := make([]bool, len(d.Blobs))
+	for _, c := range d.Chunks {
+		used[c.BlobIndex] = true
+	}
+	remap := make([]uint32, len(d.Blobs))
+	var blobs []rafs.BlobInfo
+	for i, b := range d.Blobs {
+		if used[i] {
+			remap[i] = uint32(len(blobs))
+			b.Index = remap[i]
+			blobs = append(blobs, b)
+		}
+	}
+	for i := range d.Chunks {
+		d.Chunks[i].BlobIndex = remap[d.Chunks[i].BlobIndex]
+	}
+	d.Blobs = blobs
+}
+
+// Bootstrap encodes the dictionary as a RAFS v6 bootstrap: one file per
+// chunk, named "REFS.SEQ", in digest order.
+func (d *Dict) Bootstrap() ([]byte, error) {
+	if len(d.Chunks) > MaxChunks {
+		return nil, fmt.Errorf("chunk dictionary: %d chunks exceed %d", len(d.Chunks), MaxChunks)
+	}
+	chunks := slices.Clone(d.Chunks)
+	slices.SortFunc(chunks, func(a, b Chunk) int { return bytes.Compare(a.Digest[:], b.Digest[:]) })
+	root := &rafs.Node{Inode: &rafs.Inode{Mode: 0o40755}}
+	for i, c := range chunks {
+		ci := c.ChunkInfo
+		ci.FileOffset = 0
+		root.Children = append(root.Children, &rafs.Node{
+			Name:  fmt.Sprintf("%d.%d", c.Refs, i),
+			Inode: &rafs.Inode{Mode: 0o100444, Size: uint64(ci.UncompressedSize), Chunks: []rafs.ChunkInfo{ci}},
+		})
+	}
+	slices.SortFunc(root.Children, func(a, b *rafs.Node) int { return strings.Compare(a.Name, b.Name) })
+	return rafs.Marshal(root, rafs.WriterOptions{ChunkSize: d.ChunkSize, Blobs: d.Blobs,
+		Flags: rafs.FlagsFor(compress.Zstd, d.Digester) | rafs.FlagExplicitUIDGID})
+}
+
+// Open decodes a dictionary from its bootstrap.
+func Open(ctx context.Context, boot []byte) (*Dict, error) {
+	rd, err := rafs.Open(ctx, bytes.NewReader(boot), int64(len(boot)))
+	if err != nil {
+		return nil, fmt.Errorf("chunk dictionary: %w", err)
+	}
+	root, err := rd.Load(ctx, rafs.LoadOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("chunk dictionary: %w", err)
+	}
+	if len(root.Children) > MaxChunks {
+		return nil, fmt.Errorf("chunk dictionary: %d entries exceed %d", len(root.Children), MaxChunks)
+	}
+	d := &Dict{Digester: rd.Ext.Flags.Digester(), ChunkSize: rd.ChunkSize()}
+	used := map[uint32]uint32{}
+	seen := map[digester.Digest]bool{}
+	for _, n := range root.Children {
+		refs, _, ok := strings.Cut(n.Name, ".")
+		r, err := strconv.ParseUint(refs, 10, 32)
+		if !ok || err != nil || !n.Inode.IsRegular() || len(n.Inode.Chunks) != 1 {
+			return nil, fmt.Errorf("chunk dictionary: entry %q is not a one-chunk file named REFS.SEQ", n.Name)
+		}
+		c := n.Inode.Chunks[0]
+		if int(c.BlobIndex) >= len(rd.Blobs) {
+			return nil, fmt.Errorf("chunk dictionary: entry %q refers to blob %d of %d", n.Name, c.BlobIndex, len(rd.Blobs))
+		}
+		if seen[c.Digest] {
+			continue
+		}
+		seen[c.Digest] = true
+		idx, ok := used[c.BlobIndex]
+		if !ok {
+			bi := rd.Blobs[c.BlobIndex]
+			idx = uint32(len(d.Blobs))
+			bi.Index = idx
+			d.Blobs = append(d.Blobs, bi)
+			used[c.BlobIndex] = idx
+		}
+		c.BlobIndex, c.FileOffset = idx, 0
+		d.Chunks = append(d.Chunks, Chunk{ChunkInfo: c, Refs: uint32(r)})
+	}
+	return d, nil
+}

@@ -1,0 +1,288 @@
+package converter
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/nydus-go/nydus/pkg/chunkdict"
+	"github.com/nydus-go/nydus/pkg/rafs"
+	"github.com/nydus-go/nydus/pkg/registry"
+)
+
+// The dedup scope's chunk dictionary lives in each scope repository as
+// tagged artifacts (docs/format.md, "Chunk dictionary artifact"): an OCI
+// manifest whose config has media type MediaTypeDictConfig and whose one
+// layer is a Nydus bootstrap layer holding a chunkdict bootstrap. Every
+// conversion adds its own artifact under a new tag, so concurrent
+// conversions never overwrite each other; when a scope holds more than
+// dictCompactAt of them, the converter merges what it read into one
+// (trimmed to MaxDictChunks) and deletes those it merged, never one it
+// did not read.
+const (
+	// DictTagPrefix starts the tags of dictionary artifacts.
+	DictTagPrefix = "nydus-chunk-dict-"
+	// MediaTypeDictConfig is the config media type of a dictionary
+	// artifact.
+	MediaTypeDictConfig = "application/vnd.nydus-go.chunk-dict.config.v1+json"
+	// dictCompactAt is how many artifacts a scope repository may hold
+	// before a conversion merges them.
+	dictCompactAt = 8
+)
+
+// scopeDict is what a conversion read of its dedup scope.
+type scopeDict struct {
+	dict *chunkdict.Dict
+	// read are the artifacts read from the target repository, by digest.
+	read []v1.Hash
+}
+
+// scopeRepos returns the repositories of the dedup scope: the target's
+// by default.
+func (c *conv) scopeRepos() []name.Repository {
+	if len(c.o.DedupScope) > 0 {
+		return c.o.DedupScope
+	}
+	return []name.Repository{c.dst.Name.Context()}
+}
+
+// loadScope reads the dictionaries of the dedup scope into one, keeping
+// only chunks of this conversion's digester and chunk size whose blob
+// is still in its repository, and sets it as the conversion's chunk
+// dictionary. An unreadable artifact is skipped with a warning: a
+// dictionary never fails a conversion.
+func (c *conv) loadScope(ctx context.Context) (*scopeDict, error) {
+	o := c.o
+	sd := &scopeDict{}
+	var dicts []*chunkdict.Dict
+	where := map[string]name.Repository{} // blob id → repository holding it
+	target := c.dst.Name.Context()
+	for _, repo := range c.scopeRepos() {
+		tags, err := remote.List(repo, o.Target.Remote(ctx)...)
+		if err != nil {
+			var te *transport.Error
+			if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
+				continue // no repository yet
+			}
+			return nil, fmt.Errorf("dedup scope %s: list tags: %w", repo, err)
+		}
+		sort.Strings(tags)
+		for _, tag := range tags {
+			if !strings.HasPrefix(tag, DictTagPrefix) {
+				continue
+			}
+			d, digest, err := readDictArtifact(ctx, repo.Tag(tag), o.Target)
+			if err != nil {
+				o.Log.Warn("skipping an unreadable chunk dictionary", "repository", repo.String(), "tag", tag, "err", err)
+				continue
+			}
+			if repo.String() == target.String() {
+				sd.read = append(sd.read, digest)
+			}
+			if d.Digester != o.Digester || d.ChunkSize != o.ChunkSize {
+				continue
+			}
+			for _, b := range d.Blobs {
+				if _, ok := where[b.BlobID]; !ok {
+					where[b.BlobID] = repo
+				}
+			}
+			dicts = append(dicts, d)
+		}
+	}
+	d, err := chunkdict.Merge(dicts...)
+	if err != nil || d == nil {
+		return sd, err
+	}
+	// Blobs deleted since (their images removed, the registry collected)
+	// can no longer be referenced; the others' sizes go in the manifest.
+	layers := map[string]v1.Layer{}
+	sizes := map[string]int64{}
+	d.Keep(func(id string) bool {
+		l, err := remote.Layer(where[id].Digest("sha256:"+id), o.Target.Remote(ctx)...)
+		if err != nil {
+			return false
+		}
+		size, err := l.Size() // HEAD
+		if err != nil {
+			return false
+		}
+		layers[id], sizes[id] = l, size
+		return true
+	})
+	if len(d.Chunks) == 0 {
+		return sd, nil
+	}
+	sd.dict = d
+	cd, err := dictFromScope(ctx, d, where, layers, sizes, o.Target)
+	if err != nil {
+		return nil, err
+	}
+	o.ChunkDict = cd
+	o.Log.Info("deduplicating against the dedup scope's chunk dictionary", "chunks", len(d.Chunks), "blobs", len(d.Blobs))
+	return sd, nil
+}
+
+// dictFromScope turns a scope dictionary into the conversion's chunk
+// dictionary: its bootstrap for the builder, and each blob as a layer of
+// its repository (pushed by a cross-repository mount when another one).
+func dictFromScope(ctx context.Context, d *chunkdict.Dict, where map[string]name.Repository, layers map[string]v1.Layer, sizes map[string]int64, ro RegistryOptions) (*ChunkDict, error) {
+	boot, err := d.Bootstrap()
+	if err != nil {
+		return nil, err
+	}
+	rd, err := rafs.Open(ctx, bytes.NewReader(boot), int64(len(boot)))
+	if err != nil {
+		return nil, fmt.Errorf("dedup scope dictionary: %w", err)
+	}
+	cd := &ChunkDict{boot: rd, id: "scope:" + sha256Hex(boot), blobs: map[string]dictBlob{}}
+	rr := map[string]*registry.Client{}
+	for _, b := range d.Blobs {
+		repo := where[b.BlobID]
+		cl := rr[repo.String()]
+		if cl == nil {
+			if cl, err = registry.NewForRepository(ctx, repo, ro.Keychain, ro.Transport); err != nil {
+				return nil, err
+			}
+			rr[repo.String()] = cl
+		}
+		meta, _ := blobMetaFile(ctx, cl, "sha256:"+b.BlobID, sizes[b.BlobID])
+		cd.blobs[b.BlobID] = dictBlob{layer: layers[b.BlobID], meta: meta, size: sizes[b.BlobID]}
+	}
+	return cd, nil
+}
+
+// readDictArtifact reads one dictionary artifact.
+func readDictArtifact(ctx context.Context, ref name.Reference, ro RegistryOptions) (*chunkdict.Dict, v1.Hash, error) {
+	img, err := remote.Image(ref, ro.Remote(ctx)...)
+	if err != nil {
+		return nil, v1.Hash{}, err
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return nil, v1.Hash{}, err
+	}
+	mf, err := img.Manifest()
+	if err != nil {
+		return nil, digest, err
+	}
+	if mf.Config.MediaType != MediaTypeDictConfig || len(mf.Layers) != 1 {
+		return nil, digest, fmt.Errorf("not a chunk dictionary artifact (config %s, %d layers)", mf.Config.MediaType, len(mf.Layers))
+	}
+	ls, err := img.Layers()
+	if err != nil {
+		return nil, digest, err
+	}
+	rc, err := ls[0].Compressed()
+	if err != nil {
+		return nil, digest, err
+	}
+	defer rc.Close()
+	boot, err := ExtractBootstrap(rc, rafs.MaxMetadataSize)
+	if err != nil {
+		return nil, digest, err
+	}
+	d, err := chunkdict.Open(ctx, boot)
+	return d, digest, err
+}
+
+// writeDictArtifact pushes a dictionary under a new tag of repo.
+func writeDictArtifact(ctx context.Context, repo name.Repository, d *chunkdict.Dict, ro RegistryOptions) error {
+	boot, err := d.Bootstrap()
+	if err != nil {
+		return err
+	}
+	bl, err := makeBootstrapLayer(boot, nil)
+	if err != nil {
+		return err
+	}
+	layer := static.NewLayer(bl.gz, types.OCILayer)
+	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), layer)
+	if err != nil {
+		return err
+	}
+	img = mutate.ConfigMediaType(img, MediaTypeDictConfig)
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	tag := fmt.Sprintf("%s%x-%s", DictTagPrefix, time.Now().UnixNano(), hex.EncodeToString(rnd[:]))
+	if err := remote.Write(repo.Tag(tag), img, ro.Remote(ctx)...); err != nil {
+		return fmt.Errorf("push chunk dictionary %s:%s: %w", repo, tag, err)
+	}
+	return nil
+}
+
+// contribute adds the converted images' chunks to the target
+// repository's dictionary, and merges its artifacts when there are too
+// many. Failures are warnings: the image is converted already.
+func (c *conv) contribute(ctx context.Context, sd *scopeDict, boots [][]byte) {
+	o := c.o
+	repo := c.dst.Name.Context()
+	var mine []*chunkdict.Dict
+	for _, b := range boots {
+		rd, err := rafs.Open(ctx, bytes.NewReader(b), int64(len(b)))
+		if err == nil {
+			var d *chunkdict.Dict
+			if d, err = chunkdict.FromImage(ctx, rd); err == nil {
+				mine = append(mine, d)
+			}
+		}
+		if err != nil {
+			o.Log.Warn("chunk dictionary not updated", "repository", repo.String(), "err", err)
+			return
+		}
+	}
+	d, err := chunkdict.Merge(mine...)
+	if err != nil || d == nil || len(d.Chunks) == 0 {
+		return
+	}
+	if len(sd.read)+1 <= dictCompactAt {
+		if err := writeDictArtifact(ctx, repo, d, o.Target); err != nil {
+			o.Log.Warn("chunk dictionary not updated", "repository", repo.String(), "err", err)
+		}
+		return
+	}
+	// Merge what was read (of this digester and chunk size, or not:
+	// re-read everything) with this conversion's, then delete what was
+	// merged.
+	all := []*chunkdict.Dict{d}
+	var merged []v1.Hash
+	for _, h := range sd.read {
+		od, _, err := readDictArtifact(ctx, repo.Digest(h.String()), o.Target)
+		if err != nil || od.Digester != d.Digester || od.ChunkSize != d.ChunkSize {
+			continue
+		}
+		all = append(all, od)
+		merged = append(merged, h)
+	}
+	m, err := chunkdict.Merge(all...)
+	if err != nil {
+		o.Log.Warn("chunk dictionary not updated", "repository", repo.String(), "err", err)
+		return
+	}
+	m.Trim(o.MaxDictChunks)
+	if err := writeDictArtifact(ctx, repo, m, o.Target); err != nil {
+		o.Log.Warn("chunk dictionary not updated", "repository", repo.String(), "err", err)
+		return
+	}
+	for _, h := range merged {
+		if err := remote.Delete(repo.Digest(h.String()), o.Target.Remote(ctx)...); err != nil {
+			o.Log.Warn("merged chunk dictionary not deleted (the registry may refuse deletes); it is read again next time", "repository", repo.String(), "digest", h.String(), "err", err)
+		}
+	}
+}
