@@ -70,7 +70,7 @@ func FromImage(ctx context.Context, rd *rafs.Reader) (*Dict, error) {
 	used := map[uint32]uint32{} // image blob index → dict blob index
 	seen := map[digester.Digest]bool{}
 	for _, c := range table {
-		if seen[c.Digest] || c.Flags&(rafs.ChunkEncrypted|rafs.ChunkBatch) != 0 || int(c.BlobIndex) >= len(rd.Blobs) {
+		if seen[c.Digest] || c.Flags&rafs.ChunkEncrypted != 0 || int(c.BlobIndex) >= len(rd.Blobs) {
 			continue
 		}
 		seen[c.Digest] = true

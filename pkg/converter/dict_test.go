@@ -178,3 +178,26 @@ func TestDedupScopeSelfContained(t *testing.T) {
 		t.Fatalf("c: tree differs:\n%s", d)
 	}
 }
+
+// TestDedupScopeReproducible: converting a source again into the
+// repository that holds its first conversion gives the same image, and
+// so does a conversion with the scope off: the dictionary only points
+// the builder at blobs with the very chunks it would write.
+func TestDedupScopeReproducible(t *testing.T) {
+	r := registrytest.Start(t, registrytest.Options{})
+	a := treetest.Tar([]treetest.File{treetest.Reg("etc/os", 0o644, []byte("a\n")), treetest.Reg("opt/big.bin", 0o644, treetest.Random(66, 3<<20))})
+	registrytest.PushImage(t, r.Host+"/src:1", [][]byte{a, treetest.Tar(treetest.Sample())})
+	var digests []string
+	for _, tgt := range []string{"app:1", "app:2", "other:1"} {
+		o := testOptions(t)
+		o.NoDedupScope = tgt == "other:1"
+		res, err := Convert(context.Background(), ref(t, r.Host+"/src:1"), ref(t, r.Host+"/"+tgt), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		digests = append(digests, res.TargetDigest)
+	}
+	if digests[0] != digests[1] || digests[0] != digests[2] {
+		t.Fatalf("conversions of one source: %v; want one digest", digests)
+	}
+}
