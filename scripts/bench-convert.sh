@@ -621,21 +621,24 @@ declare -A DESC=(
 	[trixie-min]="$TRIXIE_HOW"
 	[trixie-curl]="trixie-min + curl layer"
 )
-C_FAM='"$NYDUSIFY" convert --source "$REG/bench/$NAME:oci" --target "$REG/family-$MODE/$NAME:nydus" --plain-http $EXTRA --work-dir "$TMP/wd/f-$MODE-$NAME" --output-json "$TMP/json/family-$MODE-$NAME.json" >"$TMP/logs/last.log" 2>&1'
-for MODE in dict default independent; do
+# One repository per mode, the images as its tags: the default dedup
+# scope is the target repository.
+C_FAM='"$NYDUSIFY" convert --source "$REG/bench/$NAME:oci" --target "$REG/family-$MODE:$NAME" --plain-http $EXTRA --work-dir "$TMP/wd/f-$MODE-$NAME" --output-json "$TMP/json/family-$MODE-$NAME.json" >"$TMP/logs/last.log" 2>&1'
+for MODE in dict default none independent; do
 	log "family conversions: $MODE"
 	for NAME in "${FAMILY[@]}"; do
 		EXTRA=""
 		case $MODE in
-		dict) [[ ${DICT[$NAME]} == - ]] || EXTRA="--chunk-dict bootstrap:registry:$REG/family-dict/${DICT[$NAME]}:nydus" ;;
-		independent) EXTRA="--independent" ;;
+		dict) [[ ${DICT[$NAME]} == - ]] || EXTRA="--chunk-dict bootstrap:registry:$REG/family-dict:${DICT[$NAME]}" ;;
+		none) EXTRA="--dedup-scope none" ;;
+		independent) EXTRA="--independent --dedup-scope none" ;;
 		esac
 		export MODE NAME EXTRA
 		bg_run "$HELPER" run -label "family/$MODE/$NAME" -results "$RESULTS" -services "$REG_PID,$CTRD_PID" -- bash -c "$C_FAM" ||
 			{ tail -n 15 "$TMP/logs/last.log" >&2; die "nydusify convert of $NAME ($MODE) failed"; }
-		plan image "family/$NAME/$MODE" "$REG/family-$MODE/$NAME:nydus"
+		plan image "family/$NAME/$MODE" "$REG/family-$MODE:$NAME"
 		plan json "family/$NAME/$MODE" "$TMP/json/family-$MODE-$NAME.json"
-		[[ $MODE != dict ]] || check_bootstrap "$REG/family-$MODE/$NAME:nydus"
+		[[ $MODE != dict && $MODE != default ]] || check_bootstrap "$REG/family-$MODE:$NAME"
 	done
 done
 for NAME in "${FAMILY[@]}"; do
@@ -665,7 +668,7 @@ plan cmd "eStargz convert" "$(shown "$C_CONVERT")"
 plan cmd "eStargz push" "$(shown "$C_PUSH")"
 [[ $ZSTDCHUNKED != 1 ]] || plan cmd "zstd:chunked convert" "$(shown "$C_ZSTD")"
 plan cmd "Between eStargz rounds" "\$CTR image rm --sync <all images> (containerd garbage-collects their content)"
-plan cmd "Family" "bin/nydusify convert --source \$REG/bench/NAME:oci --target \$REG/family-MODE/NAME:nydus --plain-http [--chunk-dict bootstrap:registry:\$REG/family-dict/DICT:nydus | --independent] --work-dir \$W --output-json family-MODE-NAME.json"
+plan cmd "Family" "bin/nydusify convert --source \$REG/bench/NAME:oci --target \$REG/family-MODE:NAME --plain-http [--chunk-dict bootstrap:registry:\$REG/family-dict:DICT | --dedup-scope none | --independent --dedup-scope none] --work-dir \$W --output-json family-MODE-NAME.json"
 
 if ((${#BUILT[@]})); then
 	cache="cold for: $(IFS=';'; echo "${BUILT[*]}" | sed 's/;/, /g'); the rest reused from the cache"
@@ -676,7 +679,7 @@ NOTES+=(
 	"eStargz with Debian's \`ctr-remote\` 0.12 recompresses each layer with gzip at its default \`--estargz-compression-level\` 9 and writes a TOC per layer; nydusify compresses 1 MiB chunks (small files in batches) with zstd level 3 on all cores and hashes every chunk."
 	"nydusify's time covers the whole job registry → registry (pull of the gzip source, decompression, chunking, compression, push of blobs and bootstrap); the eStargz steps are timed apart, and the headline ratio uses the conversion step alone, the least favourable comparison for Nydus."
 	"The Nydus size counts the bootstrap layer (RAFS v6 metadata in a gzip tar) on top of the data blobs; OCI and eStargz carry their metadata in the tar headers (and the TOC) inside the layers."
-	"Family: the three bookworm minbase trees come from separate debootstrap runs of the same packages: their contents differ only in a few logs and caches, but the timestamps of everything created at install time differ, so their OCI layers have different digests and the registry stores each in full. Nydus deduplicates by chunk content (BLAKE3 digest of each 1 MiB chunk or small file), so with a chunk dict only the data that really differs is stored again. Without a dict, nydusify still deduplicates within one image (layer 2 against layer 1) but not across images; upstream-style \`--independent\` deduplicates only within a layer."
+	"Family: the three bookworm minbase trees come from separate debootstrap runs of the same packages: their contents differ only in a few logs and caches, but the timestamps of everything created at install time differ, so their OCI layers have different digests and the registry stores each in full. Nydus deduplicates by chunk content (BLAKE3 digest of each 1 MiB chunk or small file), so with a chunk dict only the data that really differs is stored again. With nydusify's defaults the dict is the target repository's own (the dedup scope), kept by nydusify: no dict is named. With \`--dedup-scope none\`, nydusify still deduplicates within one image (layer 2 against layer 1) but not across images; upstream-style \`--independent\` deduplicates only within a layer."
 	"Identical blobs are counted once per column: the first layer of bookworm-curl is bookworm-min's layer, and nydusify converts it to the same blob digest, so it costs nothing in any column."
 )
 if ((DISCARDED > 0)); then
