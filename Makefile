@@ -69,7 +69,8 @@ test: deps lint unit fuzz interop e2e bench-smoke demo-builder demo
 # bench-nodes on 1 and 4 nodes: CI runs the benchmark's machinery (the
 # caches, the concurrent daemons); its figures come from make bench-nodes.
 bench-smoke: build image
-	BENCH_NODES=1,4 $(GO) test ./cmd/nydusd -run '^$$' -bench BenchmarkNodes -benchtime 1x -timeout 10m
+	./scripts/debian-image.sh $(IMAGE_DIR) python >/dev/null
+	BENCH_NODES=1,4 $(GO) test ./cmd/nydusd -run '^$$' -bench 'Benchmark(Nodes|Share)$$' -benchtime 1x -timeout 10m
 
 # The README's main job: run a Debian container lazily from a Nydus-Go
 # image under containerd with upstream nydus-snapshotter and our nydusd.
@@ -95,10 +96,12 @@ bench-fs: deps image
 # Many nodes on one machine: N nydusd daemons (1, 4, 16; BENCH_NODES=)
 # with their own caches start the Debian curl image at once, from the
 # origin registry, then through a slice cache (nginx) and a registry
-# pull-through mirror; the origin's egress and the start times. Needs
+# pull-through mirror; the origin's egress and the start times. Then two
+# images converted on their own in one shared nydusd: what the second
+# fetches against what the first's cache lacks (BenchmarkShare). Needs
 # root.
-bench-nodes: deps build image
-	$(GO) test ./cmd/nydusd -run '^$$' -bench BenchmarkNodes -benchtime 1x -timeout 30m
+bench-nodes: deps build image bench-images
+	$(GO) test ./cmd/nydusd -run '^$$' -bench 'Benchmark(Nodes|Share)$$' -benchtime 1x -timeout 30m
 
 # The upstream nydus-snapshotter that drives our nydusd under containerd,
 # pinned in tools/snapshotter (go install refuses the module: its go.mod

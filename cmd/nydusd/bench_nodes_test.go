@@ -178,19 +178,26 @@ func BenchmarkNodes(b *testing.B) {
 // nodesImage converts the Debian curl image into the origin as
 // debian:nydus and returns its bootstrap file.
 func nodesImage(b *testing.B, origin *registrytest.Registry) string {
+	return convertBenchImage(b, origin, "curl", "debian:nydus", converter.Options{})
+}
+
+// convertBenchImage converts a tag of the Debian image layout of `make
+// image` into the origin and returns its bootstrap file.
+func convertBenchImage(b *testing.B, origin *registrytest.Registry, tag, target string, o converter.Options) string {
 	ctx := context.Background()
 	src := os.Getenv("BENCH_IMAGE_DIR")
 	if src == "" {
 		src = "/var/tmp/nydus-images/debian"
 	}
 	ro := converter.RegistryOptions{PlainHTTP: true}
-	from, err := converter.ParseRef("oci:"+src+":curl", false, ro)
+	from, err := converter.ParseRef("oci:"+src+":"+tag, false, ro)
 	if err != nil {
 		b.Fatal(err)
 	}
-	to, _ := converter.ParseRef(origin.Host+"/debian:nydus", false, ro)
-	if _, err := converter.Convert(ctx, from, to, converter.Options{Source: ro, Target: ro, WorkDir: b.TempDir()}); err != nil {
-		b.Fatalf("converting the Debian curl image (make image, or BENCH_IMAGE_DIR): %v", err)
+	to, _ := converter.ParseRef(origin.Host+"/"+target, false, ro)
+	o.Source, o.Target, o.WorkDir = ro, ro, b.TempDir()
+	if _, err := converter.Convert(ctx, from, to, o); err != nil {
+		b.Fatalf("converting the Debian %s image (make image bench-images, or BENCH_IMAGE_DIR): %v", tag, err)
 	}
 	img, err := remote.Image(to.Name, ro.Remote(ctx)...)
 	if err != nil {
@@ -216,14 +223,14 @@ func nodesImage(b *testing.B, origin *registrytest.Registry) string {
 // nodeConfig is nydus-snapshotter's default nydusd configuration (as
 // bench/startup writes it) with the node's own cache, and the mirror if
 // any.
-func nodeConfig(host, mirror, workDir string) string {
+func nodeConfig(host, repo, mirror, workDir string) string {
 	mirrors := ""
 	if mirror != "" {
 		mirrors = fmt.Sprintf(`,"mirrors":[{"host":%q}]`, mirror)
 	}
-	return fmt.Sprintf(`{"device":{"backend":{"type":"registry","config":{"host":%q,"repo":"debian","scheme":"http","timeout":10,"connect_timeout":5,"retry_limit":2%s}},`+
+	return fmt.Sprintf(`{"device":{"backend":{"type":"registry","config":{"host":%q,"repo":%q,"scheme":"http","timeout":10,"connect_timeout":5,"retry_limit":2%s}},`+
 		`"cache":{"type":"blobcache","config":{"work_dir":%q}}},"mode":"direct","digest_validate":false,"iostats_files":true,"access_pattern":true,`+
-		`"enable_xattr":true,"fs_prefetch":{"enable":true,"prefetch_all":false,"threads_count":4}}`, host, mirrors, workDir)
+		`"enable_xattr":true,"fs_prefetch":{"enable":true,"prefetch_all":false,"threads_count":4}}`, host, repo, mirrors, workDir)
 }
 
 // startNodes starts n nodes at once and returns each one's start time in
@@ -240,7 +247,7 @@ func startNodes(b *testing.B, n int, boot, host, mirror string, settled func()) 
 		dir := b.TempDir()
 		nd := &node{dir: dir, mnt: filepath.Join(dir, "mnt"), sock: filepath.Join(dir, "api.sock"), log: &syncBuffer{}}
 		os.MkdirAll(nd.mnt, 0o755)
-		os.WriteFile(filepath.Join(dir, "config.json"), []byte(nodeConfig(host, mirror, filepath.Join(dir, "cache"))), 0o600)
+		os.WriteFile(filepath.Join(dir, "config.json"), []byte(nodeConfig(host, "debian", mirror, filepath.Join(dir, "cache"))), 0o600)
 		nodes[i] = nd
 	}
 	defer func() {
