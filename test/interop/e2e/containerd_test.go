@@ -433,3 +433,37 @@ func TestRestartPolicy(t *testing.T) {
 		t.Errorf("a new container after the restart: %v\n%s", err, out)
 	}
 }
+
+// TestSharedChunksAcrossImages: under containerd and nydus-snapshotter
+// (its default dedicated mode, one cache directory), a second image with
+// the same files in other blobs (converted with another compressor and
+// --dedup-scope none, as another team's pipeline would) runs without
+// fetching the files the first image's container read: nydusd copies
+// their chunks from the cache by content. digest_validate turns FUSE
+// passthrough off, so that the whole-file copies (shared by content too)
+// do not serve the second container instead. Bytes from the registry's
+// counting proxy.
+func TestSharedChunksAcrossImages(t *testing.T) {
+	e := newEnv(t, &snOptions{digestValidate: true})
+	ref1, _ := e.convert("curl", "h1")
+	ref2, blobs2 := e.convert("curl", "h2", "--compressor", "lz4_block", "--dedup-scope", "none")
+	e.rpull(ref1)
+	out, _, err := e.runContainer("h1", ref1, "/bin/sh", "-c", "curl --version")
+	if err != nil {
+		t.Fatalf("%v\nsnapshotter log:\n%s", err, e.sn.Tail())
+	}
+	checkOutput(t, out, curlVersion)
+	first := e.reg.Stats().BlobBytesServed
+	e.rpull(ref2)
+	e.reg.ResetStats()
+	out, _, err = e.runContainer("h2", ref2, "/bin/sh", "-c", "curl --version")
+	if err != nil {
+		t.Fatalf("%v\nsnapshotter log:\n%s", err, e.sn.Tail())
+	}
+	checkOutput(t, out, curlVersion)
+	got := e.reg.Stats().BlobBytesServed
+	t.Logf("the first container fetched %d bytes (with its pull); the second, of the same files in other blobs (%d bytes of blobs), %d", first, blobs2, got)
+	if got > first/10 {
+		t.Fatalf("the second image fetched %d bytes; the first %d: its chunks were not copied from the cache", got, first)
+	}
+}
