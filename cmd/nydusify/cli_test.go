@@ -182,3 +182,41 @@ func blobLayerPaths(t *testing.T, r *registrytest.Registry, s string) []string {
 	}
 	return out
 }
+
+// TestDedupScopeCLI: nydusify convert's default dedup scope makes a
+// second image reuse the first's blob; after the first image is deleted
+// and the registry collects garbage, `nydusify check` of the second
+// (against its source: every file compared) still passes.
+func TestDedupScopeCLI(t *testing.T) {
+	r := registrytest.Start(t, registrytest.Options{})
+	dir := t.TempDir()
+	big := treetest.Random(71, 4<<20)
+	registrytest.PushImage(t, r.Host+"/src:a", [][]byte{treetest.Tar([]treetest.File{treetest.Reg("big.bin", 0o644, big), treetest.Reg("a", 0o644, []byte("a"))})})
+	registrytest.PushImage(t, r.Host+"/src:b", [][]byte{treetest.Tar([]treetest.File{treetest.Reg("opt/big.bin", 0o644, big), treetest.Reg("b", 0o644, []byte("b"))})})
+	for _, s := range []string{"a", "b"} {
+		before := r.Stats().UploadBytes
+		if res := run(t, dir, "convert", "--source", r.Host+"/src:"+s, "--target", r.Host+"/app:"+s, "--plain-http", "--platform", "linux/amd64"); res.code != 0 {
+			t.Fatalf("convert %s: %s", s, res.stderr)
+		}
+		if up := r.Stats().UploadBytes - before; s == "b" && up > 1<<20 {
+			t.Fatalf("b uploaded %d bytes with the default dedup scope", up)
+		}
+	}
+	n, _ := name.ParseReference(r.Host+"/app:a", name.Insecure)
+	img, err := remote.Image(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dg, _ := img.Digest()
+	if err := remote.Delete(n.Context().Digest(dg.String())); err != nil {
+		t.Fatal(err)
+	}
+	r.GarbageCollect(t)
+	res := run(t, dir, "check", "--source", r.Host+"/src:b", "--target", r.Host+"/app:b", "--plain-http", "--platform", "linux/amd64")
+	if res.code != 0 || !strings.Contains(res.stderr, "identical") {
+		t.Fatalf("check of b after a was deleted and collected: %d\n%s", res.code, res.stderr)
+	}
+	if res := run(t, dir, "convert", "--source", r.Host+"/src:b", "--target-archive", filepath.Join(dir, "b.tar"), "--dedup-scope", "app"); res.code == 0 || !strings.Contains(res.stderr, "--dedup-scope needs a registry") {
+		t.Fatalf("--dedup-scope with an archive target: %d %s", res.code, res.stderr)
+	}
+}
