@@ -530,6 +530,9 @@ func (c *conv) convertImage(ctx context.Context, img v1.Image, p *v1.Platform) (
 				return nil, nil, fmt.Errorf("merged image refers to blob %s, which no layer or chunk dictionary provides", id)
 			}
 			l, meta, size = dl.layer, dl.meta, dl.size
+			if meta == nil && dl.loadMeta != nil {
+				meta = dl.loadMeta()
+			}
 			ir.DictBlobs = append(ir.DictBlobs, id)
 		} else {
 			return nil, nil, fmt.Errorf("merged image refers to unknown blob %s", id)
@@ -850,7 +853,9 @@ type ChunkDict struct {
 type dictBlob struct {
 	layer v1.Layer
 	meta  []byte
-	size  int64
+	// loadMeta, when set, reads meta when the blob is used.
+	loadMeta func() []byte
+	size     int64
 }
 
 // OpenChunkDict loads a chunk dictionary: `bootstrap:registry:REF` (a

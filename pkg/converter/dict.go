@@ -76,11 +76,14 @@ func (c *conv) loadScope(ctx context.Context) (*scopeDict, error) {
 	for _, repo := range c.scopeRepos() {
 		tags, err := remote.List(repo, o.Target.Remote(ctx)...)
 		if err != nil {
-			var te *transport.Error
-			if errors.As(err, &te) && te.StatusCode == http.StatusNotFound {
-				continue // no repository yet
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
 			}
-			return nil, fmt.Errorf("dedup scope %s: list tags: %w", repo, err)
+			var te *transport.Error
+			if !errors.As(err, &te) || te.StatusCode != http.StatusNotFound { // not found: no repository yet
+				o.Log.Warn("dedup scope repository unreadable; its chunk dictionary is not used", "repository", repo.String(), "err", err)
+			}
+			continue
 		}
 		sort.Strings(tags)
 		for _, tag := range tags {
@@ -162,8 +165,14 @@ func dictFromScope(ctx context.Context, d *chunkdict.Dict, where map[string]name
 			}
 			rr[repo.String()] = cl
 		}
-		meta, _ := blobMetaFile(ctx, cl, "sha256:"+b.BlobID, sizes[b.BlobID])
-		cd.blobs[b.BlobID] = dictBlob{layer: layers[b.BlobID], meta: meta, size: sizes[b.BlobID]}
+		id, size := b.BlobID, sizes[b.BlobID]
+		// Read only for the blobs an image uses: a range request or two
+		// each.
+		load := func() []byte {
+			meta, _ := blobMetaFile(ctx, cl, "sha256:"+id, size)
+			return meta
+		}
+		cd.blobs[id] = dictBlob{layer: layers[id], loadMeta: load, size: size}
 	}
 	return cd, nil
 }
@@ -276,13 +285,26 @@ func (c *conv) contribute(ctx context.Context, sd *scopeDict, boots [][]byte) {
 		return
 	}
 	m.Trim(o.MaxDictChunks)
+	// A registry that refuses deletes would keep every merged copy: try
+	// one delete first, and merge only if it works (the deleted
+	// artifact's entries are in m, pushed next).
+	if len(merged) > 0 {
+		if err := remote.Delete(repo.Digest(merged[0].String()), o.Target.Remote(ctx)...); err != nil {
+			o.Log.Warn("the registry refuses to delete chunk dictionaries: they are not merged, and each conversion adds one", "repository", repo.String(), "err", err)
+			if err := writeDictArtifact(ctx, repo, d, o.Target); err != nil {
+				o.Log.Warn("chunk dictionary not updated", "repository", repo.String(), "err", err)
+			}
+			return
+		}
+		merged = merged[1:]
+	}
 	if err := writeDictArtifact(ctx, repo, m, o.Target); err != nil {
 		o.Log.Warn("chunk dictionary not updated", "repository", repo.String(), "err", err)
 		return
 	}
 	for _, h := range merged {
 		if err := remote.Delete(repo.Digest(h.String()), o.Target.Remote(ctx)...); err != nil {
-			o.Log.Warn("merged chunk dictionary not deleted (the registry may refuse deletes); it is read again next time", "repository", repo.String(), "digest", h.String(), "err", err)
+			o.Log.Warn("merged chunk dictionary not deleted; it is read again next time", "repository", repo.String(), "digest", h.String(), "err", err)
 		}
 	}
 }
