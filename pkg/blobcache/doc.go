@@ -13,9 +13,10 @@
 //	                          then the 4096-byte blob meta header; written
 //	                          atomically once, read-only afterwards
 //
-//	<id>.blob.digests         journal of the chunks put and their digests,
-//	                          for the content index ([Cache.Shared]); not
-//	                          part of upstream's layout
+//	<id>.chunk_map            journal of the chunks put and their digests,
+//	                          for the content index ([Cache.Shared]); a
+//	                          legacy name nydus-snapshotter's GC removes
+//	                          with the blob (see index.go)
 //	nydus-go-files/<key>      whole-file copies, for FUSE passthrough (see
 //	                          [Files]); not part of upstream's layout
 //

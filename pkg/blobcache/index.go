@@ -22,8 +22,13 @@ import (
 // that an image can copy a chunk another image (converted on its own,
 // with other blobs) already has instead of fetching it.
 //
-// Each blob has a journal of the chunks put in it, "<blob_id>.blob.digests"
-// (not part of upstream's layout): 64-byte records, the first a header,
+// Each blob has a journal of the chunks put in it, "<blob_id>.chunk_map"
+// (not part of upstream's layout today: nydusd before 2.1 named its
+// chunk maps so, beside data files named by the bare blob id, which is
+// why nydus-snapshotter's cache GC and usage accounting still take that
+// name as one of a blob's files, and remove it with them; a journal
+// starts with its own magic, which such a nydusd would refuse as a
+// chunk map): 64-byte records, the first a header,
 // the others one per indexed chunk, appended with O_APPEND after the
 // chunk is durable and its bit set:
 //
@@ -40,7 +45,7 @@ import (
 // misses: other processes sharing the directory add to them.
 
 // DigestsSuffix names a blob's chunk-digest journal.
-const DigestsSuffix = ".blob.digests"
+const DigestsSuffix = ".chunk_map"
 
 const (
 	indexRecord  = 64
