@@ -107,6 +107,18 @@ func TestRegistryMirror(t *testing.T) {
 		t.Fatalf("%d blob requests went to the origin with the mirror back (it has the blob):\n%s", n, origin.Log())
 	}
 
+	// The mirror's counters, by Prometheus.
+	mlabel := fmt.Sprintf(`nydusd_registry_mirror_requests_total{mirror="http://%s",mountpoint="/",result=`, mirror.Host)
+	if v, ok := d.metric(t, mlabel+`"served"}`); !ok || v == 0 {
+		t.Fatalf("no served requests in /metrics for the mirror (%v)", ok)
+	}
+	if v, ok := d.metric(t, mlabel+`"failed"}`); !ok || v == 0 {
+		t.Fatalf("no failed requests in /metrics for the mirror that went down (%v)", ok)
+	}
+	if v, ok := d.metric(t, fmt.Sprintf(`nydusd_registry_mirror_up{mirror="http://%s",mountpoint="/"}`, mirror.Host)); !ok || v != 1 {
+		t.Fatalf("nydusd_registry_mirror_up %v (%v) for the mirror back in use", v, ok)
+	}
+
 	// Credentials: never sent to the mirror without auth_through, never
 	// logged.
 	if n := mirror.Stats().Authorized; n != 0 {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -127,6 +128,26 @@ func startAt(t testing.TB, sock, mnt, want string, args ...string) *daemonProc {
 	}
 	t.Fatalf("nydusd did not reach %s:\n%s", want, d.log)
 	return nil
+}
+
+// metric returns the value of the Prometheus sample of /metrics whose
+// name and labels start with prefix ("name{" plus labels), summed over
+// the samples that match; ok is false when none does.
+func (d *daemonProc) metric(t testing.TB, prefix string) (v float64, ok bool) {
+	t.Helper()
+	_, body := d.do("GET", "/metrics", nil)
+	for _, l := range strings.Split(body, "\n") {
+		if !strings.HasPrefix(l, prefix) {
+			continue
+		}
+		f := strings.Fields(l)
+		x, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", l, err)
+		}
+		v, ok = v+x, true
+	}
+	return v, ok
 }
 
 // waitLog waits (at most 15 s) until the daemon has logged what.

@@ -171,6 +171,11 @@ func TestRegistryProxySquid(t *testing.T) {
 	if viaSquid() == n0 {
 		t.Fatalf("no blob request went through squid after it came back:\n%s", sq.log())
 	}
+	for _, route := range []string{"proxy", "direct"} {
+		if v, ok := d.metric(t, `nydusd_registry_proxy_requests_total{mountpoint="/",route="`+route+`"}`); !ok || v == 0 {
+			t.Fatalf("no %s requests in /metrics (%v)", route, ok)
+		}
+	}
 	l := sq.log()
 	if !strings.Contains(l, "Bearer") {
 		t.Fatalf("squid's log shows no relayed Authorization header: the credential check below could not fail:\n%s", l)

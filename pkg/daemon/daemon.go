@@ -497,6 +497,17 @@ func (d *Daemon) Instances() map[string]*nfs.FS {
 	return out
 }
 
+// backends returns each mounted image's backend, by mountpoint.
+func (d *Daemon) backends() map[string]fetch.Backend {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := map[string]fetch.Backend{}
+	for k, v := range d.mounts {
+		out[k] = v.be
+	}
+	return out
+}
+
 // authSetter is a backend whose registry credentials can be renewed.
 type authSetter interface {
 	SetAuth(ctx context.Context, auth string) error

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nydus-go/nydus/pkg/registry"
 )
 
 // collector exports every mounted image's counters in Prometheus format
@@ -9,6 +11,15 @@ import (
 type collector struct {
 	d     *Daemon
 	descs map[string]*prometheus.Desc
+	// Of images whose registry backend has a proxy or mirrors.
+	proxyReqs, mirrorReqs, mirrorUp *prometheus.Desc
+}
+
+// routeReporter is a backend that routes its requests through a proxy
+// or mirrors (registry.Client).
+type routeReporter interface {
+	ProxyStats() (proxied, fellBack int64)
+	MirrorStats() []registry.MirrorStats
 }
 
 var promMetrics = []struct{ name, help string }{
@@ -35,6 +46,11 @@ func newCollector(d *Daemon) *collector {
 	for _, m := range promMetrics {
 		c.descs[m.name] = prometheus.NewDesc(m.name, m.help, []string{"mountpoint"}, nil)
 	}
+	c.proxyReqs = prometheus.NewDesc("nydusd_registry_proxy_requests_total",
+		"Registry requests sent through the configured proxy (route=proxy) or, falling back, to the registry (route=direct).", []string{"mountpoint", "route"}, nil)
+	c.mirrorReqs = prometheus.NewDesc("nydusd_registry_mirror_requests_total",
+		"Registry requests a mirror served, failed (could not reach it or broke off) or passed on (5xx, 401, 403, 404, 429).", []string{"mountpoint", "mirror", "result"}, nil)
+	c.mirrorUp = prometheus.NewDesc("nydusd_registry_mirror_up", "1 while a mirror is in use, 0 while disabled until its ping answers.", []string{"mountpoint", "mirror"}, nil)
 	return c
 }
 
@@ -42,6 +58,34 @@ func newCollector(d *Daemon) *collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range c.descs {
 		ch <- d
+	}
+	ch <- c.proxyReqs
+	ch <- c.mirrorReqs
+	ch <- c.mirrorUp
+}
+
+// collectRoutes exports the proxy and mirror counters of the images
+// whose backend has them.
+func (c *collector) collectRoutes(ch chan<- prometheus.Metric) {
+	for mp, be := range c.d.backends() {
+		rr, ok := be.(routeReporter)
+		if !ok {
+			continue
+		}
+		if proxied, fellBack := rr.ProxyStats(); proxied+fellBack > 0 {
+			ch <- prometheus.MustNewConstMetric(c.proxyReqs, prometheus.CounterValue, float64(proxied), mp, "proxy")
+			ch <- prometheus.MustNewConstMetric(c.proxyReqs, prometheus.CounterValue, float64(fellBack), mp, "direct")
+		}
+		for _, m := range rr.MirrorStats() {
+			ch <- prometheus.MustNewConstMetric(c.mirrorReqs, prometheus.CounterValue, float64(m.Served), mp, m.Host, "served")
+			ch <- prometheus.MustNewConstMetric(c.mirrorReqs, prometheus.CounterValue, float64(m.Failures), mp, m.Host, "failed")
+			ch <- prometheus.MustNewConstMetric(c.mirrorReqs, prometheus.CounterValue, float64(m.Skipped), mp, m.Host, "passed_on")
+			up := 0.0
+			if m.Healthy {
+				up = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.mirrorUp, prometheus.GaugeValue, up, mp, m.Host)
+		}
 	}
 }
 
@@ -71,4 +115,5 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.CounterValue, float64(v), mp)
 		}
 	}
+	c.collectRoutes(ch)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -49,7 +50,8 @@ type MirrorConfig struct {
 
 // MirrorStats is what one mirror has done since the client started.
 type MirrorStats struct {
-	// Host is the mirror's MirrorConfig.Host.
+	// Host is the mirror's MirrorConfig.Host, its password (if any)
+	// redacted.
 	Host string
 	// Served counts the requests the mirror answered (status below 500
 	// and not 401, 403, 404 or 429).
@@ -69,6 +71,9 @@ type mirror struct {
 	cfg  MirrorConfig
 	host *url.URL
 	ping string
+	// name and pingName are Host and PingURL without a password, for
+	// logs and metrics.
+	name, pingName string
 
 	healthy  atomic.Bool
 	failures atomic.Int32 // consecutive; reset by a success or a recovery
@@ -103,13 +108,13 @@ func newMirrorTransport(cfgs []MirrorConfig, base *http.Transport, pingTimeout t
 	for i, c := range cfgs {
 		u, err := url.Parse(c.Host)
 		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-			return nil, fmt.Errorf("registry backend: mirrors[%d].host %q is not an http(s) URL such as http://127.0.0.1:5001", i, c.Host)
+			return nil, fmt.Errorf("registry backend: mirrors[%d].host %q is not an http(s) URL such as http://127.0.0.1:5001", i, redacted(c.Host))
 		}
 		if c.PingURL == "" {
 			c.PingURL = strings.TrimSuffix(c.Host, "/") + "/v2"
 		}
 		if p, err := url.Parse(c.PingURL); err != nil || p.Host == "" {
-			return nil, fmt.Errorf("registry backend: mirrors[%d].ping_url %q is not a URL", i, c.PingURL)
+			return nil, fmt.Errorf("registry backend: mirrors[%d].ping_url %q is not a URL", i, redacted(c.PingURL))
 		}
 		for k, v := range c.Headers {
 			if k == "" || strings.ContainsAny(k, " :\r\n") || strings.ContainsAny(v, "\r\n") {
@@ -125,7 +130,7 @@ func newMirrorTransport(cfgs []MirrorConfig, base *http.Transport, pingTimeout t
 		if c.HealthCheckPauseElapsed <= 0 {
 			c.HealthCheckPauseElapsed = 300 * time.Second
 		}
-		m := &mirror{cfg: c, host: u, ping: c.PingURL}
+		m := &mirror{cfg: c, host: u, ping: c.PingURL, name: u.Redacted(), pingName: redacted(c.PingURL)}
 		m.healthy.Store(true)
 		t.mirrors = append(t.mirrors, m)
 	}
@@ -141,20 +146,18 @@ func newMirrorTransport(cfgs []MirrorConfig, base *http.Transport, pingTimeout t
 // the backend is in use, until close.
 func (t *mirrorTransport) checkHealth(m *mirror, c *http.Client) {
 	defer t.wg.Done()
-	tick := time.NewTicker(m.cfg.HealthCheckInterval)
-	defer tick.Stop()
 	for {
 		select {
 		case <-t.stop:
 			return
-		case <-tick.C:
+		case <-time.After(jitter(m.cfg.HealthCheckInterval)):
 		}
 		if m.healthy.Load() || time.Since(time.Unix(t.lastActive.Load(), 0)) > m.cfg.HealthCheckPauseElapsed {
 			continue
 		}
 		resp, err := c.Get(m.ping)
 		if err != nil {
-			t.log.Debug("registry mirror still down", "mirror", m.cfg.Host, "err", err)
+			t.log.Debug("registry mirror still down", "mirror", m.name, "err", err)
 			continue
 		}
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
@@ -162,9 +165,24 @@ func (t *mirrorTransport) checkHealth(m *mirror, c *http.Client) {
 		if resp.StatusCode < 500 {
 			m.failures.Store(0)
 			m.healthy.Store(true)
-			t.log.Info("registry mirror recovered", "mirror", m.cfg.Host)
+			t.log.Info("registry mirror recovered", "mirror", m.name)
 		}
 	}
+}
+
+// jitter spreads d by ±20%, so that the nodes of a cluster do not check
+// a recovering server in the same second.
+func jitter(d time.Duration) time.Duration {
+	return d*4/5 + time.Duration(rand.Int64N(int64(d)*2/5+1))
+}
+
+// redacted returns a URL with its password hidden, or the string as it
+// is when it does not parse.
+func redacted(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	return s
 }
 
 func (t *mirrorTransport) close() {
@@ -176,7 +194,7 @@ func (t *mirrorTransport) close() {
 func (t *mirrorTransport) stats() []MirrorStats {
 	out := make([]MirrorStats, len(t.mirrors))
 	for i, m := range t.mirrors {
-		out[i] = MirrorStats{Host: m.cfg.Host, Served: m.served.Load(), Failures: m.failed.Load(),
+		out[i] = MirrorStats{Host: m.name, Served: m.served.Load(), Failures: m.failed.Load(),
 			Skipped: m.skipped.Load(), Healthy: m.healthy.Load()}
 	}
 	return out
@@ -188,7 +206,7 @@ func (t *mirrorTransport) fail(m *mirror, err error) {
 	m.failed.Add(1)
 	n := m.failures.Add(1)
 	if int(n) >= m.cfg.FailureLimit && m.healthy.CompareAndSwap(true, false) {
-		t.log.Warn("registry mirror disabled until its ping answers", "mirror", m.cfg.Host, "failures", n, "ping", m.ping, "err", err)
+		t.log.Warn("registry mirror disabled until its ping answers", "mirror", m.name, "failures", n, "ping", m.pingName, "err", err)
 	}
 }
 
@@ -236,13 +254,13 @@ func (t *mirrorTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if req.Context().Err() != nil {
 				return nil, err
 			}
-			t.log.Warn("registry mirror failed a request; trying the next", "mirror", m.cfg.Host, "err", err)
+			t.log.Warn("registry mirror failed a request; trying the next", "mirror", m.name, "err", err)
 			t.fail(m, err)
 			continue
 		}
 		if passOn(resp.StatusCode) {
 			m.skipped.Add(1)
-			t.log.Debug("registry mirror cannot serve a request; trying the next", "mirror", m.cfg.Host, "status", resp.Status)
+			t.log.Debug("registry mirror cannot serve a request; trying the next", "mirror", m.name, "status", resp.Status)
 			io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
 			resp.Body.Close()
 			continue

@@ -1,7 +1,10 @@
 package registry
 
 import (
+	"bytes"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -161,5 +164,47 @@ func TestMirrorConfigErrors(t *testing.T) {
 		Proxy: &ProxyConfig{URL: "http://127.0.0.1:2"}, Mirrors: []MirrorConfig{{Host: "http://127.0.0.1:3"}}})
 	if err == nil || !strings.Contains(err.Error(), "proxy and mirrors") {
 		t.Fatalf("proxy with mirrors: %v", err)
+	}
+}
+
+// TestRouteURLsRedacted: a password in a mirror's or the proxy's URL
+// (http://user:password@host) reaches no log line, error or statistic.
+func TestRouteURLsRedacted(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := l.Addr().String()
+	l.Close()
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "origin") }))
+	defer origin.Close()
+	base := http.DefaultTransport.(*http.Transport)
+	mt, err := newMirrorTransport([]MirrorConfig{{Host: "http://u:s3cretpw@" + down, FailureLimit: 1, HealthCheckInterval: 20 * time.Millisecond}}, base, time.Second, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", origin.URL+"/v2/r/blobs/sha256:aa", nil)
+	if resp, err := mt.RoundTrip(req); err == nil {
+		resp.Body.Close()
+	}
+	time.Sleep(100 * time.Millisecond)
+	mt.close()
+	pt, err := newProxyTransport(ProxyConfig{URL: "http://u:s3cretpw@" + down, PingURL: "http://u:s3cretpw@" + down + "/ping", CheckInterval: 20 * time.Millisecond}, base, time.Second, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ = http.NewRequest("GET", origin.URL+"/v2/r/blobs/sha256:aa", nil)
+	_, perr := pt.RoundTrip(req)
+	time.Sleep(100 * time.Millisecond)
+	pt.close()
+	_, cerr := newMirrorTransport([]MirrorConfig{{Host: "ftp://u:s3cretpw@h"}}, base, time.Second, log)
+	all := logs.String() + fmt.Sprint(mt.stats(), perr, cerr)
+	if !strings.Contains(logs.String(), "registry mirror disabled") || !strings.Contains(logs.String(), "registry proxy") {
+		t.Fatalf("the routes logged nothing, so this test shows nothing:\n%s", logs.String())
+	}
+	if strings.Contains(all, "s3cretpw") {
+		t.Fatalf("a URL's password was shown:\n%s", all)
 	}
 }

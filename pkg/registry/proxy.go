@@ -51,6 +51,10 @@ type proxyTransport struct {
 	via    http.RoundTripper // through cfg.URL
 	log    *slog.Logger
 
+	// name and pingName are the proxy and ping URLs without a password,
+	// for logs and errors.
+	name, pingName string
+
 	healthy    atomic.Bool
 	lastActive atomic.Int64 // unix seconds of the last request
 	lastWarn   atomic.Int64 // unix seconds of the last fallback warning
@@ -69,12 +73,12 @@ const fallbackWarnEvery = 30 * time.Second
 func newProxyTransport(cfg ProxyConfig, base *http.Transport, pingTimeout time.Duration, log *slog.Logger) (*proxyTransport, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, fmt.Errorf("registry backend: proxy.url %q is not an http(s) URL", cfg.URL)
+		return nil, fmt.Errorf("registry backend: proxy.url %q is not an http(s) URL", redacted(cfg.URL))
 	}
 	var ping *url.URL
 	if cfg.PingURL != "" {
 		if ping, err = url.Parse(cfg.PingURL); err != nil || ping.Host == "" {
-			return nil, fmt.Errorf("registry backend: proxy.ping_url %q is not a URL", cfg.PingURL)
+			return nil, fmt.Errorf("registry backend: proxy.ping_url %q is not a URL", redacted(cfg.PingURL))
 		}
 	}
 	if cfg.CheckInterval <= 0 {
@@ -90,7 +94,7 @@ func newProxyTransport(cfg ProxyConfig, base *http.Transport, pingTimeout time.D
 	direct.Proxy = nil // not HTTP(S)_PROXY either: fallback means the registry itself
 	via := base.Clone()
 	via.Proxy = http.ProxyURL(u)
-	p := &proxyTransport{cfg: cfg, direct: direct, via: via, log: log, stop: make(chan struct{})}
+	p := &proxyTransport{cfg: cfg, direct: direct, via: via, log: log, stop: make(chan struct{}), name: u.Redacted(), pingName: redacted(cfg.PingURL)}
 	p.healthy.Store(true)
 	p.lastActive.Store(time.Now().Unix())
 	if ping != nil {
@@ -102,8 +106,6 @@ func newProxyTransport(cfg ProxyConfig, base *http.Transport, pingTimeout time.D
 
 // checkHealth pings the proxy every CheckInterval until close.
 func (p *proxyTransport) checkHealth(c *http.Client, ping string) {
-	t := time.NewTicker(p.cfg.CheckInterval)
-	defer t.Stop()
 	for {
 		if time.Since(time.Unix(p.lastActive.Load(), 0)) <= p.cfg.CheckPauseElapsed {
 			ok := false
@@ -118,15 +120,15 @@ func (p *proxyTransport) checkHealth(c *http.Client, ping string) {
 				why = err.Error()
 			}
 			if was := p.healthy.Swap(ok); was && !ok {
-				p.log.Warn("registry proxy unhealthy", "proxy", p.cfg.URL, "ping", ping, "answer", why, "fallback", p.cfg.Fallback)
+				p.log.Warn("registry proxy unhealthy", "proxy", p.name, "ping", p.pingName, "answer", why, "fallback", p.cfg.Fallback)
 			} else if !was && ok {
-				p.log.Info("registry proxy recovered", "proxy", p.cfg.URL)
+				p.log.Info("registry proxy recovered", "proxy", p.name)
 			}
 		}
 		select {
 		case <-p.stop:
 			return
-		case <-t.C:
+		case <-time.After(jitter(p.cfg.CheckInterval)):
 		}
 	}
 }
@@ -163,7 +165,7 @@ func (p *proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		if err != nil && !p.cfg.Fallback {
-			return nil, fmt.Errorf("through the registry proxy %s: %w", p.cfg.URL, err)
+			return nil, fmt.Errorf("through the registry proxy %s: %w", p.name, err)
 		}
 		status := ""
 		if resp != nil {
@@ -173,14 +175,14 @@ func (p *proxyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		} else {
 			status = err.Error()
 		}
-		p.log.Warn("registry proxy failed a request; going to the registry directly", "proxy", p.cfg.URL, "answer", status)
+		p.log.Warn("registry proxy failed a request; going to the registry directly", "proxy", p.name, "answer", status)
 	} else {
 		if !p.cfg.Fallback {
-			return nil, fmt.Errorf("%w (%s)", errProxyDown, p.cfg.URL)
+			return nil, fmt.Errorf("%w (%s)", errProxyDown, p.name)
 		}
 		now := time.Now().Unix()
 		if last := p.lastWarn.Load(); now-last >= int64(fallbackWarnEvery/time.Second) && p.lastWarn.CompareAndSwap(last, now) {
-			p.log.Warn("registry proxy unhealthy; going to the registry directly", "proxy", p.cfg.URL)
+			p.log.Warn("registry proxy unhealthy; going to the registry directly", "proxy", p.name)
 		}
 	}
 	p.fellBack.Add(1)
