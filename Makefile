@@ -20,12 +20,16 @@ build:
 # reference event subscriber, examples/scanner), squid (a forward proxy,
 # as Dragonfly's dfdaemon is) and nginx (a slice cache, for bench-nodes).
 APT_PACKAGES := zstd erofs-utils debootstrap umoci skopeo docker-registry containerd runc stargz-snapshotter curl clamav squid nginx-light
+# staticcheck, pinned, from the Go module proxy (make lint runs it on
+# every module of the repository).
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    $(APT_PACKAGES) >/dev/null; \
 	fi
 	$(GO) mod download
+	$(GO) run $(STATICCHECK) -version >/dev/null
 
 lint:
 	@out=$$(gofmt -l cmd pkg internal test tools bench examples 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -33,6 +37,10 @@ lint:
 	cd test/interop && $(GO) vet -tags e2e ./...
 	cd bench/startup && $(GO) vet ./...
 	cd tools/stargz && $(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+	cd test/interop && $(GO) run $(STATICCHECK) -tags e2e ./...
+	cd bench/startup && $(GO) run $(STATICCHECK) ./...
+	cd tools/stargz && $(GO) run $(STATICCHECK) ./...
 	@# go.mod files must be tidy (the interop module follows the main one).
 	$(GO) mod tidy -diff
 	cd test/interop && $(GO) mod tidy -diff

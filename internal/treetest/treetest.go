@@ -20,6 +20,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// typeRegA is the pre-POSIX regular file flag ('\x00'), still found in
+// old archives (archive/tar's TypeRegA is deprecated, not the flag).
+const typeRegA = '\x00'
+
 // Entry is the observable state of one path.
 type Entry struct {
 	Type    byte // tar type flag: '0' reg, '5' dir, '2' symlink, '3' chr, '4' blk, '6' fifo
@@ -76,7 +80,7 @@ func FromTar(r io.Reader, o Options) (Tree, error) {
 			}
 		}
 		switch h.Typeflag {
-		case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
+		case tar.TypeReg, typeRegA, tar.TypeGNUSparse:
 			e.Type = tar.TypeReg
 			hash := sha256.New()
 			n, err := io.Copy(hash, tr)

@@ -177,11 +177,23 @@ func (p *pipeline) committer() {
 			p.outs.Put(j.outBuf)
 		}
 		if j.members == nil {
-			p.bufs.Put(j.data[:cap(j.data)])
+			p.putBuf(j.data)
 		} else {
-			p.batches.Put(j.data[:0])
+			p.putBatch(j.data)
 		}
 	}
+}
+
+// putBuf returns a chunk-size read buffer to its pool.
+func (p *pipeline) putBuf(b []byte) {
+	//lint:ignore SA6002 a slice header's allocation is nothing next to the chunk buffer it recycles
+	p.bufs.Put(b[:cap(b)])
+}
+
+// putBatch returns a batch buffer to its pool.
+func (p *pipeline) putBatch(b []byte) {
+	//lint:ignore SA6002 a slice header's allocation is nothing next to the batch buffer it recycles
+	p.batches.Put(b[:0])
 }
 
 func (p *pipeline) commit(j *job) error {
@@ -258,7 +270,7 @@ func (p *pipeline) addFile(ctx context.Context, name string, ino *rafs.Inode, r 
 		}
 		buf := p.bufs.Get().([]byte)[:sz]
 		if got, err := io.ReadFull(r, buf); err != nil {
-			p.bufs.Put(buf[:cap(buf)])
+			p.putBuf(buf)
 			at := ino.Size - remaining + uint64(got)
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 				return fmt.Errorf("data of %s ends at offset %d, header says %d bytes: %w", name, at, ino.Size, io.ErrUnexpectedEOF)
@@ -285,7 +297,7 @@ func (p *pipeline) addChunk(ino *rafs.Inode, idx int, data []byte, whole bool) e
 		ino.Chunks = append(ino.Chunks, c)
 		p.stats.DedupChunks++
 		p.stats.DedupBytes += uint64(size)
-		p.bufs.Put(data[:cap(data)])
+		p.putBuf(data)
 		return nil
 	}
 	if len(p.cis) >= rafs.MaxChunksPerBlob {
@@ -300,7 +312,7 @@ func (p *pipeline) addChunk(ino *rafs.Inode, idx int, data []byte, whole bool) e
 	ino.Chunks = append(ino.Chunks, info)
 	if p.cache != nil {
 		if _, err := p.cache.WriteAt(data, int64(p.uncompOff)); err != nil {
-			p.bufs.Put(data[:cap(data)])
+			p.putBuf(data)
 			return fmt.Errorf("write blob cache: %w", err)
 		}
 	}
@@ -319,7 +331,7 @@ func (p *pipeline) addChunk(ino *rafs.Inode, idx int, data []byte, whole bool) e
 		}
 		p.members = append(p.members, batchMember{ci: ci, off: uint32(len(p.batch))})
 		p.batch = append(p.batch, data...)
-		p.bufs.Put(data[:cap(data)])
+		p.putBuf(data)
 		p.stats.BatchedChunks++
 		return nil
 	}

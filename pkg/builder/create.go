@@ -464,5 +464,3 @@ func bfs(root *rafs.Node) []*rafs.Inode {
 	}
 	return out
 }
-
-var errNoSource = errors.New("no source")

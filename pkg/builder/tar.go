@@ -13,6 +13,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// typeRegA is the pre-POSIX regular file flag ('\x00'), still found in
+// old archives (archive/tar's TypeRegA is deprecated, not the flag).
+const typeRegA = '\x00'
+
 // fileSink receives the data of regular files as the tar is read.
 type fileSink interface {
 	addFile(ctx context.Context, name string, ino *rafs.Inode, r io.Reader) error
@@ -194,7 +198,7 @@ func (t *tarTree) add(ctx context.Context, hdr *tar.Header, tr *tar.Reader) erro
 		}
 		parent.SetChild(&rafs.Node{Name: name, Inode: ino})
 		return nil
-	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse, tar.TypeCont:
+	case tar.TypeReg, typeRegA, tar.TypeGNUSparse, tar.TypeCont:
 		if hdr.Size < 0 {
 			return fmt.Errorf("negative size %d", hdr.Size)
 		}
@@ -238,7 +242,7 @@ func inodeFromHeader(hdr *tar.Header) (*rafs.Inode, []string, error) {
 		ino.MtimeNsec = uint32(mt.Nanosecond())
 	}
 	switch hdr.Typeflag {
-	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse, tar.TypeCont, tar.TypeLink:
+	case tar.TypeReg, typeRegA, tar.TypeGNUSparse, tar.TypeCont, tar.TypeLink:
 		ino.Mode = rafs.ModeRegular | perm
 	case tar.TypeDir:
 		ino.Mode = rafs.ModeDir | perm
@@ -277,11 +281,10 @@ func xattrsFromPAX(recs map[string]string) (xs []rafs.Xattr, skipped []string) {
 		switch {
 		case strings.HasPrefix(k, "SCHILY.xattr."):
 			name = strings.TrimPrefix(k, "SCHILY.xattr.")
-		case strings.HasPrefix(k, "LIBARCHIVE.xattr."):
-			// libarchive percent-encodes names and base64s values; only
-			// the SCHILY form is authoritative when both are present.
-			continue
 		default:
+			// LIBARCHIVE.xattr.* too: libarchive percent-encodes names
+			// and base64s values; only the SCHILY form is authoritative
+			// when both are present.
 			continue
 		}
 		if why := xattrUnstorable(name, len(v)); why != "" {

@@ -42,7 +42,7 @@ func Unpack(ctx context.Context, rd *rafs.Reader, src storage.RangeReader, w io.
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		name := "." + p
+		var name string
 		if p == "/" {
 			name = "./"
 		} else {

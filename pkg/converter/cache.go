@@ -74,8 +74,6 @@ func NewBuildCache(ref name.Reference, ro RegistryOptions, maxRecords int) (*Bui
 	return &BuildCache{ref: ref, ro: ro, max: maxRecords, fresh: map[string]v1.Layer{}}, nil
 }
 
-func key(chainID, options string) string { return chainID + "\x00" + options }
-
 // load reads the cache image; a missing one is an empty cache.
 func (bc *BuildCache) load(ctx context.Context) error {
 	idx, err := remote.Index(bc.ref, bc.ro.Remote(ctx)...)

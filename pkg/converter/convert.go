@@ -7,14 +7,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -955,9 +953,3 @@ func blobMetaFile(ctx context.Context, rr *registry.Client, digest string, size 
 	}
 	return br.MetaFile()
 }
-
-// errNotImplemented is returned by unfinished paths.
-var errNotImplemented = errors.New("not implemented")
-
-var _ = sort.Strings
-var _ name.Reference

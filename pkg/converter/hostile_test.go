@@ -64,7 +64,7 @@ func TestSubstitutedLayoutLayerRefused(t *testing.T) {
 	r := registrytest.Start(t, registrytest.Options{})
 	dir := t.TempDir()
 	orig := gzipTar(t, []treetest.File{treetest.Reg("app", 0o644, []byte("the real one"))})
-	l, err := tarball.LayerFromReader(bytes.NewReader(orig), tarball.WithMediaType(types.OCILayer))
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(orig)), nil }, tarball.WithMediaType(types.OCILayer))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,7 +40,6 @@ type writer struct {
 	ctx     context.Context
 	lp      layout.Path
 	archDir string
-	srcImgs map[v1.Hash]v1.Image
 }
 
 func newWriter(ctx context.Context, ref Ref, ro RegistryOptions, work string) (*writer, error) {

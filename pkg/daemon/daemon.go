@@ -5,7 +5,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -620,8 +619,6 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return e.Msg }
-
-func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
 
 // fetchLogSize is how many backend fetches an image with access_pattern
 // keeps for GET /api/v1/metrics/fetches (about 2.5 MiB at most).

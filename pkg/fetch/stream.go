@@ -71,7 +71,6 @@ type segment struct {
 	rank  int // first position of its chunks in the wanted order
 }
 
-func (s *segment) off() uint64 { return s.units[0].u.Offset }
 func (s *segment) end() uint64 {
 	u := s.units[len(s.units)-1].u
 	return u.Offset + u.Size

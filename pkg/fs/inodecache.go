@@ -101,16 +101,11 @@ func childPath(dir, name string) string {
 	return path.Join(dir, name)
 }
 
-// findPath searches the image for a path of nid, depth first from the
-// root; "" if there is none. It reads directories (through the listing
-// cache): it is for an inode the cache no longer holds with its path,
-// when its path is needed (dependency speculation, a log line, an
-// event), not for every read.
-func (f *FS) findPath(ctx context.Context, nid uint64) string {
-	return f.findPaths(ctx, map[uint64]bool{nid: true})[nid]
-}
-
-// findPaths is findPath for several inodes, in one search.
+// findPaths searches the image for a path of each inode of want, depth
+// first from the root, in one search; an inode with none is left out.
+// It reads directories (through the listing cache): it is for inodes
+// the cache no longer holds with their paths, when paths are needed
+// (dependency speculation, a log line, an event), not for every read.
 func (f *FS) findPaths(ctx context.Context, want map[uint64]bool) map[uint64]string {
 	out := map[uint64]string{}
 	if want[f.rd.RootNid()] {

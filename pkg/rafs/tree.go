@@ -55,8 +55,6 @@ type Inode struct {
 	layout    uint16
 	dataBlk   uint32 // first block of out-of-line data
 	dataSize  uint64 // directory or symlink data size
-	tailInode bool
-	visited   bool
 	dirBlocks [][]direntRec
 }
 

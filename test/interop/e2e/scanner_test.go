@@ -69,7 +69,7 @@ func TestAsyncScanner(t *testing.T) {
 	tw.WriteHeader(&tar.Header{Name: "eicar.com", Mode: 0o644, Size: int64(len(eicar)), Typeflag: tar.TypeReg})
 	tw.Write([]byte(eicar))
 	tw.Close()
-	l, err := tarball.LayerFromReader(bytes.NewReader(layer.Bytes()))
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layer.Bytes())), nil })
 	if err != nil {
 		t.Fatal(err)
 	}
