@@ -492,21 +492,22 @@ func (r *Registry) BlobPath(digest string) string {
 }
 
 // Holds reports whether repository repo has blob digest in the storage:
-// its data and the repository's link to it, which a pull-through mirror
-// writes last when it keeps a blob.
+// its data and the repository's link to it, complete (it names the
+// digest), which a pull-through mirror writes last when it keeps a blob.
+// A mirror killed while it stores a blob may leave a truncated link,
+// after which it answers that blob with 500 ("invalid checksum digest
+// format").
 func (r *Registry) Holds(repo, digest string) bool {
 	data := r.BlobPath(digest)
 	if data == "" {
 		return false
 	}
-	alg, enc, _ := strings.Cut(digest, ":")
-	link := filepath.Join(r.Dir, "docker", "registry", "v2", "repositories", filepath.FromSlash(repo), "_layers", alg, enc, "link")
-	for _, p := range []string{data, link} {
-		if _, err := os.Stat(p); err != nil {
-			return false
-		}
+	if _, err := os.Stat(data); err != nil {
+		return false
 	}
-	return true
+	alg, enc, _ := strings.Cut(digest, ":")
+	link, err := os.ReadFile(filepath.Join(r.Dir, "docker", "registry", "v2", "repositories", filepath.FromSlash(repo), "_layers", alg, enc, "link"))
+	return err == nil && string(link) == digest
 }
 
 // DockerConfig writes a Docker config.json granting user:pass for Host into

@@ -654,6 +654,11 @@ func TestPullThroughMirror(t *testing.T) {
 	layers := testLayers(t)[1:]
 	PushImage(t, origin.Host+"/test/m:v1", layers, WithAuth(authn.FromConfig(authn.AuthConfig{Username: user, Password: pass})))
 	m := Start(t, Options{Remote: "http://" + origin.Host, RemoteUser: user, RemotePassword: pass})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("mirror log:\n%s\norigin log:\n%s", m.Log(), origin.Log())
+		}
+	})
 	pull := func() v1.Image {
 		t.Helper()
 		img, err := remote.Image(ref(t, m, "test/m:v1"))
@@ -670,13 +675,17 @@ func TestPullThroughMirror(t *testing.T) {
 	img := pull()
 	ls, _ := img.Layers()
 	dg, _ := ls[0].Digest()
+	cfg, _ := img.ConfigName()
+	// Every blob the pull fetched (the layer and the config) is kept
+	// before the mirror stops: one it is still storing when killed may
+	// be left half-committed.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if m.Holds("test/m", dg.String()) {
+		if m.Holds("test/m", dg.String()) && m.Holds("test/m", cfg.String()) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the mirror did not keep blob %s:\n%s", dg, m.Log())
+			t.Fatalf("the mirror did not keep blobs %s and %s:\n%s", dg, cfg, m.Log())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
