@@ -146,6 +146,8 @@ func newMirrorTransport(cfgs []MirrorConfig, base *http.Transport, pingTimeout t
 // the backend is in use, until close.
 func (t *mirrorTransport) checkHealth(m *mirror, c *http.Client) {
 	defer t.wg.Done()
+	ctx, cancel := stopContext(t.stop)
+	defer cancel()
 	for {
 		select {
 		case <-t.stop:
@@ -155,7 +157,7 @@ func (t *mirrorTransport) checkHealth(m *mirror, c *http.Client) {
 		if m.healthy.Load() || time.Since(time.Unix(t.lastActive.Load(), 0)) > m.cfg.HealthCheckPauseElapsed {
 			continue
 		}
-		resp, err := c.Get(m.ping)
+		resp, err := get(ctx, c, m.ping)
 		if err != nil {
 			t.log.Debug("registry mirror still down", "mirror", m.name, "err", err)
 			continue
@@ -168,6 +170,29 @@ func (t *mirrorTransport) checkHealth(m *mirror, c *http.Client) {
 			t.log.Info("registry mirror recovered", "mirror", m.name)
 		}
 	}
+}
+
+// stopContext returns a context cancelled when stop is closed, so that a
+// health check in flight ends with its transport's close.
+func stopContext(stop <-chan struct{}) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+// get is a GET of url with ctx.
+func get(ctx context.Context, c *http.Client, url string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	return c.Do(req)
 }
 
 // jitter spreads d by ±20%, so that the nodes of a cluster do not check

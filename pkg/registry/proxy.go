@@ -64,6 +64,7 @@ type proxyTransport struct {
 
 	stop     chan struct{}
 	stopOnce sync.Once
+	checks   sync.WaitGroup // the health check goroutine
 }
 
 // fallbackWarnEvery rate-limits the "proxy unhealthy, going direct" log
@@ -99,6 +100,7 @@ func newProxyTransport(cfg ProxyConfig, base *http.Transport, pingTimeout time.D
 	p.lastActive.Store(time.Now().Unix())
 	if ping != nil {
 		pinger := &http.Client{Transport: direct.Clone(), Timeout: pingTimeout}
+		p.checks.Add(1)
 		go p.checkHealth(pinger, ping.String())
 	}
 	return p, nil
@@ -106,16 +108,21 @@ func newProxyTransport(cfg ProxyConfig, base *http.Transport, pingTimeout time.D
 
 // checkHealth pings the proxy every CheckInterval until close.
 func (p *proxyTransport) checkHealth(c *http.Client, ping string) {
+	defer p.checks.Done()
+	ctx, cancel := stopContext(p.stop)
+	defer cancel()
 	for {
 		if time.Since(time.Unix(p.lastActive.Load(), 0)) <= p.cfg.CheckPauseElapsed {
 			ok := false
 			var why string
-			resp, err := c.Get(ping)
+			resp, err := get(ctx, c, ping)
 			if err == nil {
 				io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
 				resp.Body.Close()
 				ok = resp.StatusCode >= 200 && resp.StatusCode < 400
 				why = resp.Status
+			} else if ctx.Err() != nil {
+				return
 			} else {
 				why = err.Error()
 			}
@@ -133,7 +140,11 @@ func (p *proxyTransport) checkHealth(c *http.Client, ping string) {
 	}
 }
 
-func (p *proxyTransport) close() { p.stopOnce.Do(func() { close(p.stop) }) }
+// close stops the health checks and waits for them to end.
+func (p *proxyTransport) close() {
+	p.stopOnce.Do(func() { close(p.stop) })
+	p.checks.Wait()
+}
 
 // errProxyDown is the error of a request the proxy cannot serve without
 // fallback.
