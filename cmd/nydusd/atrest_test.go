@@ -59,13 +59,6 @@ func (c *eventCounter) atRest() int {
 	return c.n["cache-digest-mismatch"] + c.n["wholefile-changed"]
 }
 
-// stop ends a daemon started by start and unmounts it.
-func (d *daemonProc) stop() {
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	d.cmd.Wait()
-	unixUnmount(d.mnt)
-}
-
 // TestAtRestTamperTrials: with the default configuration (no
 // digest_validate, passthrough on), whole-file copies and the chunk cache
 // are changed on disk in 100 trials (byte flips, truncation, appending,

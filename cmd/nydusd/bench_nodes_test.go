@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/nydus-go/nydus/internal/roottest"
@@ -252,18 +250,7 @@ func startNodes(b *testing.B, n int, boot, host, mirror string, settled func()) 
 	}
 	defer func() {
 		for _, nd := range nodes {
-			if nd.cmd != nil && nd.cmd.Process != nil {
-				nd.cmd.Process.Signal(syscall.SIGTERM)
-				done := make(chan struct{})
-				go func() { nd.cmd.Wait(); close(done) }()
-				select {
-				case <-done:
-				case <-time.After(10 * time.Second):
-					nd.cmd.Process.Kill()
-					<-done
-				}
-			}
-			unix.Unmount(nd.mnt, unix.MNT_DETACH)
+			(&daemonProc{cmd: nd.cmd, mnt: nd.mnt}).stop()
 		}
 	}()
 	times := make([]float64, n)

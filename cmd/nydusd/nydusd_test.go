@@ -105,18 +105,7 @@ func startAt(t testing.TB, sock, mnt, want string, args ...string) *daemonProc {
 		if t.Failed() {
 			t.Logf("nydusd %s log:\n%s", d.sock, d.log)
 		}
-		if d.cmd.ProcessState == nil {
-			d.cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { d.cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				d.cmd.Process.Kill()
-				<-done
-			}
-		}
-		unix.Unmount(d.mnt, unix.MNT_DETACH)
+		d.stop()
 	})
 	// The snapshotter waits for the socket, then polls for RUNNING.
 	deadline := time.Now().Add(5 * time.Second)
@@ -128,6 +117,23 @@ func startAt(t testing.TB, sock, mnt, want string, args ...string) *daemonProc {
 	}
 	t.Fatalf("nydusd did not reach %s:\n%s", want, d.log)
 	return nil
+}
+
+// stop ends a daemon that is still running (SIGTERM, SIGKILL after 10 s)
+// and detaches its mountpoint.
+func (d *daemonProc) stop() {
+	if d.cmd.Process != nil && d.cmd.ProcessState == nil {
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { d.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			d.cmd.Process.Kill()
+			<-done
+		}
+	}
+	unix.Unmount(d.mnt, unix.MNT_DETACH)
 }
 
 // metric returns the value of the Prometheus sample of /metrics whose
