@@ -66,26 +66,47 @@ func FromImage(ctx context.Context, rd *rafs.Reader) (*Dict, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chunk dictionary: %w", err)
 	}
-	d := &Dict{Digester: rd.Ext.Flags.Digester(), ChunkSize: rd.ChunkSize()}
-	used := map[uint32]uint32{} // image blob index → dict blob index
-	seen := map[digester.Digest]bool{}
+	b := newCollector(rd)
 	for _, c := range table {
-		if seen[c.Digest] || c.Flags&rafs.ChunkEncrypted != 0 || int(c.BlobIndex) >= len(rd.Blobs) {
+		if c.Flags&rafs.ChunkEncrypted != 0 || int(c.BlobIndex) >= len(rd.Blobs) {
 			continue
 		}
-		seen[c.Digest] = true
-		idx, ok := used[c.BlobIndex]
-		if !ok {
-			bi := rd.Blobs[c.BlobIndex]
-			idx = uint32(len(d.Blobs))
-			bi.Index = idx
-			d.Blobs = append(d.Blobs, bi)
-			used[c.BlobIndex] = idx
-		}
-		c.BlobIndex, c.FileOffset = idx, 0
-		d.Chunks = append(d.Chunks, Chunk{ChunkInfo: c, Refs: 1})
+		b.add(c, 1)
 	}
-	return d, nil
+	return b.d, nil
+}
+
+// collector collects the chunks of one bootstrap into a dictionary: one
+// per digest, their blobs renumbered in order of first use.
+type collector struct {
+	rd   *rafs.Reader
+	d    *Dict
+	used map[uint32]uint32 // bootstrap blob index → dictionary blob index
+	seen map[digester.Digest]bool
+}
+
+func newCollector(rd *rafs.Reader) *collector {
+	return &collector{rd: rd, d: &Dict{Digester: rd.Ext.Flags.Digester(), ChunkSize: rd.ChunkSize()},
+		used: map[uint32]uint32{}, seen: map[digester.Digest]bool{}}
+}
+
+// add adds chunk c (of a blob of the bootstrap's table) unless its
+// digest is in already.
+func (b *collector) add(c rafs.ChunkInfo, refs uint32) {
+	if b.seen[c.Digest] {
+		return
+	}
+	b.seen[c.Digest] = true
+	idx, ok := b.used[c.BlobIndex]
+	if !ok {
+		bi := b.rd.Blobs[c.BlobIndex]
+		idx = uint32(len(b.d.Blobs))
+		bi.Index = idx
+		b.d.Blobs = append(b.d.Blobs, bi)
+		b.used[c.BlobIndex] = idx
+	}
+	c.BlobIndex, c.FileOffset = idx, 0
+	b.d.Chunks = append(b.d.Chunks, Chunk{ChunkInfo: c, Refs: refs})
 }
 
 // Merge combines dictionaries of one digester and chunk size: a digest's
@@ -215,9 +236,7 @@ func Open(ctx context.Context, boot []byte) (*Dict, error) {
 	if len(root.Children) > MaxChunks {
 		return nil, fmt.Errorf("chunk dictionary: %d entries exceed %d", len(root.Children), MaxChunks)
 	}
-	d := &Dict{Digester: rd.Ext.Flags.Digester(), ChunkSize: rd.ChunkSize()}
-	used := map[uint32]uint32{}
-	seen := map[digester.Digest]bool{}
+	b := newCollector(rd)
 	for _, n := range root.Children {
 		refs, _, ok := strings.Cut(n.Name, ".")
 		r, err := strconv.ParseUint(refs, 10, 32)
@@ -228,20 +247,7 @@ func Open(ctx context.Context, boot []byte) (*Dict, error) {
 		if int(c.BlobIndex) >= len(rd.Blobs) {
 			return nil, fmt.Errorf("chunk dictionary: entry %q refers to blob %d of %d", n.Name, c.BlobIndex, len(rd.Blobs))
 		}
-		if seen[c.Digest] {
-			continue
-		}
-		seen[c.Digest] = true
-		idx, ok := used[c.BlobIndex]
-		if !ok {
-			bi := rd.Blobs[c.BlobIndex]
-			idx = uint32(len(d.Blobs))
-			bi.Index = idx
-			d.Blobs = append(d.Blobs, bi)
-			used[c.BlobIndex] = idx
-		}
-		c.BlobIndex, c.FileOffset = idx, 0
-		d.Chunks = append(d.Chunks, Chunk{ChunkInfo: c, Refs: uint32(r)})
+		b.add(c, uint32(r))
 	}
-	return d, nil
+	return b.d, nil
 }
