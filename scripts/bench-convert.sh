@@ -641,6 +641,8 @@ for MODE in dict default none independent; do
 		[[ $MODE != dict && $MODE != default ]] || check_bootstrap "$REG/family-$MODE:$NAME"
 	done
 done
+# The dedup scope's dictionary artifacts count in the defaults column.
+plan tags "family-dictart/" "$REG/family-default" "nydus-chunk-dict-"
 for NAME in "${FAMILY[@]}"; do
 	plan image "family/$NAME/oci" "$REG/bench/$NAME:oci"
 	plan family "$NAME" "${DICT[$NAME]}" "${DESC[$NAME]}"
@@ -681,8 +683,7 @@ NOTES+=(
 	"The Nydus size counts the bootstrap layer (RAFS v6 metadata in a gzip tar) on top of the data blobs; OCI and eStargz carry their metadata in the tar headers (and the TOC) inside the layers."
 	"Family: the three bookworm minbase trees come from separate debootstrap runs of the same packages: their contents differ only in a few logs and caches, but the timestamps of everything created at install time differ, so their OCI layers have different digests and the registry stores each in full. Nydus deduplicates by chunk content (BLAKE3 digest of each 1 MiB chunk or small file), so with a chunk dict only the data that really differs is stored again. With nydusify's defaults the dict is the target repository's own (the dedup scope), kept by nydusify: no dict is named. With \`--dedup-scope none\`, nydusify still deduplicates within one image (layer 2 against layer 1) but not across images; upstream-style \`--independent\` deduplicates only within a layer."
 	"Identical blobs are counted once per column: the first layer of bookworm-curl is bookworm-min's layer, and nydusify converts it to the same blob digest, so it costs nothing in any column."
-	"The Nydus columns do not count the dedup scope's dictionary artifacts (\`nydus-chunk-dict-*\` tags, one per conversion until 8 are merged): about 0.35 MB each for a Debian image (385 KB for the 131 MB \`make image\` curl image)."
-	"Since the default \`--batch-size\` went from 1 MiB to 64 KiB (small files compressed in smaller groups, so that a lazy read fetches less; see the README), every Nydus column is about 8% larger than with 1 MiB batches: the \`--chunk-dict\` column was 0.328 of the OCI sum on 2026-11-27 with 1 MiB batches and is 0.355 here."
+	"nydusify's defaults (since 2026-12-07): 1 MiB batches split at 64 KiB compressed (\`--batch-size 0x100000 --batch-limit 0x10000\`) and zstd level 7. With the earlier defaults (64 KiB batches, unsplit, level 3) the defaults column was 0.360 of the OCI sum on 2026-12-07 (0.354 without the dictionary artifacts); see the README for what each costs a lazy read."
 )
 if ((DISCARDED > 0)); then
 	NOTES+=("$DISCARDED timed run(s) were redone because other processes kept more than $REJECT cores busy during them.")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
 )
@@ -140,6 +141,31 @@ func getManifest(host, repo, ver string) (*manifest, string, error) {
 		m.MediaType = resp.Header.Get("Content-Type")
 	}
 	return &m, resp.Header.Get("Docker-Content-Digest"), nil
+}
+
+// listTags lists the tags of a repository in a plain-HTTP registry.
+func listTags(host, repo string) ([]string, error) {
+	url := fmt.Sprintf("http://%s/v2/%s/tags/list?n=10000", host, repo)
+	resp, err := httpClient.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
+	}
+	var l struct {
+		Tags []string `json:"tags"`
+	}
+	if err := json.Unmarshal(body, &l); err != nil {
+		return nil, fmt.Errorf("GET %s: %w", url, err)
+	}
+	sort.Strings(l.Tags)
+	return l.Tags, nil
 }
 
 // fetchImage reads the manifest of ref from a plain-HTTP registry; for an

@@ -404,4 +404,17 @@ func TestBatchAndLevel(t *testing.T) {
 		t.Fatalf("batched image differs:\n%s", d)
 	}
 	oneLineError(t, run(t, "", "create", "-t", "tar-rafs", "--compression-level", "30", "-B", boot+"2", "-D", blobs, src), "compression level")
+	oneLineError(t, run(t, "", "create", "-t", "tar-rafs", "--batch-limit", "0x4000", "-B", boot+"2", "-D", blobs, src), "--batch-limit")
+	oneLineError(t, run(t, "", "create", "-t", "tar-rafs", "--batch-size", "0x4000", "--batch-limit", "4k", "-B", boot+"2", "-D", blobs, src), "--batch-limit")
+
+	// A limit splits batches: more of them, and the image still checks
+	// and unpacks to the same tree.
+	mustRun(t, "", "create", "-t", "tar-rafs", "--whiteout-spec", "none", "--batch-size", "0x40000", "--batch-limit", "0x1000", "-B", boot+"3", "-D", blobs, src)
+	mustRun(t, "", "check", boot+"3", "-D", blobs)
+	mustRun(t, "", "unpack", boot+"3", "-D", blobs, "--output", out+"3")
+	got, _ = os.ReadFile(out + "3")
+	g, _ = treetest.FromTar(bytes.NewReader(got), treetest.Options{})
+	if d := treetest.Diff(w, g); d != "" {
+		t.Fatalf("image with a batch limit differs:\n%s", d)
+	}
 }

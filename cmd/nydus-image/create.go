@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,6 +37,7 @@ type createFlags struct {
 	digester       string
 	chunkSize      string
 	batchSize      string
+	batchLimit     string
 	alignedChunk   bool
 	fsVersion      string
 	whiteout       string
@@ -113,6 +115,7 @@ while the tar is read).`,
 	fl.StringVar(&f.digester, "digester", "blake3", "chunk digest algorithm: blake3, sha256")
 	fl.StringVar(&f.chunkSize, "chunk-size", "0x100000", "chunk size, a power of two from 0x1000 to 0x1000000 (decimal or hex)")
 	fl.StringVar(&f.batchSize, "batch-size", "0", "pack files smaller than half of this into batches compressed together; a power of two from 0x1000 to the chunk size, 0 to disable")
+	fl.StringVar(&f.batchLimit, "batch-limit", "0", "split a batch that stores more than this many compressed bytes into smaller ones (a lazy read fetches a whole batch); needs --batch-size; 0: no limit")
 	fl.BoolVar(&f.alignedChunk, "aligned-chunk", false, "align uncompressed chunk offsets to 4 KiB (always on for RAFS v6)")
 	fl.StringVarP(&f.fsVersion, "fs-version", "v", "6", "RAFS version; only 6 is supported")
 	fl.StringVar(&f.whiteout, "whiteout-spec", "oci", "whiteout specification: oci, overlayfs, none")
@@ -227,6 +230,17 @@ func runCreate(ctx context.Context, f *createFlags, source string, stdin io.Read
 		}
 		opts.BatchSize = uint32(bs)
 	}
+	bl, err := parseSize("batch-limit", f.batchLimit)
+	if err != nil {
+		return err
+	}
+	if bl != 0 && bs == 0 {
+		return fmt.Errorf("invalid --batch-limit %#x: it needs --batch-size", bl)
+	}
+	if bl > math.MaxUint32 {
+		return fmt.Errorf("invalid --batch-limit %#x: larger than 4 GiB", bl)
+	}
+	opts.BatchLimit = uint32(bl)
 	if opts.Whiteout, err = builder.ParseWhiteoutSpec(f.whiteout); err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -32,6 +33,7 @@ type convertFlags struct {
 	level                          int
 	chunkSize                      string
 	batchSize                      string
+	batchLimit                     string
 	fsVersion                      string
 	prefetchPatterns               bool
 	prefetchDir                    string
@@ -71,8 +73,9 @@ REF is a registry reference, or oci:DIR[:TAG] for an OCI layout directory;
 plain-HTTP registry, including one on 127.0.0.1, needs --plain-http.
 
 Layers are packed against the chunks of the layers below them (dedup),
-files under half of --batch-size are compressed in batches, and --build-cache
-reuses layers converted earlier, on any machine.`,
+files under half of --batch-size are compressed in batches of at most
+--batch-limit compressed bytes (a lazy read of one file fetches its whole
+batch), and --build-cache reuses layers converted earlier, on any machine.`,
 		Example: `  nydusify convert --source 127.0.0.1:5000/app:1 --target 127.0.0.1:5000/app:1-nydus --plain-http
   nydusify convert --source app:1 --target app:1-nydus --build-cache registry.example/cache:nydus
   echo /usr/bin | nydusify convert --source oci:./layout:app --target oci:./out:app --prefetch-patterns`,
@@ -94,10 +97,11 @@ reuses layers converted earlier, on any machine.`,
 	fl.BoolVar(&f.mergePlatform, "multi-platform", false, "alias of --merge-platform")
 	fl.BoolVar(&f.oci, "oci", false, "write OCI media types for Docker sources")
 	fl.StringVar(&f.compressor, "compressor", "zstd", "chunk compressor: none, lz4_block, zstd")
-	fl.IntVar(&f.level, "compression-level", 0, "zstd level 1–22 (default 3)")
+	fl.IntVar(&f.level, "compression-level", 7, "zstd level 1–22 (upstream's default is 3: conversion is about 20% faster, images about 1% larger)")
 	fl.StringVar(&f.chunkSize, "fs-chunk-size", "0x100000", "chunk size, a power of two from 0x1000 to 0x1000000")
 	fl.StringVar(&f.chunkSize, "chunk-size", "0x100000", "alias of --fs-chunk-size")
-	fl.StringVar(&f.batchSize, "batch-size", "0x10000", "compress files smaller than half of this in batches (a lazy read fetches a whole batch); 0 disables (upstream's default); capped at the chunk size")
+	fl.StringVar(&f.batchSize, "batch-size", "0x100000", "compress files smaller than half of this in batches (a lazy read fetches a whole batch); 0 disables (upstream's default); capped at the chunk size")
+	fl.StringVar(&f.batchLimit, "batch-limit", "0x10000", "split a batch that stores more than this many compressed bytes into smaller ones (a lazy read fetches a whole batch); 0: no limit")
 	fl.StringVar(&f.fsVersion, "fs-version", "6", "RAFS version; only 6")
 	fl.BoolVar(&f.prefetchPatterns, "prefetch-patterns", false, "read absolute paths to prefetch from stdin")
 	fl.StringVar(&f.prefetchDir, "prefetch-dir", "", "prefetch this directory (conflicts with --prefetch-patterns)")
@@ -225,7 +229,14 @@ func runConvert(cmd *cobra.Command, f *convertFlags, lo *logOptions) error {
 		}
 		bs = cs
 	}
-	o.ChunkSize, o.BatchSize = uint32(cs), uint32(bs)
+	bl, err := parseSize("batch-limit", f.batchLimit)
+	if err != nil {
+		return err
+	}
+	if bl > math.MaxUint32 {
+		return fmt.Errorf("invalid --batch-limit %#x: larger than 4 GiB", bl)
+	}
+	o.ChunkSize, o.BatchSize, o.BatchLimit = uint32(cs), uint32(bs), uint32(bl)
 	switch {
 	case f.prefetchPatterns:
 		sc := bufio.NewScanner(cmd.InOrStdin())

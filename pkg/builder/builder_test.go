@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -390,4 +391,86 @@ func (m multiBlob) ReadRange(ctx context.Context, id string, off, n int64) ([]by
 func owned(f treetest.File, uid, gid int) treetest.File {
 	f.Header.Uid, f.Header.Gid = uid, gid
 	return f
+}
+
+// TestBatchLimit: with a batch limit, no batch of two or more files
+// stores more than the limit, a single file larger than it stays whole,
+// the blob is the same with 1 and 3 workers, and the image unpacks to
+// its source; without the limit the same files form fewer, larger
+// batches.
+func TestBatchLimit(t *testing.T) {
+	files := []treetest.File{treetest.Dir("d", 0o755)}
+	for i := range 200 {
+		var data []byte
+		switch i % 3 {
+		case 0: // incompressible
+			data = treetest.Random(int64(i), 1000+i*37)
+		case 1: // text
+			data = []byte(strings.Repeat(fmt.Sprintf("line %d of file %d: the quick brown fox\n", i%7, i), 20+i))
+		default: // half and half
+			data = append(treetest.Random(int64(i), 2000), bytes.Repeat([]byte{byte(i)}, 3000)...)
+		}
+		files = append(files, treetest.Reg(fmt.Sprintf("d/f%03d", i), 0o644, data))
+	}
+	files = append(files, treetest.Reg("d/alone", 0o644, treetest.Random(7, 0x6000)))
+	layer := treetest.Tar(files)
+	const limit = 0x2000
+	batches := func(b *built) map[uint64]int { // batch offset -> members
+		table, err := b.rd.ChunkTable(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[uint64]int{}
+		for _, c := range table {
+			if c.Flags&rafs.ChunkBatch != 0 {
+				m[c.CompressedOffset]++
+			}
+		}
+		return m
+	}
+	var first *built
+	for _, w := range []int{1, 3} {
+		b := build(t, layer, Options{Whiteout: WhiteoutNone, BatchSize: 0x100000, BatchLimit: limit, Workers: w})
+		if first == nil {
+			first = b
+		} else if !bytes.Equal(first.blob, b.blob) || !bytes.Equal(first.res.Bootstrap, b.res.Bootstrap) {
+			t.Fatalf("output with %d workers differs", w)
+		}
+		if d := treetest.Diff(tree(t, layer), tree(t, unpack(t, b, compress.Zstd))); d != "" {
+			t.Fatalf("unpacked tree differs:\n%s", d)
+		}
+	}
+	meta, err := blob.ParseMetaFile(first.res.BlobMeta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	members := batches(first)
+	if len(meta.BatchContexts) != len(members) || len(members) < 4 {
+		t.Fatalf("%d batch contexts, %d batches in the bootstrap", len(meta.BatchContexts), len(members))
+	}
+	offs := make([]uint64, 0, len(members))
+	for off := range members {
+		offs = append(offs, off)
+	}
+	slices.Sort(offs) // contexts are in blob order
+	var multi, over int
+	for i, bc := range meta.BatchContexts {
+		n := members[offs[i]]
+		if n > 1 {
+			multi++
+		}
+		if bc.CompressedSize > limit {
+			over++
+			if n != 1 {
+				t.Fatalf("a batch of %d files stores %d bytes, over the limit %#x", n, bc.CompressedSize, limit)
+			}
+		}
+	}
+	if over == 0 || multi < 3 {
+		t.Fatalf("%d batches over the limit (want the files larger than it, alone), %d with several files", over, multi)
+	}
+	unlimited := build(t, layer, Options{Whiteout: WhiteoutNone, BatchSize: 0x100000})
+	if n := len(batches(unlimited)); n != 1 {
+		t.Fatalf("without a limit the files form %d batches, want 1", n)
+	}
 }

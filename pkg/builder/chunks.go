@@ -33,8 +33,20 @@ type job struct {
 	out     []byte        // stored bytes (compressed, or data itself)
 	packed  bool          // out is compressed
 	outBuf  *[]byte       // pooled buffer backing out, if any
+	parts   []batchPart   // a batch's stored units, in member order
 	err     error
 	done    chan struct{}
+}
+
+// batchPart is one stored unit of a batch job: the members [lo, hi),
+// whose data is contiguous in the job's buffer, compressed together. A
+// batch is one part unless its compressed form exceeds the pipeline's
+// batch limit, when the worker splits it.
+type batchPart struct {
+	lo, hi int
+	out    []byte
+	packed bool
+	outBuf *[]byte
 }
 
 // compInfo is the committer's half of a CI entry.
@@ -55,12 +67,15 @@ type compInfo struct {
 type pipeline struct {
 	chunkSize uint32
 	batchSize uint32
-	comp      compress.Algorithm
-	level     int
-	dig       digester.Algorithm
-	blobIndex uint32
-	out       dataWriter
-	cache     io.WriterAt // optional uncompressed blob.data
+	// batchLimit, when non-zero, is the most compressed bytes a batch
+	// stores: a lazy read of one member fetches the whole batch.
+	batchLimit uint32
+	comp       compress.Algorithm
+	level      int
+	dig        digester.Algorithm
+	blobIndex  uint32
+	out        dataWriter
+	cache      io.WriterAt // optional uncompressed blob.data
 
 	jobs    chan *job
 	order   chan *job
@@ -101,7 +116,7 @@ type Stats struct {
 	CompressedOut uint64 `json:"compressed_bytes"`
 }
 
-func newPipeline(chunkSize, batchSize uint32, comp compress.Algorithm, level int, dig digester.Algorithm, workers int, blobIndex uint32, known map[digester.Digest]rafs.ChunkInfo, out dataWriter, cache io.WriterAt) *pipeline {
+func newPipeline(chunkSize, batchSize, batchLimit uint32, comp compress.Algorithm, level int, dig digester.Algorithm, workers int, blobIndex uint32, known map[digester.Digest]rafs.ChunkInfo, out dataWriter, cache io.WriterAt) *pipeline {
 	if workers < 1 {
 		workers = 1
 	}
@@ -109,7 +124,7 @@ func newPipeline(chunkSize, batchSize uint32, comp compress.Algorithm, level int
 		known = map[digester.Digest]rafs.ChunkInfo{}
 	}
 	p := &pipeline{
-		chunkSize: chunkSize, batchSize: batchSize, comp: comp, level: level, dig: dig, blobIndex: blobIndex,
+		chunkSize: chunkSize, batchSize: batchSize, batchLimit: batchLimit, comp: comp, level: level, dig: dig, blobIndex: blobIndex,
 		out: out, cache: cache, known: known,
 		jobs:  make(chan *job, workers*4),
 		order: make(chan *job, workers*4+4),
@@ -129,6 +144,11 @@ func newPipeline(chunkSize, batchSize uint32, comp compress.Algorithm, level int
 func (p *pipeline) worker() {
 	defer p.wg.Done()
 	for j := range p.jobs {
+		if j.members != nil {
+			p.compressBatch(j, 0, len(j.members), false)
+			close(j.done)
+			continue
+		}
 		j.out, j.packed = j.data, false
 		if p.comp != compress.None {
 			bp := p.outs.Get().(*[]byte)
@@ -144,6 +164,93 @@ func (p *pipeline) worker() {
 			}
 		}
 		close(j.done)
+	}
+}
+
+// span is the part of a batch job's buffer holding members [lo, hi).
+func (j *job) span(lo, hi int) []byte {
+	end := len(j.data)
+	if hi < len(j.members) {
+		end = int(j.members[hi].off)
+	}
+	return j.data[j.members[lo].off:end]
+}
+
+// compressBatch compresses members [lo, hi) of a batch job as one part,
+// or, when that would exceed the batch limit, splits them into groups of
+// about equal uncompressed size, as many as the excess asks for, and
+// handles each group the same way. A member alone is never split. The
+// size of a span larger than the limit is first estimated with zstd's
+// fastest level (an upper bound in practice, at a fraction of the cost),
+// unless sized says its parent already split it by size. The parts
+// depend only on the data, so the blob is the same whatever the number
+// of workers.
+func (p *pipeline) compressBatch(j *job, lo, hi int, sized bool) {
+	src := j.span(lo, hi)
+	n, limit := hi-lo, int(p.batchLimit)
+	if limit > 0 && n > 1 && !sized && len(src) > limit && p.comp == compress.Zstd && p.level != 1 {
+		bp := p.outs.Get().(*[]byte)
+		est, err := compress.CompressLevel(compress.Zstd, 1, (*bp)[:0], src)
+		*bp = est[:0]
+		p.outs.Put(bp)
+		if err != nil {
+			j.err = err
+			return
+		}
+		if len(est) > limit {
+			p.splitBatch(j, lo, hi, len(est))
+			return
+		}
+	}
+	part := batchPart{lo: lo, hi: hi, out: src}
+	if p.comp != compress.None {
+		bp := p.outs.Get().(*[]byte)
+		out, packed, err := compress.CompressIfSmallerLevel(p.comp, p.level, (*bp)[:0], src)
+		if err != nil {
+			p.outs.Put(bp)
+			j.err = err
+			return
+		}
+		if packed {
+			part.out, part.packed, part.outBuf = out, true, bp
+		} else {
+			p.outs.Put(bp)
+		}
+	}
+	if limit == 0 || n == 1 || len(part.out) <= limit {
+		j.parts = append(j.parts, part)
+		return
+	}
+	if part.outBuf != nil {
+		p.outs.Put(part.outBuf)
+	}
+	p.splitBatch(j, lo, hi, len(part.out))
+}
+
+// splitBatch splits members [lo, hi) of a batch job, whose compressed
+// size is about size, into ceil(size / limit) groups of about equal
+// uncompressed size (each at least one member) and compresses each.
+func (p *pipeline) splitBatch(j *job, lo, hi, size int) {
+	limit := int(p.batchLimit)
+	k := min((size+limit-1)/limit, hi-lo)
+	base, total := j.members[lo].off, len(j.span(lo, hi))
+	start := lo
+	for g := 1; g <= k; g++ {
+		end := hi
+		if g < k {
+			// The first member starting at or past g/k of the span,
+			// leaving at least one member for each group after it.
+			cut := base + uint32(g*total/k)
+			end = start + 1
+			for end < hi-(k-g) && j.members[end].off < cut {
+				end++
+			}
+		}
+		p.compressBatch(j, start, end, true)
+		if j.err != nil {
+			return
+		}
+		start = end
 	}
 }
 
@@ -176,6 +283,12 @@ func (p *pipeline) committer() {
 			*j.outBuf = j.out[:0]
 			p.outs.Put(j.outBuf)
 		}
+		for _, pt := range j.parts {
+			if pt.outBuf != nil {
+				*pt.outBuf = pt.out[:0]
+				p.outs.Put(pt.outBuf)
+			}
+		}
 		if j.members == nil {
 			p.putBuf(j.data)
 		} else {
@@ -200,26 +313,34 @@ func (p *pipeline) commit(j *job) error {
 	if j.err != nil {
 		return j.err
 	}
-	off, err := p.out.WriteChunkData(j.out)
-	if err != nil {
-		return fmt.Errorf("write blob: %w", err)
-	}
-	p.compOut += uint64(len(j.out))
 	grow := func(ci uint32) {
 		for uint32(len(p.comps)) <= ci {
 			p.comps = append(p.comps, compInfo{})
 		}
 	}
 	if j.members == nil {
+		off, err := p.out.WriteChunkData(j.out)
+		if err != nil {
+			return fmt.Errorf("write blob: %w", err)
+		}
+		p.compOut += uint64(len(j.out))
 		grow(j.ci)
 		p.comps[j.ci] = compInfo{off: off, size: uint32(len(j.out)), packed: j.packed}
 		return nil
 	}
-	ctx := uint32(len(p.contexts))
-	p.contexts = append(p.contexts, blob.BatchContext{CompressedSize: uint32(len(j.out)), UncompressedSize: uint32(len(j.data))})
-	for _, m := range j.members {
-		grow(m.ci)
-		p.comps[m.ci] = compInfo{off: off, size: uint32(len(j.out)), packed: j.packed, batch: true, ctx: ctx, inOff: m.off}
+	for _, pt := range j.parts {
+		off, err := p.out.WriteChunkData(pt.out)
+		if err != nil {
+			return fmt.Errorf("write blob: %w", err)
+		}
+		p.compOut += uint64(len(pt.out))
+		base := j.members[pt.lo].off
+		ctx := uint32(len(p.contexts))
+		p.contexts = append(p.contexts, blob.BatchContext{CompressedSize: uint32(len(pt.out)), UncompressedSize: uint32(len(j.span(pt.lo, pt.hi)))})
+		for _, m := range j.members[pt.lo:pt.hi] {
+			grow(m.ci)
+			p.comps[m.ci] = compInfo{off: off, size: uint32(len(pt.out)), packed: pt.packed, batch: true, ctx: ctx, inOff: m.off - base}
+		}
 	}
 	return nil
 }

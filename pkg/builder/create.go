@@ -22,6 +22,12 @@ type Options struct {
 	// into batches compressed together (upstream's --batch-size, blob
 	// features BATCH and CHUNK_INFO_V2).
 	BatchSize uint32
+	// BatchLimit, when non-zero (and batches are on), is the most bytes
+	// a batch may store compressed: a batch whose compressed form is
+	// larger is split into smaller batches, since a lazy read of one of
+	// its files fetches the whole batch. 0: no limit (upstream's
+	// builder; batches are bounded by BatchSize alone).
+	BatchLimit uint32
 	// Compressor compresses chunks (default zstd).
 	Compressor compress.Algorithm
 	// CompressionLevel is the zstd level, 1–22 (0: 3, libzstd's default
@@ -269,7 +275,7 @@ func Create(ctx context.Context, tarStream io.Reader, blobOut io.Writer, o Optio
 	if err != nil {
 		return nil, err
 	}
-	pl := newPipeline(o.ChunkSize, o.BatchSize, o.Compressor, o.CompressionLevel, o.Digester, o.Workers, newIdx, b.known, bw, o.BlobCache)
+	pl := newPipeline(o.ChunkSize, o.BatchSize, o.BatchLimit, o.Compressor, o.CompressionLevel, o.Digester, o.Workers, newIdx, b.known, bw, o.BlobCache)
 	var sink fileSink = pl
 	hot := append(append([]string(nil), o.Prefetch...), o.HotFiles...)
 	var sp *spool

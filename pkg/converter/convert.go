@@ -45,12 +45,14 @@ type Options struct {
 	MergePlatform bool
 	// OCI writes OCI media types for Docker sources.
 	OCI bool
-	// Compressor, CompressionLevel, ChunkSize and BatchSize are passed
-	// to the builder (defaults: zstd, level 3, 1 MiB, no batches).
+	// Compressor, CompressionLevel, ChunkSize, BatchSize and BatchLimit
+	// are passed to the builder (defaults: zstd, level 3, 1 MiB, no
+	// batches; see builder.Options).
 	Compressor       compress.Algorithm
 	CompressionLevel int
 	ChunkSize        uint32
 	BatchSize        uint32
+	BatchLimit       uint32
 	// Digester hashes chunks (default blake3).
 	Digester digester.Algorithm
 	// Prefetch lists absolute paths for the prefetch table; their files
@@ -641,6 +643,9 @@ func (c *conv) optionsKey() string {
 		dict = o.ChunkDict.id
 	}
 	k := fmt.Sprintf("v1;%s;%s;l%d;c%#x;b%#x;%s;%s", mode, o.Compressor, o.CompressionLevel, o.ChunkSize, o.BatchSize, o.Digester, dict)
+	if o.BatchLimit != 0 && o.BatchSize != 0 {
+		k += fmt.Sprintf(";bl%#x", o.BatchLimit)
+	}
 	if len(o.Prefetch) > 0 {
 		// The prefetch list orders each layer's blob (its hot set).
 		h := sha256.Sum256([]byte(strings.Join(o.Prefetch, "\x00")))
@@ -743,6 +748,7 @@ func (c *conv) build(ctx context.Context, fr fetchResult, l v1.Layer, i, n int, 
 	res, err := builder.Create(ctx, tarStream, bw, builder.Options{
 		ChunkSize:        o.ChunkSize,
 		BatchSize:        o.BatchSize,
+		BatchLimit:       o.BatchLimit,
 		Compressor:       o.Compressor,
 		CompressionLevel: o.CompressionLevel,
 		Digester:         o.Digester,
