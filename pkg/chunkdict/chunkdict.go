@@ -16,12 +16,18 @@
 // reference count, a dot, a decimal sequence number), whose single chunk
 // is the dictionary entry. docs/format.md describes the registry
 // artifact around it.
+//
+// A conversion whose chunks are mostly in the dictionary already records
+// only the new ones in full; for the others it adds a reference list
+// ([EncodeRefs]): the first [RefPrefixSize] bytes of each digest, which
+// [Dict.AddRefs] counts against a dictionary holding the full entries.
 package chunkdict
 
 import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/binary"
 
 	"fmt"
 	"slices"
@@ -250,4 +256,87 @@ func Open(ctx context.Context, boot []byte) (*Dict, error) {
 		b.add(c, uint32(r))
 	}
 	return b.d, nil
+}
+
+// RefPrefixSize is the length of the digest prefixes in a reference
+// list. Two chunks of one dictionary sharing a prefix (a chance of about
+// n²/2⁶⁵ for n chunks) only make a reference count the wrong chunk.
+const RefPrefixSize = 8
+
+// EncodeRefs encodes a reference list: one reference to each digest, as
+// its first RefPrefixSize bytes, in ascending order, duplicates kept.
+func EncodeRefs(ds []digester.Digest) []byte {
+	ps := make([]uint64, len(ds))
+	for i, d := range ds {
+		ps[i] = binary.BigEndian.Uint64(d[:RefPrefixSize])
+	}
+	slices.Sort(ps)
+	out := make([]byte, 0, len(ps)*RefPrefixSize)
+	for _, p := range ps {
+		out = binary.BigEndian.AppendUint64(out, p)
+	}
+	return out
+}
+
+// ValidateRefs checks an encoded reference list: whole prefixes, in
+// ascending order, at most MaxChunks of them.
+func ValidateRefs(b []byte) error {
+	if len(b)%RefPrefixSize != 0 {
+		return fmt.Errorf("chunk dictionary references: %d bytes, not a multiple of %d", len(b), RefPrefixSize)
+	}
+	if n := len(b) / RefPrefixSize; n > MaxChunks {
+		return fmt.Errorf("chunk dictionary references: %d entries exceed %d", n, MaxChunks)
+	}
+	var prev uint64
+	for i := 0; i < len(b); i += RefPrefixSize {
+		p := binary.BigEndian.Uint64(b[i:])
+		if p < prev {
+			return fmt.Errorf("chunk dictionary references: entry %d (offset %d) is out of order", i/RefPrefixSize, i)
+		}
+		prev = p
+	}
+	return nil
+}
+
+// AddRefs adds the references of an encoded reference list (checked
+// with ValidateRefs) to the chunks whose digests they start; it returns
+// how many references matched a chunk. References to chunks the
+// dictionary lacks are ignored.
+func (d *Dict) AddRefs(refs []byte) (int, error) {
+	if err := ValidateRefs(refs); err != nil {
+		return 0, err
+	}
+	at := make(map[uint64]int, len(d.Chunks))
+	for i, c := range d.Chunks {
+		at[binary.BigEndian.Uint64(c.Digest[:RefPrefixSize])] = i
+	}
+	n := 0
+	for i := 0; i < len(refs); i += RefPrefixSize {
+		if j, ok := at[binary.BigEndian.Uint64(refs[i:])]; ok {
+			d.Chunks[j].Refs = satAdd(d.Chunks[j].Refs, 1)
+			n++
+		}
+	}
+	return n, nil
+}
+
+// Split divides the dictionary by have: the chunks have reports a
+// dictionary already holds go to a reference list (EncodeRefs), once per
+// reference they have; the others stay, with their blobs.
+func (d *Dict) Split(have func(digester.Digest) bool) (refs []byte) {
+	var known []digester.Digest
+	d.Chunks = slices.DeleteFunc(d.Chunks, func(c Chunk) bool {
+		if have(c.Digest) {
+			for range min(c.Refs, MaxChunks) {
+				known = append(known, c.Digest)
+			}
+			return true
+		}
+		return false
+	})
+	d.compact()
+	if len(known) == 0 {
+		return nil
+	}
+	return EncodeRefs(known)
 }

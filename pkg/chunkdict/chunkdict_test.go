@@ -153,3 +153,77 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+// TestRefs: Split moves the chunks a dictionary has to a reference list,
+// and AddRefs counts that list against the dictionary holding them;
+// malformed lists are refused.
+func TestRefs(t *testing.T) {
+	ctx := context.Background()
+	o := builder.Options{ChunkSize: 0x10000}
+	a, _ := image(t, files(1, 2), o)
+	b, _ := image(t, files(2, 3), o)
+	da, _ := FromImage(ctx, a)
+	db, _ := FromImage(ctx, b)
+	have := map[digester.Digest]bool{}
+	for _, c := range da.Chunks {
+		have[c.Digest] = true
+	}
+	total := len(db.Chunks)
+	refs := db.Split(func(d digester.Digest) bool { return have[d] })
+	if len(db.Chunks) != total/2 || len(refs) != total/2*RefPrefixSize || len(db.Blobs) != 1 {
+		t.Fatalf("split: %d chunks kept, %d reference bytes, %d blobs (of %d chunks)", len(db.Chunks), len(refs), len(db.Blobs), total)
+	}
+	if err := ValidateRefs(refs); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := Merge(da, db)
+	n, err := m.AddRefs(refs)
+	if err != nil || n != total/2 {
+		t.Fatalf("AddRefs matched %d of %d: %v", n, total/2, err)
+	}
+	twice := 0
+	for _, c := range m.Chunks {
+		if c.Refs == 2 {
+			twice++
+		}
+	}
+	if twice != total/2 {
+		t.Fatalf("%d chunks counted twice, want %d", twice, total/2)
+	}
+	for _, bad := range [][]byte{refs[:len(refs)-1], append(slices.Clone(refs[8:16]), refs[:8]...)} {
+		if bytes.Compare(bad[:8], bad[len(bad)-8:]) <= 0 && len(bad)%8 == 0 {
+			continue // happened to be sorted
+		}
+		if err := ValidateRefs(bad); err == nil {
+			t.Fatalf("a malformed reference list (%d bytes) was accepted", len(bad))
+		}
+		if _, err := m.AddRefs(bad); err == nil {
+			t.Fatal("AddRefs counted a malformed list")
+		}
+	}
+}
+
+// FuzzRefs: no input makes ValidateRefs or AddRefs panic; what they
+// accept encodes back to itself.
+func FuzzRefs(f *testing.F) {
+	f.Add(EncodeRefs([]digester.Digest{{1}, {2}, {2}}))
+	f.Add([]byte{1, 2, 3})
+	d := &Dict{Chunks: []Chunk{{ChunkInfo: rafs.ChunkInfo{Digest: digester.Digest{2}}}}}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if err := ValidateRefs(b); err != nil {
+			return
+		}
+		if _, err := d.AddRefs(b); err != nil {
+			t.Fatalf("AddRefs refused what ValidateRefs accepted: %v", err)
+		}
+		var ds []digester.Digest
+		for i := 0; i < len(b); i += RefPrefixSize {
+			var dg digester.Digest
+			copy(dg[:], b[i:i+RefPrefixSize])
+			ds = append(ds, dg)
+		}
+		if !bytes.Equal(EncodeRefs(ds), b) {
+			t.Fatal("an accepted list does not encode back to itself")
+		}
+	})
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
 	"strings"
@@ -22,14 +23,18 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/nydus-go/nydus/pkg/chunkdict"
+	"github.com/nydus-go/nydus/pkg/digester"
 	"github.com/nydus-go/nydus/pkg/rafs"
 	"github.com/nydus-go/nydus/pkg/registry"
 )
 
 // The dedup scope's chunk dictionary lives in each scope repository as
 // tagged artifacts (docs/format.md, "Chunk dictionary artifact"): an OCI
-// manifest whose config has media type MediaTypeDictConfig and whose one
-// layer is a Nydus bootstrap layer holding a chunkdict bootstrap. Every
+// manifest whose config has media type MediaTypeDictConfig, whose first
+// layer is a Nydus bootstrap layer holding a chunkdict bootstrap (the
+// chunks new to the repository's dictionary) and whose optional second
+// layer, of media type MediaTypeDictRefs, is a chunkdict reference list
+// (one more reference to chunks the dictionary had already). Every
 // conversion adds its own artifact under a new tag, so concurrent
 // conversions never overwrite each other; when a scope holds more than
 // dictCompactAt of them, the converter merges what it read into one
@@ -41,6 +46,9 @@ const (
 	// MediaTypeDictConfig is the config media type of a dictionary
 	// artifact.
 	MediaTypeDictConfig = "application/vnd.nydus-go.chunk-dict.config.v1+json"
+	// MediaTypeDictRefs is the media type of a dictionary artifact's
+	// reference list layer (uncompressed).
+	MediaTypeDictRefs = "application/vnd.nydus-go.chunk-dict.refs.v1"
 	// dictCompactAt is how many artifacts a scope repository may hold
 	// before a conversion merges them.
 	dictCompactAt = 8
@@ -51,6 +59,36 @@ type scopeDict struct {
 	dict *chunkdict.Dict
 	// read are the artifacts read from the target repository, by digest.
 	read []v1.Hash
+	// have holds the digests of the target repository's dictionary
+	// (chunks of live blobs): the conversion adds references to these
+	// rather than full entries.
+	have map[digester.Digest]bool
+}
+
+// dictArtifact is one dictionary artifact as read: its entries and its
+// reference list (nil if none).
+type dictArtifact struct {
+	dict *chunkdict.Dict
+	refs []byte
+}
+
+// mergeArtifacts merges artifacts' dictionaries, then counts their
+// reference lists.
+func mergeArtifacts(arts []dictArtifact) (*chunkdict.Dict, error) {
+	ds := make([]*chunkdict.Dict, len(arts))
+	for i, a := range arts {
+		ds[i] = a.dict
+	}
+	d, err := chunkdict.Merge(ds...)
+	if err != nil || d == nil {
+		return d, err
+	}
+	for _, a := range arts {
+		if _, err := d.AddRefs(a.refs); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
 }
 
 // scopeRepos returns the repositories of the dedup scope: the target's
@@ -69,8 +107,9 @@ func (c *conv) scopeRepos() []name.Repository {
 // dictionary never fails a conversion.
 func (c *conv) loadScope(ctx context.Context) (*scopeDict, error) {
 	o := c.o
-	sd := &scopeDict{}
-	var dicts []*chunkdict.Dict
+	sd := &scopeDict{have: map[digester.Digest]bool{}}
+	var arts []dictArtifact
+	var targetDicts []*chunkdict.Dict
 	where := map[string]name.Repository{} // blob id → repository holding it
 	target := c.dst.Name.Context()
 	for _, repo := range c.scopeRepos() {
@@ -90,7 +129,7 @@ func (c *conv) loadScope(ctx context.Context) (*scopeDict, error) {
 			if !strings.HasPrefix(tag, DictTagPrefix) {
 				continue
 			}
-			d, digest, err := readDictArtifact(ctx, repo.Tag(tag), o.Target)
+			a, digest, err := readDictArtifact(ctx, repo.Tag(tag), o.Target)
 			if err != nil {
 				o.Log.Warn("skipping an unreadable chunk dictionary", "repository", repo.String(), "tag", tag, "err", err)
 				continue
@@ -98,26 +137,32 @@ func (c *conv) loadScope(ctx context.Context) (*scopeDict, error) {
 			if repo.String() == target.String() {
 				sd.read = append(sd.read, digest)
 			}
-			if d.Digester != o.Digester || d.ChunkSize != o.ChunkSize {
+			if a.dict.Digester != o.Digester || a.dict.ChunkSize != o.ChunkSize {
 				continue
 			}
-			for _, b := range d.Blobs {
+			for _, b := range a.dict.Blobs {
 				if _, ok := where[b.BlobID]; !ok {
 					where[b.BlobID] = repo
 				}
 			}
-			dicts = append(dicts, d)
+			arts = append(arts, a)
+			if repo.String() == target.String() {
+				targetDicts = append(targetDicts, a.dict)
+			}
 		}
-	}
-	d, err := chunkdict.Merge(dicts...)
-	if err != nil || d == nil {
-		return sd, err
 	}
 	// Blobs deleted since (their images removed, the registry collected)
 	// can no longer be referenced; the others' sizes go in the manifest.
+	// Each artifact drops its dead blobs' chunks before the merge, so a
+	// chunk also recorded at a live location keeps that one.
 	layers := map[string]v1.Layer{}
 	sizes := map[string]int64{}
-	d.Keep(func(id string) bool {
+	live := map[string]bool{}
+	keep := func(id string) bool {
+		if ok, done := live[id]; done {
+			return ok
+		}
+		live[id] = false
 		l, err := remote.Layer(where[id].Digest("sha256:"+id), o.Target.Remote(ctx)...)
 		if err != nil {
 			return false
@@ -126,9 +171,21 @@ func (c *conv) loadScope(ctx context.Context) (*scopeDict, error) {
 		if err != nil {
 			return false
 		}
-		layers[id], sizes[id] = l, size
+		layers[id], sizes[id], live[id] = l, size, true
 		return true
-	})
+	}
+	for _, a := range arts {
+		a.dict.Keep(keep)
+	}
+	for _, td := range targetDicts {
+		for _, c := range td.Chunks {
+			sd.have[c.Digest] = true
+		}
+	}
+	d, err := mergeArtifacts(arts)
+	if err != nil || d == nil {
+		return sd, err
+	}
 	if len(d.Chunks) == 0 {
 		return sd, nil
 	}
@@ -178,41 +235,74 @@ func dictFromScope(ctx context.Context, d *chunkdict.Dict, where map[string]name
 }
 
 // readDictArtifact reads one dictionary artifact.
-func readDictArtifact(ctx context.Context, ref name.Reference, ro RegistryOptions) (*chunkdict.Dict, v1.Hash, error) {
+func readDictArtifact(ctx context.Context, ref name.Reference, ro RegistryOptions) (dictArtifact, v1.Hash, error) {
 	img, err := remote.Image(ref, ro.Remote(ctx)...)
 	if err != nil {
-		return nil, v1.Hash{}, err
+		return dictArtifact{}, v1.Hash{}, err
 	}
 	digest, err := img.Digest()
 	if err != nil {
-		return nil, v1.Hash{}, err
+		return dictArtifact{}, v1.Hash{}, err
 	}
 	mf, err := img.Manifest()
 	if err != nil {
-		return nil, digest, err
+		return dictArtifact{}, digest, err
 	}
-	if mf.Config.MediaType != MediaTypeDictConfig || len(mf.Layers) != 1 {
-		return nil, digest, fmt.Errorf("not a chunk dictionary artifact (config %s, %d layers)", mf.Config.MediaType, len(mf.Layers))
+	if mf.Config.MediaType != MediaTypeDictConfig || len(mf.Layers) < 1 || len(mf.Layers) > 2 ||
+		(len(mf.Layers) == 2 && mf.Layers[1].MediaType != MediaTypeDictRefs) {
+		return dictArtifact{}, digest, fmt.Errorf("not a chunk dictionary artifact (config %s, %d layers)", mf.Config.MediaType, len(mf.Layers))
 	}
 	ls, err := img.Layers()
 	if err != nil {
-		return nil, digest, err
+		return dictArtifact{}, digest, err
 	}
 	rc, err := ls[0].Compressed()
 	if err != nil {
-		return nil, digest, err
+		return dictArtifact{}, digest, err
 	}
 	defer rc.Close()
 	boot, err := ExtractBootstrap(rc, rafs.MaxMetadataSize)
 	if err != nil {
-		return nil, digest, err
+		return dictArtifact{}, digest, err
 	}
 	d, err := chunkdict.Open(ctx, boot)
-	return d, digest, err
+	if err != nil {
+		return dictArtifact{}, digest, err
+	}
+	a := dictArtifact{dict: d}
+	if len(ls) == 2 {
+		if a.refs, err = readRefsLayer(ls[1], mf.Layers[1].Size); err != nil {
+			return dictArtifact{}, digest, err
+		}
+	}
+	return a, digest, nil
 }
 
-// writeDictArtifact pushes a dictionary under a new tag of repo.
-func writeDictArtifact(ctx context.Context, repo name.Repository, d *chunkdict.Dict, ro RegistryOptions) error {
+// readRefsLayer reads and checks a reference list layer (its digest is
+// checked by the registry client as it reads).
+func readRefsLayer(l v1.Layer, size int64) ([]byte, error) {
+	const max = chunkdict.MaxChunks * chunkdict.RefPrefixSize
+	if size < 0 || size > max {
+		return nil, fmt.Errorf("chunk dictionary references: layer of %d bytes (at most %d)", size, max)
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, size+1))
+	if err != nil {
+		return nil, fmt.Errorf("chunk dictionary references: %w", err)
+	}
+	if int64(len(b)) != size {
+		return nil, fmt.Errorf("chunk dictionary references: layer has %d bytes, manifest says %d", len(b), size)
+	}
+	return b, chunkdict.ValidateRefs(b)
+}
+
+// writeDictArtifact pushes a dictionary, and a reference list unless
+// refs is empty, under a new tag of repo.
+func writeDictArtifact(ctx context.Context, repo name.Repository, d *chunkdict.Dict, refs []byte, ro RegistryOptions) error {
 	boot, err := d.Bootstrap()
 	if err != nil {
 		return err
@@ -221,8 +311,11 @@ func writeDictArtifact(ctx context.Context, repo name.Repository, d *chunkdict.D
 	if err != nil {
 		return err
 	}
-	layer := static.NewLayer(bl.gz, types.OCILayer)
-	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), layer)
+	layers := []v1.Layer{static.NewLayer(bl.gz, types.OCILayer)}
+	if len(refs) > 0 {
+		layers = append(layers, static.NewLayer(refs, MediaTypeDictRefs))
+	}
+	img, err := mutate.AppendLayers(mutate.MediaType(empty.Image, types.OCIManifestSchema1), layers...)
 	if err != nil {
 		return err
 	}
@@ -260,8 +353,11 @@ func (c *conv) contribute(ctx context.Context, sd *scopeDict, boots [][]byte) {
 	if err != nil || d == nil || len(d.Chunks) == 0 {
 		return
 	}
+	// The chunks the repository's dictionary has already get one more
+	// reference each; only the new ones are recorded in full.
+	refs := d.Split(func(dg digester.Digest) bool { return sd.have[dg] })
 	if len(sd.read)+1 <= dictCompactAt {
-		if err := writeDictArtifact(ctx, repo, d, o.Target); err != nil {
+		if err := writeDictArtifact(ctx, repo, d, refs, o.Target); err != nil {
 			o.Log.Warn("chunk dictionary not updated", "repository", repo.String(), "err", err)
 		}
 		return
@@ -269,17 +365,17 @@ func (c *conv) contribute(ctx context.Context, sd *scopeDict, boots [][]byte) {
 	// Merge what was read (of this digester and chunk size, or not:
 	// re-read everything) with this conversion's, then delete what was
 	// merged.
-	all := []*chunkdict.Dict{d}
+	all := []dictArtifact{{dict: d, refs: refs}}
 	var merged []v1.Hash
 	for _, h := range sd.read {
-		od, _, err := readDictArtifact(ctx, repo.Digest(h.String()), o.Target)
-		if err != nil || od.Digester != d.Digester || od.ChunkSize != d.ChunkSize {
+		oa, _, err := readDictArtifact(ctx, repo.Digest(h.String()), o.Target)
+		if err != nil || oa.dict.Digester != d.Digester || oa.dict.ChunkSize != d.ChunkSize {
 			continue
 		}
-		all = append(all, od)
+		all = append(all, oa)
 		merged = append(merged, h)
 	}
-	m, err := chunkdict.Merge(all...)
+	m, err := mergeArtifacts(all)
 	if err != nil {
 		o.Log.Warn("chunk dictionary not updated", "repository", repo.String(), "err", err)
 		return
@@ -291,14 +387,14 @@ func (c *conv) contribute(ctx context.Context, sd *scopeDict, boots [][]byte) {
 	if len(merged) > 0 {
 		if err := remote.Delete(repo.Digest(merged[0].String()), o.Target.Remote(ctx)...); err != nil {
 			o.Log.Warn("the registry refuses to delete chunk dictionaries: they are not merged, and each conversion adds one", "repository", repo.String(), "err", err)
-			if err := writeDictArtifact(ctx, repo, d, o.Target); err != nil {
+			if err := writeDictArtifact(ctx, repo, d, refs, o.Target); err != nil {
 				o.Log.Warn("chunk dictionary not updated", "repository", repo.String(), "err", err)
 			}
 			return
 		}
 		merged = merged[1:]
 	}
-	if err := writeDictArtifact(ctx, repo, m, o.Target); err != nil {
+	if err := writeDictArtifact(ctx, repo, m, nil, o.Target); err != nil {
 		o.Log.Warn("chunk dictionary not updated", "repository", repo.String(), "err", err)
 		return
 	}

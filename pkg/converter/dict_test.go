@@ -2,7 +2,9 @@ package converter
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/nydus-go/nydus/internal/treetest"
+	"github.com/nydus-go/nydus/pkg/chunkdict"
 	"github.com/nydus-go/nydus/pkg/registry/registrytest"
 )
 
@@ -27,6 +30,7 @@ func dictTags(t *testing.T, r *registrytest.Registry, repo string) []string {
 			out = append(out, tag)
 		}
 	}
+	slices.Sort(out) // in the order they were written
 	return out
 }
 
@@ -199,5 +203,104 @@ func TestDedupScopeReproducible(t *testing.T) {
 	}
 	if digests[0] != digests[1] || digests[0] != digests[2] {
 		t.Fatalf("conversions of one source: %v; want one digest", digests)
+	}
+}
+
+// TestDedupScopeRefs: a conversion whose chunks the repository's
+// dictionary has already records only its new chunks in full, and one
+// more reference to each of the others (the artifact's reference list):
+// its artifact is a fraction of the first one, the merged dictionary
+// counts the shared chunks twice, and merging the artifacts
+// (compaction) keeps those counts.
+func TestDedupScopeRefs(t *testing.T) {
+	ctx := context.Background()
+	r := registrytest.Start(t, registrytest.Options{})
+	files := []treetest.File{}
+	for i := range 64 {
+		files = append(files, treetest.Reg(fmt.Sprintf("lib/f%02d.bin", i), 0o644, treetest.Random(int64(200+i), 200<<10)))
+	}
+	a := treetest.Tar(files)
+	b := treetest.Tar(append(slices.Clone(files), treetest.Reg("new.bin", 0o644, treetest.Random(300, 2<<20))))
+	convertInto(t, r, "src/a:1", "app:a", testOptions(t), a)
+	convertInto(t, r, "src/b:1", "app:b", testOptions(t), b)
+	tags := dictTags(t, r, "app")
+	if len(tags) != 2 {
+		t.Fatalf("%d dictionary artifacts, want 2", len(tags))
+	}
+	repo := ref(t, r.Host+"/app:x").Name.Context()
+	var arts []dictArtifact
+	var sizes []int64
+	for _, tag := range tags { // in conversion order
+		art, _, err := readDictArtifact(ctx, repo.Tag(tag), plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, _ := remote.Image(repo.Tag(tag), plain.Remote(ctx)...)
+		mf, _ := img.Manifest()
+		var n int64
+		for _, l := range mf.Layers {
+			n += l.Size
+		}
+		arts, sizes = append(arts, art), append(sizes, n)
+	}
+	first, second := arts[0], arts[1]
+	if first.refs != nil || len(first.dict.Chunks) < 64 {
+		t.Fatalf("first artifact: %d chunks, %d reference bytes", len(first.dict.Chunks), len(first.refs))
+	}
+	if len(second.dict.Chunks) != 2 || len(second.refs) != len(first.dict.Chunks)*chunkdict.RefPrefixSize {
+		t.Fatalf("second artifact: %d chunks in full (want new.bin's 2), %d reference bytes (want %d)",
+			len(second.dict.Chunks), len(second.refs), len(first.dict.Chunks)*chunkdict.RefPrefixSize)
+	}
+	if sizes[1]*3 > sizes[0] {
+		t.Fatalf("the second artifact takes %d bytes against the first's %d", sizes[1], sizes[0])
+	}
+	counts := func(d *chunkdict.Dict) (ones, twos int) {
+		for _, c := range d.Chunks {
+			switch c.Refs {
+			case 1:
+				ones++
+			case 2:
+				twos++
+			default:
+				t.Fatalf("a chunk counted %d times", c.Refs)
+			}
+		}
+		return
+	}
+	m, err := mergeArtifacts(arts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ones, twos := counts(m); ones != 2 || twos != len(first.dict.Chunks) {
+		t.Fatalf("merged: %d chunks counted once, %d twice; want 2 and %d", ones, twos, len(first.dict.Chunks))
+	}
+	// Compaction keeps the counts.
+	for i := range dictCompactAt {
+		l := treetest.Tar([]treetest.File{treetest.Reg("f.bin", 0o644, treetest.Random(int64(400+i), 16<<10))})
+		convertInto(t, r, fmt.Sprintf("src/n:%d", i), fmt.Sprintf("app:n%d", i), testOptions(t), l)
+	}
+	tags = dictTags(t, r, "app")
+	if len(tags) > dictCompactAt {
+		t.Fatalf("%d dictionary artifacts: they were not merged", len(tags))
+	}
+	arts = arts[:0]
+	for _, tag := range tags {
+		art, _, err := readDictArtifact(ctx, repo.Tag(tag), plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		arts = append(arts, art)
+	}
+	if m, err = mergeArtifacts(arts); err != nil {
+		t.Fatal(err)
+	}
+	twice := 0
+	for _, c := range m.Chunks {
+		if c.Refs == 2 {
+			twice++
+		}
+	}
+	if twice != len(first.dict.Chunks) {
+		t.Fatalf("after compaction %d chunks are counted twice, want %d", twice, len(first.dict.Chunks))
 	}
 }
