@@ -69,15 +69,18 @@ func (f *FS) Opened(nid uint64) {
 	}
 	f.deps.speculating[nid] = done
 	f.deps.mu.Unlock()
-	f.Go(func(ctx context.Context) {
-		defer func() {
-			f.deps.mu.Lock()
-			delete(f.deps.speculating, nid)
-			f.deps.mu.Unlock()
-			close(done)
-		}()
+	end := func() {
+		f.deps.mu.Lock()
+		delete(f.deps.speculating, nid)
+		f.deps.mu.Unlock()
+		close(done)
+	}
+	if !f.spawn(func(ctx context.Context) {
+		defer end()
 		f.speculate(ctx, nid, 0)
-	})
+	}) {
+		end() // closing
+	}
 }
 
 // maxReadAheadWait bounds how long read-ahead of a program waits for

@@ -112,7 +112,13 @@ type FS struct {
 	raSem chan struct{}   // bounds background read-ahead fetches
 	bg    context.Context // cancelled by Close
 	stop  context.CancelFunc
-	bgWG  sync.WaitGroup
+	bgWG  sync.WaitGroup // background goroutines (spawn); Close waits for them
+
+	// goMu orders spawn's bgWG.Add before Close's bgWG.Wait: spawn
+	// holds the read side while it checks closing and adds, Close takes
+	// the write side to set closing. Nothing else is done under it.
+	goMu    sync.RWMutex
+	closing bool // set by Close; guarded by goMu
 	// Metrics are updated atomically.
 	Metrics Metrics
 
@@ -184,13 +190,25 @@ func OpenReader(ctx context.Context, rd *rafs.Reader, be fetch.Backend, o Option
 // started on its behalf (read-ahead, whole-file builds) should use it.
 func (f *FS) Context() context.Context { return f.bg }
 
-// Go runs fn in the background, tracked by Close.
-func (f *FS) Go(fn func(ctx context.Context)) {
+// Go runs fn in the background, tracked by Close. Once Close has
+// begun, fn is not run.
+func (f *FS) Go(fn func(ctx context.Context)) { f.spawn(fn) }
+
+// spawn is Go, reporting whether fn was started (false once Close has
+// begun).
+func (f *FS) spawn(fn func(ctx context.Context)) bool {
+	f.goMu.RLock()
+	if f.closing {
+		f.goMu.RUnlock()
+		return false
+	}
 	f.bgWG.Add(1)
+	f.goMu.RUnlock()
 	go func() {
 		defer f.bgWG.Done()
 		fn(f.bg)
 	}()
+	return true
 }
 
 // Close ends the image's use of the cache:
@@ -205,6 +223,10 @@ func (f *FS) Go(fn func(ctx context.Context)) {
 // caller can release the cache's handles (and the blobs be removed).
 // Reads still in flight fail.
 func (f *FS) Close() {
+	// No goroutine is added to bgWG once Wait may have begun.
+	f.goMu.Lock()
+	f.closing = true
+	f.goMu.Unlock()
 	f.stop()
 	f.eng.Close()
 	f.bgWG.Wait()
@@ -422,14 +444,15 @@ func (f *FS) readAhead(ino *Inode, k int) {
 		default:
 			return // enough in flight
 		}
-		f.bgWG.Add(1)
-		go func(i int) {
-			defer f.bgWG.Done()
+		if !f.spawn(func(bg context.Context) {
 			defer func() { <-f.raSem }()
-			ctx, cancel := context.WithTimeout(fetch.WithKind(f.bg, fetch.ReadAhead), time.Minute)
+			ctx, cancel := context.WithTimeout(fetch.WithKind(bg, fetch.ReadAhead), time.Minute)
 			defer cancel()
 			f.readAheadAfter(ctx, ino.Nid)
 			f.chunk(ctx, ino, i)
-		}(i)
+		}) {
+			<-f.raSem
+			return // closing
+		}
 	}
 }

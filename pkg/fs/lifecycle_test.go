@@ -63,3 +63,50 @@ func TestCloseEndsFetches(t *testing.T) {
 		t.Errorf("%d chunks put into the cache after Close", n)
 	}
 }
+
+// TestGoAfterClose: background work asked for once Close has begun is
+// not run, and work started concurrently with Close is waited for by it
+// (bgWG.Add never races bgWG.Wait: run with -race).
+func TestGoAfterClose(t *testing.T) {
+	res, dir := fetchtest.BuildImage(t, []treetest.File{treetest.Reg("f", 0o644, []byte("x"))}, builder.Options{})
+	f, err := Open(context.Background(), res.Bootstrap, fetchtest.NewStreamLog(dir), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var running, after atomic.Int64
+	var closed atomic.Bool
+	stop := make(chan struct{})
+	spawned := make(chan struct{})
+	go func() {
+		defer close(spawned)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			f.Go(func(ctx context.Context) {
+				running.Add(1)
+				defer running.Add(-1)
+				if closed.Load() {
+					after.Add(1)
+				}
+				<-ctx.Done()
+			})
+		}
+	}()
+	time.Sleep(10 * time.Millisecond)
+	f.Close()
+	closed.Store(true)
+	if n := running.Load(); n != 0 {
+		t.Errorf("%d background goroutines still running after Close", n)
+	}
+	close(stop)
+	<-spawned
+	ran := false
+	f.Go(func(context.Context) { ran = true })
+	time.Sleep(10 * time.Millisecond)
+	if ran || after.Load() != 0 {
+		t.Errorf("background work ran after Close (%v, %d)", ran, after.Load())
+	}
+}
