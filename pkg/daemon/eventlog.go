@@ -11,34 +11,17 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nydus-go/nydus/pkg/daemon/api"
 	"github.com/nydus-go/nydus/pkg/fetch"
 )
 
-// CloudEvent is one event as the log keeps it and as subscribers get it:
-// a CloudEvents 1.0 event in the structured JSON format, with the
-// documented "sequence" extension (a decimal string: the event's place
-// in the daemon's log, from 1).
-type CloudEvent struct {
-	SpecVersion     string      `json:"specversion"`
-	ID              string      `json:"id"`
-	Source          string      `json:"source"`
-	Type            string      `json:"type"`
-	Time            time.Time   `json:"time"`
-	Subject         string      `json:"subject,omitempty"`
-	DataContentType string      `json:"datacontenttype"`
-	Sequence        string      `json:"sequence"`
-	Data            fetch.Event `json:"data"`
-}
+// CloudEvent is one event as the log keeps it and as subscribers get it
+// (the API's wire type, api.CloudEvent).
+type CloudEvent = api.CloudEvent
 
 // EventTypePrefix is put before an event's kind to make its CloudEvents
 // type ("io.nydus-go.nydusd.digest-mismatch").
 const EventTypePrefix = "io.nydus-go.nydusd."
-
-// Seq is the event's sequence number (0 if it has none).
-func (e *CloudEvent) Seq() uint64 {
-	n, _ := strconv.ParseUint(e.Sequence, 10, 64)
-	return n
-}
 
 // EventLog is the daemon's append-only record of its events, one JSON
 // line each, in a file and its one rotated predecessor (path and

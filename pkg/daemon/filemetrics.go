@@ -8,28 +8,9 @@ import (
 	"sort"
 	"strconv"
 
+	"github.com/nydus-go/nydus/pkg/daemon/api"
 	nfs "github.com/nydus-go/nydus/pkg/fs"
 )
-
-// fileMetrics is one file's entry in GET /api/v1/metrics/files, upstream's
-// InodeIoStats plus the file's path (an extension).
-type fileMetrics struct {
-	TotalFops      uint64   `json:"total_fops"`
-	DataRead       uint64   `json:"data_read"`
-	BlockCountRead []uint64 `json:"block_count_read"`
-	FopHits        []uint64 `json:"fop_hits"`
-	FopErrors      []uint64 `json:"fop_errors"`
-	Path           string   `json:"path,omitempty"`
-}
-
-// accessPattern is one entry of GET /api/v1/metrics/pattern.
-type accessPattern struct {
-	Ino                  uint64 `json:"ino"`
-	NrRead               uint64 `json:"nr_read"`
-	FirstAccessTimeSecs  int64  `json:"first_access_time_secs"`
-	FirstAccessTimeNanos int64  `json:"first_access_time_nanos"`
-	Path                 string `json:"path,omitempty"`
-}
 
 // statsTarget picks the image of a metrics request: ?id=, or the only
 // image mounted.
@@ -77,10 +58,10 @@ func (d *Daemon) serveFileMetrics(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, out)
 		return
 	}
-	out := map[string]fileMetrics{}
+	out := map[string]api.FileMetrics{}
 	paths := inst.fs.Paths(slices.Collect(maps.Keys(stats)))
 	for nid, s := range stats {
-		m := fileMetrics{TotalFops: s.TotalFops.Load(), DataRead: s.DataRead.Load(), Path: paths[nid]}
+		m := api.FileMetrics{TotalFops: s.TotalFops.Load(), DataRead: s.DataRead.Load(), Path: paths[nid]}
 		for i := range s.BlockCountRead {
 			m.BlockCountRead = append(m.BlockCountRead, s.BlockCountRead[i].Load())
 		}
@@ -99,7 +80,7 @@ func (d *Daemon) servePattern(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	out := []accessPattern{}
+	out := []api.AccessPattern{}
 	stats := inst.fs.FileStats()
 	paths := inst.fs.Paths(slices.Collect(maps.Keys(stats)))
 	for nid, s := range stats {
@@ -108,7 +89,7 @@ func (d *Daemon) servePattern(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		t := s.FirstRead.Load()
-		out = append(out, accessPattern{Ino: d.ino(inst, nid), NrRead: n, FirstAccessTimeSecs: t / 1e9, FirstAccessTimeNanos: t % 1e9, Path: paths[nid]})
+		out = append(out, api.AccessPattern{Ino: d.ino(inst, nid), NrRead: n, FirstAccessTimeSecs: t / 1e9, FirstAccessTimeNanos: t % 1e9, Path: paths[nid]})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		return out[i].FirstAccessTimeSecs*1e9+out[i].FirstAccessTimeNanos < out[j].FirstAccessTimeSecs*1e9+out[j].FirstAccessTimeNanos
