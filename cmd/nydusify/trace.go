@@ -2,17 +2,12 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"net/url"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"gonum.org/v1/plot"
@@ -23,6 +18,7 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 
 	"github.com/nydus-go/nydus/internal/atomicfile"
+	"github.com/nydus-go/nydus/pkg/daemon/api"
 	"github.com/nydus-go/nydus/pkg/fetch"
 )
 
@@ -59,15 +55,17 @@ an optimized image in two commands (see the examples).`,
 			if output == "" && jsonOut == "" && prefetchList == "" {
 				return errors.New("nothing to write: give --output, --json and/or --prefetch-list")
 			}
+			client := api.NewClient(apisock)
+			defer client.Close()
 			if prefetchList != "" {
-				if err := writePrefetchList(cmd, apisock, id, prefetchList); err != nil {
+				if err := writePrefetchList(cmd, client, id, prefetchList); err != nil {
 					return err
 				}
 				if output == "" && jsonOut == "" {
 					return nil
 				}
 			}
-			l, err := fetchLog(cmd.Context(), apisock, id)
+			l, err := client.FetchLog(cmd.Context(), id)
 			if err != nil {
 				return err
 			}
@@ -99,11 +97,9 @@ an optimized image in two commands (see the examples).`,
 }
 
 // writePrefetchList writes the image's access pattern, one path a line.
-func writePrefetchList(cmd *cobra.Command, sock, id, out string) error {
-	var pattern []struct {
-		Path string `json:"path"`
-	}
-	if err := apiGet(cmd.Context(), sock, "/api/v1/metrics/pattern", id, &pattern); err != nil {
+func writePrefetchList(cmd *cobra.Command, c *api.Client, id, out string) error {
+	pattern, err := c.AccessPattern(cmd.Context(), id)
+	if err != nil {
 		return err
 	}
 	var b strings.Builder
@@ -113,62 +109,13 @@ func writePrefetchList(cmd *cobra.Command, sock, id, out string) error {
 		}
 	}
 	if b.Len() == 0 {
-		return fmt.Errorf("%s: the image has read no file yet (is access_pattern set in its nydusd config?)", sock)
+		return fmt.Errorf("%s: the image has read no file yet (is access_pattern set in its nydusd config?)", c.Socket())
 	}
 	if out == "-" {
 		_, err := io.WriteString(cmd.OutOrStdout(), b.String())
 		return err
 	}
 	return atomicfile.WriteFile(out, []byte(b.String()), 0o644)
-}
-
-// apiGet GETs path (with ?id= when set) from a nydusd API socket and
-// decodes the JSON answer into v.
-func apiGet(ctx context.Context, sock, path, id string, v any) error {
-	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		}}}
-	u := "http://nydusd" + path
-	if id != "" {
-		u += "?id=" + url.QueryEscape(id)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return fmt.Errorf("nydusd API %s: %w", sock, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
-	if err != nil {
-		return fmt.Errorf("nydusd API %s: %w", sock, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Message string `json:"message"`
-		}
-		json.Unmarshal(b, &e)
-		if e.Message == "" {
-			e.Message = strings.TrimSpace(string(b))
-		}
-		return fmt.Errorf("nydusd API %s: %s: %s", sock, resp.Status, e.Message)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("nydusd API %s: %s: %w", sock, path, err)
-	}
-	return nil
-}
-
-// fetchLog GETs /api/v1/metrics/fetches from a nydusd API socket.
-func fetchLog(ctx context.Context, sock, id string) (*fetch.Log, error) {
-	var l fetch.Log
-	if err := apiGet(ctx, sock, "/api/v1/metrics/fetches", id, &l); err != nil {
-		return nil, err
-	}
-	return &l, nil
 }
 
 var traceKinds = []string{fetch.Demand, fetch.Dependency, fetch.Sibling, fetch.HotSet, fetch.ReadAhead, fetch.Prefetch, fetch.WholeFile}
