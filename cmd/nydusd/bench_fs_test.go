@@ -24,6 +24,7 @@ import (
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/converter"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
+	"github.com/nydus-go/nydus/pkg/imageref"
 	"github.com/nydus-go/nydus/pkg/registry/registrytest"
 )
 
@@ -346,13 +347,17 @@ func benchCold(b *testing.B) {
 	want := treetest.Random(42, 100<<20)
 	layer := treetest.Tar([]treetest.File{treetest.Reg("data/big.bin", 0o644, want), treetest.Reg("etc/x", 0o644, []byte("x"))})
 	registrytest.PushImage(b, r.Host+"/cold:1", [][]byte{layer})
-	ro := converter.RegistryOptions{PlainHTTP: true}
-	src, _ := converter.ParseRef(r.Host+"/cold:1", false, ro)
-	dst, _ := converter.ParseRef(r.Host+"/cold:nydus", false, ro)
+	ro := imageref.RegistryOptions{PlainHTTP: true}
+	src, _ := imageref.Parse(r.Host+"/cold:1", false, ro)
+	dst, _ := imageref.Parse(r.Host+"/cold:nydus", false, ro)
 	if _, err := converter.Convert(ctx, src, dst, converter.Options{Source: ro, Target: ro, WorkDir: b.TempDir()}); err != nil {
 		b.Fatal(err)
 	}
-	img, err := remote.Image(dst.Name, ro.Remote(ctx)...)
+	regc, err := imageref.NewClient(ro)
+	if err != nil {
+		b.Fatal(err)
+	}
+	img, err := remote.Image(dst.Name, regc.Options(ctx)...)
 	if err != nil {
 		b.Fatal(err)
 	}

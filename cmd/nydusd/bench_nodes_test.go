@@ -21,6 +21,7 @@ import (
 	"github.com/nydus-go/nydus/internal/sysproc"
 	"github.com/nydus-go/nydus/pkg/converter"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
+	"github.com/nydus-go/nydus/pkg/imageref"
 	"github.com/nydus-go/nydus/pkg/registry/registrytest"
 )
 
@@ -187,17 +188,21 @@ func convertBenchImage(b *testing.B, origin *registrytest.Registry, tag, target 
 	if src == "" {
 		src = "/var/tmp/nydus-images/debian"
 	}
-	ro := converter.RegistryOptions{PlainHTTP: true}
-	from, err := converter.ParseRef("oci:"+src+":"+tag, false, ro)
+	ro := imageref.RegistryOptions{PlainHTTP: true}
+	from, err := imageref.Parse("oci:"+src+":"+tag, false, ro)
 	if err != nil {
 		b.Fatal(err)
 	}
-	to, _ := converter.ParseRef(origin.Host+"/"+target, false, ro)
+	to, _ := imageref.Parse(origin.Host+"/"+target, false, ro)
 	o.Source, o.Target, o.WorkDir = ro, ro, b.TempDir()
 	if _, err := converter.Convert(ctx, from, to, o); err != nil {
 		b.Fatalf("converting the Debian %s image (make image bench-images, or BENCH_IMAGE_DIR): %v", tag, err)
 	}
-	img, err := remote.Image(to.Name, ro.Remote(ctx)...)
+	regc, err := imageref.NewClient(ro)
+	if err != nil {
+		b.Fatal(err)
+	}
+	img, err := remote.Image(to.Name, regc.Options(ctx)...)
 	if err != nil {
 		b.Fatal(err)
 	}

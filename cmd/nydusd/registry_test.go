@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/converter"
+	"github.com/nydus-go/nydus/pkg/imageref"
 	"github.com/nydus-go/nydus/pkg/registry/registrytest"
 )
 
@@ -209,14 +210,18 @@ func convertImageAs(t *testing.T, r *registrytest.Registry, repo string, layer [
 	t.Helper()
 	ctx := context.Background()
 	registrytest.PushImage(t, r.Host+"/"+repo+":1", [][]byte{layer}, registrytest.WithAuth(auth))
-	ro := converter.RegistryOptions{PlainHTTP: true, Keychain: staticKeychain{auth}}
-	src, _ := converter.ParseRef(r.Host+"/"+repo+":1", false, ro)
-	dst, _ := converter.ParseRef(r.Host+"/"+repo+":nydus", false, ro)
+	ro := imageref.RegistryOptions{PlainHTTP: true, Keychain: staticKeychain{auth}}
+	src, _ := imageref.Parse(r.Host+"/"+repo+":1", false, ro)
+	dst, _ := imageref.Parse(r.Host+"/"+repo+":nydus", false, ro)
 	o.Source, o.Target, o.WorkDir = ro, ro, t.TempDir()
 	if _, err := converter.Convert(ctx, src, dst, o); err != nil {
 		t.Fatal(err)
 	}
-	img, err := remote.Image(dst.Name, ro.Remote(ctx)...)
+	regc, err := imageref.NewClient(ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(dst.Name, regc.Options(ctx)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,9 +6,11 @@ import (
 	"os"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/nydus-go/nydus/pkg/checker"
 	"github.com/nydus-go/nydus/pkg/converter"
-	"github.com/spf13/cobra"
+	"github.com/nydus-go/nydus/pkg/imageref"
 )
 
 func newCheckCmd(lo *logOptions) *cobra.Command {
@@ -36,8 +38,8 @@ It exits non-zero and lists the differences when anything is wrong.`,
 			if target == "" {
 				return errors.New("--target is required")
 			}
-			sro := converter.RegistryOptions{PlainHTTP: plainHTTP, SkipTLSVerify: srcInsecure}
-			dro := converter.RegistryOptions{PlainHTTP: plainHTTP, SkipTLSVerify: dstInsecure}
+			sro := imageref.RegistryOptions{PlainHTTP: plainHTTP, SkipTLSVerify: srcInsecure}
+			dro := imageref.RegistryOptions{PlainHTTP: plainHTTP, SkipTLSVerify: dstInsecure}
 			nf.apply(&sro, &dro)
 			o := checker.Options{MultiPlatform: multi, AllPlatforms: all, Source: sro, Target: dro, Nydusd: nydusd, Log: log}
 			if !all {
@@ -50,13 +52,13 @@ It exits non-zero and lists the differences when anything is wrong.`,
 			if nydusImage != "" {
 				log.Warn("--nydus-image is ignored: check reads bootstraps in-process")
 			}
-			dst, err := converter.ParseRef(target, false, dro)
+			dst, err := imageref.Parse(target, false, dro)
 			if err != nil {
 				return err
 			}
-			var src *converter.Ref
+			var src *imageref.Ref
 			if source != "" {
-				s, err := converter.ParseRef(source, false, sro)
+				s, err := imageref.Parse(source, false, sro)
 				if err != nil {
 					return err
 				}

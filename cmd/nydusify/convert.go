@@ -15,10 +15,12 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/spf13/cobra"
+
 	"github.com/nydus-go/nydus/internal/atomicfile"
 	"github.com/nydus-go/nydus/pkg/compress"
 	"github.com/nydus-go/nydus/pkg/converter"
-	"github.com/spf13/cobra"
+	"github.com/nydus-go/nydus/pkg/imageref"
 )
 
 type convertFlags struct {
@@ -179,8 +181,8 @@ func runConvert(cmd *cobra.Command, f *convertFlags, lo *logOptions) error {
 	if err != nil {
 		return fmt.Errorf("invalid --push-retry-delay %q: %w", f.pushRetryDelay, err)
 	}
-	srcRO := converter.RegistryOptions{PlainHTTP: f.plainHTTP, SkipTLSVerify: f.sourceInsecure, Retries: f.pushRetryCount, RetryDelay: delay}
-	dstRO := converter.RegistryOptions{PlainHTTP: f.plainHTTP, SkipTLSVerify: f.targetInsecure, Retries: f.pushRetryCount, RetryDelay: delay}
+	srcRO := imageref.RegistryOptions{PlainHTTP: f.plainHTTP, SkipTLSVerify: f.sourceInsecure, Retries: f.pushRetryCount, RetryDelay: delay}
+	dstRO := imageref.RegistryOptions{PlainHTTP: f.plainHTTP, SkipTLSVerify: f.targetInsecure, Retries: f.pushRetryCount, RetryDelay: delay}
 	f.net.apply(&srcRO, &dstRO)
 	o := converter.Options{
 		AllPlatforms: f.allPlatforms, MergePlatform: f.mergePlatform, OCI: f.oci,
@@ -251,23 +253,23 @@ func runConvert(cmd *cobra.Command, f *convertFlags, lo *logOptions) error {
 	case f.prefetchDir != "":
 		o.Prefetch = []string{filepath.Clean("/" + f.prefetchDir)}
 	}
-	src, err := converter.ParseRef(firstNonEmpty(f.source, f.sourceArchive), f.sourceArchive != "", srcRO)
+	src, err := imageref.Parse(firstNonEmpty(f.source, f.sourceArchive), f.sourceArchive != "", srcRO)
 	if err != nil {
 		return err
 	}
-	dst, err := converter.ParseRef(firstNonEmpty(f.target, f.targetArchive), f.targetArchive != "", dstRO)
+	dst, err := imageref.Parse(firstNonEmpty(f.target, f.targetArchive), f.targetArchive != "", dstRO)
 	if err != nil {
 		return err
 	}
 	if f.chunkDict != "" {
-		ro := converter.RegistryOptions{PlainHTTP: f.plainHTTP, SkipTLSVerify: f.chunkDictInsecure, Retries: f.pushRetryCount, RetryDelay: delay}
+		ro := imageref.RegistryOptions{PlainHTTP: f.plainHTTP, SkipTLSVerify: f.chunkDictInsecure, Retries: f.pushRetryCount, RetryDelay: delay}
 		f.net.apply(&ro)
 		if o.ChunkDict, err = converter.OpenChunkDict(ctx, f.chunkDict, ro); err != nil {
 			return err
 		}
 	}
 	if f.buildCache != "" {
-		ro := converter.RegistryOptions{PlainHTTP: f.plainHTTP, SkipTLSVerify: f.buildCacheInsecure, Retries: f.pushRetryCount, RetryDelay: delay}
+		ro := imageref.RegistryOptions{PlainHTTP: f.plainHTTP, SkipTLSVerify: f.buildCacheInsecure, Retries: f.pushRetryCount, RetryDelay: delay}
 		f.net.apply(&ro)
 		var opts []name.Option
 		if f.plainHTTP {

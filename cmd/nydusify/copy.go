@@ -6,8 +6,10 @@ import (
 	"os"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/nydus-go/nydus/pkg/converter"
 	"github.com/spf13/cobra"
+
+	"github.com/nydus-go/nydus/pkg/converter"
+	"github.com/nydus-go/nydus/pkg/imageref"
 )
 
 func newCopyCmd(lo *logOptions) *cobra.Command {
@@ -32,23 +34,31 @@ skipped; blobs in another repository of the same registry are mounted.`,
 			if all && cmd.Flags().Changed("platform") {
 				return errors.New("--all-platforms conflicts with --platform")
 			}
-			sro := converter.RegistryOptions{PlainHTTP: plainHTTP, SkipTLSVerify: srcInsecure}
-			dro := converter.RegistryOptions{PlainHTTP: plainHTTP, SkipTLSVerify: dstInsecure}
+			sro := imageref.RegistryOptions{PlainHTTP: plainHTTP, SkipTLSVerify: srcInsecure}
+			dro := imageref.RegistryOptions{PlainHTTP: plainHTTP, SkipTLSVerify: dstInsecure}
 			nf.apply(&sro, &dro)
-			src, err := converter.ParseRef(source, false, sro)
+			src, err := imageref.Parse(source, false, sro)
 			if err != nil {
 				return err
 			}
-			dst, err := converter.ParseRef(target, false, dro)
+			dst, err := imageref.Parse(target, false, dro)
 			if err != nil {
 				return err
 			}
 			if !src.IsRegistry() || !dst.IsRegistry() {
 				return errors.New("copy works between registries; use convert for OCI layouts")
 			}
-			desc, err := remote.Get(src.Name, sro.Remote(ctx)...)
+			sc, err := imageref.NewClient(sro)
 			if err != nil {
-				return fmt.Errorf("resolve %s: %w", source, err)
+				return err
+			}
+			dc, err := imageref.NewClient(dro)
+			if err != nil {
+				return err
+			}
+			desc, err := remote.Get(src.Name, sc.Options(ctx)...)
+			if err != nil {
+				return imageref.Describe(fmt.Sprintf("source %q", source), src.Name.Context().RegistryStr(), err)
 			}
 			if desc.MediaType.IsIndex() {
 				idx, err := desc.ImageIndex()
@@ -56,7 +66,7 @@ skipped; blobs in another repository of the same registry are mounted.`,
 					return err
 				}
 				if all {
-					if err := remote.WriteIndex(dst.Name, idx, dro.Remote(ctx)...); err != nil {
+					if err := remote.WriteIndex(dst.Name, idx, dc.Options(ctx)...); err != nil {
 						return fmt.Errorf("copy to %s: %w", target, err)
 					}
 					log.Info("copied index", "source", source, "target", target, "digest", desc.Digest)
@@ -82,7 +92,7 @@ skipped; blobs in another repository of the same registry are mounted.`,
 					if err != nil {
 						return err
 					}
-					if err := remote.Write(dst.Name, img, dro.Remote(ctx)...); err != nil {
+					if err := remote.Write(dst.Name, img, dc.Options(ctx)...); err != nil {
 						return fmt.Errorf("copy to %s: %w", target, err)
 					}
 					log.Info("copied image", "source", source, "target", target, "digest", d.Digest, "platform", converter.PlatformString(d.Platform))
@@ -94,7 +104,7 @@ skipped; blobs in another repository of the same registry are mounted.`,
 			if err != nil {
 				return err
 			}
-			if err := remote.Write(dst.Name, img, dro.Remote(ctx)...); err != nil {
+			if err := remote.Write(dst.Name, img, dc.Options(ctx)...); err != nil {
 				return fmt.Errorf("copy to %s: %w", target, err)
 			}
 			fmt.Fprintf(os.Stderr, "copied %s -> %s (%s)\n", source, target, desc.Digest)

@@ -6,9 +6,10 @@ import (
 	"os"
 	"sync"
 
-	"github.com/nydus-go/nydus/pkg/converter"
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
+
+	"github.com/nydus-go/nydus/pkg/converter"
 )
 
 // progress shows one bar per layer on a terminal, plain log lines

@@ -6,9 +6,10 @@ import (
 	"os"
 	"strings"
 
-	"github.com/nydus-go/nydus/internal/version"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+
+	"github.com/nydus-go/nydus/internal/version"
 )
 
 // exitError carries an exit code.

@@ -11,6 +11,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/nydus-go/nydus/pkg/converter"
+	"github.com/nydus-go/nydus/pkg/errdefs"
+	"github.com/nydus-go/nydus/pkg/imageref"
 	"github.com/nydus-go/nydus/pkg/storage"
 )
 
@@ -35,7 +37,7 @@ type Options struct {
 	// Source and Target configure registry access. With SkipTLSVerify
 	// (upstream's --source-insecure/--target-insecure), a registry that
 	// fails over HTTPS is retried over plain HTTP, as upstream does.
-	Source, Target converter.RegistryOptions
+	Source, Target imageref.RegistryOptions
 	// Nydusd is the path of a nydusd binary for a mount comparison. Our
 	// nydusd does not exist yet: setting it makes Check fail with
 	// ErrNotSupported.
@@ -160,11 +162,11 @@ func (r Report) Problems() []string {
 }
 
 func (r *Report) problem(format string, args ...any) {
-	r.ManifestProblems = append(r.ManifestProblems, oneLine(fmt.Sprintf(format, args...)))
+	r.ManifestProblems = append(r.ManifestProblems, imageref.OneLine(fmt.Sprintf(format, args...)))
 }
 
 func (r *Report) warn(format string, args ...any) {
-	r.Warnings = append(r.Warnings, oneLine(fmt.Sprintf(format, args...)))
+	r.Warnings = append(r.Warnings, imageref.OneLine(fmt.Sprintf(format, args...)))
 }
 
 // compareSource is the image a Nydus manifest is compared with.
@@ -191,10 +193,10 @@ type candidate struct {
 // checked manifest; an error means that the check could not be made
 // (unreachable registry, unknown image, a target that is not a Nydus
 // image, an index without the requested platform, an unreadable source).
-func Check(ctx context.Context, source *converter.Ref, target converter.Ref, o Options) ([]Report, error) {
+func Check(ctx context.Context, source *imageref.Ref, target imageref.Ref, o Options) ([]Report, error) {
 	o.defaults()
 	if o.Nydusd != "" {
-		return nil, newError(ErrNotSupported, nil, "checking through a nydusd mount (--nydusd %s) is not supported yet: omit --nydusd; files are then read and verified through ranged reads of the blobs", o.Nydusd)
+		return nil, imageref.Errorf(errdefs.ErrUnsupported, nil, "checking through a nydusd mount (--nydusd %s) is not supported yet: omit --nydusd; files are then read and verified through ranged reads of the blobs", o.Nydusd)
 	}
 	tgt, err := openRef(ctx, "target", target, o.Target, o.Log)
 	if err != nil {
@@ -228,7 +230,7 @@ func Check(ctx context.Context, source *converter.Ref, target converter.Ref, o O
 			}
 			s = &compareSource{img: img, what: src.what(), host: src.host()}
 			r.Source, r.SourceDigest = source.String(), d.String()
-			if p := platformOfImage(img); src.image != nil && p != nil && c.platform != nil && !samePlatform(p, c.platform) {
+			if p := platformOfImage(img); src.Image != nil && p != nil && c.platform != nil && !samePlatform(p, c.platform) {
 				r.warn("the source image is for %s, the target manifest for %s", converter.PlatformString(p), converter.PlatformString(c.platform))
 			}
 		case c.oci != nil:
@@ -252,23 +254,23 @@ func Check(ctx context.Context, source *converter.Ref, target converter.Ref, o O
 
 // selectTargets picks the Nydus manifests to check.
 func selectTargets(t *opened, o *Options) ([]candidate, error) {
-	if t.image != nil {
-		mf, err := t.image.Manifest()
+	if t.Image != nil {
+		mf, err := t.Image.Manifest()
 		if err != nil {
-			return nil, describeRemote(t.what(), t.host(), err)
+			return nil, imageref.Describe(t.what(), t.host(), err)
 		}
 		if !isNydusManifest(mf) {
-			return nil, newError(ErrNotNydus, nil, "%s is not a Nydus image: its manifest has no Nydus blob or bootstrap layer (annotation %s)", t.what(), converter.AnnotationNydusBootstrap)
+			return nil, imageref.Errorf(ErrNotNydus, nil, "%s is not a Nydus image: its manifest has no Nydus blob or bootstrap layer (annotation %s)", t.what(), converter.AnnotationNydusBootstrap)
 		}
-		c := candidate{img: t.image, digest: t.digest, platform: platformOfImage(t.image)}
+		c := candidate{img: t.Image, digest: t.Digest, platform: platformOfImage(t.Image)}
 		if o.MultiPlatform {
 			c.problems = append(c.problems, "multi-platform check: the target is a single manifest, not an index holding both the OCI and the Nydus manifests")
 		}
 		return []candidate{c}, nil
 	}
-	im, err := t.index.IndexManifest()
+	im, err := t.Index.IndexManifest()
 	if err != nil {
-		return nil, describeRemote(t.what(), t.host(), err)
+		return nil, imageref.Describe(t.what(), t.host(), err)
 	}
 	marked := false
 	for _, d := range im.Manifests {
@@ -308,13 +310,13 @@ func selectTargets(t *opened, o *Options) ([]candidate, error) {
 			ociEntries = append(ociEntries, d)
 		case want:
 			// An index without markers: tell Nydus manifests by content.
-			img, err := t.index.Image(d.Digest)
+			img, err := t.Index.Image(d.Digest)
 			if err != nil {
-				return nil, describeRemote(t.what(), t.host(), err)
+				return nil, imageref.Describe(t.what(), t.host(), err)
 			}
 			mf, err := img.Manifest()
 			if err != nil {
-				return nil, describeRemote(t.what(), t.host(), err)
+				return nil, imageref.Describe(t.what(), t.host(), err)
 			}
 			kind = "OCI"
 			if isNydusManifest(mf) {
@@ -332,9 +334,9 @@ func selectTargets(t *opened, o *Options) ([]candidate, error) {
 		if kind != "Nydus" || !want {
 			continue
 		}
-		img, err := t.index.Image(d.Digest)
+		img, err := t.Index.Image(d.Digest)
 		if err != nil {
-			return nil, describeRemote(t.what(), t.host(), err)
+			return nil, imageref.Describe(t.what(), t.host(), err)
 		}
 		cands = append(cands, candidate{img: img, digest: d.Digest, platform: d.Platform})
 	}
@@ -351,18 +353,18 @@ func selectTargets(t *opened, o *Options) ([]candidate, error) {
 			avail = []string{"no image manifests"}
 		}
 		if !marked && wantedOCI > 0 {
-			return nil, newError(ErrNotNydus, nil, "%s is not a Nydus image: its manifests for %s have no Nydus blob or bootstrap layer (the index has %s)", t.what(), want, strings.Join(avail, ", "))
+			return nil, imageref.Errorf(ErrNotNydus, nil, "%s is not a Nydus image: its manifests for %s have no Nydus blob or bootstrap layer (the index has %s)", t.what(), want, strings.Join(avail, ", "))
 		}
-		return nil, newError(ErrNoPlatform, nil, "%s: index has no Nydus manifest for %s (it has %s)", t.what(), want, strings.Join(avail, ", "))
+		return nil, imageref.Errorf(ErrNoPlatform, nil, "%s: index has no Nydus manifest for %s (it has %s)", t.what(), want, strings.Join(avail, ", "))
 	}
 	// Pair each Nydus manifest with the OCI manifest of its platform.
 	for i := range cands {
 		c := &cands[i]
 		for _, d := range ociEntries {
 			if samePlatform(d.Platform, c.platform) {
-				img, err := t.index.Image(d.Digest)
+				img, err := t.Index.Image(d.Digest)
 				if err != nil {
-					return nil, describeRemote(t.what(), t.host(), err)
+					return nil, imageref.Describe(t.what(), t.host(), err)
 				}
 				c.oci, c.ociDigest = img, d.Digest
 				break
@@ -377,19 +379,19 @@ func selectTargets(t *opened, o *Options) ([]candidate, error) {
 
 // selectSource picks the source manifest for platform p.
 func selectSource(s *opened, p *v1.Platform) (v1.Image, v1.Hash, error) {
-	if s.image != nil {
-		mf, err := s.image.Manifest()
+	if s.Image != nil {
+		mf, err := s.Image.Manifest()
 		if err != nil {
-			return nil, v1.Hash{}, describeRemote(s.what(), s.host(), err)
+			return nil, v1.Hash{}, imageref.Describe(s.what(), s.host(), err)
 		}
 		if isNydusManifest(mf) {
-			return nil, v1.Hash{}, newError(ErrSourceIsNydus, nil, "%s is a Nydus image: the source must be the OCI image the target was converted from", s.what())
+			return nil, v1.Hash{}, imageref.Errorf(ErrSourceIsNydus, nil, "%s is a Nydus image: the source must be the OCI image the target was converted from", s.what())
 		}
-		return s.image, s.digest, nil
+		return s.Image, s.Digest, nil
 	}
-	im, err := s.index.IndexManifest()
+	im, err := s.Index.IndexManifest()
 	if err != nil {
-		return nil, v1.Hash{}, describeRemote(s.what(), s.host(), err)
+		return nil, v1.Hash{}, imageref.Describe(s.what(), s.host(), err)
 	}
 	var avail []string
 	var exact, loose []v1.Descriptor
@@ -407,17 +409,17 @@ func selectSource(s *opened, p *v1.Platform) (v1.Image, v1.Hash, error) {
 		}
 	}
 	for _, d := range append(exact, loose...) {
-		img, err := s.index.Image(d.Digest)
+		img, err := s.Index.Image(d.Digest)
 		if err != nil {
-			return nil, v1.Hash{}, describeRemote(s.what(), s.host(), err)
+			return nil, v1.Hash{}, imageref.Describe(s.what(), s.host(), err)
 		}
 		mf, err := img.Manifest()
 		if err != nil {
-			return nil, v1.Hash{}, describeRemote(s.what(), s.host(), err)
+			return nil, v1.Hash{}, imageref.Describe(s.what(), s.host(), err)
 		}
 		if !isNydusManifest(mf) {
 			return img, d.Digest, nil
 		}
 	}
-	return nil, v1.Hash{}, newError(ErrNoPlatform, nil, "%s: index has no OCI manifest for %s (it has %s)", s.what(), converter.PlatformString(p), strings.Join(avail, ", "))
+	return nil, v1.Hash{}, imageref.Errorf(ErrNoPlatform, nil, "%s: index has no OCI manifest for %s (it has %s)", s.what(), converter.PlatformString(p), strings.Join(avail, ", "))
 }

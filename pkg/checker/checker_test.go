@@ -38,6 +38,8 @@ import (
 
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/converter"
+	"github.com/nydus-go/nydus/pkg/errdefs"
+	"github.com/nydus-go/nydus/pkg/imageref"
 	"github.com/nydus-go/nydus/pkg/rafs"
 )
 
@@ -219,11 +221,11 @@ func (r *testRegistry) serve(t testing.TB, wrap func(http.Handler) http.Handler)
 	return strings.TrimPrefix(srv.URL, "http://")
 }
 
-var ro = converter.RegistryOptions{PlainHTTP: true, Keychain: authn.NewMultiKeychain(), RetryDelay: 10 * time.Millisecond, Retries: 1}
+var ro = imageref.RegistryOptions{PlainHTTP: true, Keychain: authn.NewMultiKeychain(), RetryDelay: 10 * time.Millisecond, Retries: 1}
 
-func parse(t testing.TB, s string) converter.Ref {
+func parse(t testing.TB, s string) imageref.Ref {
 	t.Helper()
-	r, err := converter.ParseRef(s, false, ro)
+	r, err := imageref.Parse(s, false, ro)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,7 +449,7 @@ func newFixture(t testing.TB) *fixture {
 	return &fixture{reg: reg, srcImg: img, srcRef: srcRef, nydus: ni, nydusRef: nydusRef}
 }
 
-func check(t testing.TB, src *converter.Ref, tgt converter.Ref, o Options) []Report {
+func check(t testing.TB, src *imageref.Ref, tgt imageref.Ref, o Options) []Report {
 	t.Helper()
 	o.Source, o.Target = ro, ro
 	reps, err := Check(context.Background(), src, tgt, o)
@@ -677,12 +679,12 @@ func TestErrors(t *testing.T) {
 	})
 	t.Run("unknown tag", func(t *testing.T) {
 		_, err := Check(ctx, nil, parse(t, f.reg.host+"/app:nope"), o)
-		expect(t, err, ErrNotFound, "404")
+		expect(t, err, errdefs.ErrNotFound, "404")
 	})
 	t.Run("unknown source", func(t *testing.T) {
 		s := parse(t, f.reg.host+"/other:latest")
 		_, err := Check(ctx, &s, parse(t, f.nydusRef), o)
-		expect(t, err, ErrNotFound, `source "`)
+		expect(t, err, errdefs.ErrNotFound, `source "`)
 	})
 	t.Run("unreachable", func(t *testing.T) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -692,7 +694,7 @@ func TestErrors(t *testing.T) {
 		addr := l.Addr().String()
 		l.Close()
 		_, err = Check(ctx, nil, parse(t, addr+"/app:nydus"), o)
-		expect(t, err, ErrUnreachable, "unreachable")
+		expect(t, err, errdefs.ErrUnavailable, "unreachable")
 	})
 	t.Run("unauthorized", func(t *testing.T) {
 		host := f.reg.serve(t, func(h http.Handler) http.Handler {
@@ -709,7 +711,7 @@ func TestErrors(t *testing.T) {
 		})
 		ref := parse(t, host+"/app:nydus")
 		_, err := Check(ctx, nil, ref, o)
-		expect(t, err, ErrUnauthorized, "401")
+		expect(t, err, errdefs.ErrPermission, "401")
 
 		// With credentials the same registry works.
 		ao := o
@@ -740,7 +742,7 @@ func TestErrors(t *testing.T) {
 		no := o
 		no.Nydusd = "/usr/bin/nydusd"
 		_, err := Check(ctx, nil, parse(t, f.nydusRef), no)
-		expect(t, err, ErrNotSupported, "not supported yet")
+		expect(t, err, errdefs.ErrUnsupported, "not supported yet")
 	})
 }
 
@@ -809,7 +811,7 @@ func TestOCILayout(t *testing.T) {
 	write(cfg)
 	write(man)
 	if err := p.AppendDescriptor(v1.Descriptor{MediaType: types.OCIManifestSchema1, Digest: sha(man), Size: int64(len(man)),
-		Annotations: map[string]string{refNameAnnotation: "nydus"}}); err != nil {
+		Annotations: map[string]string{imageref.RefNameAnnotation: "nydus"}}); err != nil {
 		t.Fatal(err)
 	}
 	srcDir := t.TempDir()
@@ -826,7 +828,7 @@ func TestOCILayout(t *testing.T) {
 	if !r.OK() || !r.Compared || r.Files != wantFiles {
 		t.Fatalf("ok=%v compared=%v files=%d: %v", r.OK(), r.Compared, r.Files, r.Problems())
 	}
-	if _, err := Check(context.Background(), nil, parse(t, "oci:"+dir+":missing"), Options{}); !errors.Is(err, ErrNotFound) {
+	if _, err := Check(context.Background(), nil, parse(t, "oci:"+dir+":missing"), Options{}); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("missing tag: %v", err)
 	}
 
@@ -858,7 +860,7 @@ func TestOCILayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tgt, err := converter.ParseRef(archive, true, ro)
+	tgt, err := imageref.Parse(archive, true, ro)
 	if err != nil {
 		t.Fatal(err)
 	}

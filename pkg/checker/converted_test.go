@@ -7,8 +7,10 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/converter"
+	"github.com/nydus-go/nydus/pkg/imageref"
 	"github.com/nydus-go/nydus/pkg/registry/registrytest"
 )
 
@@ -19,7 +21,7 @@ import (
 func TestConvertedImagesPass(t *testing.T) {
 	ctx := context.Background()
 	r := registrytest.Start(t, registrytest.Options{})
-	ro := converter.RegistryOptions{PlainHTTP: true}
+	ro := imageref.RegistryOptions{PlainHTTP: true}
 	amd := []v1.Platform{{OS: "linux", Architecture: "amd64"}}
 	big := treetest.Random(42, 5<<20)
 	imgs := map[string][][]byte{
@@ -40,8 +42,8 @@ func TestConvertedImagesPass(t *testing.T) {
 		registrytest.PushImage(t, r.Host+"/"+n+":1", ls)
 	}
 	registrytest.PushIndex(t, r.Host+"/multi:1", map[string][][]byte{"linux/amd64": imgs["sample"], "linux/arm64": imgs["readd"]})
-	parse := func(s string) converter.Ref {
-		rf, err := converter.ParseRef(s, false, ro)
+	parse := func(s string) imageref.Ref {
+		rf, err := imageref.Parse(s, false, ro)
 		if err != nil {
 			t.Fatal(err)
 		}

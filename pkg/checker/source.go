@@ -14,6 +14,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/nydus-go/nydus/pkg/converter"
+	"github.com/nydus-go/nydus/pkg/imageref"
 	"github.com/nydus-go/nydus/pkg/rafs"
 )
 
@@ -77,7 +78,7 @@ func buildSourceTree(ctx context.Context, img v1.Image, o *Options) (*fsNode, []
 			return nil, nil, fmt.Errorf("layer %d (%s): %w", i, d, err)
 		}
 		if mt == converter.MediaTypeNydusBlob {
-			return nil, nil, newError(ErrSourceIsNydus, nil, "layer %d (%s) is a Nydus blob: the source must be the OCI image the target was converted from", i, d)
+			return nil, nil, imageref.Errorf(ErrSourceIsNydus, nil, "layer %d (%s) is a Nydus blob: the source must be the OCI image the target was converted from", i, d)
 		}
 		if !isLayerMediaType(mt) {
 			return nil, nil, fmt.Errorf("layer %d (%s) has unsupported media type %q", i, d, mt)

@@ -1,7 +1,6 @@
 package checker
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -13,12 +12,12 @@ import (
 	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/nydus-go/nydus/pkg/builder"
+	"github.com/nydus-go/nydus/pkg/compress"
 	"github.com/nydus-go/nydus/pkg/converter"
 	"github.com/nydus-go/nydus/pkg/digester"
+	"github.com/nydus-go/nydus/pkg/imageref"
 	"github.com/nydus-go/nydus/pkg/rafs"
 	"github.com/nydus-go/nydus/pkg/storage"
 )
@@ -28,18 +27,18 @@ import (
 func checkImage(ctx context.Context, r *Report, tgt *opened, img v1.Image, src *compareSource, rr storage.RangeReader, o *Options) error {
 	mf, err := img.Manifest()
 	if err != nil {
-		return describeRemote(tgt.what(), tgt.host(), err)
+		return imageref.Describe(tgt.what(), tgt.host(), err)
 	}
 	cf, err := img.ConfigFile()
 	if err != nil {
-		r.problem("config %s: %v", mf.Config.Digest, describeRemote(tgt.what(), tgt.host(), err))
+		r.problem("config %s: %v", mf.Config.Digest, imageref.Describe(tgt.what(), tgt.host(), err))
 		cf = nil
 	}
 	boot := checkManifest(r, mf, cf)
 	if src != nil {
 		srcCf, err := src.img.ConfigFile()
 		if err != nil {
-			return describeRemote(src.what, src.host, err)
+			return imageref.Describe(src.what, src.host, err)
 		}
 		if cf != nil {
 			compareConfigs(r, srcCf, cf)
@@ -62,17 +61,17 @@ func checkImage(ctx context.Context, r *Report, tgt *opened, img v1.Image, src *
 	}
 	data, err := readBootstrap(img, bootDesc, wantDiff, r)
 	if err != nil {
-		r.BootstrapErr = oneLine(describeRemote(fmt.Sprintf("bootstrap layer %s", bootDesc.Digest), tgt.host(), err).Error())
+		r.BootstrapErr = imageref.OneLine(imageref.Describe(fmt.Sprintf("bootstrap layer %s", bootDesc.Digest), tgt.host(), err).Error())
 		return nil
 	}
 	rd, err := rafs.Open(ctx, bytes.NewReader(data), int64(len(data)))
 	if err != nil {
-		r.BootstrapErr = oneLine(err.Error())
+		r.BootstrapErr = imageref.OneLine(err.Error())
 		return nil
 	}
 	sum, err := builder.Check(ctx, rd, nil)
 	if err != nil {
-		r.BootstrapErr = oneLine(err.Error())
+		r.BootstrapErr = imageref.OneLine(err.Error())
 		return nil
 	}
 	r.Files, r.Dirs, r.Symlinks, r.Others, r.Hardlinks = sum.Files, sum.Dirs, sum.Symlinks, sum.Others, sum.Hardlinks
@@ -107,7 +106,7 @@ func checkImage(ctx context.Context, r *Report, tgt *opened, img v1.Image, src *
 
 	tree, err := rd.Load(ctx, rafs.LoadOptions{})
 	if err != nil {
-		r.BootstrapErr = oneLine(err.Error())
+		r.BootstrapErr = imageref.OneLine(err.Error())
 		return nil
 	}
 
@@ -136,7 +135,7 @@ func checkImage(ctx context.Context, r *Report, tgt *opened, img v1.Image, src *
 		return nil
 	}
 	if srcErr != nil {
-		return describeRemote(src.what, src.host, srcErr)
+		return imageref.Describe(src.what, src.host, srcErr)
 	}
 	for _, w := range srcWarn {
 		r.warn("source: %s", w)
@@ -183,23 +182,9 @@ func readBootstrap(img v1.Image, d v1.Descriptor, diffID *v1.Hash, r *Report) ([
 // a plain tar, told apart by their magic numbers), hashing what it
 // returns into h.
 func decompress(r io.Reader, h hash.Hash) (io.Reader, func(), error) {
-	br := bufio.NewReaderSize(r, 1<<20)
-	magic, _ := br.Peek(4)
-	var out io.Reader = br
-	closeFn := func() {}
-	switch {
-	case len(magic) >= 2 && magic[0] == 0x1f && magic[1] == 0x8b:
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return nil, nil, fmt.Errorf("gzip: %w", err)
-		}
-		out, closeFn = zr, func() { zr.Close() }
-	case len(magic) == 4 && magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd:
-		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
-		if err != nil {
-			return nil, nil, fmt.Errorf("zstd: %w", err)
-		}
-		out, closeFn = zr, zr.Close
+	out, _, closeFn, err := compress.NewStreamReader(r)
+	if err != nil {
+		return nil, nil, err
 	}
 	return io.TeeReader(out, h), closeFn, nil
 }
@@ -243,7 +228,7 @@ func readContents(ctx context.Context, r *Report, rd *rafs.Reader, tree *rafs.No
 	}
 	cr, err := storage.NewChunkReader(ctx, rd, rr)
 	if err != nil {
-		r.BootstrapErr = oneLine(err.Error())
+		r.BootstrapErr = imageref.OneLine(err.Error())
 		return sums
 	}
 	dig := rd.Ext.Flags.Digester()
@@ -272,7 +257,7 @@ func readContents(ctx context.Context, r *Report, rd *rafs.Reader, tree *rafs.No
 			read += n
 			noDigest += nd
 			if cerr != nil {
-				errs = append(errs, oneLine(cerr.Error()))
+				errs = append(errs, imageref.OneLine(cerr.Error()))
 			}
 			mu.Unlock()
 		}

@@ -13,7 +13,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
 	"github.com/nydus-go/nydus/pkg/blob"
+	"github.com/nydus-go/nydus/pkg/imageref"
 	"github.com/nydus-go/nydus/pkg/registry"
 )
 
@@ -36,7 +38,7 @@ const (
 // below it (they are its deduplication dictionary).
 type BuildCache struct {
 	ref  name.Reference
-	ro   RegistryOptions
+	c    *imageref.Client
 	max  int
 	mu   sync.Mutex
 	ents []cacheEntry
@@ -64,19 +66,23 @@ type cacheHit struct {
 
 // NewBuildCache returns a cache stored at ref with at most maxRecords
 // entries (1–200; 0 means 200).
-func NewBuildCache(ref name.Reference, ro RegistryOptions, maxRecords int) (*BuildCache, error) {
+func NewBuildCache(ref name.Reference, ro imageref.RegistryOptions, maxRecords int) (*BuildCache, error) {
 	if maxRecords == 0 {
 		maxRecords = MaxCacheRecords
 	}
 	if maxRecords < 1 || maxRecords > MaxCacheRecords {
 		return nil, fmt.Errorf("invalid build cache size %d (want 1–%d)", maxRecords, MaxCacheRecords)
 	}
-	return &BuildCache{ref: ref, ro: ro, max: maxRecords, fresh: map[string]v1.Layer{}}, nil
+	c, err := imageref.NewClient(ro)
+	if err != nil {
+		return nil, err
+	}
+	return &BuildCache{ref: ref, c: c, max: maxRecords, fresh: map[string]v1.Layer{}}, nil
 }
 
 // load reads the cache image; a missing one is an empty cache.
 func (bc *BuildCache) load(ctx context.Context) error {
-	idx, err := remote.Index(bc.ref, bc.ro.Remote(ctx)...)
+	idx, err := remote.Index(bc.ref, bc.c.Options(ctx)...)
 	if err != nil {
 		var te *transport.Error
 		if errors.As(err, &te) && (te.StatusCode == 404) {
@@ -167,12 +173,12 @@ func (bc *BuildCache) save(ctx context.Context) error {
 		seen[e.desc.Digest] = true
 		l, ok := bc.fresh[e.desc.Digest.Hex]
 		if ok && bc.pushedTo != nil && bc.pushed[e.desc.Digest.Hex] && bc.pushedTo.RegistryStr() == repo.RegistryStr() {
-			if rl, err := remote.Layer(bc.pushedTo.Digest(e.desc.Digest.String()), bc.ro.Remote(ctx)...); err == nil {
+			if rl, err := remote.Layer(bc.pushedTo.Digest(e.desc.Digest.String()), bc.c.Options(ctx)...); err == nil {
 				l = rl
 			}
 		}
 		if !ok {
-			rl, err := remote.Layer(repo.Digest(e.desc.Digest.String()), bc.ro.Remote(ctx)...)
+			rl, err := remote.Layer(repo.Digest(e.desc.Digest.String()), bc.c.Options(ctx)...)
 			if err != nil {
 				return err
 			}
@@ -190,7 +196,7 @@ func (bc *BuildCache) save(ctx context.Context) error {
 		return err
 	}
 	img := &nydusImage{manifest: raw, config: cfg, mt: types.OCIManifestSchema1, layers: layers}
-	if err := remote.Write(repo.Digest("sha256:"+sha256Hex(raw)), img, bc.ro.Remote(ctx)...); err != nil {
+	if err := remote.Write(repo.Digest("sha256:"+sha256Hex(raw)), img, bc.c.Options(ctx)...); err != nil {
 		return fmt.Errorf("build cache %s: %w", bc.ref, err)
 	}
 	idx := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: []v1.Descriptor{{
@@ -201,7 +207,7 @@ func (bc *BuildCache) save(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := remote.Put(bc.ref, rawManifest{rawIdx, types.OCIImageIndex}, bc.ro.Remote(ctx)...); err != nil {
+	if err := remote.Put(bc.ref, rawManifest{rawIdx, types.OCIImageIndex}, bc.c.Options(ctx)...); err != nil {
 		return fmt.Errorf("build cache %s: %w", bc.ref, err)
 	}
 	bc.dirty = false
@@ -221,11 +227,11 @@ func (bc *BuildCache) Len() int {
 func (c *conv) useCached(ctx context.Context, hit *cacheHit, src v1.Layer, chainID string) (*built, error) {
 	bc := c.o.Cache
 	repo := bc.ref.Context()
-	rl, err := remote.Layer(repo.Digest(hit.desc.Digest.String()), bc.ro.Remote(ctx)...)
+	rl, err := remote.Layer(repo.Digest(hit.desc.Digest.String()), bc.c.Options(ctx)...)
 	if err != nil {
 		return nil, err
 	}
-	rr, err := registry.NewForRepository(ctx, repo, bc.ro.Keychain, bc.ro.Transport)
+	rr, err := registry.NewForRepository(ctx, repo, bc.c.RegistryOptions().Keychain, bc.c.Transport())
 	if err != nil {
 		return nil, err
 	}

@@ -21,14 +21,14 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
+
 	"github.com/nydus-go/nydus/internal/version"
 	"github.com/nydus-go/nydus/pkg/blob"
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/chunkdict"
 	"github.com/nydus-go/nydus/pkg/compress"
 	"github.com/nydus-go/nydus/pkg/digester"
+	"github.com/nydus-go/nydus/pkg/imageref"
 	"github.com/nydus-go/nydus/pkg/rafs"
 	"github.com/nydus-go/nydus/pkg/registry"
 )
@@ -79,7 +79,7 @@ type Options struct {
 	// WorkDir holds temporary blobs (default: the OS temp dir).
 	WorkDir string
 	// Source and Target configure registry access.
-	Source, Target RegistryOptions
+	Source, Target imageref.RegistryOptions
 	// Concurrency bounds layer downloads in flight (default 3).
 	Concurrency int
 	// Events receives progress events (nil: none).
@@ -203,7 +203,7 @@ func (o *Options) wants(p *v1.Platform) bool {
 }
 
 // Convert converts the image at src into a Nydus image at dst.
-func Convert(ctx context.Context, src, dst Ref, o Options) (*Result, error) {
+func Convert(ctx context.Context, src, dst imageref.Ref, o Options) (*Result, error) {
 	start := time.Now()
 	o.defaults()
 	work, err := os.MkdirTemp(o.WorkDir, "nydus-convert-")
@@ -211,13 +211,21 @@ func Convert(ctx context.Context, src, dst Ref, o Options) (*Result, error) {
 		return nil, fmt.Errorf("work dir: %w", err)
 	}
 	defer os.RemoveAll(work)
-	s, err := openSource(ctx, src, o.Source, work)
+	srcC, err := imageref.NewClient(o.Source)
 	if err != nil {
 		return nil, err
 	}
-	defer s.close()
-	res := &Result{Source: src.String(), Target: dst.String(), SourceDigest: s.digest.String()}
-	c := &conv{o: &o, work: work, src: s, dst: dst}
+	dstC, err := imageref.NewClient(o.Target)
+	if err != nil {
+		return nil, err
+	}
+	s, err := imageref.Open(ctx, src, srcC, imageref.OpenOptions{Role: "source", TempDir: work, Log: o.Log})
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	res := &Result{Source: src.String(), Target: dst.String(), SourceDigest: s.Digest.String()}
+	c := &conv{o: &o, work: work, src: s, srcC: srcC, dst: dst, dstC: dstC}
 	if o.Cache != nil {
 		if err := o.Cache.load(ctx); err != nil {
 			return nil, err
@@ -239,8 +247,8 @@ func Convert(ctx context.Context, src, dst Ref, o Options) (*Result, error) {
 		res     ImageResult
 	}
 	var targets []target
-	if s.index != nil {
-		im, err := s.index.IndexManifest()
+	if s.Index != nil {
+		im, err := s.Index.IndexManifest()
 		if err != nil {
 			return nil, fmt.Errorf("%s: index: %w", src, err)
 		}
@@ -250,7 +258,7 @@ func Convert(ctx context.Context, src, dst Ref, o Options) (*Result, error) {
 			if !d.MediaType.IsImage() || !o.wants(d.Platform) {
 				continue
 			}
-			img, err := s.index.Image(d.Digest)
+			img, err := s.Index.Image(d.Digest)
 			if err != nil {
 				return nil, fmt.Errorf("%s: manifest %s: %w", src, d.Digest, err)
 			}
@@ -268,27 +276,25 @@ func Convert(ctx context.Context, src, dst Ref, o Options) (*Result, error) {
 			return nil, fmt.Errorf("%s: index has no manifest for %s (it has %s)", src, strings.Join(want, ","), strings.Join(avail, ", "))
 		}
 	} else {
-		cf, err := s.image.ConfigFile()
+		cf, err := s.Image.ConfigFile()
 		if err != nil {
 			return nil, fmt.Errorf("%s: config: %w", src, err)
 		}
 		p := cf.Platform()
-		ni, ir, err := c.convertImage(ctx, s.image, p)
+		ni, ir, err := c.convertImage(ctx, s.Image, p)
 		if err != nil {
 			return nil, err
 		}
-		size, _ := s.image.Size()
-		raw, _ := s.image.RawManifest()
-		_ = raw
-		targets = append(targets, target{v1.Descriptor{MediaType: s.mt, Digest: s.digest, Size: size, Platform: p}, ni, *ir})
+		size, _ := s.Image.Size()
+		targets = append(targets, target{v1.Descriptor{MediaType: s.MediaType, Digest: s.Digest, Size: size, Platform: p}, ni, *ir})
 	}
 
 	// Write the target.
-	w, err := newWriter(ctx, dst, o.Target, work)
+	w, err := newWriter(ctx, dst, dstC, work)
 	if err != nil {
 		return nil, err
 	}
-	if s.index == nil && !o.MergePlatform {
+	if s.Index == nil && !o.MergePlatform {
 		d, err := w.writeImage(ctx, targets[0].img)
 		if err != nil {
 			return nil, err
@@ -355,8 +361,10 @@ func Convert(ctx context.Context, src, dst Ref, o Options) (*Result, error) {
 type conv struct {
 	o    *Options
 	work string
-	src  *source
-	dst  Ref
+	src  *imageref.Image
+	srcC *imageref.Client
+	dst  imageref.Ref
+	dstC *imageref.Client
 }
 
 // built is one layer after conversion.
@@ -379,19 +387,19 @@ func (c *conv) convertImage(ctx context.Context, img v1.Image, p *v1.Platform) (
 	}
 	mf, err := img.Manifest()
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s (%s): manifest: %w", c.src.ref, plat, err)
+		return nil, nil, fmt.Errorf("%s (%s): manifest: %w", c.src.Ref, plat, err)
 	}
 	rawCfg, err := img.RawConfigFile()
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s (%s): config: %w", c.src.ref, plat, err)
+		return nil, nil, fmt.Errorf("%s (%s): config: %w", c.src.Ref, plat, err)
 	}
 	cf, err := img.ConfigFile()
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s (%s): config: %w", c.src.ref, plat, err)
+		return nil, nil, fmt.Errorf("%s (%s): config: %w", c.src.Ref, plat, err)
 	}
 	layers, err := img.Layers()
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s (%s): layers: %w", c.src.ref, plat, err)
+		return nil, nil, fmt.Errorf("%s (%s): layers: %w", c.src.Ref, plat, err)
 	}
 	for i, l := range layers {
 		mt, err := l.MediaType()
@@ -401,13 +409,13 @@ func (c *conv) convertImage(ctx context.Context, img v1.Image, p *v1.Platform) (
 		switch mt {
 		case types.DockerLayer, types.OCILayer, types.OCIUncompressedLayer, types.OCILayerZStd, types.DockerUncompressedLayer:
 		case MediaTypeNydusBlob:
-			return nil, nil, fmt.Errorf("%s (%s): layer %d is already a Nydus blob: the source is a Nydus image", c.src.ref, plat, i)
+			return nil, nil, fmt.Errorf("%s (%s): layer %d is already a Nydus blob: the source is a Nydus image", c.src.Ref, plat, i)
 		default:
-			return nil, nil, fmt.Errorf("%s (%s): layer %d has unsupported media type %q", c.src.ref, plat, i, mt)
+			return nil, nil, fmt.Errorf("%s (%s): layer %d has unsupported media type %q", c.src.Ref, plat, i, mt)
 		}
 	}
 	if len(cf.RootFS.DiffIDs) != len(layers) {
-		return nil, nil, fmt.Errorf("%s (%s): config lists %d diff_ids for %d layers", c.src.ref, plat, len(cf.RootFS.DiffIDs), len(layers))
+		return nil, nil, fmt.Errorf("%s (%s): config lists %d diff_ids for %d layers", c.src.Ref, plat, len(cf.RootFS.DiffIDs), len(layers))
 	}
 	chains := chainIDs(cf.RootFS.DiffIDs)
 
@@ -504,7 +512,7 @@ func (c *conv) convertImage(ctx context.Context, img v1.Image, p *v1.Platform) (
 	}
 	merged, err := builder.Merge(ctx, srcs, mopts)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s (%s): merge layers: %w", c.src.ref, plat, err)
+		return nil, nil, fmt.Errorf("%s (%s): merge layers: %w", c.src.Ref, plat, err)
 	}
 
 	// Blob layers, in the merged bootstrap's blob order.
@@ -568,7 +576,7 @@ func (c *conv) convertImage(ctx context.Context, img v1.Image, p *v1.Platform) (
 	// Config: the source's, with Nydus diff_ids and a history entry.
 	cfgJSON, err := nydusConfig(rawCfg, diffIDs)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s (%s): config: %w", c.src.ref, plat, err)
+		return nil, nil, fmt.Errorf("%s (%s): config: %w", c.src.Ref, plat, err)
 	}
 	cfgMT := types.OCIConfigJSON
 	manMT := types.OCIManifestSchema1
@@ -585,7 +593,7 @@ func (c *conv) convertImage(ctx context.Context, img v1.Image, p *v1.Platform) (
 		Layers:        layerDescs,
 		Annotations: map[string]string{
 			AnnotationSourceDigest:   srcDigest.String(),
-			AnnotationSourceRef:      c.src.ref.String(),
+			AnnotationSourceRef:      c.src.Ref.String(),
 			AnnotationFSVersion:      "6",
 			AnnotationBuilderVersion: version.Version,
 		},
@@ -671,7 +679,7 @@ func (c *conv) fetch(ctx context.Context, l v1.Layer, i, n int, plat string) fet
 	// is what was verified.
 	rc, err := l.Compressed()
 	if err != nil {
-		return fetchResult{err: fmt.Errorf("layer %d %s: %w", i, d, describeRemoteErr(err))}
+		return fetchResult{err: fmt.Errorf("layer %d %s: %w", i, d, imageref.Describe(c.src.What, c.src.Host(), err))}
 	}
 	defer rc.Close()
 	f, err := os.CreateTemp(c.work, "layer-*.src")
@@ -684,7 +692,7 @@ func (c *conv) fetch(ctx context.Context, l v1.Layer, i, n int, plat string) fet
 	if err := verifyLayer(cr, f, d, size); err != nil {
 		f.Close()
 		os.Remove(f.Name())
-		return fetchResult{err: fmt.Errorf("download layer %d from %s: %w", i, c.src.ref, describeRemoteErr(err))}
+		return fetchResult{err: fmt.Errorf("download layer %d from %s: %w", i, c.src.Ref, imageref.Describe(c.src.What, c.src.Host(), err))}
 	}
 	if err := f.Close(); err != nil {
 		return fetchResult{err: err}
@@ -810,23 +818,8 @@ func openLayerBootstrap(ctx context.Context, boot []byte, id string) (*rafs.Read
 
 // decompress detects gzip or zstd by magic; anything else is a tar.
 func decompress(r io.Reader) (io.Reader, func(), error) {
-	br := bufio.NewReaderSize(r, 1<<20)
-	magic, _ := br.Peek(4)
-	switch {
-	case len(magic) >= 2 && magic[0] == 0x1f && magic[1] == 0x8b:
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return nil, nil, fmt.Errorf("gzip: %w", err)
-		}
-		return zr, func() { zr.Close() }, nil
-	case len(magic) == 4 && magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd:
-		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
-		if err != nil {
-			return nil, nil, fmt.Errorf("zstd: %w", err)
-		}
-		return zr, zr.Close, nil
-	}
-	return br, func() {}, nil
+	rd, _, closeFn, err := compress.NewStreamReader(r)
+	return rd, closeFn, err
 }
 
 // countingReader reports the bytes read so far, at most every 4 MiB.
@@ -865,7 +858,7 @@ type dictBlob struct {
 // OpenChunkDict loads a chunk dictionary: `bootstrap:registry:REF` (a
 // Nydus image in a registry) or `bootstrap:local:PATH` (a bootstrap
 // file whose blobs must then already be in the target registry).
-func OpenChunkDict(ctx context.Context, spec string, ro RegistryOptions) (*ChunkDict, error) {
+func OpenChunkDict(ctx context.Context, spec string, ro imageref.RegistryOptions) (*ChunkDict, error) {
 	kind, rest, ok := strings.Cut(spec, ":")
 	if !ok || kind != "bootstrap" {
 		return nil, fmt.Errorf("invalid --chunk-dict %q (want bootstrap:registry:REF or bootstrap:local:PATH)", spec)
@@ -886,19 +879,23 @@ func OpenChunkDict(ctx context.Context, spec string, ro RegistryOptions) (*Chunk
 		}
 		return &ChunkDict{boot: rd, id: "local:" + sha256Hex(b), blobs: map[string]dictBlob{}}, nil
 	case "registry":
-		ref, err := ParseRef(loc, false, ro)
+		ref, err := imageref.Parse(loc, false, ro)
 		if err != nil || ref.Name == nil {
 			return nil, fmt.Errorf("chunk dict: invalid reference %q", loc)
 		}
-		return openRegistryDict(ctx, ref, ro)
+		c, err := imageref.NewClient(ro)
+		if err != nil {
+			return nil, err
+		}
+		return openRegistryDict(ctx, ref, c)
 	}
 	return nil, fmt.Errorf("invalid --chunk-dict %q (want bootstrap:registry:REF or bootstrap:local:PATH)", spec)
 }
 
-func openRegistryDict(ctx context.Context, ref Ref, ro RegistryOptions) (*ChunkDict, error) {
-	img, err := remote.Image(ref.Name, ro.Remote(ctx)...)
+func openRegistryDict(ctx context.Context, ref imageref.Ref, c *imageref.Client) (*ChunkDict, error) {
+	img, err := remote.Image(ref.Name, c.Options(ctx)...)
 	if err != nil {
-		return nil, fmt.Errorf("chunk dict %s: %w", ref, err)
+		return nil, fmt.Errorf("chunk dict: %w", imageref.Describe(fmt.Sprintf("image %q", ref), ref.Name.Context().RegistryStr(), err))
 	}
 	mf, err := img.Manifest()
 	if err != nil {
@@ -915,7 +912,7 @@ func openRegistryDict(ctx context.Context, ref Ref, ro RegistryOptions) (*ChunkD
 	if bootDesc == nil {
 		return nil, fmt.Errorf("chunk dict %s is not a Nydus image (no bootstrap layer)", ref)
 	}
-	bl, err := remote.Layer(repo.Digest(bootDesc.Digest.String()), ro.Remote(ctx)...)
+	bl, err := remote.Layer(repo.Digest(bootDesc.Digest.String()), c.Options(ctx)...)
 	if err != nil {
 		return nil, fmt.Errorf("chunk dict %s: %w", ref, err)
 	}
@@ -933,7 +930,7 @@ func openRegistryDict(ctx context.Context, ref Ref, ro RegistryOptions) (*ChunkD
 		return nil, fmt.Errorf("chunk dict %s: %w", ref, err)
 	}
 	cd.boot, cd.id = rd, "registry:"+sha256Hex(boot)
-	rr, err := registry.NewForRepository(ctx, repo, ro.Keychain, ro.Transport)
+	rr, err := registry.NewForRepository(ctx, repo, c.RegistryOptions().Keychain, c.Transport())
 	if err != nil {
 		return nil, err
 	}
@@ -941,7 +938,7 @@ func openRegistryDict(ctx context.Context, ref Ref, ro RegistryOptions) (*ChunkD
 		if l.MediaType != MediaTypeNydusBlob {
 			continue
 		}
-		rl, err := remote.Layer(repo.Digest(l.Digest.String()), ro.Remote(ctx)...)
+		rl, err := remote.Layer(repo.Digest(l.Digest.String()), c.Options(ctx)...)
 		if err != nil {
 			return nil, err
 		}

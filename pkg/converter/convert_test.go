@@ -12,18 +12,29 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
+	"github.com/nydus-go/nydus/pkg/imageref"
 	"github.com/nydus-go/nydus/pkg/rafs"
 	"github.com/nydus-go/nydus/pkg/registry"
 	"github.com/nydus-go/nydus/pkg/registry/registrytest"
 )
 
-var plain = RegistryOptions{PlainHTTP: true}
+var plain = imageref.RegistryOptions{PlainHTTP: true}
 
-func ref(t testing.TB, s string) Ref {
+// plainC is a registry client for plain, shared by the tests.
+var plainC = func() *imageref.Client {
+	c, err := imageref.NewClient(plain)
+	if err != nil {
+		panic(err)
+	}
+	return c
+}()
+
+func ref(t testing.TB, s string) imageref.Ref {
 	t.Helper()
-	r, err := ParseRef(s, false, plain)
+	r, err := imageref.Parse(s, false, plain)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +60,7 @@ func pull(t *testing.T, r *registrytest.Registry, s string) *pulled {
 	t.Helper()
 	ctx := context.Background()
 	rf := ref(t, s)
-	img, err := remote.Image(rf.Name, plain.Remote(ctx)...)
+	img, err := remote.Image(rf.Name, plainC.Options(ctx)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +72,7 @@ func pull(t *testing.T, r *registrytest.Registry, s string) *pulled {
 		t.Fatal(err)
 	}
 	last := p.manifest.Layers[len(p.manifest.Layers)-1]
-	l, err := remote.Layer(rf.Name.Context().Digest(last.Digest.String()), plain.Remote(ctx)...)
+	l, err := remote.Layer(rf.Name.Context().Digest(last.Digest.String()), plainC.Options(ctx)...)
 	if err != nil {
 		t.Fatal(err)
 	}

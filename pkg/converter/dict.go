@@ -24,6 +24,7 @@ import (
 
 	"github.com/nydus-go/nydus/pkg/chunkdict"
 	"github.com/nydus-go/nydus/pkg/digester"
+	"github.com/nydus-go/nydus/pkg/imageref"
 	"github.com/nydus-go/nydus/pkg/rafs"
 	"github.com/nydus-go/nydus/pkg/registry"
 )
@@ -113,7 +114,7 @@ func (c *conv) loadScope(ctx context.Context) (*scopeDict, error) {
 	where := map[string]name.Repository{} // blob id → repository holding it
 	target := c.dst.Name.Context()
 	for _, repo := range c.scopeRepos() {
-		tags, err := remote.List(repo, o.Target.Remote(ctx)...)
+		tags, err := remote.List(repo, c.dstC.Options(ctx)...)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -129,7 +130,7 @@ func (c *conv) loadScope(ctx context.Context) (*scopeDict, error) {
 			if !strings.HasPrefix(tag, DictTagPrefix) {
 				continue
 			}
-			a, digest, err := readDictArtifact(ctx, repo.Tag(tag), o.Target)
+			a, digest, err := readDictArtifact(ctx, repo.Tag(tag), c.dstC)
 			if err != nil {
 				o.Log.Warn("skipping an unreadable chunk dictionary", "repository", repo.String(), "tag", tag, "err", err)
 				continue
@@ -163,7 +164,7 @@ func (c *conv) loadScope(ctx context.Context) (*scopeDict, error) {
 			return ok
 		}
 		live[id] = false
-		l, err := remote.Layer(where[id].Digest("sha256:"+id), o.Target.Remote(ctx)...)
+		l, err := remote.Layer(where[id].Digest("sha256:"+id), c.dstC.Options(ctx)...)
 		if err != nil {
 			return false
 		}
@@ -190,7 +191,7 @@ func (c *conv) loadScope(ctx context.Context) (*scopeDict, error) {
 		return sd, nil
 	}
 	sd.dict = d
-	cd, err := dictFromScope(ctx, d, where, layers, sizes, o.Target)
+	cd, err := dictFromScope(ctx, d, where, layers, sizes, c.dstC)
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +203,7 @@ func (c *conv) loadScope(ctx context.Context) (*scopeDict, error) {
 // dictFromScope turns a scope dictionary into the conversion's chunk
 // dictionary: its bootstrap for the builder, and each blob as a layer of
 // its repository (pushed by a cross-repository mount when another one).
-func dictFromScope(ctx context.Context, d *chunkdict.Dict, where map[string]name.Repository, layers map[string]v1.Layer, sizes map[string]int64, ro RegistryOptions) (*ChunkDict, error) {
+func dictFromScope(ctx context.Context, d *chunkdict.Dict, where map[string]name.Repository, layers map[string]v1.Layer, sizes map[string]int64, rc *imageref.Client) (*ChunkDict, error) {
 	boot, err := d.Bootstrap()
 	if err != nil {
 		return nil, err
@@ -217,7 +218,7 @@ func dictFromScope(ctx context.Context, d *chunkdict.Dict, where map[string]name
 		repo := where[b.BlobID]
 		cl := rr[repo.String()]
 		if cl == nil {
-			if cl, err = registry.NewForRepository(ctx, repo, ro.Keychain, ro.Transport); err != nil {
+			if cl, err = registry.NewForRepository(ctx, repo, rc.RegistryOptions().Keychain, rc.Transport()); err != nil {
 				return nil, err
 			}
 			rr[repo.String()] = cl
@@ -235,8 +236,8 @@ func dictFromScope(ctx context.Context, d *chunkdict.Dict, where map[string]name
 }
 
 // readDictArtifact reads one dictionary artifact.
-func readDictArtifact(ctx context.Context, ref name.Reference, ro RegistryOptions) (dictArtifact, v1.Hash, error) {
-	img, err := remote.Image(ref, ro.Remote(ctx)...)
+func readDictArtifact(ctx context.Context, ref name.Reference, rc *imageref.Client) (dictArtifact, v1.Hash, error) {
+	img, err := remote.Image(ref, rc.Options(ctx)...)
 	if err != nil {
 		return dictArtifact{}, v1.Hash{}, err
 	}
@@ -256,12 +257,12 @@ func readDictArtifact(ctx context.Context, ref name.Reference, ro RegistryOption
 	if err != nil {
 		return dictArtifact{}, digest, err
 	}
-	rc, err := ls[0].Compressed()
+	lrc, err := ls[0].Compressed()
 	if err != nil {
 		return dictArtifact{}, digest, err
 	}
-	defer rc.Close()
-	boot, err := ExtractBootstrap(rc, rafs.MaxMetadataSize)
+	defer lrc.Close()
+	boot, err := ExtractBootstrap(lrc, rafs.MaxMetadataSize)
 	if err != nil {
 		return dictArtifact{}, digest, err
 	}
@@ -302,7 +303,7 @@ func readRefsLayer(l v1.Layer, size int64) ([]byte, error) {
 
 // writeDictArtifact pushes a dictionary, and a reference list unless
 // refs is empty, under a new tag of repo.
-func writeDictArtifact(ctx context.Context, repo name.Repository, d *chunkdict.Dict, refs []byte, ro RegistryOptions) error {
+func writeDictArtifact(ctx context.Context, repo name.Repository, d *chunkdict.Dict, refs []byte, rc *imageref.Client) error {
 	boot, err := d.Bootstrap()
 	if err != nil {
 		return err
@@ -323,7 +324,7 @@ func writeDictArtifact(ctx context.Context, repo name.Repository, d *chunkdict.D
 	var rnd [6]byte
 	rand.Read(rnd[:])
 	tag := fmt.Sprintf("%s%x-%s", DictTagPrefix, time.Now().UnixNano(), hex.EncodeToString(rnd[:]))
-	if err := remote.Write(repo.Tag(tag), img, ro.Remote(ctx)...); err != nil {
+	if err := remote.Write(repo.Tag(tag), img, rc.Options(ctx)...); err != nil {
 		return fmt.Errorf("push chunk dictionary %s:%s: %w", repo, tag, err)
 	}
 	return nil
@@ -357,7 +358,7 @@ func (c *conv) contribute(ctx context.Context, sd *scopeDict, boots [][]byte) {
 	// reference each; only the new ones are recorded in full.
 	refs := d.Split(func(dg digester.Digest) bool { return sd.have[dg] })
 	if len(sd.read)+1 <= dictCompactAt {
-		if err := writeDictArtifact(ctx, repo, d, refs, o.Target); err != nil {
+		if err := writeDictArtifact(ctx, repo, d, refs, c.dstC); err != nil {
 			o.Log.Warn("chunk dictionary not updated", "repository", repo.String(), "err", err)
 		}
 		return
@@ -368,7 +369,7 @@ func (c *conv) contribute(ctx context.Context, sd *scopeDict, boots [][]byte) {
 	all := []dictArtifact{{dict: d, refs: refs}}
 	var merged []v1.Hash
 	for _, h := range sd.read {
-		oa, _, err := readDictArtifact(ctx, repo.Digest(h.String()), o.Target)
+		oa, _, err := readDictArtifact(ctx, repo.Digest(h.String()), c.dstC)
 		if err != nil || oa.dict.Digester != d.Digester || oa.dict.ChunkSize != d.ChunkSize {
 			continue
 		}
@@ -385,21 +386,21 @@ func (c *conv) contribute(ctx context.Context, sd *scopeDict, boots [][]byte) {
 	// one delete first, and merge only if it works (the deleted
 	// artifact's entries are in m, pushed next).
 	if len(merged) > 0 {
-		if err := remote.Delete(repo.Digest(merged[0].String()), o.Target.Remote(ctx)...); err != nil {
+		if err := remote.Delete(repo.Digest(merged[0].String()), c.dstC.Options(ctx)...); err != nil {
 			o.Log.Warn("the registry refuses to delete chunk dictionaries: they are not merged, and each conversion adds one", "repository", repo.String(), "err", err)
-			if err := writeDictArtifact(ctx, repo, d, refs, o.Target); err != nil {
+			if err := writeDictArtifact(ctx, repo, d, refs, c.dstC); err != nil {
 				o.Log.Warn("chunk dictionary not updated", "repository", repo.String(), "err", err)
 			}
 			return
 		}
 		merged = merged[1:]
 	}
-	if err := writeDictArtifact(ctx, repo, m, nil, o.Target); err != nil {
+	if err := writeDictArtifact(ctx, repo, m, nil, c.dstC); err != nil {
 		o.Log.Warn("chunk dictionary not updated", "repository", repo.String(), "err", err)
 		return
 	}
 	for _, h := range merged {
-		if err := remote.Delete(repo.Digest(h.String()), o.Target.Remote(ctx)...); err != nil {
+		if err := remote.Delete(repo.Digest(h.String()), c.dstC.Options(ctx)...); err != nil {
 			o.Log.Warn("merged chunk dictionary not deleted; it is read again next time", "repository", repo.String(), "digest", h.String(), "err", err)
 		}
 	}

@@ -20,7 +20,7 @@ import (
 // dictTags lists the dictionary artifacts of a repository.
 func dictTags(t *testing.T, r *registrytest.Registry, repo string) []string {
 	t.Helper()
-	tags, err := remote.List(ref(t, r.Host+"/"+repo+":x").Name.Context(), plain.Remote(context.Background())...)
+	tags, err := remote.List(ref(t, r.Host+"/"+repo+":x").Name.Context(), plainC.Options(context.Background())...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,12 +146,12 @@ func TestDedupScopeSelfContained(t *testing.T) {
 		t.Fatalf("b uploaded %d bytes", up)
 	}
 	// Delete a (its manifest) and collect.
-	img, err := remote.Image(ref(t, r.Host+"/app:a").Name, plain.Remote(ctx)...)
+	img, err := remote.Image(ref(t, r.Host+"/app:a").Name, plainC.Options(ctx)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dg, _ := img.Digest()
-	if err := remote.Delete(ref(t, r.Host+"/app:a").Name.Context().Digest(dg.String()), plain.Remote(ctx)...); err != nil {
+	if err := remote.Delete(ref(t, r.Host+"/app:a").Name.Context().Digest(dg.String()), plainC.Options(ctx)...); err != nil {
 		t.Fatal(err)
 	}
 	r.GarbageCollect(t)
@@ -159,7 +159,7 @@ func TestDedupScopeSelfContained(t *testing.T) {
 		t.Fatalf("b after a was deleted and collected: tree differs:\n%s", d)
 	}
 	// Every layer of b downloads whole, its digest verified.
-	bimg, err := remote.Image(ref(t, r.Host+"/app:b").Name, plain.Remote(ctx)...)
+	bimg, err := remote.Image(ref(t, r.Host+"/app:b").Name, plainC.Options(ctx)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,11 +231,11 @@ func TestDedupScopeRefs(t *testing.T) {
 	var arts []dictArtifact
 	var sizes []int64
 	for _, tag := range tags { // in conversion order
-		art, _, err := readDictArtifact(ctx, repo.Tag(tag), plain)
+		art, _, err := readDictArtifact(ctx, repo.Tag(tag), plainC)
 		if err != nil {
 			t.Fatal(err)
 		}
-		img, _ := remote.Image(repo.Tag(tag), plain.Remote(ctx)...)
+		img, _ := remote.Image(repo.Tag(tag), plainC.Options(ctx)...)
 		mf, _ := img.Manifest()
 		var n int64
 		for _, l := range mf.Layers {
@@ -285,7 +285,7 @@ func TestDedupScopeRefs(t *testing.T) {
 	}
 	arts = arts[:0]
 	for _, tag := range tags {
-		art, _, err := readDictArtifact(ctx, repo.Tag(tag), plain)
+		art, _, err := readDictArtifact(ctx, repo.Tag(tag), plainC)
 		if err != nil {
 			t.Fatal(err)
 		}

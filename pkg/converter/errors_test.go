@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/registry/registrytest"
 )
@@ -58,14 +59,14 @@ func TestConvertErrors(t *testing.T) {
 	}
 	// A blob missing from storage (404) and a tampered blob (digest).
 	registrytest.PushImage(t, r.Host+"/gone:1", [][]byte{treetest.Tar([]treetest.File{treetest.Reg("g", 0o644, treetest.Random(4, 300000))})})
-	img, _ := remote.Image(ref(t, r.Host+"/gone:1").Name, plain.Remote(context.Background())...)
+	img, _ := remote.Image(ref(t, r.Host+"/gone:1").Name, plainC.Options(context.Background())...)
 	ls, _ := img.Layers()
 	d, _ := ls[0].Digest()
 	os.Remove(r.BlobPath(d.String()))
 	convertErr(t, r.Host+"/gone:1", r.Host+"/x:2", o)
 
 	registrytest.PushImage(t, r.Host+"/bad:1", [][]byte{treetest.Tar([]treetest.File{treetest.Reg("h", 0o644, treetest.Random(5, 300000))})})
-	img, _ = remote.Image(ref(t, r.Host+"/bad:1").Name, plain.Remote(context.Background())...)
+	img, _ = remote.Image(ref(t, r.Host+"/bad:1").Name, plainC.Options(context.Background())...)
 	ls, _ = img.Layers()
 	d, _ = ls[0].Digest()
 	p := r.BlobPath(d.String())

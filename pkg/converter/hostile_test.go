@@ -6,8 +6,6 @@ import (
 	"compress/gzip"
 	"context"
 	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,8 +15,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
 	"github.com/nydus-go/nydus/internal/nettest"
 	"github.com/nydus-go/nydus/internal/treetest"
+	"github.com/nydus-go/nydus/pkg/imageref"
 	"github.com/nydus-go/nydus/pkg/registry/registrytest"
 )
 
@@ -88,13 +88,13 @@ func TestSubstitutedLayoutLayerRefused(t *testing.T) {
 	}
 	arch := filepath.Join(t.TempDir(), "layout.tar")
 	tarDir(t, dir, arch)
-	src, _ := ParseRef(arch, true, plain)
+	src, _ := imageref.Parse(arch, true, plain)
 	_, err = Convert(context.Background(), src, ref(t, r.Host+"/app:evil2"), testOptions(t))
 	if err == nil || !strings.Contains(err.Error(), d.String()) || !strings.Contains(err.Error(), "the manifest says") {
 		t.Fatalf("substituted layer in an archive: %v", err)
 	}
 	for _, tag := range []string{"evil", "evil2"} {
-		if _, err := remote.Head(ref(t, r.Host+"/app:"+tag).Name, plain.Remote(context.Background())...); err == nil {
+		if _, err := remote.Head(ref(t, r.Host+"/app:"+tag).Name, plainC.Options(context.Background())...); err == nil {
 			t.Fatalf("app:%s was pushed from a substituted layer", tag)
 		}
 	}
@@ -107,8 +107,8 @@ func TestSilentRegistryTimesOut(t *testing.T) {
 	host := nettest.Silent(t)
 	for _, plainHTTP := range []bool{false, true} {
 		o := testOptions(t)
-		o.Source = RegistryOptions{PlainHTTP: plainHTTP, ResponseHeaderTimeout: time.Second, ConnectTimeout: time.Second, Retries: 1, RetryDelay: 10 * time.Millisecond}
-		src, err := ParseRef(host+"/app:1", false, o.Source)
+		o.Source = imageref.RegistryOptions{PlainHTTP: plainHTTP, ResponseHeaderTimeout: time.Second, ConnectTimeout: time.Second, Retries: 1, RetryDelay: 10 * time.Millisecond}
+		src, err := imageref.Parse(host+"/app:1", false, o.Source)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,43 +125,5 @@ func TestSilentRegistryTimesOut(t *testing.T) {
 			t.Errorf("the error does not name the registry: %v", err)
 		}
 		t.Logf("plain HTTP %v: failed after %s: %v", plainHTTP, took.Round(time.Millisecond), err)
-	}
-}
-
-// TestIdleTimeout: a body that stalls fails after the idle timeout, one
-// that keeps sending does not.
-func TestIdleTimeout(t *testing.T) {
-	stop := make(chan struct{})
-	defer close(stop)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(200)
-		for i := 0; i < 6; i++ {
-			w.Write([]byte("x"))
-			w.(http.Flusher).Flush()
-			time.Sleep(100 * time.Millisecond)
-		}
-		if r.URL.Path == "/stall" {
-			select {
-			case <-stop:
-			case <-r.Context().Done():
-			}
-		}
-	}))
-	defer srv.Close()
-	c := &http.Client{Transport: &idleTimeoutTransport{rt: http.DefaultTransport, idle: 400 * time.Millisecond}}
-	for path, wantErr := range map[string]bool{"/steady": false, "/stall": true} {
-		resp, err := c.Get(srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		start := time.Now()
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if wantErr != (err != nil) || len(b) != 6 {
-			t.Fatalf("%s: %d bytes, %v", path, len(b), err)
-		}
-		if wantErr && (!strings.Contains(err.Error(), "sent nothing for 400ms") || time.Since(start) > 5*time.Second) {
-			t.Fatalf("%s: %v after %s", path, err, time.Since(start))
-		}
 	}
 }

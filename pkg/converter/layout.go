@@ -10,6 +10,8 @@ import (
 	"sort"
 
 	"github.com/klauspost/compress/gzip"
+
+	"github.com/nydus-go/nydus/pkg/compress"
 )
 
 // Media types and annotations of a Nydus image, as upstream writes them
@@ -104,16 +106,11 @@ func makeBootstrapLayer(boot []byte, metas map[string][]byte) (*bootstrapLayer, 
 // from a bootstrap layer (gzip-compressed or plain tar), as the
 // snapshotter does.
 func ExtractBootstrap(r io.Reader, maxSize int64) ([]byte, error) {
-	br := newPeekReader(r)
-	var src io.Reader = br
-	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return nil, fmt.Errorf("bootstrap layer: %w", err)
-		}
-		defer zr.Close()
-		src = zr
+	src, _, closeFn, err := compress.NewStreamReader(r)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap layer: %w", err)
 	}
+	defer closeFn()
 	tr := tar.NewReader(src)
 	for {
 		h, err := tr.Next()

@@ -17,7 +17,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
 	"github.com/nydus-go/nydus/internal/treetest"
+	"github.com/nydus-go/nydus/pkg/imageref"
 	"github.com/nydus-go/nydus/pkg/registry/registrytest"
 )
 
@@ -38,7 +40,7 @@ func TestMultiPlatform(t *testing.T) {
 	if len(res.Images) != 2 {
 		t.Fatalf("converted %d images", len(res.Images))
 	}
-	idx, err := remote.Index(ref(t, r.Host+"/multi:nydus").Name, plain.Remote(ctx)...)
+	idx, err := remote.Index(ref(t, r.Host+"/multi:nydus").Name, plainC.Options(ctx)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +61,7 @@ func TestMultiPlatform(t *testing.T) {
 	if _, err := Convert(ctx, ref(t, r.Host+"/multi:1"), ref(t, r.Host+"/multi:merged"), o); err != nil {
 		t.Fatal(err)
 	}
-	idx, _ = remote.Index(ref(t, r.Host+"/multi:merged").Name, plain.Remote(ctx)...)
+	idx, _ = remote.Index(ref(t, r.Host+"/multi:merged").Name, plainC.Options(ctx)...)
 	im, _ = idx.IndexManifest()
 	if len(im.Manifests) != 2 || im.Manifests[0].ArtifactType == ArtifactTypeNydus || im.Manifests[1].ArtifactType != ArtifactTypeNydus {
 		t.Fatalf("merged index %+v", im.Manifests)
@@ -85,7 +87,7 @@ func TestOCILayoutAndArchive(t *testing.T) {
 	registrytest.PushImage(t, r.Host+"/app:1", [][]byte{l})
 	dir := t.TempDir()
 	// Source image into an OCI layout (our oci: extension).
-	img, _ := remote.Image(ref(t, r.Host+"/app:1").Name, plain.Remote(ctx)...)
+	img, _ := remote.Image(ref(t, r.Host+"/app:1").Name, plainC.Options(ctx)...)
 	p, _ := layout.Write(filepath.Join(dir, "src"), emptyIndex())
 	p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": "v1"}))
 	if _, err := Convert(ctx, ref(t, "oci:"+filepath.Join(dir, "src")+":v1"), ref(t, "oci:"+filepath.Join(dir, "out")+":nydus"), testOptions(t)); err != nil {
@@ -93,7 +95,7 @@ func TestOCILayoutAndArchive(t *testing.T) {
 	}
 	// Archive target from the layout, then push the archive to the registry.
 	arch := filepath.Join(dir, "nydus.tar")
-	dst, _ := ParseRef(arch, true, plain)
+	dst, _ := imageref.Parse(arch, true, plain)
 	if _, err := Convert(ctx, ref(t, "oci:"+filepath.Join(dir, "src")+":v1"), dst, testOptions(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +132,7 @@ func TestZstdAndUncompressedLayers(t *testing.T) {
 	cf, _ := img.ConfigFile()
 	cf.OS, cf.Architecture = "linux", "amd64"
 	img, _ = mutate.ConfigFile(img, cf)
-	if err := remote.Write(ref(t, r.Host+"/zstd:1").Name, img, plain.Remote(ctx)...); err != nil {
+	if err := remote.Write(ref(t, r.Host+"/zstd:1").Name, img, plainC.Options(ctx)...); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Convert(ctx, ref(t, r.Host+"/zstd:1"), ref(t, r.Host+"/zstd:nydus"), testOptions(t)); err != nil {

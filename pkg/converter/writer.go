@@ -2,6 +2,7 @@ package converter
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -17,7 +18,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
 	"github.com/nydus-go/nydus/internal/atomicfile"
+	"github.com/nydus-go/nydus/pkg/imageref"
 )
 
 func sha256Hex(b []byte) string {
@@ -35,15 +38,15 @@ type indexEntry struct {
 // writer stores converted images in a registry, an OCI layout directory
 // or an OCI layout archive.
 type writer struct {
-	ref     Ref
-	ro      RegistryOptions
+	ref     imageref.Ref
+	c       *imageref.Client
 	ctx     context.Context
 	lp      layout.Path
 	archDir string
 }
 
-func newWriter(ctx context.Context, ref Ref, ro RegistryOptions, work string) (*writer, error) {
-	w := &writer{ref: ref, ro: ro, ctx: ctx}
+func newWriter(ctx context.Context, ref imageref.Ref, c *imageref.Client, work string) (*writer, error) {
+	w := &writer{ref: ref, c: c, ctx: ctx}
 	dir := ref.Dir
 	if ref.Archive != "" {
 		d, err := os.MkdirTemp(work, "target-archive-")
@@ -83,7 +86,7 @@ func (w *writer) writeImage(ctx context.Context, img *nydusImage) (v1.Hash, erro
 		return v1.Hash{}, err
 	}
 	if w.ref.Name != nil {
-		if err := remote.Write(w.ref.Name, img, w.ro.Remote(ctx)...); err != nil {
+		if err := remote.Write(w.ref.Name, img, w.c.Options(ctx)...); err != nil {
 			return v1.Hash{}, fmt.Errorf("push %s: %w", w.ref, err)
 		}
 		return d, nil
@@ -104,7 +107,7 @@ func (w *writer) writeManifestOnly(ctx context.Context, img v1.Image) (v1.Descri
 	mt, _ := img.MediaType()
 	desc := v1.Descriptor{MediaType: mt, Digest: d, Size: int64(len(raw))}
 	if w.ref.Name != nil {
-		if err := remote.Write(w.ref.Name.Context().Digest(d.String()), img, w.ro.Remote(ctx)...); err != nil {
+		if err := remote.Write(w.ref.Name.Context().Digest(d.String()), img, w.c.Options(ctx)...); err != nil {
 			return desc, fmt.Errorf("push %s@%s: %w", w.ref.Name.Context(), d, err)
 		}
 		return desc, nil
@@ -126,7 +129,7 @@ func (r rawManifest) MediaType() (types.MediaType, error) { return r.mt, nil }
 
 // writeIndex writes an index of the entries under the target's tag.
 // Source entries (merge-platform) are copied to the target first.
-func (w *writer) writeIndex(ctx context.Context, entries []indexEntry, s *source) (v1.Hash, error) {
+func (w *writer) writeIndex(ctx context.Context, entries []indexEntry, s *imageref.Image) (v1.Hash, error) {
 	idx := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex}
 	for _, e := range entries {
 		d := e.desc
@@ -155,12 +158,12 @@ func (w *writer) writeIndex(ctx context.Context, entries []indexEntry, s *source
 	}
 	h := v1.Hash{Algorithm: "sha256", Hex: sha256Hex(raw)}
 	if w.ref.Name != nil {
-		if err := remote.Put(w.ref.Name, rawManifest{raw, types.OCIImageIndex}, w.ro.Remote(ctx)...); err != nil {
+		if err := remote.Put(w.ref.Name, rawManifest{raw, types.OCIImageIndex}, w.c.Options(ctx)...); err != nil {
 			return v1.Hash{}, fmt.Errorf("push index %s: %w", w.ref, err)
 		}
 		return h, nil
 	}
-	if err := w.lp.WriteBlob(h, io.NopCloser(bytesReader(raw))); err != nil {
+	if err := w.lp.WriteBlob(h, io.NopCloser(bytes.NewReader(raw))); err != nil {
 		return v1.Hash{}, err
 	}
 	desc := v1.Descriptor{MediaType: types.OCIImageIndex, Digest: h, Size: int64(len(raw)), Annotations: w.tagAnnotations()}
@@ -170,11 +173,11 @@ func (w *writer) writeIndex(ctx context.Context, entries []indexEntry, s *source
 	return h, nil
 }
 
-func sourceImage(s *source, d v1.Hash) (v1.Image, error) {
-	if s.index != nil {
-		return s.index.Image(d)
+func sourceImage(s *imageref.Image, d v1.Hash) (v1.Image, error) {
+	if s.Index != nil {
+		return s.Index.Image(d)
 	}
-	return s.image, nil
+	return s.Image, nil
 }
 
 // finish packs an archive target.

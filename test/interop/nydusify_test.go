@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/nydus-go/nydus/internal/treetest"
 	ours "github.com/nydus-go/nydus/pkg/converter"
+	"github.com/nydus-go/nydus/pkg/imageref"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -54,9 +55,9 @@ func TestNydusifyOutputAcceptedUpstream(t *testing.T) {
 	if err := remote.Write(src, img); err != nil {
 		t.Fatal(err)
 	}
-	ro := ours.RegistryOptions{PlainHTTP: true}
-	s, _ := ours.ParseRef(host+"/app:1", false, ro)
-	d, _ := ours.ParseRef(host+"/app:nydus", false, ro)
+	ro := imageref.RegistryOptions{PlainHTTP: true}
+	s, _ := imageref.Parse(host+"/app:1", false, ro)
+	d, _ := imageref.Parse(host+"/app:nydus", false, ro)
 	if _, err := ours.Convert(ctx, s, d, ours.Options{Source: ro, Target: ro, WorkDir: t.TempDir(), BatchSize: 0x100000}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,39 @@
+package errdefs_test
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"testing"
+
+	"github.com/nydus-go/nydus/pkg/errdefs"
+)
+
+func TestKindsMatchTheStandardLibrary(t *testing.T) {
+	for _, c := range []struct{ kind, std error }{
+		{errdefs.ErrNotFound, fs.ErrNotExist},
+		{errdefs.ErrPermission, fs.ErrPermission},
+		{errdefs.ErrInvalid, fs.ErrInvalid},
+		{errdefs.ErrUnsupported, errors.ErrUnsupported},
+	} {
+		err := fmt.Errorf("blob %s: %w", "abc", c.kind)
+		if !errors.Is(err, c.kind) || !errors.Is(err, c.std) {
+			t.Errorf("%v: does not match its kind or %v", err, c.std)
+		}
+	}
+	if errors.Is(errdefs.ErrCorrupt, fs.ErrNotExist) || errors.Is(errdefs.ErrNotFound, fs.ErrInvalid) {
+		t.Error("a kind matches a foreign standard error")
+	}
+}
+
+// Errors name what failed and wrap a kind; the edge translates the kind.
+func Example() {
+	err := fmt.Errorf("registry 127.0.0.1:5000: image app:1: %w", errdefs.ErrNotFound)
+	switch {
+	case errors.Is(err, errdefs.ErrNotFound):
+		fmt.Println("exit 2:", err)
+	default:
+		fmt.Println("exit 1:", err)
+	}
+	// Output: exit 2: registry 127.0.0.1:5000: image app:1: not found
+}
