@@ -95,12 +95,22 @@ type Daemon struct {
 	o     Options
 	state atomic.Value // string
 
+	// mu guards the fields below, up to rec. Nothing but map and field
+	// operations is done under it: what needs I/O reserves
+	// its place under mu, does the I/O unlocked and publishes under mu.
 	mu     sync.Mutex
-	fsys   *fusefs.FileSystem
-	sess   *fusefs.Session
-	mounts map[string]*instance // by API mountpoint ("/" in dedicated mode)
-	shared bool
-	caches map[string]*blobcache.Cache // by work_dir
+	fsys   *fusefs.FileSystem // the served file system; set with sess
+	sess   *fusefs.Session    // the FUSE connection; nil before it is set up and after Close
+	shared bool               // fsys is a shared daemon's (set with sess)
+	// starting reserves the connection (sess) for the MountDedicated,
+	// StartShared or takeover setting it up.
+	starting bool
+	mounts   map[string]*instance // by API mountpoint ("/" in dedicated mode)
+	// busy holds the API mountpoints a Mount or Umount is working on:
+	// reserved, not (or no longer) in mounts.
+	busy   map[string]bool
+	caches map[string]*cacheSlot // by work_dir
+	closed bool                  // Close has begun: nothing is opened or mounted any more
 
 	rec mountRecord // has its own lock; never taken with mu held
 
@@ -116,6 +126,18 @@ type Daemon struct {
 	ended   chan struct{} // closed when a served FUSE connection ends
 	endOnce sync.Once
 }
+
+// cacheSlot is the chunk cache of a work directory, or its opening in
+// progress: the first caller opens it unlocked while later ones wait for
+// ready.
+type cacheSlot struct {
+	ready chan struct{}    // closed once c and err are set
+	c     *blobcache.Cache // set (under Daemon.mu) before ready is closed
+	err   error            // the opening's error, likewise
+}
+
+// errClosed is the refusal of work asked of a daemon being closed.
+var errClosed = errors.New("the daemon is stopping")
 
 // instance is one mounted image.
 type instance struct {
@@ -183,7 +205,7 @@ func New(o Options) *Daemon {
 		o.Events = func(fetch.Event) {}
 	}
 	d := &Daemon{o: o, rec: mountRecord{path: o.MountRecord}, blocks: lru.New[blockKey, []byte](o.MetaCacheBytes / 2),
-		inodes: nfs.NewInodeCache(o.MetaCacheBytes / 2), hot: fetch.NewHotCache(o.HotCacheBytes), mounts: map[string]*instance{}, caches: map[string]*blobcache.Cache{}, exit: make(chan struct{}), ended: make(chan struct{})}
+		inodes: nfs.NewInodeCache(o.MetaCacheBytes / 2), hot: fetch.NewHotCache(o.HotCacheBytes), mounts: map[string]*instance{}, busy: map[string]bool{}, caches: map[string]*cacheSlot{}, exit: make(chan struct{}), ended: make(chan struct{})}
 	d.state.Store(api.StateInit)
 	return d
 }
@@ -258,13 +280,45 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 }
 
 // cache returns the chunk cache of a work directory, shared by every
-// image using it.
+// image using it. The first caller for a directory opens it (a scan of
+// the directory, and eviction) without Daemon.mu held; callers for the
+// same directory meanwhile wait for it, and one whose opening failed is
+// followed by a new attempt. A cache opened while the daemon was being
+// closed is closed again.
 func (d *Daemon) cache(ctx context.Context, dir string) (*blobcache.Cache, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if c, ok := d.caches[dir]; ok {
-		return c, nil
+	for {
+		d.mu.Lock()
+		if d.closed {
+			d.mu.Unlock()
+			return nil, fmt.Errorf("cache %s: %w", dir, errClosed)
+		}
+		s, found := d.caches[dir]
+		if !found {
+			s = &cacheSlot{ready: make(chan struct{})}
+			d.caches[dir] = s
+		}
+		d.mu.Unlock()
+		if !found {
+			return d.openCache(ctx, dir, s)
+		}
+		select {
+		case <-s.ready:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cache %s: %w", dir, ctx.Err())
+		}
+		if s.err == nil {
+			return s.c, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("cache %s: %w", dir, err)
+		}
+		// The opening failed (and its slot is gone): try again.
 	}
+}
+
+// openCache opens the cache of dir for its reserved slot s, and
+// publishes it (or its error) there.
+func (d *Daemon) openCache(ctx context.Context, dir string, s *cacheSlot) (*blobcache.Cache, error) {
 	// Every chunk read back from the cache is verified (the fetch engine
 	// passes the check): data changed on disk is never served.
 	c, err := blobcache.Open(ctx, blobcache.Options{Dir: dir, ValidateOnRead: true, MaxBytes: d.o.CacheMaxBytes, Log: d.o.Log,
@@ -272,19 +326,57 @@ func (d *Daemon) cache(ctx context.Context, dir string) (*blobcache.Cache, error
 			d.o.Events(fetch.Event{Kind: "evict", BlobID: id, Err: fmt.Sprintf("%d bytes freed to stay under the cache cap", n)})
 		}})
 	if err != nil {
-		return nil, fmt.Errorf("cache %s: %w", dir, err)
+		err = fmt.Errorf("cache %s: %w", dir, err)
 	}
-	d.caches[dir] = c
+	d.mu.Lock()
+	closed := d.closed
+	if err == nil && closed {
+		err = fmt.Errorf("cache %s: %w", dir, errClosed)
+	}
+	if err != nil {
+		// Not kept: the next caller opens the directory again. (Close
+		// already dropped the slot if it ran.)
+		if d.caches[dir] == s {
+			delete(d.caches, dir)
+		}
+		s.err = err
+	} else {
+		s.c = c
+	}
+	close(s.ready)
+	d.mu.Unlock()
+	if closed && c != nil {
+		c.Close()
+	}
+	if err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// openCachesLocked returns the caches opened; mu is held.
+func (d *Daemon) openCachesLocked() []*blobcache.Cache {
+	var out []*blobcache.Cache
+	for _, s := range d.caches {
+		select {
+		case <-s.ready:
+			if s.c != nil {
+				out = append(out, s.c)
+			}
+		default: // still opening
+		}
+	}
+	return out
 }
 
 // UnderlyingFiles lists the cache files of blobs in use (for the
 // snapshotter's cache GC).
 func (d *Daemon) UnderlyingFiles() []string {
 	d.mu.Lock()
-	defer d.mu.Unlock()
+	caches := d.openCachesLocked()
+	d.mu.Unlock()
 	out := []string{}
-	for _, c := range d.caches {
+	for _, c := range caches {
 		out = append(out, c.UnderlyingFiles()...)
 	}
 	return out
@@ -341,12 +433,17 @@ func newBackend(ctx context.Context, cfg *api.ConfigV1, log *slog.Logger) (fetch
 // MountDedicated mounts one image at the mountpoint and enters RUNNING;
 // prefetchFiles (--prefetch-files) are fetched first when prefetch is on.
 func (d *Daemon) MountDedicated(ctx context.Context, bootstrap string, cfg *api.ConfigV1, prefetchFiles []string) error {
+	if err := d.reserveSession(); err != nil {
+		return err
+	}
 	inst, err := d.openImage(ctx, bootstrap, cfg)
 	if err != nil {
+		d.publishSession(nil, nil, false, nil)
 		return err
 	}
 	if err := d.admit("/", inst); err != nil {
 		inst.closer()
+		d.publishSession(nil, nil, false, nil)
 		return err
 	}
 	inst.slot, inst.prefetchFiles = 1, prefetchFiles
@@ -354,12 +451,14 @@ func (d *Daemon) MountDedicated(ctx context.Context, bootstrap string, cfg *api.
 	sess, err := fusefs.Mount(d.o.Mountpoint, fsys)
 	if err != nil {
 		inst.closer()
+		d.publishSession(nil, nil, false, nil)
 		return err
 	}
-	d.mu.Lock()
-	d.fsys, d.sess = fsys, sess
-	d.mounts["/"] = inst
-	d.mu.Unlock()
+	insts := map[string]*instance{"/": inst}
+	if !d.publishSession(fsys, sess, false, insts) {
+		d.discard(sess, insts)
+		return errClosed
+	}
 	d.serve(sess)
 	d.SetState(api.StateRunning)
 	d.o.Events(fetch.Event{Kind: "mount", Path: d.o.Mountpoint, BootstrapDigest: inst.digest, Image: inst.image})
@@ -374,14 +473,19 @@ func (d *Daemon) fuseOptions() fusefs.Options {
 // StartShared mounts an empty directory at the mountpoint; images are
 // added below it with Mount.
 func (d *Daemon) StartShared(ctx context.Context) error {
+	if err := d.reserveSession(); err != nil {
+		return err
+	}
 	fsys := fusefs.NewShared(d.fuseOptions())
 	sess, err := fusefs.Mount(d.o.Mountpoint, fsys)
 	if err != nil {
+		d.publishSession(nil, nil, false, nil)
 		return err
 	}
-	d.mu.Lock()
-	d.fsys, d.sess, d.shared = fsys, sess, true
-	d.mu.Unlock()
+	if !d.publishSession(fsys, sess, true, nil) {
+		d.discard(sess, nil)
+		return errClosed
+	}
 	d.serve(sess)
 	d.SetState(api.StateRunning)
 	return nil
@@ -407,34 +511,68 @@ func (d *Daemon) Mount(ctx context.Context, sub string, req api.MountRequest) er
 	for _, u := range cfg.Unimplemented() {
 		d.o.Log.Warn("config field ignored", "field", u)
 	}
+	mp := "/" + name
+	// The mountpoint is reserved (busy) while the image is opened and
+	// added, unlocked; a concurrent Mount or Umount of it is refused.
 	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return &Error{Code: "EINVAL", Status: 409, Msg: fmt.Sprintf("mount %s: %v", mp, errClosed)}
+	}
 	if !d.shared {
 		d.mu.Unlock()
 		return &Error{Code: "EINVAL", Status: 400, Msg: "the daemon serves one image (started with --bootstrap); mounts need a shared daemon"}
 	}
-	if _, ok := d.mounts["/"+name]; ok {
+	if _, ok := d.mounts[mp]; ok {
 		d.mu.Unlock()
-		return &Error{Code: "EEXIST", Status: 409, Msg: fmt.Sprintf("mountpoint /%s is already mounted", name)}
+		return &Error{Code: "EEXIST", Status: 409, Msg: fmt.Sprintf("mountpoint %s is already mounted", mp)}
 	}
+	if d.busy[mp] {
+		d.mu.Unlock()
+		return &Error{Code: "EEXIST", Status: 409, Msg: fmt.Sprintf("mountpoint %s is being mounted or unmounted", mp)}
+	}
+	d.busy[mp] = true
 	fsys := d.fsys
 	d.mu.Unlock()
+	unreserve := func() {
+		d.mu.Lock()
+		delete(d.busy, mp)
+		d.mu.Unlock()
+	}
 	inst, err := d.openImage(ctx, req.Source, cfg)
 	if err != nil {
+		unreserve()
 		return &Error{Code: "EINVAL", Status: 400, Msg: err.Error()}
 	}
-	if err := d.admit("/"+name, inst); err != nil {
+	if err := d.admit(mp, inst); err != nil {
 		inst.closer()
-		return &Error{Code: "EINVAL", Status: 400, Msg: fmt.Sprintf("mount /%s: %v", name, err)}
+		unreserve()
+		return &Error{Code: "EINVAL", Status: 400, Msg: fmt.Sprintf("mount %s: %v", mp, err)}
 	}
 	slot, err := fsys.Add(name, 0, inst.fs)
 	if err != nil {
 		inst.closer()
-		return &Error{Code: "EEXIST", Status: 409, Msg: fmt.Sprintf("mountpoint /%s: %v", name, err)}
+		unreserve()
+		return &Error{Code: "EEXIST", Status: 409, Msg: fmt.Sprintf("mountpoint %s: %v", mp, err)}
 	}
 	inst.slot, inst.prefetchFiles = slot, req.PrefetchFiles
 	d.mu.Lock()
-	d.mounts["/"+name] = inst
+	delete(d.busy, mp)
+	closed := d.closed
+	if !closed {
+		d.mounts[mp] = inst
+	}
 	d.mu.Unlock()
+	if closed {
+		// Close took the mounts before this one was published: undo it,
+		// as an umount would.
+		fsys.Remove(name)
+		inst.closer()
+		if err := d.rec.drop(mp); err != nil {
+			d.o.Log.Warn("mount: the mount record keeps the image", "mountpoint", mp, "err", err)
+		}
+		return &Error{Code: "EINVAL", Status: 409, Msg: fmt.Sprintf("mount %s: %v", mp, errClosed)}
+	}
 	d.o.Events(fetch.Event{Kind: "mount", Path: "/" + name, BootstrapDigest: inst.digest, Image: inst.image})
 	d.prefetch(inst, req.PrefetchFiles)
 	return nil
@@ -443,20 +581,27 @@ func (d *Daemon) Mount(ctx context.Context, sub string, req api.MountRequest) er
 // Umount removes an image from a shared daemon.
 func (d *Daemon) Umount(ctx context.Context, sub string) error {
 	name := strings.Trim(sub, "/")
+	mp := "/" + name
 	d.mu.Lock()
-	inst, ok := d.mounts["/"+name]
+	inst, ok := d.mounts[mp]
 	if !ok || !d.shared {
 		d.mu.Unlock()
-		return &Error{Code: "ENOENT", Status: 404, Msg: fmt.Sprintf("mountpoint /%s is not mounted", name)}
+		return &Error{Code: "ENOENT", Status: 404, Msg: fmt.Sprintf("mountpoint %s is not mounted", mp)}
 	}
-	delete(d.mounts, "/"+name)
+	// Busy until the image is gone and the record forgets it: a Mount
+	// of the mountpoint meanwhile is refused.
+	delete(d.mounts, mp)
+	d.busy[mp] = true
 	fsys := d.fsys
 	d.mu.Unlock()
 	fsys.Remove(name)
 	inst.closer()
-	if err := d.rec.drop("/" + name); err != nil {
-		d.o.Log.Warn("umount: the mount record keeps the image", "mountpoint", "/"+name, "err", err)
+	if err := d.rec.drop(mp); err != nil {
+		d.o.Log.Warn("umount: the mount record keeps the image", "mountpoint", mp, "err", err)
 	}
+	d.mu.Lock()
+	delete(d.busy, mp)
+	d.mu.Unlock()
 	d.o.Events(fetch.Event{Kind: "umount", Path: "/" + name, BootstrapDigest: inst.digest, Image: inst.image})
 	return nil
 }
@@ -572,8 +717,13 @@ func (d *Daemon) Ended() <-chan struct{} { return d.ended }
 // the successor starts (PUT /api/v1/daemon/start, failover policy
 // resend), which is why the successor starts after its predecessor
 // exited, the order nydus-snapshotter uses.
+//
+// A Mount, MountDedicated, StartShared or takeover still in progress
+// when Close begins undoes its own work and fails (errClosed), as does a
+// cache still being opened.
 func (d *Daemon) Close() error {
 	d.mu.Lock()
+	d.closed = true
 	sess := d.sess
 	d.sess = nil
 	insts := d.mounts
@@ -586,6 +736,21 @@ func (d *Daemon) Close() error {
 		d.SetState(api.StateStopped)
 		return nil
 	}
+	err := d.teardown(sess, insts)
+	d.mu.Lock()
+	caches := d.openCachesLocked()
+	d.caches = map[string]*cacheSlot{}
+	d.mu.Unlock()
+	for _, c := range caches {
+		c.Close()
+	}
+	d.SetState(api.StateStopped)
+	return err
+}
+
+// teardown unmounts sess (if any) and closes insts; Daemon.mu is not
+// held.
+func (d *Daemon) teardown(sess *fusefs.Session, insts map[string]*instance) error {
 	var err error
 	if sess != nil {
 		err = sess.Unmount()
@@ -594,21 +759,63 @@ func (d *Daemon) Close() error {
 		i.closer()
 		// The mount ended: a daemon started later may mount another
 		// version of the bootstrap. A failed unmount keeps the record
-		// (as does a handover, above) for the successor.
+		// (as does a handover, see Close) for the successor.
 		if err == nil {
 			if derr := d.rec.drop(mp); derr != nil {
 				d.o.Log.Warn("stop: the mount record keeps the image", "mountpoint", mp, "err", derr)
 			}
 		}
 	}
-	d.mu.Lock()
-	for _, c := range d.caches {
-		c.Close()
-	}
-	d.caches = map[string]*blobcache.Cache{}
-	d.mu.Unlock()
-	d.SetState(api.StateStopped)
 	return err
+}
+
+// reserveSession reserves the daemon's FUSE connection for a
+// MountDedicated, StartShared or takeover, which sets it up unlocked and
+// ends the reservation with publishSession.
+func (d *Daemon) reserveSession() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errClosed
+	}
+	if d.sess != nil || d.starting {
+		return &Error{Code: "EEXIST", Status: 409, Msg: fmt.Sprintf("the daemon serves %s already", d.o.Mountpoint)}
+	}
+	d.starting = true
+	return nil
+}
+
+// publishSession ends the reservation of reserveSession and, unless sess
+// is nil (the setup failed) or the daemon was closed meanwhile,
+// publishes the connection and its mounts; it reports whether it did.
+// The caller undoes a setup that was not published (discard).
+func (d *Daemon) publishSession(fsys *fusefs.FileSystem, sess *fusefs.Session, shared bool, insts map[string]*instance) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.starting = false
+	if sess == nil || d.closed {
+		return false
+	}
+	d.fsys, d.sess, d.shared = fsys, sess, shared
+	for mp, inst := range insts {
+		d.mounts[mp] = inst
+	}
+	return true
+}
+
+// discard undoes a setup that Close overtook, as Close would have had
+// it been published: unmounted and closed (after a handover, Exit, the
+// mount is the successor's: only the images are closed).
+func (d *Daemon) discard(sess *fusefs.Session, insts map[string]*instance) {
+	if d.exiting.Load() {
+		for _, i := range insts {
+			i.closer()
+		}
+		return
+	}
+	if err := d.teardown(sess, insts); err != nil {
+		d.o.Log.Warn("stop: unmounting a mount set up while the daemon stopped", "mountpoint", d.o.Mountpoint, "err", err)
+	}
 }
 
 // Error is an API error with its HTTP status and upstream-style code.

@@ -45,22 +45,27 @@ type stateMount struct {
 
 func (d *Daemon) snapshotState() (*failoverState, int, error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.sess == nil {
+	sess, shared := d.sess, d.shared
+	mounts := make(map[string]*instance, len(d.mounts))
+	for mp, inst := range d.mounts {
+		mounts[mp] = inst
+	}
+	d.mu.Unlock()
+	if sess == nil {
 		return nil, -1, &Error{Code: "EINVAL", Status: 400, Msg: "nothing is mounted: no FUSE connection to hand over"}
 	}
-	if d.sess.Fd() < 0 {
+	if sess.Fd() < 0 {
 		return nil, -1, &Error{Code: "ENOTSUP", Status: 501, Msg: "the FUSE connection was mounted through fusermount (not root): its descriptor cannot be handed over"}
 	}
-	st := &failoverState{Version: stateVersion, Daemon: "nydus-go", Shared: d.shared, Mountpoint: d.o.Mountpoint, Init: d.sess.InitIn()}
-	for mp, inst := range d.mounts {
+	st := &failoverState{Version: stateVersion, Daemon: "nydus-go", Shared: shared, Mountpoint: d.o.Mountpoint, Init: sess.InitIn()}
+	for mp, inst := range mounts {
 		cfg, err := json.Marshal(inst.cfg)
 		if err != nil {
 			return nil, -1, err
 		}
 		st.Mounts = append(st.Mounts, stateMount{Mountpoint: mp, Slot: inst.slot, Bootstrap: inst.bootstrap, BootstrapDigest: inst.digest, Config: cfg, PrefetchFiles: inst.prefetchFiles})
 	}
-	return st, d.sess.Fd(), nil
+	return st, sess.Fd(), nil
 }
 
 // SendStates hands the FUSE descriptor and the mount state to the
@@ -176,34 +181,65 @@ func (d *Daemon) TakeOver(ctx context.Context) error {
 		return &Error{Code: "EIO", Status: 500, Msg: fmt.Sprintf("supervisor %s: receive state: %v", d.o.Supervisor, err)}
 	}
 	if err := d.restore(ctx, data, fd); err != nil {
-		syscall.Close(fd)
 		return &Error{Code: "EINVAL", Status: 400, Msg: "takeover: " + err.Error()}
 	}
 	d.SetState(api.StateReady)
 	return nil
 }
 
+// restore reopens the images of a predecessor's state and resumes its
+// connection fd, which it owns: closed unless a session took it.
 func (d *Daemon) restore(ctx context.Context, data []byte, fd int) error {
+	if err := d.reserveSession(); err != nil {
+		syscall.Close(fd)
+		return err
+	}
+	r, err := d.resume(ctx, data, fd)
+	if err != nil {
+		d.publishSession(nil, nil, false, nil)
+		syscall.Close(fd)
+		return err
+	}
+	if !d.publishSession(r.fsys, r.sess, r.shared, r.insts) {
+		d.discard(r.sess, r.insts)
+		return errClosed
+	}
+	d.o.Log.Info("took over the FUSE connection", "mountpoint", d.o.Mountpoint, "mounts", len(r.insts))
+	return nil
+}
+
+// resumed is a connection taken over, not yet published.
+type resumed struct {
+	fsys   *fusefs.FileSystem
+	sess   *fusefs.Session
+	shared bool
+	insts  map[string]*instance // by API mountpoint
+}
+
+// resume reopens the images of a state and resumes the connection fd
+// (restore); fd is the session's if it succeeds, else still the
+// caller's. Daemon.mu is not held.
+func (d *Daemon) resume(ctx context.Context, data []byte, fd int) (*resumed, error) {
 	var st failoverState
 	if err := json.Unmarshal(data, &st); err != nil {
-		return fmt.Errorf("invalid state from the supervisor (%d bytes): %w", len(data), err)
+		return nil, fmt.Errorf("invalid state from the supervisor (%d bytes): %w", len(data), err)
 	}
 	if st.Daemon != "nydus-go" || st.Version != stateVersion {
-		return fmt.Errorf("state from the supervisor is from %q version %d; want nydus-go version %d", st.Daemon, st.Version, stateVersion)
+		return nil, fmt.Errorf("state from the supervisor is from %q version %d; want nydus-go version %d", st.Daemon, st.Version, stateVersion)
 	}
 	if filepath.Clean(st.Mountpoint) != filepath.Clean(d.o.Mountpoint) {
-		return fmt.Errorf("state is for mountpoint %s, not %s", st.Mountpoint, d.o.Mountpoint)
+		return nil, fmt.Errorf("state is for mountpoint %s, not %s", st.Mountpoint, d.o.Mountpoint)
 	}
 	var fsys *fusefs.FileSystem
 	if st.Shared {
 		fsys = fusefs.NewShared(d.fuseOptions())
 	}
 	insts := map[string]*instance{}
-	fail := func(err error) error {
+	fail := func(err error) (*resumed, error) {
 		for _, i := range insts {
 			i.closer()
 		}
-		return err
+		return nil, err
 	}
 	for _, m := range st.Mounts {
 		cfg, _, err := api.ParseConfig(m.Config)
@@ -244,11 +280,7 @@ func (d *Daemon) restore(ctx context.Context, data []byte, fd int) error {
 	if err != nil {
 		return fail(err)
 	}
-	d.mu.Lock()
-	d.fsys, d.sess, d.shared, d.mounts = fsys, sess, st.Shared, insts
-	d.mu.Unlock()
-	d.o.Log.Info("took over the FUSE connection", "mountpoint", d.o.Mountpoint, "mounts", len(insts))
-	return nil
+	return &resumed{fsys: fsys, sess: sess, shared: st.Shared, insts: insts}, nil
 }
 
 // Start resumes serving a connection taken over (READY → RUNNING) and
@@ -259,7 +291,11 @@ func (d *Daemon) Start(ctx context.Context) error {
 		return nil
 	}
 	d.mu.Lock()
-	sess, insts := d.sess, d.mounts
+	sess := d.sess
+	insts := make(map[string]*instance, len(d.mounts))
+	for mp, inst := range d.mounts {
+		insts[mp] = inst
+	}
 	d.mu.Unlock()
 	if sess == nil {
 		return &Error{Code: "EINVAL", Status: 409, Msg: "nothing to start: take a connection over first (PUT /api/v1/daemon/fuse/takeover)"}

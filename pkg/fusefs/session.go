@@ -88,7 +88,8 @@ func Mount(dir string, fsys *FileSystem) (*Session, error) {
 // another process: fd is its /dev/fuse descriptor (ownership passes to the
 // session) and init the kernel's INIT message saved by that process
 // (Session.InitIn). The kernel does not send INIT again, so it is replayed
-// to go-fuse over a socket pair; then fd takes the socket's place.
+// to go-fuse over a socket pair; then fd takes the socket's place. On
+// error fd is left open: it stays the caller's.
 func Resume(mountpoint string, fd int, init []byte, fsys *FileSystem) (*Session, error) {
 	// go-fuse's InitIn is the whole request: it begins with the header.
 	var req fuse.InitIn
@@ -120,7 +121,7 @@ func Resume(mountpoint string, fd int, init []byte, fsys *FileSystem) (*Session,
 			state = map[uint64]inherited{}
 		}
 		if err := fsys.startJournal(state); err != nil {
-			syscall.Close(fd)
+			syscall.Close(sp[0])
 			return nil, fmt.Errorf("resume %s: %w", mountpoint, err)
 		}
 	}
@@ -139,6 +140,7 @@ func Resume(mountpoint string, fd int, init []byte, fsys *FileSystem) (*Session,
 	// go-fuse answered the replayed INIT on the socket; from now on its
 	// descriptor number is the FUSE connection.
 	if err := unix.Dup3(fd, sp[0], unix.O_CLOEXEC); err != nil {
+		syscall.Close(sp[0])
 		return nil, fmt.Errorf("resume %s: %w", mountpoint, err)
 	}
 	syscall.Close(fd)
