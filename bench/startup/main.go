@@ -15,6 +15,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -580,10 +581,10 @@ func (s *stack) accessPattern(w workload) ([]string, error) {
 	if len(socks) != 1 {
 		return nil, fmt.Errorf("want one nydusd API socket, have %d", len(socks))
 	}
-	var pat []struct {
-		Path string `json:"path"`
-	}
-	if err := apiGet(socks[0], "/api/v1/metrics/pattern", &pat); err != nil {
+	c := nydusdAPI(socks[0])
+	defer c.Close()
+	pat, err := c.AccessPattern(context.Background(), "")
+	if err != nil {
 		return nil, err
 	}
 	// The startup I/O picture of this cold run (the last workload's is
@@ -644,12 +645,11 @@ func (s *stack) measure(w workload, f form, p profile, rep int) result {
 	}
 	if f.Snapshotter == "nydus" {
 		if socks, _ := filepath.Glob(filepath.Join(s.dir, "nr", "socket", "*", "api.sock")); len(socks) == 1 {
-			var files map[string]struct {
-				DataRead int64 `json:"data_read"`
-			}
-			if apiGet(socks[0], "/api/v1/metrics/files", &files) == nil {
+			c := nydusdAPI(socks[0])
+			defer c.Close()
+			if files, err := c.FileMetrics(context.Background(), ""); err == nil {
 				for _, f := range files {
-					r.ReadBytes += f.DataRead
+					r.ReadBytes += int64(f.DataRead)
 				}
 			}
 			var log struct {
@@ -659,7 +659,7 @@ func (s *stack) measure(w workload, f form, p profile, rep int) result {
 					Amplified int64  `json:"amplified"`
 				} `json:"fetches"`
 			}
-			if raw, err := apiRaw(socks[0], "/api/v1/metrics/fetches"); err == nil && json.Unmarshal(raw, &log) == nil {
+			if raw, err := c.Get(context.Background(), "/api/v1/metrics/fetches"); err == nil && json.Unmarshal(raw, &log) == nil {
 				// Kept for a closer look (nydusify trace draws the same).
 				os.WriteFile(filepath.Join(s.out, fmt.Sprintf("fetches-%s-%s-%s-%d.json", p.Name, w.Name, strings.ReplaceAll(f.Name, " ", ""), rep)), raw, 0o644)
 				r.Kinds = map[string]kindStat{}

@@ -4,12 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nydus-go/nydus/internal/sysproc"
+	"github.com/nydus-go/nydus/pkg/daemon/api"
 )
 
 // stack is the registry, the proxy, containerd and the two remote
@@ -320,30 +318,12 @@ func runStdin(stdin string, timeout time.Duration, name string, args ...string) 
 	return string(out), nil
 }
 
-// apiGet GETs path from a nydusd API socket into v.
-func apiGet(sock, path string, v any) error {
-	b, err := apiRaw(sock, path)
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(b, v)
-}
+// apiTimeout bounds each request to a nydusd API socket.
+const apiTimeout = 10 * time.Second
 
-// apiRaw is the body of a GET on nydusd's API socket.
-func apiRaw(sock, path string) ([]byte, error) {
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		}}}
-	resp, err := c.Get("http://nydusd" + path)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", path, resp.Status)
-	}
-	return io.ReadAll(resp.Body)
+// nydusdAPI is a client of the nydusd API socket sock.
+func nydusdAPI(sock string) *api.Client {
+	return api.NewClient(sock, api.WithTimeout(apiTimeout))
 }
 
 func (s *stack) ctr(args ...string) (string, error) {
