@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nydus-go/nydus/pkg/daemon/api"
 )
 
 // readerScript is a container workload that reads most of /usr/bin and the
@@ -119,17 +121,18 @@ func TestDedicatedLifecycle(t *testing.T) {
 	// What the container read, from nydusd's file metrics
 	// (iostats_files), against what was fetched for it.
 	var read int64
-	var files map[string]struct {
-		DataRead int64  `json:"data_read"`
-		Path     string `json:"path"`
-	}
-	if socks := e.apiSockets(); len(socks) != 1 {
+	socks := e.apiSockets()
+	if len(socks) != 1 {
 		t.Fatalf("want one nydusd API socket, have %v", socks)
-	} else if err := api(socks[0], "/api/v1/metrics/files", &files); err != nil {
+	}
+	c := nydusdAPI(socks[0])
+	files, err := c.FileMetrics(t.Context(), "")
+	c.Close()
+	if err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range files {
-		read += f.DataRead
+		read += int64(f.DataRead)
 	}
 	t.Logf("the container read %d bytes of %d files: fetched/read = %.2f", read, len(files), float64(st.BlobBytesServed)/float64(read))
 	if st.BlobBytesServed == 0 || st.BlobBytesServed > blobBytes/4 || float64(st.BlobBytesServed) > 1.2*float64(read) {
@@ -153,8 +156,10 @@ func TestDedicatedLifecycle(t *testing.T) {
 			return len(now) == 1 && now[0] != pids[0]
 		})
 		waitFor(t, 30*time.Second, "the new nydusd to run", func() bool {
-			var info struct{ State string }
-			return api(e.apiSockets()[0], "/api/v1/daemon", &info) == nil && info.State == "RUNNING"
+			c := nydusdAPI(e.apiSockets()[0])
+			defer c.Close()
+			info, err := c.DaemonInfo(t.Context())
+			return err == nil && info.State == api.StateRunning
 		})
 		n = waitLines(t, outDir, n, 3, "after the failover")
 		checkReader(t, outDir)

@@ -5,11 +5,8 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +21,7 @@ import (
 
 	"github.com/nydus-go/nydus/internal/roottest"
 	"github.com/nydus-go/nydus/internal/sysproc"
+	"github.com/nydus-go/nydus/pkg/daemon/api"
 	"github.com/nydus-go/nydus/pkg/registry/registrytest"
 )
 
@@ -467,23 +465,12 @@ func (e *env) apiSockets() []string {
 	return s
 }
 
-// api GETs path from the nydusd API socket sock and decodes the JSON
-// answer into v.
-func api(sock, path string, v any) error {
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		}}}
-	resp, err := c.Get("http://nydusd" + path)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, b)
-	}
-	return json.Unmarshal(b, v)
+// apiTimeout bounds each request to a nydusd API socket.
+const apiTimeout = 10 * time.Second
+
+// nydusdAPI is a client of the nydusd API socket sock.
+func nydusdAPI(sock string) *api.Client {
+	return api.NewClient(sock, api.WithTimeout(apiTimeout))
 }
 
 // cacheFiles lists the snapshotter's blob cache directory.
