@@ -30,8 +30,19 @@ type blockKey struct {
 	block uint32
 }
 
-// bootFiles numbers the bootstrap files opened by the process.
-var bootFiles atomic.Uint64
+// bootBlocks is a daemon's cache of verified bootstrap blocks (shared by
+// its images), with the numbering of the bootstrap files whose blocks it
+// keeps: an id names a file only in its own cache.
+type bootBlocks struct {
+	c     *lru.Cache[blockKey, []byte] // has its own lock
+	files atomic.Uint64                // the last bootFile.id handed out
+}
+
+// newBootBlocks returns a block cache of max bytes (max <= 0 keeps
+// none).
+func newBootBlocks(max int64) *bootBlocks {
+	return &bootBlocks{c: lru.New[blockKey, []byte](max)}
+}
 
 // bootFile serves a mounted bootstrap from its file instead of a copy on
 // the heap, so a daemon's memory does not grow with the metadata of the
@@ -51,15 +62,16 @@ type bootFile struct {
 	id   uint64
 	sums [][32]byte // by block
 
-	blocks *lru.Cache[blockKey, []byte] // shared; nil keeps nothing
+	blocks *lru.Cache[blockKey, []byte] // shared (bootBlocks.c); nil keeps nothing
 
 	onChanged func(block int64, err error) // called once, on the first changed block
 	reported  sync.Once
 }
 
 // openBootFile opens and reads a bootstrap, returning it and its digest
-// ("sha256:…"). The file is kept open for later reads (Close).
-func openBootFile(path string, blocks *lru.Cache[blockKey, []byte]) (*bootFile, string, error) {
+// ("sha256:…"), its verified blocks kept in blocks (nil keeps none). The
+// file is kept open for later reads (Close).
+func openBootFile(path string, blocks *bootBlocks) (*bootFile, string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, "", fmt.Errorf("bootstrap: %w", err)
@@ -73,8 +85,11 @@ func openBootFile(path string, blocks *lru.Cache[blockKey, []byte]) (*bootFile, 
 		f.Close()
 		return nil, "", fmt.Errorf("bootstrap %s: not a regular file", path)
 	}
-	b := &bootFile{path: path, f: f, id: bootFiles.Add(1), blocks: blocks,
-		sums: make([][32]byte, 0, (fi.Size()+bootBlockSize-1)/bootBlockSize)}
+	b := &bootFile{path: path, f: f}
+	if blocks != nil {
+		b.id, b.blocks = blocks.files.Add(1), blocks.c
+	}
+	b.sums = make([][32]byte, 0, (fi.Size()+bootBlockSize-1)/bootBlockSize)
 	h := sha256.New()
 	buf := make([]byte, 16*bootBlockSize)
 	for {

@@ -9,8 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-
-	"github.com/nydus-go/nydus/internal/lru"
 )
 
 // TestBootFile: reads return the bytes the file had at open, across and
@@ -24,7 +22,7 @@ func TestBootFile(t *testing.T) {
 	}
 	p := filepath.Join(t.TempDir(), "image.boot")
 	os.WriteFile(p, data, 0o644)
-	blocks := lru.New[blockKey, []byte](bootBlockSize + bootBlockOverhead) // one block
+	blocks := newBootBlocks(bootBlockSize + bootBlockOverhead) // one block
 	b, digest, err := openBootFile(p, blocks)
 	if err != nil {
 		t.Fatal(err)

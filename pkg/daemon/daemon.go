@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nydus-go/nydus/internal/lru"
 	"github.com/nydus-go/nydus/pkg/blobcache"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
 	"github.com/nydus-go/nydus/pkg/fetch"
@@ -115,10 +114,10 @@ type Daemon struct {
 	rec mountRecord // has its own lock; never taken with mu held
 
 	// Shared by every image, bounded by Options (each has its own lock).
-	blocks *lru.Cache[blockKey, []byte] // verified bootstrap blocks
-	inodes *nfs.InodeCache              // decoded inodes
-	hot    *fetch.HotCache              // verified chunk data
-	metas  metaShare                    // decoded chunk-info tables, while in use
+	blocks *bootBlocks     // verified bootstrap blocks
+	inodes *nfs.InodeCache // decoded inodes
+	hot    *fetch.HotCache // verified chunk data
+	metas  metaShare       // decoded chunk-info tables, while in use
 
 	exiting atomic.Bool   // PUT /api/v1/daemon/exit: leave the mount to the successor
 	exit    chan struct{} // closed on exit
@@ -204,7 +203,7 @@ func New(o Options) *Daemon {
 	if o.Events == nil {
 		o.Events = func(fetch.Event) {}
 	}
-	d := &Daemon{o: o, rec: mountRecord{path: o.MountRecord}, blocks: lru.New[blockKey, []byte](o.MetaCacheBytes / 2),
+	d := &Daemon{o: o, rec: mountRecord{path: o.MountRecord}, blocks: newBootBlocks(o.MetaCacheBytes / 2),
 		inodes: nfs.NewInodeCache(o.MetaCacheBytes / 2), hot: fetch.NewHotCache(o.HotCacheBytes), mounts: map[string]*instance{}, busy: map[string]bool{}, caches: map[string]*cacheSlot{}, exit: make(chan struct{}), ended: make(chan struct{})}
 	d.state.Store(api.StateInit)
 	return d

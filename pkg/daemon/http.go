@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -19,9 +18,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// ServeAPI serves the HTTP API on a unix socket created with mode 0600.
-// Idle connections are never timed out: nydus-snapshotter keeps one open
-// to detect the daemon's death.
+// ServeAPI serves the HTTP API on a unix socket created with mode 0600
+// (never reachable with a looser one; the process's umask is left
+// alone). Idle connections are never timed out: nydus-snapshotter keeps
+// one open to detect the daemon's death.
 func (d *Daemon) ServeAPI(ctx context.Context, sock string) (func(), error) {
 	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
 		return nil, fmt.Errorf("api socket: %w", err)
@@ -29,15 +29,9 @@ func (d *Daemon) ServeAPI(ctx context.Context, sock string) (func(), error) {
 	if st, err := os.Lstat(sock); err == nil && st.Mode()&os.ModeSocket != 0 {
 		os.Remove(sock)
 	}
-	old := umask(0o177)
-	l, err := net.Listen("unix", sock)
-	umask(old)
+	l, err := listenUnix(sock, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("api socket %s: %w", sock, err)
-	}
-	if err := os.Chmod(sock, 0o600); err != nil {
-		l.Close()
-		return nil, err
+		return nil, fmt.Errorf("api socket: %w", err)
 	}
 	srv := &http.Server{Handler: d.Handler()}
 	go srv.Serve(l)
