@@ -19,8 +19,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -30,7 +28,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nydus-go/nydus/pkg/daemon"
+	"github.com/nydus-go/nydus/pkg/daemon/api"
 )
 
 // Verdict is one scan's result, printed as a JSON line.
@@ -79,7 +77,7 @@ func main() {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					follow(ctx, sock, func(e daemon.CloudEvent) {
+					follow(ctx, sock, func(e api.CloudEvent) {
 						report(scan(ctx, *clamscan, *sigs, *sharedRoot, sock, e))
 					})
 				}()
@@ -95,14 +93,13 @@ func main() {
 
 // follow reads a daemon's event log and calls fn for each mount event,
 // until ctx ends or the daemon is gone for good.
-func follow(ctx context.Context, sock string, fn func(daemon.CloudEvent)) {
-	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-	}}}
+func follow(ctx context.Context, sock string, fn func(api.CloudEvent)) {
+	c := api.NewClient(sock)
+	defer c.Close()
 	var since uint64
 	failures := 0
 	for ctx.Err() == nil {
-		evs, err := events(ctx, c, since)
+		evs, err := c.Events(ctx, since, 30*time.Second)
 		if err != nil {
 			if failures++; failures > 50 {
 				return // the daemon was stopped
@@ -120,25 +117,8 @@ func follow(ctx context.Context, sock string, fn func(daemon.CloudEvent)) {
 	}
 }
 
-func events(ctx context.Context, c *http.Client, since uint64) ([]daemon.CloudEvent, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://nydusd/api/v1/events?since=%d&wait=30s", since), nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /api/v1/events: %s", resp.Status)
-	}
-	var evs []daemon.CloudEvent
-	return evs, json.NewDecoder(resp.Body).Decode(&evs)
-}
-
 // scan runs clamscan over a mounted image and returns its verdict.
-func scan(ctx context.Context, clamscan, sigs, sharedRoot, sock string, e daemon.CloudEvent) Verdict {
+func scan(ctx context.Context, clamscan, sigs, sharedRoot, sock string, e api.CloudEvent) Verdict {
 	mnt := e.Data.Path
 	if sharedRoot != "" && !strings.HasPrefix(mnt, sharedRoot) {
 		mnt = filepath.Join(sharedRoot, mnt)
