@@ -155,7 +155,10 @@ type instance struct {
 	pctx         context.Context
 	// slot is the image's place in the FUSE node ids, kept across a
 	// takeover.
-	slot          uint64
+	slot uint64
+	// shared: the image is one of a shared daemon's (its inode numbers
+	// carry slot).
+	shared        bool
 	prefetchFiles []string
 }
 
@@ -554,7 +557,7 @@ func (d *Daemon) Mount(ctx context.Context, sub string, req api.MountRequest) er
 		unreserve()
 		return &Error{Code: "EEXIST", Status: 409, Msg: fmt.Sprintf("mountpoint %s: %v", mp, err)}
 	}
-	inst.slot, inst.prefetchFiles = slot, req.PrefetchFiles
+	inst.slot, inst.prefetchFiles, inst.shared = slot, req.PrefetchFiles, true
 	d.mu.Lock()
 	delete(d.busy, mp)
 	closed := d.closed

@@ -260,7 +260,7 @@ func (d *Daemon) resume(ctx context.Context, data []byte, fd int) (*resumed, err
 			inst.closer()
 			return fail(fmt.Errorf("mount %s: %w", m.Mountpoint, err))
 		}
-		inst.slot, inst.prefetchFiles = m.Slot, m.PrefetchFiles
+		inst.slot, inst.prefetchFiles, inst.shared = m.Slot, m.PrefetchFiles, st.Shared
 		insts[m.Mountpoint] = inst
 		if !st.Shared {
 			if m.Mountpoint != "/" || len(st.Mounts) != 1 {

@@ -33,7 +33,7 @@ func (d *Daemon) statsTarget(id string) (*instance, error) {
 
 // ino is the inode number the mount reports for nid.
 func (d *Daemon) ino(inst *instance, nid uint64) uint64 {
-	if d.shared {
+	if inst.shared {
 		return inst.slot<<40 | nid
 	}
 	return nid
