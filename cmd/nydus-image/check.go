@@ -10,11 +10,12 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/nydus-go/nydus/internal/version"
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/rafs"
 	"github.com/nydus-go/nydus/pkg/storage"
-	"github.com/spf13/cobra"
 )
 
 func bootstrapArg(args []string, flag string) (string, error) {
@@ -240,7 +241,7 @@ func statFile(ctx context.Context, rd *rafs.Reader, p string) error {
 		return err
 	}
 	fmt.Printf("Inode Number:       %d\nFile Type:          %s\nMode:               %#o\nSize:               %d\nNlink:              %d\nUID:                %d\nGID:                %d\nMtime:              %d.%09d\n",
-		ino.Nid, typeName(ino.Mode), ino.Mode, ino.Size, ino.Nlink, ino.UID, ino.GID, ino.Mtime, ino.MtimeNsec)
+		ino.Nid, rafs.TypeName(ino.Mode), ino.Mode, ino.Size, ino.Nlink, ino.UID, ino.GID, ino.Mtime, ino.MtimeNsec)
 	for _, x := range ino.Xattrs {
 		fmt.Printf("Xattr:              %s=%q\n", x.Name, x.Value)
 	}
@@ -272,26 +273,6 @@ func statFile(ctx context.Context, rd *rafs.Reader, p string) error {
 			c.CompressedOffset, c.CompressedSize, c.UncompressedOffset, c.UncompressedSize, c.Digest)
 	}
 	return nil
-}
-
-func typeName(mode uint32) string {
-	switch mode & rafs.ModeType {
-	case rafs.ModeDir:
-		return "directory"
-	case rafs.ModeRegular:
-		return "regular file"
-	case rafs.ModeSymlink:
-		return "symlink"
-	case rafs.ModeChar:
-		return "character device"
-	case rafs.ModeBlock:
-		return "block device"
-	case rafs.ModeFifo:
-		return "fifo"
-	case rafs.ModeSocket:
-		return "socket"
-	}
-	return "unknown"
 }
 
 func printSummary(ctx context.Context, path string, rd *rafs.Reader) error {

@@ -18,8 +18,9 @@ import (
 	"testing"
 
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
-	"github.com/nydus-go/nydus/internal/treetest"
 	"golang.org/x/sys/unix"
+
+	"github.com/nydus-go/nydus/internal/treetest"
 )
 
 var bin string

@@ -13,13 +13,15 @@ import (
 	"strings"
 
 	"github.com/klauspost/compress/gzip"
+	"github.com/spf13/cobra"
+
 	"github.com/nydus-go/nydus/internal/atomicfile"
+	"github.com/nydus-go/nydus/internal/cliutil"
 	"github.com/nydus-go/nydus/internal/version"
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/compress"
 	"github.com/nydus-go/nydus/pkg/digester"
 	"github.com/nydus-go/nydus/pkg/rafs"
-	"github.com/spf13/cobra"
 )
 
 type createFlags struct {
@@ -143,7 +145,7 @@ while the tar is read).`,
 }
 
 func notSupported(what string) error {
-	return &exitError{code: 1, err: fmt.Errorf("%s is not supported yet", what)}
+	return cliutil.Exit(1, fmt.Errorf("%s is not supported yet", what))
 }
 
 func runCreate(ctx context.Context, f *createFlags, source string, stdin io.Reader) (retErr error) {
@@ -209,7 +211,7 @@ func runCreate(ctx context.Context, f *createFlags, source string, stdin io.Read
 	if opts.Digester, err = digester.ParseAlgorithm(f.digester); err != nil {
 		return fmt.Errorf("invalid --digester: %w", err)
 	}
-	cs, err := parseSize("chunk-size", f.chunkSize)
+	cs, err := cliutil.ParseNumber("chunk-size", f.chunkSize)
 	if err != nil {
 		return err
 	}
@@ -217,7 +219,7 @@ func runCreate(ctx context.Context, f *createFlags, source string, stdin io.Read
 		return err
 	}
 	opts.ChunkSize = uint32(cs)
-	bs, err := parseSize("batch-size", f.batchSize)
+	bs, err := cliutil.ParseNumber("batch-size", f.batchSize)
 	if err != nil {
 		return err
 	}
@@ -230,7 +232,7 @@ func runCreate(ctx context.Context, f *createFlags, source string, stdin io.Read
 		}
 		opts.BatchSize = uint32(bs)
 	}
-	bl, err := parseSize("batch-limit", f.batchLimit)
+	bl, err := cliutil.ParseNumber("batch-limit", f.batchLimit)
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/nydus-go/nydus/internal/atomicfile"
@@ -112,21 +111,6 @@ func openBootstrap(ctx context.Context, path string) (*rafs.Reader, *os.File, er
 	}
 	f.Close()
 	return nil, nil, fmt.Errorf("bootstrap %s: %w", path, err)
-}
-
-// parseSize parses a decimal or 0x-prefixed hex size.
-func parseSize(flag, s string) (uint64, error) {
-	var v uint64
-	var err error
-	if strings.HasPrefix(s, "0x") || strings.HasPrefix(s, "0X") {
-		v, err = strconv.ParseUint(s[2:], 16, 64)
-	} else {
-		v, err = strconv.ParseUint(s, 10, 64)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("invalid --%s %q: not a decimal or 0x-prefixed hex number", flag, s)
-	}
-	return v, nil
 }
 
 // parseChunkDict accepts "bootstrap=PATH" or a bare PATH.

@@ -4,20 +4,13 @@
 package main
 
 import (
-	"errors"
-	"fmt"
 	"os"
+
+	"github.com/nydus-go/nydus/internal/cliutil"
 )
 
 func main() {
-	err := newRootCmd().Execute()
-	if err == nil {
-		return
+	if code := cliutil.Report(os.Stderr, "nydus-image", newRootCmd().Execute()); code != 0 {
+		os.Exit(code)
 	}
-	fmt.Fprintf(os.Stderr, "nydus-image: %v\n", oneLine(err))
-	var ee *exitError
-	if errors.As(err, &ee) {
-		os.Exit(ee.code)
-	}
-	os.Exit(1)
 }

@@ -9,9 +9,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/nydus-go/nydus/internal/version"
 	"github.com/nydus-go/nydus/pkg/builder"
-	"github.com/spf13/cobra"
 )
 
 type mergeFlags struct {

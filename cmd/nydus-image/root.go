@@ -5,25 +5,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 
-	"github.com/nydus-go/nydus/internal/version"
 	"github.com/spf13/cobra"
+
+	"github.com/nydus-go/nydus/internal/cliutil"
+	"github.com/nydus-go/nydus/internal/version"
 )
-
-// exitError carries a specific exit code.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
-
-// oneLine folds an error message onto one line.
-func oneLine(err error) string {
-	return strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")
-}
 
 var logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
@@ -39,18 +26,8 @@ func (l *logFlags) register(c *cobra.Command) {
 }
 
 func (l *logFlags) setup() (func(), error) {
-	var lvl slog.Level
-	switch strings.ToLower(l.level) {
-	case "trace", "debug":
-		lvl = slog.LevelDebug
-	case "info", "":
-		lvl = slog.LevelInfo
-	case "warn", "warning":
-		lvl = slog.LevelWarn
-	case "error":
-		lvl = slog.LevelError
-	default:
-		return nil, fmt.Errorf("invalid --log-level %q (want trace, debug, info, warn or error)", l.level)
+	if _, err := cliutil.ParseLogLevel(l.level); err != nil {
+		return nil, err
 	}
 	var w io.Writer = os.Stderr
 	closer := func() {}
@@ -62,7 +39,12 @@ func (l *logFlags) setup() (func(), error) {
 		w = f
 		closer = func() { f.Close() }
 	}
-	logger = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}))
+	log, err := cliutil.NewLogger(l.level, w)
+	if err != nil {
+		closer()
+		return nil, err
+	}
+	logger = log
 	return closer, nil
 }
 

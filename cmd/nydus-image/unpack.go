@@ -10,11 +10,12 @@ import (
 	"os"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/nydus-go/nydus/internal/version"
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/registry"
 	"github.com/nydus-go/nydus/pkg/storage"
-	"github.com/spf13/cobra"
 )
 
 func newUnpackCmd() *cobra.Command {

@@ -12,18 +12,19 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/nydus-go/nydus/internal/cliutil"
 	"github.com/nydus-go/nydus/internal/version"
 	"github.com/nydus-go/nydus/pkg/daemon"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
 	"github.com/nydus-go/nydus/pkg/fetch"
 	"github.com/nydus-go/nydus/pkg/fusefs"
-	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 )
 
 type flags struct {
@@ -94,24 +95,14 @@ through the API: POST /api/v1/mount?mountpoint=/NAME (shared mode).`,
 	fl.BoolVar(&f.dependencies, "dependency-prefetch", envBoolOr("NYDUSD_DEPENDENCY_PREFETCH", true), "when a program, a compiled Python module or a C header is opened, fetch what it needs (interpreter, libraries, the rest of the program, imported modules, included headers) all at once, and at mount the shell and the user databases (env NYDUSD_DEPENDENCY_PREFETCH=0 turns it off)")
 	fl.BoolVar(&f.siblings, "sibling-prefetch", envBoolOr("NYDUSD_SIBLING_PREFETCH", true), "when a small file that is not cached is read, fetch the other small files of its directory (at most 512 KiB), once per directory (env NYDUSD_SIBLING_PREFETCH=0 turns it off)")
 	fl.BoolVarP(&f.showVersion, "version", "V", false, "print the version")
-	if err := root.Execute(); err != nil {
-		fmt.Fprintf(os.Stderr, "nydusd: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
-		os.Exit(1)
+	if code := cliutil.Report(os.Stderr, "nydusd", root.Execute()); code != 0 {
+		os.Exit(code)
 	}
 }
 
 func logger(f *flags) (*slog.Logger, func(), error) {
-	lvl := slog.LevelInfo
-	switch strings.ToLower(f.logLevel) {
-	case "trace", "debug":
-		lvl = slog.LevelDebug
-	case "info":
-	case "warn", "warning":
-		lvl = slog.LevelWarn
-	case "error":
-		lvl = slog.LevelError
-	default:
-		return nil, nil, fmt.Errorf("invalid --log-level %q", f.logLevel)
+	if _, err := cliutil.ParseLogLevel(f.logLevel); err != nil {
+		return nil, nil, err
 	}
 	var w io.Writer = os.Stderr
 	closer := func() {}
@@ -122,7 +113,8 @@ func logger(f *flags) (*slog.Logger, func(), error) {
 		}
 		w, closer = lf, func() { lf.Close() }
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl})), closer, nil
+	log, err := cliutil.NewLogger(f.logLevel, w)
+	return log, closer, err
 }
 
 func run(cmd *cobra.Command, f *flags) error {
@@ -157,15 +149,15 @@ func run(cmd *cobra.Command, f *flags) error {
 			return fmt.Errorf("mountpoint %s is not a directory", f.mountpoint)
 		}
 	}
-	cacheMax, err := parseSize(f.cacheMax)
+	cacheMax, err := cliutil.ParseByteSize(f.cacheMax)
 	if err != nil {
 		return fmt.Errorf("--cache-max-size: %w", err)
 	}
-	metaCache, err := parseSize(f.metaCache)
+	metaCache, err := cliutil.ParseByteSize(f.metaCache)
 	if err != nil {
 		return fmt.Errorf("--meta-cache-size: %w", err)
 	}
-	hotCache, err := parseSize(f.hotCache)
+	hotCache, err := cliutil.ParseByteSize(f.hotCache)
 	if err != nil {
 		return fmt.Errorf("--hot-cache-size: %w", err)
 	}
@@ -348,31 +340,6 @@ func envBool(name string) bool {
 	return false
 }
 
-// parseSize parses a byte size such as 512MiB, 10GiB, 1G or 1048576
-// ("" and "0": no limit).
-func parseSize(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return 0, nil
-	}
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1}}
-	mult := int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(s, u.suffix) {
-			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("invalid size %q (want e.g. 512MiB or 10GiB)", s)
-	}
-	return n * mult, nil
-}
-
 // envOr returns the environment variable name, or def when it is unset
 // or empty.
 func envOr(name, def string) string {
@@ -381,3 +348,6 @@ func envOr(name, def string) string {
 	}
 	return def
 }
+
+// parseSize parses a byte size flag (cliutil.ParseByteSize).
+func parseSize(s string) (int64, error) { return cliutil.ParseByteSize(s) }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/nydus-go/nydus/internal/cliutil"
 	"github.com/nydus-go/nydus/pkg/checker"
 	"github.com/nydus-go/nydus/pkg/converter"
 	"github.com/nydus-go/nydus/pkg/imageref"
@@ -86,7 +87,7 @@ It exits non-zero and lists the differences when anything is wrong.`,
 				}
 			}
 			if failed > 0 {
-				return &exitError{code: 1, err: fmt.Errorf("check failed for %d of %d images: %s", failed, len(reports), strings.TrimSpace(firstProblem(reports)))}
+				return cliutil.Exit(1, fmt.Errorf("check failed for %d of %d images: %s", failed, len(reports), strings.TrimSpace(firstProblem(reports))))
 			}
 			return nil
 		},

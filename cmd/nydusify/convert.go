@@ -9,7 +9,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nydus-go/nydus/internal/atomicfile"
+	"github.com/nydus-go/nydus/internal/cliutil"
 	"github.com/nydus-go/nydus/pkg/compress"
 	"github.com/nydus-go/nydus/pkg/converter"
 	"github.com/nydus-go/nydus/pkg/imageref"
@@ -134,20 +134,6 @@ batch), and --build-cache reuses layers converted earlier, on any machine.`,
 
 func runtimeArch() string { return goarch }
 
-func parseSize(flag, s string) (uint64, error) {
-	var v uint64
-	var err error
-	if strings.HasPrefix(s, "0x") || strings.HasPrefix(s, "0X") {
-		v, err = strconv.ParseUint(s[2:], 16, 64)
-	} else {
-		v, err = strconv.ParseUint(s, 10, 64)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("invalid --%s %q: not a decimal or 0x-prefixed number", flag, s)
-	}
-	return v, nil
-}
-
 func runConvert(cmd *cobra.Command, f *convertFlags, lo *logOptions) error {
 	ctx := cmd.Context()
 	log := lo.logger()
@@ -217,11 +203,11 @@ func runConvert(cmd *cobra.Command, f *convertFlags, lo *logOptions) error {
 	if o.Compressor, err = compress.ParseAlgorithm(f.compressor); err != nil || o.Compressor == compress.GZip {
 		return fmt.Errorf("invalid --compressor %q (want none, lz4_block or zstd)", f.compressor)
 	}
-	cs, err := parseSize("chunk-size", f.chunkSize)
+	cs, err := cliutil.ParseNumber("chunk-size", f.chunkSize)
 	if err != nil {
 		return err
 	}
-	bs, err := parseSize("batch-size", f.batchSize)
+	bs, err := cliutil.ParseNumber("batch-size", f.batchSize)
 	if err != nil {
 		return err
 	}
@@ -231,7 +217,7 @@ func runConvert(cmd *cobra.Command, f *convertFlags, lo *logOptions) error {
 		}
 		bs = cs
 	}
-	bl, err := parseSize("batch-limit", f.batchLimit)
+	bl, err := cliutil.ParseNumber("batch-limit", f.batchLimit)
 	if err != nil {
 		return err
 	}

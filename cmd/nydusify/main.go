@@ -5,23 +5,18 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
+
+	"github.com/nydus-go/nydus/internal/cliutil"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := newRootCmd().ExecuteContext(ctx)
-	if err == nil {
-		return
+	if code := cliutil.Report(os.Stderr, "nydusify", newRootCmd().ExecuteContext(ctx)); code != 0 {
+		stop()
+		os.Exit(code)
 	}
-	fmt.Fprintf(os.Stderr, "nydusify: %s\n", strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; "))
-	if ee, ok := err.(*exitError); ok {
-		os.Exit(ee.code)
-	}
-	os.Exit(1)
 }

@@ -1,43 +1,29 @@
 package main
 
 import (
-	"io"
 	"log/slog"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/nydus-go/nydus/internal/cliutil"
 	"github.com/nydus-go/nydus/internal/version"
 )
-
-// exitError carries an exit code.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
 
 // logOptions configure logging for every command.
 type logOptions struct {
 	level string
 }
 
+// logger returns the logger --log-level asks for; an invalid level
+// fails the command before it runs (root's PersistentPreRunE).
 func (l *logOptions) logger() *slog.Logger {
-	lvl := slog.LevelInfo
-	switch strings.ToLower(l.level) {
-	case "trace", "debug":
-		lvl = slog.LevelDebug
-	case "warn", "warning":
-		lvl = slog.LevelWarn
-	case "error":
-		lvl = slog.LevelError
+	log, err := cliutil.NewLogger(l.level, os.Stderr)
+	if err != nil {
+		log, _ = cliutil.NewLogger("info", os.Stderr)
 	}
-	var w io.Writer = os.Stderr
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}))
+	return log
 }
 
 // isTerminal reports whether stderr is a terminal (progress bars) or not
@@ -60,6 +46,10 @@ separately, as upstream does.`,
 		Version:       version.Version,
 	}
 	root.SetVersionTemplate(version.String("nydusify"))
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		_, err := cliutil.ParseLogLevel(lo.level)
+		return err
+	}
 	root.PersistentFlags().StringVar(&lo.level, "log-level", "info", "log level: trace, debug, info, warn, error")
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.AddCommand(newConvertCmd(lo), newCheckCmd(lo), newCopyCmd(lo), newTraceCmd(lo))

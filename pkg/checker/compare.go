@@ -217,26 +217,6 @@ func formatXattrs(m map[string]string) string {
 	return strings.Join(parts, ", ")
 }
 
-func typeName(mode uint32) string {
-	switch mode & rafs.ModeType {
-	case rafs.ModeDir:
-		return "directory"
-	case rafs.ModeRegular:
-		return "regular file"
-	case rafs.ModeSymlink:
-		return "symlink"
-	case rafs.ModeChar:
-		return "character device"
-	case rafs.ModeBlock:
-		return "block device"
-	case rafs.ModeFifo:
-		return "fifo"
-	case rafs.ModeSocket:
-		return "socket"
-	}
-	return fmt.Sprintf("mode %#o", mode)
-}
-
 func describeSource(n *fsNode) string {
 	switch n.ino.mode & rafs.ModeType {
 	case rafs.ModeDir:
@@ -246,7 +226,7 @@ func describeSource(n *fsNode) string {
 	case rafs.ModeSymlink:
 		return "symlink to " + strconv.Quote(n.ino.symlink)
 	}
-	return typeName(n.ino.mode)
+	return rafs.TypeName(n.ino.mode)
 }
 
 func describeTarget(n *rafs.Node) string {
@@ -260,7 +240,7 @@ func describeTarget(n *rafs.Node) string {
 	case rafs.ModeSymlink:
 		return "symlink to " + strconv.Quote(n.Inode.Symlink)
 	}
-	return typeName(n.Inode.Mode)
+	return rafs.TypeName(n.Inode.Mode)
 }
 
 func countSource(n *fsNode) int {

@@ -546,6 +546,29 @@ const (
 	ModeFifo    = 0o010000
 )
 
+// TypeName names the file type of mode for messages: "regular file",
+// "directory", "symlink", "character device", "block device", "fifo",
+// "socket", or "mode 0o…" for anything else.
+func TypeName(mode uint32) string {
+	switch mode & ModeType {
+	case ModeDir:
+		return "directory"
+	case ModeRegular:
+		return "regular file"
+	case ModeSymlink:
+		return "symlink"
+	case ModeChar:
+		return "character device"
+	case ModeBlock:
+		return "block device"
+	case ModeFifo:
+		return "fifo"
+	case ModeSocket:
+		return "socket"
+	}
+	return fmt.Sprintf("mode %#o", mode)
+}
+
 func fileType(mode uint32) uint8 {
 	switch mode & ModeType {
 	case ModeRegular:
