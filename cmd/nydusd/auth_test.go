@@ -22,6 +22,7 @@ import (
 
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
+	"github.com/nydus-go/nydus/pkg/daemon/api"
 	"github.com/nydus-go/nydus/pkg/registry/registrytest"
 )
 
@@ -55,17 +56,19 @@ func TestRegistryAuthRenewal(t *testing.T) {
 	if _, err := os.ReadFile(p); !errors.Is(err, syscall.EIO) {
 		t.Fatalf("read with stale credentials: %v, want EIO", err)
 	}
-	if code, body := d.do("PUT", "/api/v1/config?id=/", map[string]string{"registry_auth": "%%%"}); code != 400 || !strings.Contains(body, "registry_auth") {
-		t.Fatalf("invalid registry_auth: %d %s", code, body)
+	ctx := t.Context()
+	var se *api.StatusError
+	if err := d.client.SetRegistryAuth(ctx, "/", "%%%"); !errors.As(err, &se) || se.StatusCode != 400 || !strings.Contains(se.Message, "registry_auth") {
+		t.Fatalf("invalid registry_auth: %v", err)
 	}
-	if code, body := d.do("PUT", "/api/v1/config?id=/", map[string]string{"registry_auth": ""}); code != 400 || !strings.Contains(body, "registry_auth is empty") {
-		t.Fatalf("empty registry_auth: %d %s", code, body)
+	if err := d.client.SetRegistryAuth(ctx, "/", ""); !errors.As(err, &se) || se.StatusCode != 400 || !strings.Contains(se.Message, "registry_auth is empty") {
+		t.Fatalf("empty registry_auth: %v", err)
 	}
-	if code, body := d.do("PUT", "/api/v1/config?id=/nope", map[string]string{"registry_auth": b64("alice:s3cret-pw")}); code != 404 {
-		t.Fatalf("unknown id: %d %s", code, body)
+	if err := d.client.SetRegistryAuth(ctx, "/nope", b64("alice:s3cret-pw")); !errors.As(err, &se) || se.StatusCode != 404 {
+		t.Fatalf("unknown id: %v", err)
 	}
-	if code, body := d.do("PUT", "/api/v1/config?id=/", map[string]string{"registry_auth": b64("alice:s3cret-pw")}); code != 204 {
-		t.Fatalf("renew: %d %s", code, body)
+	if err := d.client.SetRegistryAuth(ctx, "/", b64("alice:s3cret-pw")); err != nil {
+		t.Fatalf("renew: %v", err)
 	}
 	if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("read after renewal: %v", err)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -139,17 +138,11 @@ func TestParseSize(t *testing.T) {
 }
 
 // getEvents is GET /api/v1/events on a daemon's socket.
-func getEvents(t *testing.T, d *daemonProc, query string) []daemon.CloudEvent {
+func getEvents(t *testing.T, d *daemonProc, since uint64, wait time.Duration) []daemon.CloudEvent {
 	t.Helper()
-	resp, err := d.client().Get("http://nydusd/api/v1/events?" + query)
+	evs, err := d.client.Events(t.Context(), since, wait)
 	if err != nil {
 		t.Error(err)
-		return nil
-	}
-	defer resp.Body.Close()
-	var evs []daemon.CloudEvent
-	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&evs) != nil {
-		t.Errorf("GET /api/v1/events?%s: %s", query, resp.Status)
 	}
 	return evs
 }
@@ -183,7 +176,7 @@ func TestEventLogSubscribersAndKill(t *testing.T) {
 			var since uint64
 			deadline := time.Now().Add(10 * time.Second)
 			for since < target.Load() && time.Now().Before(deadline) {
-				for _, e := range getEvents(t, d1, fmt.Sprintf("since=%d&wait=1s", since)) {
+				for _, e := range getEvents(t, d1, since, time.Second) {
 					subs[i] = append(subs[i], e.Seq())
 					since = e.Seq()
 				}
@@ -195,7 +188,7 @@ func TestEventLogSubscribersAndKill(t *testing.T) {
 			t.Fatalf("tampered file: %v, want EIO", err)
 		}
 	}
-	acked := getEvents(t, d1, "since=0")
+	acked := getEvents(t, d1, 0, 0)
 	if len(acked) < 1+5 || acked[0].Data.Kind != "mount" {
 		t.Fatalf("%d events, want the mount and at least one per failed read: %+v", len(acked), acked)
 	}
@@ -215,7 +208,7 @@ func TestEventLogSubscribersAndKill(t *testing.T) {
 	d1.cmd.Wait()
 	unixUnmount(mnt1)
 	d2 := startAt(t, sock, mnt2, "RUNNING", args...)
-	after := getEvents(t, d2, "since=0")
+	after := getEvents(t, d2, 0, 0)
 	if len(after) < len(acked)+1 {
 		t.Fatalf("after kill -9: %d events, want the %d acknowledged and the new mount", len(after), len(acked))
 	}

@@ -33,8 +33,8 @@ type testSupervisor struct {
 	fd   int
 }
 
-// fetch listens, runs trigger (PUT sendfd) and receives the state.
-func (s *testSupervisor) fetch(t *testing.T, trigger func() (int, string)) {
+// fetch listens, asks d to send its state (PUT sendfd) and receives it.
+func (s *testSupervisor) fetch(t *testing.T, d *daemonProc) {
 	t.Helper()
 	os.Remove(s.path)
 	l, err := net.Listen("unix", s.path)
@@ -79,8 +79,8 @@ func (s *testSupervisor) fetch(t *testing.T, trigger func() (int, string)) {
 		s.data, s.fd = data, fds[0]
 		got <- nil
 	}()
-	if code, body := trigger(); code != 204 {
-		t.Fatalf("sendfd: %d %s", code, body)
+	if err := d.client.SendFD(t.Context()); err != nil {
+		t.Fatalf("sendfd: %v", err)
 	}
 	select {
 	case err := <-got:
@@ -162,7 +162,7 @@ func TestFailoverAndHotUpgrade(t *testing.T) {
 	}
 	defer fusetest.AbortConn(minor) // runs before the daemons' cleanups
 
-	sup.fetch(t, func() (int, string) { return d1.do("PUT", "/api/v1/daemon/fuse/sendfd", nil) })
+	sup.fetch(t, d1)
 	var st struct {
 		Mountpoint string `json:"mountpoint"`
 		Mounts     []any  `json:"mounts"`
@@ -181,28 +181,28 @@ func TestFailoverAndHotUpgrade(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // readers queue on the orphaned connection
 	sup.offer(t)
 	d2 := startAt(t, sock, mnt, api.StateInit, args...)
-	if code, body := d2.do("PUT", "/api/v1/daemon/fuse/takeover", nil); code != 204 {
-		t.Fatalf("takeover: %d %s\n%s", code, body, d2.log)
+	if err := d2.client.TakeOver(t.Context()); err != nil {
+		t.Fatalf("takeover: %v\n%s", err, d2.log)
 	}
 	if info, _ := d2.info(); info == nil || info.State != api.StateReady {
 		t.Fatalf("state after takeover: %+v", info)
 	}
-	if code, body := d2.do("PUT", "/api/v1/daemon/start", nil); code != 204 {
-		t.Fatalf("start: %d %s\n%s", code, body, d2.log)
+	if err := d2.client.Start(t.Context()); err != nil {
+		t.Fatalf("start: %v\n%s", err, d2.log)
 	}
 	readers.Progress(t, 20, "after failover")
 
 	// 2. Hot upgrade: the running daemon hands its state over again, a
 	// new one started with --upgrade on another socket takes over, the
 	// old one exits without unmounting, the new one starts.
-	sup.fetch(t, func() (int, string) { return d2.do("PUT", "/api/v1/daemon/fuse/sendfd", nil) })
+	sup.fetch(t, d2)
 	sup.offer(t)
 	d3 := startAt(t, filepath.Join(dir, "api1.sock"), mnt, api.StateInit, append(args, "--upgrade")...)
-	if code, body := d3.do("PUT", "/api/v1/daemon/fuse/takeover", nil); code != 204 {
-		t.Fatalf("upgrade takeover: %d %s\n%s", code, body, d3.log)
+	if err := d3.client.TakeOver(t.Context()); err != nil {
+		t.Fatalf("upgrade takeover: %v\n%s", err, d3.log)
 	}
-	if code, body := d2.do("PUT", "/api/v1/daemon/exit", nil); code != 204 {
-		t.Fatalf("exit: %d %s", code, body)
+	if err := d2.client.Exit(t.Context()); err != nil {
+		t.Fatalf("exit: %v", err)
 	}
 	if err := d2.cmd.Wait(); err != nil {
 		t.Fatalf("old daemon exit: %v\n%s", err, d2.log)
@@ -210,8 +210,8 @@ func TestFailoverAndHotUpgrade(t *testing.T) {
 	if _, ok, _ := fusefs.Mounted(mnt); !ok {
 		t.Fatal("the old daemon unmounted on exit")
 	}
-	if code, body := d3.do("PUT", "/api/v1/daemon/start", nil); code != 204 {
-		t.Fatalf("upgrade start: %d %s\n%s", code, body, d3.log)
+	if err := d3.client.Start(t.Context()); err != nil {
+		t.Fatalf("upgrade start: %v\n%s", err, d3.log)
 	}
 	readers.Progress(t, 20, "after hot upgrade")
 	readers.Stop(t, func() { fusetest.AbortConn(minor) })
@@ -265,7 +265,7 @@ func TestTakeoverRefusesChangedBootstrap(t *testing.T) {
 	if err != nil || info.Mounts["/"].BootstrapDigest != want || info.Mounts["/"].Bootstrap != boot {
 		t.Fatalf("daemon info %+v (%v), want bootstrap digest %s", info, err, want)
 	}
-	sup.fetch(t, func() (int, string) { return d1.do("PUT", "/api/v1/daemon/fuse/sendfd", nil) })
+	sup.fetch(t, d1)
 	if !strings.Contains(string(sup.data), want) {
 		t.Fatalf("the failover state lacks the bootstrap digest: %s", sup.data)
 	}
@@ -276,8 +276,8 @@ func TestTakeoverRefusesChangedBootstrap(t *testing.T) {
 	os.WriteFile(boot, ob, 0o644)
 	sup.offer(t)
 	d2 := startAt(t, sock, mnt, api.StateInit, args...)
-	code, body := d2.do("PUT", "/api/v1/daemon/fuse/takeover", nil)
-	if code == 204 || !strings.Contains(body, "changed since it was mounted") {
-		t.Fatalf("takeover of a changed bootstrap: %d %s", code, body)
+	var se *api.StatusError
+	if err := d2.client.TakeOver(t.Context()); !errors.As(err, &se) || !strings.Contains(se.Message, "changed since it was mounted") {
+		t.Fatalf("takeover of a changed bootstrap: %v", err)
 	}
 }

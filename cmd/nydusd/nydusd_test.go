@@ -4,9 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,6 +61,8 @@ type daemonProc struct {
 	sock string
 	mnt  string
 	log  *syncBuffer
+	// client talks to the daemon's API socket.
+	client *api.Client
 }
 
 // syncBuffer is a bytes.Buffer safe for a process's output and a test.
@@ -93,7 +94,7 @@ func start(t testing.TB, args ...string) *daemonProc {
 // waits for the API to report state want.
 func startAt(t testing.TB, sock, mnt, want string, args ...string) *daemonProc {
 	t.Helper()
-	d := &daemonProc{sock: sock, mnt: mnt, log: &syncBuffer{}}
+	d := &daemonProc{sock: sock, mnt: mnt, log: &syncBuffer{}, client: api.NewClient(sock, api.WithTimeout(time.Minute))}
 	all := append([]string{"fuse", "--mountpoint", d.mnt, "--apisock", d.sock, "--log-level", "info",
 		"--log-rotation-size", "100", "--failover-policy", "resend", "--some-future-flag", "x"}, args...)
 	d.cmd = exec.Command(bin, all...)
@@ -106,6 +107,7 @@ func startAt(t testing.TB, sock, mnt, want string, args ...string) *daemonProc {
 			t.Logf("nydusd %s log:\n%s", d.sock, d.log)
 		}
 		d.stop()
+		d.client.Close()
 	})
 	// The snapshotter waits for the socket, then polls for RUNNING.
 	deadline := time.Now().Add(5 * time.Second)
@@ -168,32 +170,15 @@ func (d *daemonProc) waitLog(t testing.TB, what string) {
 	}
 }
 
-func (d *daemonProc) client() *http.Client {
-	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", d.sock)
-	}}}
-}
-
+// info is the daemon's GET /api/v1/daemon.
 func (d *daemonProc) info() (*api.DaemonInfo, error) {
-	resp, err := d.client().Get("http://unix/api/v1/daemon")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var info api.DaemonInfo
-	return &info, json.NewDecoder(resp.Body).Decode(&info)
+	return d.client.DaemonInfo(context.Background())
 }
 
+// do sends a request to the daemon's API and returns the answer's status
+// and body, whatever the status (0 and the error when there is none).
 func (d *daemonProc) do(method, path string, body any) (int, string) {
-	var rd *bytes.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	} else {
-		rd = bytes.NewReader(nil)
-	}
-	req, _ := http.NewRequest(method, "http://unix"+path, rd)
-	resp, err := d.client().Do(req)
+	resp, err := d.client.Do(context.Background(), method, path, body)
 	if err != nil {
 		return 0, err.Error()
 	}
@@ -301,9 +286,8 @@ func TestSharedMode(t *testing.T) {
 		t.Fatalf("empty shared root lists %q", got)
 	}
 	for i, m := range []struct{ boot, blobs string }{{b1, blobs1}, {b2, blobs2}} {
-		code, body := d.do("POST", fmt.Sprintf("/api/v1/mount?mountpoint=/img%d", i), api.MountRequest{FsType: "rafs", Source: m.boot, Config: localfsConfig(t, m.blobs)})
-		if code != 204 {
-			t.Fatalf("mount %d: %d %s", i, code, body)
+		if err := d.client.Mount(t.Context(), fmt.Sprintf("/img%d", i), api.MountRequest{FsType: "rafs", Source: m.boot, Config: localfsConfig(t, m.blobs)}); err != nil {
+			t.Fatalf("mount %d: %v", i, err)
 		}
 		if got, want := list(), map[int]string{0: "img0", 1: "img0,img1"}[i]; got != want {
 			t.Fatalf("shared root after mount %d lists %q, want %q", i, got, want)
@@ -320,11 +304,12 @@ func TestSharedMode(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(d.mnt, "img1", "only-in-two")); err != nil || string(b) != "two" {
 		t.Fatalf("img1: %q %v", b, err)
 	}
-	if code, body := d.do("POST", "/api/v1/mount?mountpoint=/img1", api.MountRequest{Source: b2, Config: localfsConfig(t, blobs2)}); code != 409 || !strings.Contains(body, "already mounted") {
-		t.Fatalf("double mount: %d %s", code, body)
+	var se *api.StatusError
+	if err := d.client.Mount(t.Context(), "/img1", api.MountRequest{Source: b2, Config: localfsConfig(t, blobs2)}); !errors.As(err, &se) || se.StatusCode != 409 || !strings.Contains(se.Message, "already mounted") {
+		t.Fatalf("double mount: %v", err)
 	}
-	if code, body := d.do("POST", "/api/v1/mount?mountpoint=/bad", api.MountRequest{Source: b2, Config: `{"device":{"backend":{"type":"registry","config":{"timeout":"x"}}}}`}); code != 400 || !strings.Contains(body, "timeout") {
-		t.Fatalf("malformed config: %d %s", code, body)
+	if err := d.client.Mount(t.Context(), "/bad", api.MountRequest{Source: b2, Config: `{"device":{"backend":{"type":"registry","config":{"timeout":"x"}}}}`}); !errors.As(err, &se) || se.StatusCode != 400 || !strings.Contains(se.Message, "timeout") {
+		t.Fatalf("malformed config: %v", err)
 	}
 	// The cache files of the blobs in use (what the snapshotter's cache
 	// GC spares) include img1's until it is unmounted: then no handle of
@@ -335,18 +320,17 @@ func TestSharedMode(t *testing.T) {
 	}
 	blob1 := ents[0].Name()
 	inUse := func() bool {
-		_, body := d.do("GET", "/api/v1/metrics/blobcache", nil)
-		var m api.BlobCacheMetrics
-		if err := json.Unmarshal([]byte(body), &m); err != nil {
-			t.Fatalf("blobcache metrics: %v: %s", err, body)
+		m, err := d.client.BlobCacheMetrics(t.Context(), "")
+		if err != nil {
+			t.Fatalf("blobcache metrics: %v", err)
 		}
 		return slices.ContainsFunc(m.UnderlyingFiles, func(f string) bool { return strings.Contains(f, blob1) })
 	}
 	if !inUse() {
 		t.Fatal("img1's blob is not in use while it is mounted and read")
 	}
-	if code, body := d.do("DELETE", "/api/v1/mount?mountpoint=/img1", nil); code != 204 {
-		t.Fatalf("umount: %d %s", code, body)
+	if err := d.client.Umount(t.Context(), "/img1"); err != nil {
+		t.Fatalf("umount: %v", err)
 	}
 	if inUse() {
 		t.Error("img1's blob is still in use after its umount: a cache handle was leaked")
