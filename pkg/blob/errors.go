@@ -1,15 +1,15 @@
 package blob
 
-import "errors"
+import "github.com/nydus-go/nydus/pkg/errdefs"
 
 // ErrCorrupt is wrapped by every error caused by malformed or inconsistent
-// on-disk data.
-var ErrCorrupt = errors.New("corrupt blob data")
-
-// ErrNotFound is wrapped by errors reporting that an optional section (for
-// example the inline bootstrap) is absent from a blob.
-var ErrNotFound = errors.New("not found")
+// on-disk data. It matches errdefs.ErrCorrupt.
+var ErrCorrupt = errdefs.New(errdefs.ErrCorrupt, "corrupt blob data")
 
 // ErrUnsupported is wrapped by errors reporting a valid feature this
-// package does not implement (for example reading encrypted chunks).
-var ErrUnsupported = errors.New("unsupported")
+// package does not implement (for example reading encrypted chunks). It
+// matches errdefs.ErrUnsupported.
+var ErrUnsupported = errdefs.New(errdefs.ErrUnsupported, "unsupported")
+
+// An optional section (for example the inline bootstrap) absent from a
+// blob is reported wrapping errdefs.ErrNotFound.

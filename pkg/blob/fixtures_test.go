@@ -11,6 +11,7 @@ import (
 
 	"github.com/nydus-go/nydus/pkg/compress"
 	"github.com/nydus-go/nydus/pkg/digester"
+	"github.com/nydus-go/nydus/pkg/errdefs"
 )
 
 // Upstream fixtures (dragonflyoss/nydus tests/texture, see
@@ -141,7 +142,7 @@ func TestFixtureBE7D(t *testing.T) {
 			t.Errorf("chunk %d: blake3 %s, blob.digest has %s", i, got, digests[i])
 		}
 	}
-	if _, err := r.Bootstrap(); !errors.Is(err, ErrNotFound) {
+	if _, err := r.Bootstrap(); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("Bootstrap on a blob without image.boot: %v", err)
 	}
 	if r.DataSize() != 7802 {

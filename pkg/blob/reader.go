@@ -9,6 +9,7 @@ import (
 
 	"github.com/nydus-go/nydus/pkg/compress"
 	"github.com/nydus-go/nydus/pkg/digester"
+	"github.com/nydus-go/nydus/pkg/errdefs"
 )
 
 // Layout names how a Reader found the sections of a blob.
@@ -408,7 +409,7 @@ func (br *Reader) ChunkDigests() ([]digester.Digest, bool) {
 // this blob (see [MarshalMetaFile]).
 func (br *Reader) MetaFile() ([]byte, error) {
 	if br.meta == nil {
-		return nil, fmt.Errorf("blob meta file: blob has no chunk infos: %w", ErrNotFound)
+		return nil, fmt.Errorf("blob meta file: blob has no chunk infos: %w", errdefs.ErrNotFound)
 	}
 	return MarshalMetaFile(br.meta.Header, br.meta.CI)
 }
@@ -416,11 +417,11 @@ func (br *Reader) MetaFile() ([]byte, error) {
 // Bootstrap reads and returns the inline RAFS bootstrap ("image.boot"),
 // decompressed and checked against its ToC digest. Bootstraps above 2 GiB
 // are rejected before anything is allocated. It returns an error wrapping
-// ErrNotFound if the blob has no inline bootstrap.
+// errdefs.ErrNotFound if the blob has no inline bootstrap.
 func (br *Reader) Bootstrap() ([]byte, error) {
 	loc := br.boot
 	if !loc.ok {
-		return nil, fmt.Errorf("read inline bootstrap: %w", ErrNotFound)
+		return nil, fmt.Errorf("read inline bootstrap: %w", errdefs.ErrNotFound)
 	}
 	if loc.usize <= 0 || loc.usize > MaxBootstrapSize || loc.csize > MaxBootstrapSize {
 		return nil, fmt.Errorf("read inline bootstrap: size %d (stored %d) not in [1, %d]: %w", loc.usize, loc.csize, int64(MaxBootstrapSize), ErrCorrupt)

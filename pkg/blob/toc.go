@@ -9,6 +9,7 @@ import (
 
 	"github.com/nydus-go/nydus/pkg/compress"
 	"github.com/nydus-go/nydus/pkg/digester"
+	"github.com/nydus-go/nydus/pkg/errdefs"
 )
 
 // ToC constants (upstream storage/src/meta/toc.rs).
@@ -210,7 +211,7 @@ func ParseTOC(buf []byte) (TOC, error) {
 		return TOC{}, fmt.Errorf("parse toc: %w", err)
 	}
 	if e.Name != SectionTOC {
-		return TOC{}, fmt.Errorf("parse toc: last tar header is %q, not %q: %w", e.Name, SectionTOC, ErrNotFound)
+		return TOC{}, fmt.Errorf("parse toc: last tar header is %q, not %q: %w", e.Name, SectionTOC, errdefs.ErrNotFound)
 	}
 	if !e.GNU {
 		return TOC{}, fmt.Errorf("parse toc: tar header is not a GNU header: %w", ErrCorrupt)
@@ -238,7 +239,7 @@ func ParseTOC(buf []byte) (TOC, error) {
 // auto-detection: it reads the last min(4096, size rounded down to 128)
 // bytes and parses the trailing tar header "rafs.blob.toc" and the entries
 // before it. A blob whose last tar header has another name yields an error
-// wrapping ErrNotFound.
+// wrapping errdefs.ErrNotFound.
 func ReadTOC(r io.ReaderAt, size int64) (TOC, error) {
 	if size <= 0 {
 		return TOC{}, fmt.Errorf("read toc: blob size %d: %w", size, ErrCorrupt)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nydus-go/nydus/pkg/compress"
 	"github.com/nydus-go/nydus/pkg/digester"
+	"github.com/nydus-go/nydus/pkg/errdefs"
 )
 
 // genChunk returns uncompressed chunk data: random bytes (incompressible)
@@ -205,7 +206,7 @@ func checkRoundTrip(t *testing.T, b built, opts WriterOptions) {
 				t.Errorf("bootstrap entry %+v is not zstd-compressed", e)
 			}
 		}
-	} else if !errors.Is(err, ErrNotFound) {
+	} else if !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("bootstrap: %v", err)
 	}
 	mf, err := r.MetaFile()
@@ -380,7 +381,7 @@ func TestWriterNoChunks(t *testing.T) {
 	if _, ok := r.MetaHeader(); ok {
 		t.Error("meta header in an empty blob")
 	}
-	if _, err := r.MetaFile(); !errors.Is(err, ErrNotFound) {
+	if _, err := r.MetaFile(); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("MetaFile: %v", err)
 	}
 	if got, err := r.Bootstrap(); err != nil || !bytes.Equal(got, boot) {

@@ -1,11 +1,16 @@
 package blobcache
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/nydus-go/nydus/pkg/errdefs"
+)
 
 // ErrCorrupt is wrapped by errors reporting cache content that cannot be
 // trusted: cached chunk data failing verification, or a chunk_map or
-// blob.meta file with the wrong size or header.
-var ErrCorrupt = errors.New("corrupt cache data")
+// blob.meta file with the wrong size or header. It matches
+// errdefs.ErrCorrupt.
+var ErrCorrupt = errdefs.New(errdefs.ErrCorrupt, "corrupt cache data")
 
 // ErrInUse is wrapped by errors from [Cache.Remove] for a blob that has
 // an unreleased [BlobCache].

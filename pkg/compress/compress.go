@@ -11,6 +11,8 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/pierrec/lz4/v4"
+
+	"github.com/nydus-go/nydus/pkg/errdefs"
 )
 
 // Algorithm identifies a compression algorithm by its on-disk value.
@@ -36,8 +38,8 @@ const (
 const MaxSize = 1 << 31
 
 // ErrUnsupported is returned for an unknown algorithm or an operation an
-// algorithm does not support.
-var ErrUnsupported = errors.New("unsupported compression algorithm")
+// algorithm does not support. It matches errdefs.ErrUnsupported.
+var ErrUnsupported = errdefs.New(errdefs.ErrUnsupported, "unsupported compression algorithm")
 
 // ErrSizeMismatch is returned when decompressed data does not have the
 // expected size.

@@ -3,11 +3,12 @@ package digester
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"hash"
 
 	"github.com/zeebo/blake3"
+
+	"github.com/nydus-go/nydus/pkg/errdefs"
 )
 
 // Algorithm identifies a digest algorithm by its on-disk value.
@@ -24,8 +25,9 @@ const (
 // Size is the length of a digest in bytes.
 const Size = 32
 
-// ErrUnsupported is returned for an unknown algorithm name or value.
-var ErrUnsupported = errors.New("unsupported digest algorithm")
+// ErrUnsupported is returned for an unknown algorithm name or value. It
+// matches errdefs.ErrUnsupported.
+var ErrUnsupported = errdefs.New(errdefs.ErrUnsupported, "unsupported digest algorithm")
 
 // String returns the command-line name of a, "blake3" or "sha256", or
 // "Algorithm(N)" for an unknown value. (Upstream's Rust Display prints

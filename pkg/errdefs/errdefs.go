@@ -53,3 +53,18 @@ var (
 	// as mounting where something is mounted (HTTP 409, EEXIST).
 	ErrConflict error = &kind{"conflict", nil}
 )
+
+// sentinel is a package's own sentinel error of a kind.
+type sentinel struct {
+	msg  string
+	kind error
+}
+
+func (s *sentinel) Error() string        { return s.msg }
+func (s *sentinel) Is(target error) bool { return errors.Is(s.kind, target) }
+
+// New returns a sentinel error with its own message that matches kind
+// (and kind's standard-library counterpart) with errors.Is: for a
+// package whose errors say more than the kind, such as "corrupt blob
+// data".
+func New(kind error, msg string) error { return &sentinel{msg: msg, kind: kind} }

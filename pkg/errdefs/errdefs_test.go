@@ -37,3 +37,17 @@ func Example() {
 	}
 	// Output: exit 2: registry 127.0.0.1:5000: image app:1: not found
 }
+
+func TestNew(t *testing.T) {
+	errBlob := errdefs.New(errdefs.ErrCorrupt, "corrupt blob data")
+	err := fmt.Errorf("chunk 3: %w", errBlob)
+	if !errors.Is(err, errBlob) || !errors.Is(err, errdefs.ErrCorrupt) || errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatal("a package sentinel does not match its kind alone")
+	}
+	if !errors.Is(errdefs.New(errdefs.ErrNotFound, "no such path"), fs.ErrNotExist) {
+		t.Fatal("a package sentinel does not match its kind's standard error")
+	}
+	if err.Error() != "chunk 3: corrupt blob data" {
+		t.Fatal(err)
+	}
+}

@@ -9,10 +9,9 @@ import (
 	"io"
 	"path"
 	"strings"
-)
 
-// ErrNotFound is returned when a path does not exist in the bootstrap.
-var ErrNotFound = errors.New("no such file or directory")
+	"github.com/nydus-go/nydus/pkg/errdefs"
+)
 
 // ErrNotRafsV6 is returned by Open for input that is not a RAFS v6
 // bootstrap (for example a RAFS v5 one).
@@ -632,7 +631,7 @@ func (rd *Reader) Lookup(ctx context.Context, p string) (*DiskInode, error) {
 	}
 	for _, name := range strings.Split(p[1:], "/") {
 		if !cur.IsDir() {
-			return nil, fmt.Errorf("%s: %w", p, ErrNotFound)
+			return nil, fmt.Errorf("%s: %w", p, errdefs.ErrNotFound)
 		}
 		ents, err := rd.ReadDir(ctx, cur)
 		if err != nil {
@@ -650,7 +649,7 @@ func (rd *Reader) Lookup(ctx context.Context, p string) (*DiskInode, error) {
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("%s: %w", p, ErrNotFound)
+			return nil, fmt.Errorf("%s: %w", p, errdefs.ErrNotFound)
 		}
 	}
 	return cur, nil
