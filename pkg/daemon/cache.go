@@ -20,9 +20,12 @@ import (
 type chunkCache struct {
 	*metaShare // the daemon's
 	c          *blobcache.Cache
-	n          map[string]int // chunk count per blob id
-	mu         sync.Mutex
-	blobs      map[string]*blobcache.BlobCache
+	n          map[string]int // chunk count per blob id; immutable
+	// mu guards blobs. It is held while a blob's handle is opened
+	// (blobcache.Cache.Blob: file I/O) or released: it is taken before
+	// blobcache's locks, never under them or under Daemon.mu.
+	mu    sync.Mutex
+	blobs map[string]*blobcache.BlobCache // open handles, by blob id; guarded by mu
 }
 
 func newChunkCache(c *blobcache.Cache, rd *rafs.Reader, share *metaShare) *chunkCache {
@@ -133,7 +136,7 @@ func (cc *chunkCache) release() {
 // images of the daemon (storage.MetaShare): a table is decoded once
 // while any image uses it, then goes with the last one (weak pointers).
 type metaShare struct {
-	mu sync.Mutex
+	mu sync.Mutex                         // guards m; a leaf
 	m  map[string]weak.Pointer[blob.Meta] // guarded by mu
 }
 

@@ -1,7 +1,3 @@
-// Package daemon is nydusd's core: it mounts Nydus images through FUSE,
-// either one image at the mountpoint (dedicated mode) or several images
-// below it, added and removed through the API (shared mode), and serves
-// the HTTP API nydus-snapshotter drives, on a unix socket.
 package daemon
 
 import (
@@ -91,8 +87,8 @@ type Options struct {
 
 // Daemon is a running nydusd.
 type Daemon struct {
-	o     Options
-	state atomic.Value // string
+	o     Options      // immutable after New
+	state atomic.Value // string: api.State*; read and set by any goroutine
 
 	// mu guards the fields below, up to rec. Nothing but map and field
 	// operations is done under it: what needs I/O reserves
@@ -121,9 +117,9 @@ type Daemon struct {
 
 	exiting atomic.Bool   // PUT /api/v1/daemon/exit: leave the mount to the successor
 	exit    chan struct{} // closed on exit
-	exitMu  sync.Once
+	exitMu  sync.Once     // closes exit once
 	ended   chan struct{} // closed when a served FUSE connection ends
-	endOnce sync.Once
+	endOnce sync.Once     // closes ended once
 }
 
 // cacheSlot is the chunk cache of a work directory, or its opening in

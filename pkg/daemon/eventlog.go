@@ -34,6 +34,9 @@ type EventLog struct {
 	path, source string
 	max          int64
 
+	// mu guards the fields below. It is held across the file's writes
+	// (Append, rotation) and reads (Since), which it keeps in order; no
+	// other lock is taken under it.
 	mu     sync.Mutex
 	f      *os.File      // guarded by mu
 	size   int64         // guarded by mu

@@ -26,7 +26,7 @@ import (
 type mountRecord struct {
 	path string // "" keeps nothing
 
-	mu sync.Mutex // guards the file
+	mu sync.Mutex // guards the file (load, change, store): held across its I/O; never with Daemon.mu
 }
 
 // recordedMount is one entry of a mount record.

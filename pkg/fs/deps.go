@@ -28,7 +28,7 @@ const (
 
 // depState is the state of dependency speculation.
 type depState struct {
-	mu    sync.Mutex
+	mu    sync.Mutex      // guards done, bytes, speculating and dirs; a leaf (see doc.go)
 	done  map[uint64]bool // files speculated on or fetched; guarded by mu
 	bytes int64           // stored bytes fetched so far; guarded by mu
 	sem   chan struct{}   // bounds concurrent file fetches

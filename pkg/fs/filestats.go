@@ -57,8 +57,8 @@ func sizeClass(n int) int {
 
 // fileStats is the per-nid table.
 type fileStats struct {
-	mu sync.Mutex
-	m  map[uint64]*FileStats
+	mu sync.Mutex            // guards m (not the counters, which are atomics); a leaf
+	m  map[uint64]*FileStats // by nid; guarded by mu
 }
 
 func (f *FS) stats(nid uint64) *FileStats {

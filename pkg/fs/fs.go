@@ -1,12 +1,3 @@
-// Package fs is the FUSE-independent read-only filesystem of a mounted
-// Nydus image: inodes, directories, symlinks and xattrs come from the
-// RAFS v6 bootstrap; file data is read lazily chunk by chunk through the
-// fetch engine (package fetch), which fetches each chunk from a blob
-// backend, verifies it against its digest and keeps it in a chunk cache.
-// On top of it the filesystem reads ahead, prefetches the hot set,
-// speculates on what a reader needs next (a program's libraries, a
-// directory's small files) and builds whole-file copies. Package fusefs
-// serves it through the kernel.
 package fs
 
 import (
@@ -134,7 +125,7 @@ type FS struct {
 	id     uint64
 	inodes *InodeCache // Options.Inodes, or a private one
 
-	mu         sync.Mutex
+	mu         sync.Mutex      // guards prefetched; a leaf (see doc.go)
 	prefetched map[uint64]bool // guarded by mu
 }
 

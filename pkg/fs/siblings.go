@@ -21,7 +21,7 @@ const (
 
 // siblingState remembers the directories speculated on.
 type siblingState struct {
-	mu   sync.Mutex
+	mu   sync.Mutex      // guards done; a leaf
 	done map[string]bool // directory paths; guarded by mu
 }
 

@@ -58,8 +58,9 @@ type CopyStore interface {
 	Release(owner string)
 }
 
-// owners numbers the filesystems of the process, to name them to the
-// CopyStore.
+// owners numbers the filesystems of the process, to name them in the
+// InodeCache and to the CopyStore, either of which filesystems opened by
+// different callers may share: process-wide on purpose (see doc.go).
 var owners atomic.Uint64
 
 // wholeKey names a file's whole-file copy.
