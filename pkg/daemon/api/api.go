@@ -1,7 +1,7 @@
 // Package api holds the wire types between nydus-snapshotter and nydusd:
 // the daemon configuration JSON (v1, as the snapshotter writes it, and
 // v2) and the bodies of the HTTP API on the daemon's unix socket. Field
-// names follow upstream nydusd exactly.
+// names follow upstream nydusd exactly. Client is a client of that API.
 package api
 
 import (
