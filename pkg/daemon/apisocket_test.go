@@ -2,12 +2,12 @@ package daemon
 
 import (
 	"context"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/nydus-go/nydus/pkg/daemon/api"
 )
 
 // TestAPISocketMode: the API socket is 0600 whatever the umask, which
@@ -31,18 +31,11 @@ func TestAPISocketMode(t *testing.T) {
 		if st.Mode()&os.ModeSocket == 0 || st.Mode().Perm() != 0o600 {
 			t.Errorf("umask %#o: the socket's mode is %v, want 0600", mask, st.Mode())
 		}
-		c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		}}}
-		resp, err := c.Get("http://unix/api/v1/daemon")
-		if err != nil {
-			t.Fatal(err)
+		c := api.NewClient(sock)
+		if _, err := c.DaemonInfo(t.Context()); err != nil {
+			t.Errorf("GET /api/v1/daemon: %v", err)
 		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Errorf("GET /api/v1/daemon: %s", resp.Status)
-		}
-		c.CloseIdleConnections()
+		c.Close()
 		closeAPI()
 		if _, err := os.Lstat(sock); !os.IsNotExist(err) {
 			t.Errorf("the socket is left after the API is closed: %v", err)
