@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 )
@@ -125,7 +124,7 @@ func cmdReport(args []string) error {
 	}
 	body := render(*heading, rows, kv.m, stats, cmds, prof, summary)
 	fmt.Print(body)
-	return spliceSection(*doc, *heading, body)
+	return benchkit.SpliceSection(*doc, *heading, body, docHeader)
 }
 
 func readRows(path string) ([]*row, error) {
@@ -367,66 +366,3 @@ written by the script named in its heading; rerun it to refresh the
 figures. Other sections are left as they are.
 
 `
-
-// spliceSection replaces the section that starts at the heading line (up
-// to the next heading of level 1 or 2 outside code fences) with body,
-// appends it if there is none, and creates the file if it is missing.
-func spliceSection(path, heading, body string) error {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		data = []byte(docHeader)
-	} else if err != nil {
-		return err
-	}
-	lines := strings.SplitAfter(string(data), "\n")
-	start, end := -1, len(lines)
-	fence := false
-	for i, l := range lines {
-		t := strings.TrimRight(l, "\r\n")
-		if strings.HasPrefix(strings.TrimSpace(t), "```") {
-			fence = !fence
-			continue
-		}
-		if fence {
-			continue
-		}
-		if start < 0 {
-			if strings.TrimRight(t, " ") == heading {
-				start = i
-			}
-			continue
-		}
-		if strings.HasPrefix(t, "## ") || strings.HasPrefix(t, "# ") {
-			end = i
-			break
-		}
-	}
-	var out string
-	if start < 0 {
-		out = strings.TrimRight(string(data), "\n") + "\n\n" + body
-	} else {
-		out = strings.Join(lines[:start], "") + body + strings.Join(lines[end:], "")
-	}
-	out = strings.TrimRight(out, "\n") + "\n"
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.WriteString(out); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}

@@ -10,41 +10,6 @@ import (
 	"testing"
 )
 
-func TestSpliceSectionKeepsOthers(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "docs", "benchmarks.md")
-	h := "## Conversion (`make bench-convert`)"
-	if err := spliceSection(path, h, h+"\n\nfirst\n"); err != nil {
-		t.Fatal(err)
-	}
-	b, _ := os.ReadFile(path)
-	if !strings.HasPrefix(string(b), "# Benchmarks") || !strings.Contains(string(b), "first") {
-		t.Fatalf("new file:\n%s", b)
-	}
-	doc := "# Benchmarks\n\n## Other\n\nkeep me\n\n" + h + "\n\nold\n### sub\n```\n## not a heading\n```\nold too\n\n## After\n\nkeep me too\n"
-	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := spliceSection(path, h, h+"\n\nnew\n### sub2\n\n"); err != nil {
-		t.Fatal(err)
-	}
-	b, _ = os.ReadFile(path)
-	want := "# Benchmarks\n\n## Other\n\nkeep me\n\n" + h + "\n\nnew\n### sub2\n\n## After\n\nkeep me too\n"
-	if string(b) != want {
-		t.Fatalf("spliced:\n%s\nwant:\n%s", b, want)
-	}
-	// Appended when missing, other sections untouched.
-	if err := os.WriteFile(path, []byte("# Benchmarks\n\n## Layer build\n\nx\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := spliceSection(path, h, h+"\n\nnew\n"); err != nil {
-		t.Fatal(err)
-	}
-	b, _ = os.ReadFile(path)
-	if want := "# Benchmarks\n\n## Layer build\n\nx\n\n" + h + "\n\nnew\n"; string(b) != want {
-		t.Fatalf("appended:\n%q\nwant:\n%q", b, want)
-	}
-}
-
 func TestMedianAndSums(t *testing.T) {
 	if m := median([]float64{3, 1, 2}); m != 2 {
 		t.Fatalf("median = %v", m)

@@ -30,6 +30,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/nydus-go/nydus/bench/internal/benchkit"
 )
 
 // workload is a HelloBench-style command; its first line of output counts
@@ -436,7 +438,7 @@ func (rep *report) write(out, doc, chart string) error {
 		}
 	}
 	if doc != "" {
-		if err := replaceSection(doc, sectionHeading, md); err != nil {
+		if err := benchkit.SpliceSection(doc, sectionHeading, md, "# Benchmarks\n"); err != nil {
 			return err
 		}
 	}

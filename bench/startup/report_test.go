@@ -52,19 +52,6 @@ func TestMarkdownRatiosAndFailures(t *testing.T) {
 	}
 }
 
-func TestReplaceSectionKeepsOthers(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "b.md")
-	os.WriteFile(p, []byte("# B\n\n## One\n\nold one\n\n"+sectionHeading+"\n\nold\n\n## Two\n\ntwo\n"), 0o644)
-	if err := replaceSection(p, sectionHeading, sectionHeading+"\n\nnew\n"); err != nil {
-		t.Fatal(err)
-	}
-	got, _ := os.ReadFile(p)
-	want := "# B\n\n## One\n\nold one\n\n" + sectionHeading + "\n\nnew\n\n## Two\n\ntwo\n"
-	if string(got) != want {
-		t.Fatalf("got:\n%s\nwant:\n%s", got, want)
-	}
-}
-
 func TestMedian(t *testing.T) {
 	if got := median([]int64{5, 1, 3}); got != 3 {
 		t.Fatalf("median %d", got)
