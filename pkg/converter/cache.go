@@ -35,22 +35,26 @@ const (
 // BuildCache maps (layer ChainID, build options) to converted blobs kept
 // in a registry repository, so conversions on any machine reuse them.
 // Keys use the ChainID because a layer's blob depends on the layers
-// below it (they are its deduplication dictionary).
+// below it (they are its deduplication dictionary). A BuildCache is only
+// where the cache lives: each conversion reads it at its start and
+// writes it back at its end, so one BuildCache serves any number of
+// conversions, also at once (the last to write wins, as upstream).
 type BuildCache struct {
-	ref  name.Reference
-	c    *imageref.Client
-	max  int
-	mu   sync.Mutex
+	ref name.Reference
+	c   *imageref.Client
+	max int
+}
+
+// cacheRun is one conversion's copy of the build cache: the entries read
+// at its start, reordered and extended as it goes.
+type cacheRun struct {
+	bc *BuildCache
+	mu sync.Mutex // guards ents, fresh and dirty
+	// ents are the entries, most recently used first.
 	ents []cacheEntry
 	// fresh holds entries added in this run, with their blob layers.
 	fresh map[string]v1.Layer
-	// pushedTo is the repository the fresh blobs were pushed to, if a
-	// registry: the cache mounts them from there instead of uploading.
-	pushedTo *name.Repository
-	// pushed holds the digests of blobs the target manifests reference
-	// (only those exist in pushedTo).
-	pushed map[string]bool
-	dirty  bool
+	dirty bool
 }
 
 type cacheEntry struct {
@@ -77,22 +81,24 @@ func NewBuildCache(ref name.Reference, ro imageref.RegistryOptions, maxRecords i
 	if err != nil {
 		return nil, err
 	}
-	return &BuildCache{ref: ref, c: c, max: maxRecords, fresh: map[string]v1.Layer{}}, nil
+	return &BuildCache{ref: ref, c: c, max: maxRecords}, nil
 }
 
-// load reads the cache image; a missing one is an empty cache.
-func (bc *BuildCache) load(ctx context.Context) error {
+// open reads the cache image for one conversion; a missing one is an
+// empty cache.
+func (bc *BuildCache) open(ctx context.Context) (*cacheRun, error) {
+	r := &cacheRun{bc: bc, fresh: map[string]v1.Layer{}}
 	idx, err := remote.Index(bc.ref, bc.c.Options(ctx)...)
 	if err != nil {
 		var te *transport.Error
 		if errors.As(err, &te) && (te.StatusCode == 404) {
-			return nil
+			return r, nil
 		}
-		return fmt.Errorf("build cache %s: %w", bc.ref, err)
+		return nil, fmt.Errorf("build cache %s: %w", bc.ref, err)
 	}
 	im, err := idx.IndexManifest()
 	if err != nil {
-		return fmt.Errorf("build cache %s: %w", bc.ref, err)
+		return nil, fmt.Errorf("build cache %s: %w", bc.ref, err)
 	}
 	for _, d := range im.Manifests {
 		if d.Annotations[AnnotationCacheVersion] != cacheVersion {
@@ -100,30 +106,30 @@ func (bc *BuildCache) load(ctx context.Context) error {
 		}
 		img, err := idx.Image(d.Digest)
 		if err != nil {
-			return fmt.Errorf("build cache %s: %w", bc.ref, err)
+			return nil, fmt.Errorf("build cache %s: %w", bc.ref, err)
 		}
 		mf, err := img.Manifest()
 		if err != nil {
-			return fmt.Errorf("build cache %s: %w", bc.ref, err)
+			return nil, fmt.Errorf("build cache %s: %w", bc.ref, err)
 		}
 		for _, l := range mf.Layers {
 			if l.MediaType != MediaTypeNydusBlob || l.Annotations[AnnotationCacheChainID] == "" {
 				continue
 			}
-			bc.ents = append(bc.ents, cacheEntry{desc: l, chainID: l.Annotations[AnnotationCacheChainID], options: l.Annotations[AnnotationCacheOptions]})
+			r.ents = append(r.ents, cacheEntry{desc: l, chainID: l.Annotations[AnnotationCacheChainID], options: l.Annotations[AnnotationCacheOptions]})
 		}
 	}
-	return nil
+	return r, nil
 }
 
 // lookup finds an entry and marks it most recently used.
-func (bc *BuildCache) lookup(chainID, options string) *cacheHit {
-	bc.mu.Lock()
-	defer bc.mu.Unlock()
-	for i, e := range bc.ents {
+func (r *cacheRun) lookup(chainID, options string) *cacheHit {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, e := range r.ents {
 		if e.chainID == chainID && e.options == options {
-			bc.ents = append([]cacheEntry{e}, append(bc.ents[:i:i], bc.ents[i+1:]...)...)
-			bc.dirty = true
+			r.ents = append([]cacheEntry{e}, append(r.ents[:i:i], r.ents[i+1:]...)...)
+			r.dirty = true
 			return &cacheHit{desc: e.desc}
 		}
 	}
@@ -131,9 +137,9 @@ func (bc *BuildCache) lookup(chainID, options string) *cacheHit {
 }
 
 // add records a newly converted layer.
-func (bc *BuildCache) add(chainID, options string, b *built) {
-	bc.mu.Lock()
-	defer bc.mu.Unlock()
+func (r *cacheRun) add(chainID, options string, b *built) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	h := v1.Hash{Algorithm: "sha256", Hex: b.res.BlobDigest}
 	d := v1.Descriptor{MediaType: MediaTypeNydusBlob, Digest: h, Size: b.res.BlobSize, Annotations: map[string]string{
 		AnnotationNydusBlob:    "true",
@@ -141,39 +147,43 @@ func (bc *BuildCache) add(chainID, options string, b *built) {
 		AnnotationCacheChainID: chainID,
 		AnnotationCacheOptions: options,
 	}}
-	for i, e := range bc.ents {
+	for i, e := range r.ents {
 		if e.chainID == chainID && e.options == options {
-			bc.ents = append(bc.ents[:i], bc.ents[i+1:]...)
+			r.ents = append(r.ents[:i], r.ents[i+1:]...)
 			break
 		}
 	}
-	bc.ents = append([]cacheEntry{{desc: d, chainID: chainID, options: options}}, bc.ents...)
-	bc.fresh[h.Hex] = b.blob
-	bc.dirty = true
+	r.ents = append([]cacheEntry{{desc: d, chainID: chainID, options: options}}, r.ents...)
+	r.fresh[h.Hex] = b.blob
+	r.dirty = true
 }
 
 // save writes the cache image back, keeping the most recent entries.
-func (bc *BuildCache) save(ctx context.Context) error {
-	bc.mu.Lock()
-	defer bc.mu.Unlock()
-	if !bc.dirty {
+// pushedTo, if not nil, is the registry repository the conversion pushed
+// its image to, and pushed the digests of the blobs that image lists:
+// those the cache mounts from there instead of uploading them.
+func (r *cacheRun) save(ctx context.Context, pushedTo *name.Repository, pushed map[string]bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	bc := r.bc
+	if !r.dirty {
 		return nil
 	}
-	if len(bc.ents) > bc.max {
-		bc.ents = bc.ents[:bc.max]
+	if len(r.ents) > bc.max {
+		r.ents = r.ents[:bc.max]
 	}
 	repo := bc.ref.Context()
 	var layers []v1.Layer
 	var descs []v1.Descriptor
 	seen := map[v1.Hash]bool{}
-	for _, e := range bc.ents {
+	for _, e := range r.ents {
 		if seen[e.desc.Digest] {
 			continue
 		}
 		seen[e.desc.Digest] = true
-		l, ok := bc.fresh[e.desc.Digest.Hex]
-		if ok && bc.pushedTo != nil && bc.pushed[e.desc.Digest.Hex] && bc.pushedTo.RegistryStr() == repo.RegistryStr() {
-			if rl, err := remote.Layer(bc.pushedTo.Digest(e.desc.Digest.String()), bc.c.Options(ctx)...); err == nil {
+		l, ok := r.fresh[e.desc.Digest.Hex]
+		if ok && pushedTo != nil && pushed[e.desc.Digest.Hex] && pushedTo.RegistryStr() == repo.RegistryStr() {
+			if rl, err := remote.Layer(pushedTo.Digest(e.desc.Digest.String()), bc.c.Options(ctx)...); err == nil {
 				l = rl
 			}
 		}
@@ -210,22 +220,15 @@ func (bc *BuildCache) save(ctx context.Context) error {
 	if err := remote.Put(bc.ref, rawManifest{rawIdx, types.OCIImageIndex}, bc.c.Options(ctx)...); err != nil {
 		return fmt.Errorf("build cache %s: %w", bc.ref, err)
 	}
-	bc.dirty = false
+	r.dirty = false
 	return nil
-}
-
-// Len returns the number of entries.
-func (bc *BuildCache) Len() int {
-	bc.mu.Lock()
-	defer bc.mu.Unlock()
-	return len(bc.ents)
 }
 
 // useCached turns a cache entry into a converted layer: the blob is
 // mounted from the cache repository, and its inline bootstrap and chunk
 // info are read with a few range requests.
 func (c *conv) useCached(ctx context.Context, hit *cacheHit, src v1.Layer, chainID string) (*built, error) {
-	bc := c.o.Cache
+	bc := c.cache.bc
 	repo := bc.ref.Context()
 	rl, err := remote.Layer(repo.Digest(hit.desc.Digest.String()), bc.c.Options(ctx)...)
 	if err != nil {

@@ -227,7 +227,7 @@ func Convert(ctx context.Context, src, dst imageref.Ref, o Options) (*Result, er
 	res := &Result{Source: src.String(), Target: dst.String(), SourceDigest: s.Digest.String()}
 	c := &conv{o: &o, work: work, src: s, srcC: srcC, dst: dst, dstC: dstC}
 	if o.Cache != nil {
-		if err := o.Cache.load(ctx); err != nil {
+		if c.cache, err = o.Cache.open(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -336,20 +336,21 @@ func Convert(ctx context.Context, src, dst imageref.Ref, o Options) (*Result, er
 		}
 		c.contribute(ctx, scope, boots)
 	}
-	if o.Cache != nil {
+	if c.cache != nil {
+		var pushedTo *name.Repository
+		pushed := map[string]bool{}
 		if dst.Name != nil {
 			repo := dst.Name.Context()
-			o.Cache.pushedTo = &repo
-			o.Cache.pushed = map[string]bool{}
+			pushedTo = &repo
 			for _, t := range targets {
 				for _, l := range t.img.layers {
 					if d, err := l.Digest(); err == nil {
-						o.Cache.pushed[d.Hex] = true
+						pushed[d.Hex] = true
 					}
 				}
 			}
 		}
-		if err := o.Cache.save(ctx); err != nil {
+		if err := c.cache.save(ctx, pushedTo, pushed); err != nil {
 			return nil, fmt.Errorf("update build cache: %w", err)
 		}
 	}
@@ -365,6 +366,8 @@ type conv struct {
 	srcC *imageref.Client
 	dst  imageref.Ref
 	dstC *imageref.Client
+	// cache is this conversion's copy of the build cache (nil: none).
+	cache *cacheRun
 }
 
 // built is one layer after conversion.
@@ -376,68 +379,107 @@ type built struct {
 	chunked bool
 }
 
-// convertImage converts one platform image.
+// platformImage is one platform image of the source, checked: its
+// manifest, config and layers, and each layer's ChainID.
+type platformImage struct {
+	plat   string
+	digest v1.Hash
+	mf     *v1.Manifest
+	rawCfg []byte
+	layers []v1.Layer
+	chains []v1.Hash
+}
+
+// convertImage converts one platform image in four stages: inspect the
+// source, fetch and build its layers (fetching ahead while building in
+// order), merge their bootstraps, and assemble the Nydus image.
 func (c *conv) convertImage(ctx context.Context, img v1.Image, p *v1.Platform) (*nydusImage, *ImageResult, error) {
 	start := time.Now()
-	o := c.o
-	plat := PlatformString(p)
-	srcDigest, err := img.Digest()
+	si, err := c.inspect(img, p)
 	if err != nil {
 		return nil, nil, err
 	}
-	mf, err := img.Manifest()
+	done, err := c.buildLayers(ctx, si)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s (%s): manifest: %w", c.src.Ref, plat, err)
+		return nil, nil, err
 	}
-	rawCfg, err := img.RawConfigFile()
+	merged, err := c.merge(ctx, si, done)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s (%s): config: %w", c.src.Ref, plat, err)
+		return nil, nil, err
+	}
+	ni, ir, err := c.assemble(si, done, merged)
+	if err != nil {
+		return nil, nil, err
+	}
+	ir.ConvertSeconds = time.Since(start).Seconds()
+	return ni, ir, nil
+}
+
+// inspect reads and checks one platform image of the source: ordinary
+// OCI or Docker layers, one diff_id each.
+func (c *conv) inspect(img v1.Image, p *v1.Platform) (*platformImage, error) {
+	si := &platformImage{plat: PlatformString(p)}
+	var err error
+	if si.digest, err = img.Digest(); err != nil {
+		return nil, err
+	}
+	if si.mf, err = img.Manifest(); err != nil {
+		return nil, fmt.Errorf("%s (%s): manifest: %w", c.src.Ref, si.plat, err)
+	}
+	if si.rawCfg, err = img.RawConfigFile(); err != nil {
+		return nil, fmt.Errorf("%s (%s): config: %w", c.src.Ref, si.plat, err)
 	}
 	cf, err := img.ConfigFile()
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s (%s): config: %w", c.src.Ref, plat, err)
+		return nil, fmt.Errorf("%s (%s): config: %w", c.src.Ref, si.plat, err)
 	}
-	layers, err := img.Layers()
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s (%s): layers: %w", c.src.Ref, plat, err)
+	if si.layers, err = img.Layers(); err != nil {
+		return nil, fmt.Errorf("%s (%s): layers: %w", c.src.Ref, si.plat, err)
 	}
-	for i, l := range layers {
+	for i, l := range si.layers {
 		mt, err := l.MediaType()
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		switch mt {
 		case types.DockerLayer, types.OCILayer, types.OCIUncompressedLayer, types.OCILayerZStd, types.DockerUncompressedLayer:
 		case MediaTypeNydusBlob:
-			return nil, nil, fmt.Errorf("%s (%s): layer %d is already a Nydus blob: the source is a Nydus image", c.src.Ref, plat, i)
+			return nil, fmt.Errorf("%s (%s): layer %d is already a Nydus blob: the source is a Nydus image", c.src.Ref, si.plat, i)
 		default:
-			return nil, nil, fmt.Errorf("%s (%s): layer %d has unsupported media type %q", c.src.Ref, plat, i, mt)
+			return nil, fmt.Errorf("%s (%s): layer %d has unsupported media type %q", c.src.Ref, si.plat, i, mt)
 		}
 	}
-	if len(cf.RootFS.DiffIDs) != len(layers) {
-		return nil, nil, fmt.Errorf("%s (%s): config lists %d diff_ids for %d layers", c.src.Ref, plat, len(cf.RootFS.DiffIDs), len(layers))
+	if len(cf.RootFS.DiffIDs) != len(si.layers) {
+		return nil, fmt.Errorf("%s (%s): config lists %d diff_ids for %d layers", c.src.Ref, si.plat, len(cf.RootFS.DiffIDs), len(si.layers))
 	}
-	chains := chainIDs(cf.RootFS.DiffIDs)
+	si.chains = chainIDs(cf.RootFS.DiffIDs)
+	return si, nil
+}
 
-	// Chunk dictionary.
+// buildLayers converts the layers in order, each against the chunks of
+// those below it (unless Independent) and of the chunk dictionary; it
+// downloads layers ahead, Concurrency at a time, and takes the ones the
+// build cache has from there.
+func (c *conv) buildLayers(ctx context.Context, si *platformImage) ([]*built, error) {
+	o := c.o
+	n := len(si.layers)
 	var dictRd *rafs.Reader
 	if o.ChunkDict != nil {
 		dictRd = o.ChunkDict.boot
 	}
-
-	// Download layers ahead, a few at a time, while building in order.
-	fetched := make([]chan fetchResult, len(layers))
+	fetched := make([]chan fetchResult, n)
 	for i := range fetched {
 		fetched[i] = make(chan fetchResult, 1)
 	}
 	sem := make(chan struct{}, o.Concurrency)
+	var fwg sync.WaitGroup
+	defer fwg.Wait() // on return: cancel the downloads, then wait for them
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var fwg sync.WaitGroup
-	cachedHits := make([]*cacheHit, len(layers))
-	for i, l := range layers {
-		if o.Cache != nil {
-			cachedHits[i] = o.Cache.lookup(chains[i].String(), c.optionsKey())
+	cachedHits := make([]*cacheHit, n)
+	for i, l := range si.layers {
+		if c.cache != nil {
+			cachedHits[i] = c.cache.lookup(si.chains[i].String(), c.optionsKey())
 		}
 		if cachedHits[i] != nil {
 			fetched[i] <- fetchResult{}
@@ -453,74 +495,81 @@ func (c *conv) convertImage(ctx context.Context, img v1.Image, p *v1.Platform) (
 				return
 			}
 			defer func() { <-sem }()
-			fetched[i] <- c.fetch(fctx, l, i, len(layers), plat)
+			fetched[i] <- c.fetch(fctx, l, i, n, si.plat)
 		}(i, l)
 	}
-	defer fwg.Wait()
-	defer cancel()
 
 	var done []*built
-	var dicts []*rafs.Reader
-	var known []string
-	for i, l := range layers {
+	var below []*rafs.Reader
+	for i, l := range si.layers {
 		var b *built
+		var err error
 		fr := <-fetched[i]
 		if fr.err != nil {
-			return nil, nil, fr.err
+			return nil, fr.err
 		}
 		if hit := cachedHits[i]; hit != nil {
-			b, err = c.useCached(ctx, hit, l, chains[i].String())
+			b, err = c.useCached(ctx, hit, l, si.chains[i].String())
 			if err != nil {
 				o.Log.Warn("build cache entry unusable; converting the layer", "layer", i, "err", err)
 				b = nil
-				fr = c.fetch(ctx, l, i, len(layers), plat)
-				if fr.err != nil {
-					return nil, nil, fr.err
+				if fr = c.fetch(ctx, l, i, n, si.plat); fr.err != nil {
+					return nil, fr.err
 				}
 			} else {
-				o.Events(Event{Kind: "layer-cached", Platform: plat, Layer: i, Layers: len(layers), Digest: b.res.BlobDigest})
+				o.Events(Event{Kind: "layer-cached", Platform: si.plat, Layer: i, Layers: n, Digest: b.res.BlobDigest})
 			}
 		}
 		if b == nil {
 			var layerDicts []*rafs.Reader
 			if !o.Independent {
-				layerDicts = dicts
+				layerDicts = below
 			}
-			b, err = c.build(ctx, fr, l, i, len(layers), plat, dictRd, layerDicts)
-			if err != nil {
-				return nil, nil, err
+			if b, err = c.build(ctx, fr, l, i, n, si.plat, dictRd, layerDicts); err != nil {
+				return nil, err
 			}
-			b.res.ChainID = chains[i].String()
-			if o.Cache != nil && b.blob != nil {
-				o.Cache.add(b.res.ChainID, c.optionsKey(), b)
+			b.res.ChainID = si.chains[i].String()
+			if c.cache != nil && b.blob != nil {
+				c.cache.add(b.res.ChainID, c.optionsKey(), b)
 			}
 		}
-		b.res.ChainID = chains[i].String()
+		b.res.ChainID = si.chains[i].String()
 		done = append(done, b)
-		dicts = append(dicts, b.boot)
-		known = append(known, b.res.BlobDigest)
+		below = append(below, b.boot)
 	}
+	return done, nil
+}
 
-	// Merge the per-layer bootstraps.
+// merge merges the layers' bootstraps into the image's.
+func (c *conv) merge(ctx context.Context, si *platformImage, done []*built) (*builder.MergeResult, error) {
+	o := c.o
 	var srcs []builder.MergeSource
+	var known []string
 	for _, b := range done {
 		srcs = append(srcs, builder.MergeSource{Reader: b.boot, Path: b.res.BlobDigest})
+		known = append(known, b.res.BlobDigest)
 	}
 	mopts := builder.MergeOptions{KnownBlobs: known, Prefetch: o.Prefetch, Warn: func(m string) { o.Log.Warn(m) }}
-	if dictRd != nil {
-		mopts.ChunkDict = dictRd
+	if o.ChunkDict != nil {
+		mopts.ChunkDict = o.ChunkDict.boot
 	}
 	merged, err := builder.Merge(ctx, srcs, mopts)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s (%s): merge layers: %w", c.src.Ref, plat, err)
+		return nil, fmt.Errorf("%s (%s): merge layers: %w", c.src.Ref, si.plat, err)
 	}
+	return merged, nil
+}
 
-	// Blob layers, in the merged bootstrap's blob order.
+// assemble makes the Nydus image: one blob layer per blob of the merged
+// bootstrap (the layers' own, or the chunk dictionary's), the bootstrap
+// layer, the config and the manifest.
+func (c *conv) assemble(si *platformImage, done []*built, merged *builder.MergeResult) (*nydusImage, *ImageResult, error) {
+	o := c.o
 	byID := map[string]*built{}
 	for _, b := range done {
 		byID[b.res.BlobDigest] = b
 	}
-	ir := &ImageResult{Platform: plat, SourceDigest: srcDigest.String()}
+	ir := &ImageResult{Platform: si.plat, SourceDigest: si.digest.String()}
 	var blobLayers []v1.Layer
 	var diffIDs []string
 	metas := map[string][]byte{}
@@ -561,7 +610,7 @@ func (c *conv) convertImage(ctx context.Context, img v1.Image, p *v1.Platform) (
 	}
 	bootDigest := v1.Hash{Algorithm: "sha256", Hex: sha256Hex(bl.gz)}
 	bootDiff, _ := v1.NewHash(bl.diffID)
-	docker := (mf.MediaType == types.DockerManifestSchema2) && !o.OCI
+	docker := (si.mf.MediaType == types.DockerManifestSchema2) && !o.OCI
 	bootMT := types.MediaType(MediaTypeOCILayerGzip)
 	if docker {
 		bootMT = MediaTypeDockerLayerGzip
@@ -574,9 +623,9 @@ func (c *conv) convertImage(ctx context.Context, img v1.Image, p *v1.Platform) (
 	ir.NydusSize += int64(len(bl.gz))
 
 	// Config: the source's, with Nydus diff_ids and a history entry.
-	cfgJSON, err := nydusConfig(rawCfg, diffIDs)
+	cfgJSON, err := nydusConfig(si.rawCfg, diffIDs)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s (%s): config: %w", c.src.Ref, plat, err)
+		return nil, nil, fmt.Errorf("%s (%s): config: %w", c.src.Ref, si.plat, err)
 	}
 	cfgMT := types.OCIConfigJSON
 	manMT := types.OCIManifestSchema1
@@ -592,7 +641,7 @@ func (c *conv) convertImage(ctx context.Context, img v1.Image, p *v1.Platform) (
 		Config:        v1.Descriptor{MediaType: cfgMT, Digest: v1.Hash{Algorithm: "sha256", Hex: sha256Hex(cfgJSON)}, Size: int64(len(cfgJSON))},
 		Layers:        layerDescs,
 		Annotations: map[string]string{
-			AnnotationSourceDigest:   srcDigest.String(),
+			AnnotationSourceDigest:   si.digest.String(),
 			AnnotationSourceRef:      c.src.Ref.String(),
 			AnnotationFSVersion:      "6",
 			AnnotationBuilderVersion: version.Version,
@@ -607,7 +656,6 @@ func (c *conv) convertImage(ctx context.Context, img v1.Image, p *v1.Platform) (
 		ir.SourceSize += b.res.SourceSize
 		ir.DedupBytes += b.res.Stats.DedupBytes
 	}
-	ir.ConvertSeconds = time.Since(start).Seconds()
 	return &nydusImage{manifest: rawMan, config: cfgJSON, mt: manMT, layers: append(blobLayers, bootLayer), boot: merged.Bootstrap}, ir, nil
 }
 
