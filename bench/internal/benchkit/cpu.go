@@ -1,6 +1,7 @@
 package benchkit
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -48,27 +49,50 @@ func CmdWaitIdle(args []string) error {
 	if err := fset.Parse(args); err != nil {
 		return err
 	}
+	waited, err := waitIdle(context.Background(), time.Duration(*maxWait*float64(time.Second)), *threshold, *window)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%.1f\n", waited.Seconds())
+	return nil
+}
+
+// IdleWindow is the sampling window of WaitIdle.
+const IdleWindow = 500 * time.Millisecond
+
+// WaitIdle waits until other processes keep less than threshold cores
+// busy over two consecutive IdleWindow samples, or maxWait has passed (a
+// sample already begun is finished), and returns how long it waited. It
+// returns early with the context's error.
+func WaitIdle(ctx context.Context, maxWait time.Duration, threshold float64) (time.Duration, error) {
+	return waitIdle(ctx, maxWait, threshold, IdleWindow)
+}
+
+func waitIdle(ctx context.Context, maxWait time.Duration, threshold float64, window time.Duration) (time.Duration, error) {
 	start := time.Now()
 	quiet := 0
-	for quiet < 2 && time.Since(start).Seconds() < *maxWait {
+	for quiet < 2 && time.Since(start) < maxWait {
 		b0, err := BusyCPU()
 		if err != nil {
-			return err
+			return time.Since(start), err
 		}
 		t0 := time.Now()
-		time.Sleep(*window)
+		select {
+		case <-ctx.Done():
+			return time.Since(start), ctx.Err()
+		case <-time.After(window):
+		}
 		b1, err := BusyCPU()
 		if err != nil {
-			return err
+			return time.Since(start), err
 		}
-		if (b1-b0)/time.Since(t0).Seconds() < *threshold {
+		if (b1-b0)/time.Since(t0).Seconds() < threshold {
 			quiet++
 		} else {
 			quiet = 0
 		}
 	}
-	fmt.Printf("%.1f\n", time.Since(start).Seconds())
-	return nil
+	return time.Since(start), nil
 }
 
 // Verdict words a target check for the reports.

@@ -1,5 +1,6 @@
 // Package benchkit holds helpers shared by the benchmark drivers under
-// bench/: apt mirror discovery and CPU-idle detection.
+// bench/: apt mirror discovery and package installation, CPU-idle
+// detection, timed runs of child processes and Markdown sections.
 package benchkit
 
 import (
@@ -32,20 +33,31 @@ func CmdMirror(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	srcs, err := AptSources(*aptDir)
+	uri, err := Mirror(*aptDir, *suite, *comp)
 	if err != nil {
 		return err
 	}
+	fmt.Println(uri)
+	return nil
+}
+
+// Mirror returns the URI (without a trailing slash) of the first enabled
+// "deb" source of apt's configuration in aptDir (/etc/apt) that serves
+// the suite and component over http, https or file.
+func Mirror(aptDir, suite, component string) (string, error) {
+	srcs, err := AptSources(aptDir)
+	if err != nil {
+		return "", err
+	}
 	for _, s := range srcs {
-		if !slices.Contains(s.Suites, *suite) || !slices.Contains(s.Components, *comp) {
+		if !slices.Contains(s.Suites, suite) || !slices.Contains(s.Components, component) {
 			continue
 		}
 		if strings.HasPrefix(s.URI, "http://") || strings.HasPrefix(s.URI, "https://") || strings.HasPrefix(s.URI, "file:") {
-			fmt.Println(strings.TrimRight(s.URI, "/"))
-			return nil
+			return strings.TrimRight(s.URI, "/"), nil
 		}
 	}
-	return fmt.Errorf("no enabled 'deb' source for suite %s, component %s in %s/sources.list or %s/sources.list.d/*.{list,sources} (set BENCH_MIRROR to override)", *suite, *comp, *aptDir, *aptDir)
+	return "", fmt.Errorf("no enabled 'deb' source for suite %s, component %s in %s/sources.list or %s/sources.list.d/*.{list,sources} (set BENCH_MIRROR to override)", suite, component, aptDir, aptDir)
 }
 
 // AptSources reads sources.list and sources.list.d/*.list and *.sources in

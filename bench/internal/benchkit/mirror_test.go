@@ -35,4 +35,10 @@ func TestAptSources(t *testing.T) {
 	if want := []string{"http://two.invalid/debian"}; !slices.Equal(got, want) {
 		t.Fatalf("bookworm/main sources = %v, want %v (all: %+v)", got, want, srcs)
 	}
+	if uri, err := Mirror(dir, "bookworm", "main"); err != nil || uri != "http://two.invalid/debian" {
+		t.Fatalf("Mirror = %q, %v", uri, err)
+	}
+	if _, err := Mirror(dir, "trixie", "main"); err == nil {
+		t.Fatal("Mirror found a trixie source")
+	}
 }
