@@ -20,6 +20,12 @@
 // [Reader] that locates sections in an existing blob through an
 // io.ReaderAt, and helpers for the "<blob_id>.blob.meta" cache file.
 //
+// Entry points: [NewWriter] starts a blob, [Writer.WriteChunkData] appends
+// compressed chunks and [Writer.Finish] writes the sections after them;
+// [Open] reads an existing blob ([Reader.Sections], [Reader.ChunkInfos],
+// [Reader.ReadChunk], [Reader.Bootstrap], [Reader.TOC]); [ParseMetaFile]
+// and [MarshalMetaFile] read and write the "<blob_id>.blob.meta" file.
+//
 // Every parser checks lengths and counts against the input size and hard
 // limits before allocating, and reports problems as errors wrapping
 // [ErrCorrupt] with the offending field or offset. The package never logs

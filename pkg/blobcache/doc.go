@@ -4,6 +4,12 @@
 // nydus-snapshotter's cache GC and usage accounting, and an upstream
 // nydusd sharing or taking over the directory, keep working.
 //
+// Entry points: [Open] opens a cache directory as a [Cache];
+// [Cache.Blob] returns one blob's [BlobCache], whose [BlobCache.Put] and
+// [BlobCache.ReadChunk] write and read verified chunks; [Cache.Files] is
+// the store of whole-file copies ([Files]) and [Cache.Remove] deletes a
+// blob's files.
+//
 // For a blob id (64 lowercase hex characters) a cache directory holds:
 //
 //	<id>.blob.data            sparse file; the uncompressed data of chunk i

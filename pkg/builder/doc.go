@@ -6,4 +6,10 @@
 // chunks of the same layer, a parent bootstrap and a chunk dictionary.
 // Output is reproducible: the same input yields identical bytes, whatever
 // the number of compression workers.
+//
+// Entry points: [Create] builds one layer from a tar stream (a directory
+// through [DirTar]) into a data blob and a bootstrap ([Result]); [Merge]
+// stacks per-layer bootstraps into an image's; [Unpack] writes an image
+// back as a tar stream and [Check] verifies a bootstrap and its blobs. See
+// ExampleCreate, ExampleUnpack and ExampleMerge.
 package builder

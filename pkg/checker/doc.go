@@ -2,6 +2,11 @@
 // exactly the filesystem of the OCI image it was converted from: the
 // library behind `nydusify check --source REF --target REF`.
 //
+// Entry point: [Check] checks a target against an optional source, as
+// [Options] say, and returns one [Report] per checked manifest:
+// [Report.OK] is the verdict and [Report.Problems] lists what failed. See
+// ExampleCheck.
+//
 // For every checked Nydus manifest, Check
 //
 //  1. applies upstream's manifest rules (nydusify pkg/checker/rule/manifest.go,

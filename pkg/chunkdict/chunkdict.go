@@ -2,6 +2,11 @@
 // registry so that every conversion into a dedup scope reuses the chunks
 // of the images converted before it, with no dictionary built by hand.
 //
+// Entry points: [Open] reads a dictionary from its bootstrap, [FromImage]
+// makes one from an image's bootstrap, [Merge] sums dictionaries and
+// [Dict.Bootstrap] writes one; [EncodeRefs] and [Dict.AddRefs] make and
+// count reference lists.
+//
 // A [Dict] lists chunks by content (digest), each with the blob that
 // holds it (a full RAFS blob table entry, so an image built against the
 // dictionary can reference that blob) and a reference count: how many

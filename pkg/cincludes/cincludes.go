@@ -8,6 +8,10 @@
 // an #if that is false counts too (a superset), and names built by
 // macros ("#include FOO_H") are left out. It is a leaf: bytes in, names
 // out. Parse takes untrusted input and never panics.
+//
+// Entry points: [Parse] lists a file's [Include] directives, [SystemDirs]
+// the directories a compiler searches and [Resolve] the candidate paths of
+// one include.
 package cincludes
 
 import (

@@ -8,4 +8,8 @@
 //
 // All functions are safe for concurrent use. Encoders and decoders are shared
 // or pooled, so callers should not create their own per call.
+//
+// Entry points: [Compress] and [Decompress] (with [CompressLevel] and
+// [CompressIfSmaller] for the builder), [ParseAlgorithm] for names such as
+// "zstd", and [NewStreamReader], which sniffs and decompresses a stream.
 package compress

@@ -1,6 +1,8 @@
-// Package converter converts OCI and Docker images into Nydus images and
-// back-checks them: the library behind `nydusify convert`, `check` and
-// `copy`. It builds in-process with package builder (it never shells out),
+// Package converter converts OCI and Docker images into Nydus images:
+// the library behind `nydusify convert` (`nydusify check` is package
+// checker; `nydusify copy` goes through package imageref and
+// go-containerregistry, with this package's media types and platform
+// helpers). It builds in-process with package builder (it never shells out),
 // reads and writes registries through go-containerregistry, and writes
 // the image layout that nydus-snapshotter's converter writes today.
 //
@@ -8,4 +10,10 @@
 // below it, so data that a later layer re-adds, or that an upgrade leaves
 // unchanged, is stored once. Set Options.Independent for upstream's
 // layer-by-layer packing.
+//
+// Entry points: [Convert] converts the image at one [imageref.Ref] into
+// another, as [Options] say, and returns a [Result]; [OpenChunkDict] opens
+// a chunk dictionary image and [NewBuildCache] a build cache for it;
+// [ExtractBootstrap] takes the RAFS bootstrap out of a converted image's
+// bootstrap layer. See ExampleConvert.
 package converter

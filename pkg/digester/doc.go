@@ -4,4 +4,8 @@
 //
 // The numeric values of [Algorithm] are the on-disk values stored in RAFS
 // blob tables.
+//
+// Entry points: [Sum] digests a chunk, [New] returns a streaming
+// [hash.Hash], and [ParseAlgorithm] and [ParseDigest] read names and hex
+// digests.
 package digester

@@ -6,6 +6,10 @@
 //
 // It is a leaf: bytes in (io.ReaderAt), names out. Every parser takes
 // untrusted input: malformed files give an error, never a panic.
+//
+// Entry points: [Shebang] reads a script's interpreter, [ReadELF] an ELF
+// file's [Deps], [ParseLdCache] the ld.so cache, and [Candidates] lists
+// where ld.so looks for one needed library.
 package elfdeps
 
 import (

@@ -10,6 +10,10 @@
 // working: ErrNotFound is fs.ErrNotExist, ErrPermission is
 // fs.ErrPermission, ErrInvalid is fs.ErrInvalid and ErrUnsupported is
 // errors.ErrUnsupported.
+//
+// Entry points: the kinds ([ErrNotFound], [ErrInvalid], [ErrCorrupt],
+// [ErrUnsupported] and the others below), tested with [errors.Is], and
+// [New], which makes a package's own sentinel error that matches a kind.
 package errdefs
 
 import (

@@ -2,10 +2,11 @@
 // (package fs) and its blob backends: it turns "the data of this chunk"
 // into backend range requests, and hands out only verified data.
 //
-// An Engine is opened on an image's bootstrap (a rafs.Reader) and a
-// Backend. Chunk returns one chunk's data, from the cache or fetched;
-// Stream fetches many chunks into the cache with a few large requests.
-// What it guarantees and how:
+// Entry points: [New] opens an [Engine] on an image's bootstrap (a
+// [rafs.Reader]) and a [Backend], with a [ChunkCache] and the rest in
+// [Options]. [Engine.Chunk] returns one chunk's data, from the cache or
+// fetched; [Engine.Stream] fetches many chunks into the cache with a few
+// large requests (see ExampleNew). What it guarantees and how:
 //
 //   - Verification before serve or cache: every chunk fetched from the
 //     backend is checked against its digest and size before it is

@@ -11,4 +11,6 @@
 // go-containerregistry image or index) and [Describe] (a registry error
 // turned into one line that names the image and the registry, wrapping
 // an [errdefs] kind).
+//
+// See ExampleParse for the reference forms.
 package imageref

@@ -15,6 +15,10 @@
 // It is a leaf: bytes in (io.ReaderAt), names out. Read takes untrusted
 // input: a malformed file gives an error, never a panic, and bounded
 // work.
+//
+// Entry points: [Read] reads a compiled module's [Module], [Locate] finds
+// the [Location] of a module from its path and [Resolve] turns a module's
+// imports into the files the interpreter reads, through an [FS].
 package pyimports
 
 import (

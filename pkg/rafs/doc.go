@@ -8,4 +8,11 @@
 //
 // The package is a leaf: it parses from an io.ReaderAt, writes to an
 // io.Writer and never touches the network, FUSE or a logger.
+//
+// Entry points: [Open] parses a bootstrap into a [Reader], which looks
+// paths up ([Reader.Lookup]), lists directories ([Reader.ReadDir]), walks
+// the tree ([Reader.Walk]), returns a file's chunks ([Reader.ChunkAddrs],
+// [Reader.ChunkTable]) and loads the whole tree as [Node]s ([Reader.Load]);
+// [Marshal] and [Write] turn a [Node] tree back into a bootstrap. See
+// ExampleOpen and ExampleMarshal.
 package rafs

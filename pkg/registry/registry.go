@@ -3,6 +3,12 @@
 // (token flow, basic auth, redirects to blob storage). It is the storage
 // backend of `nydus-image unpack --backend-type registry`, and of the
 // converter and the daemon.
+//
+// Entry points: [New] makes a [Client] for one registry from a [Config]
+// (mirrors, proxy, TLS and auth), [NewForRepository] one for a
+// go-containerregistry repository; [Client.ReadRange], [Client.OpenRange]
+// and [Client.ReadRanges] read byte ranges of a blob, and [Client.ReaderAt]
+// wraps one as an io.ReaderAt.
 package registry
 
 import (

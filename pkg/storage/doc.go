@@ -7,4 +7,9 @@
 //
 // It depends on the format packages only: the builder and the runtime
 // both import it, and neither imports the other.
+//
+// Entry points: [NewChunkReader] (a bootstrap's chunks read through a
+// [RangeReader], [ChunkReader.ReadChunk]), [FileSource] and [BytesSource]
+// (blobs in local files and in memory) and [OpenRange] and [ReadRanges]
+// (streamed and multi-range reads of any RangeReader).
 package storage

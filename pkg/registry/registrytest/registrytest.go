@@ -6,6 +6,10 @@
 // registry mirror), which [Registry.Stop] and [Registry.Restart] take down
 // and back.
 //
+// Entry points: [Start] runs a [Registry] for a test ([Options] choose
+// auth and mirroring); [Registry.Stats] counts its traffic; [PushImage]
+// and [PushIndex] push test images to it.
+//
 // Clients talk to the registry through an in-process counting reverse proxy,
 // so tests can assert how many blob bytes a tool uploaded or downloaded, how
 // many uploads it completed and whether it used cross-repository mounts (see
