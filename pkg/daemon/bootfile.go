@@ -9,8 +9,9 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/nydus-go/nydus/internal/lru"
 	"github.com/zeebo/blake3"
+
+	"github.com/nydus-go/nydus/internal/lru"
 )
 
 // bootBlockSize is the unit in which a bootstrap is verified and cached.

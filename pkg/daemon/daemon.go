@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/nydus-go/nydus/pkg/blobcache"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
+	"github.com/nydus-go/nydus/pkg/errdefs"
 	"github.com/nydus-go/nydus/pkg/fetch"
 	nfs "github.com/nydus-go/nydus/pkg/fs"
 	"github.com/nydus-go/nydus/pkg/fusefs"
@@ -218,7 +220,10 @@ func (d *Daemon) SetState(s string) { d.state.Store(s) }
 func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.ConfigV1) (*instance, error) {
 	boot, digest, err := openBootFile(bootstrap, d.blocks)
 	if err != nil {
-		return nil, err
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, errdefs.Errorf(errdefs.ErrNotFound, "%w", err)
+		}
+		return nil, errdefs.Errorf(errdefs.ErrInvalid, "%w", err)
 	}
 	be, beCloser, err := newBackend(ctx, cfg, d.o.Log)
 	if err != nil {
@@ -229,7 +234,7 @@ func (d *Daemon) openImage(ctx context.Context, bootstrap string, cfg *api.Confi
 	rd, err := rafs.Open(ctx, boot, boot.Size())
 	if err != nil {
 		closer()
-		return nil, fmt.Errorf("bootstrap %s: %w", bootstrap, err)
+		return nil, errdefs.Errorf(errdefs.ErrInvalid, "bootstrap %s: %w", bootstrap, err)
 	}
 	image := ""
 	if bc := cfg.Device.Backend.Config; cfg.Device.Backend.Type == "registry" && bc.Host != "" && bc.Repo != "" {
@@ -386,7 +391,7 @@ func newBackend(ctx context.Context, cfg *api.ConfigV1, log *slog.Logger) (fetch
 	switch cfg.Device.Backend.Type {
 	case "localfs":
 		if bc.Dir == "" && bc.BlobFile == "" {
-			return nil, nil, errors.New("invalid nydusd config: field device.backend.config.dir is empty")
+			return nil, nil, errdefs.Errorf(errdefs.ErrInvalid, "invalid nydusd config: field device.backend.config.dir is empty")
 		}
 		fs := &storage.FileSource{Dir: bc.Dir, File: bc.BlobFile, AltDirs: bc.AltDirs}
 		return fs, func() { fs.Close() }, nil
@@ -397,7 +402,7 @@ func newBackend(ctx context.Context, cfg *api.ConfigV1, log *slog.Logger) (fetch
 		}
 		if auth != "" {
 			if _, err := base64.StdEncoding.DecodeString(auth); err != nil {
-				return nil, nil, errors.New("invalid nydusd config: field device.backend.config.auth is not base64")
+				return nil, nil, errdefs.Errorf(errdefs.ErrInvalid, "invalid nydusd config: field device.backend.config.auth is not base64")
 			}
 		}
 		rc := registry.Config{Host: bc.Host, Repo: bc.Repo, Scheme: bc.Scheme, Auth: auth,
@@ -410,7 +415,7 @@ func newBackend(ctx context.Context, cfg *api.ConfigV1, log *slog.Logger) (fetch
 		}
 		for i, m := range bc.Mirrors {
 			if m.Host == "" {
-				return nil, nil, fmt.Errorf("invalid nydusd config: field device.backend.config.mirrors[%d].host is empty", i)
+				return nil, nil, errdefs.Errorf(errdefs.ErrInvalid, "invalid nydusd config: field device.backend.config.mirrors[%d].host is empty", i)
 			}
 			rc.Mirrors = append(rc.Mirrors, registry.MirrorConfig{Host: m.Host, PingURL: m.PingURL, Headers: m.Headers,
 				AuthThrough: m.AuthThrough, HealthCheckInterval: time.Duration(m.HealthCheckInterval) * time.Second,
@@ -494,14 +499,14 @@ func (d *Daemon) StartShared(ctx context.Context) error {
 func (d *Daemon) Mount(ctx context.Context, sub string, req api.MountRequest) error {
 	name := strings.Trim(sub, "/")
 	if name == "" || strings.Contains(name, "/") || name == "." || name == ".." {
-		return &Error{Code: "EINVAL", Status: 400, Msg: fmt.Sprintf("invalid mountpoint %q: want /<name>", sub)}
+		return errdefs.Errorf(errdefs.ErrInvalid, "invalid mountpoint %q: want /<name>", sub)
 	}
 	if req.FsType != "" && req.FsType != "rafs" {
-		return &Error{Code: "EINVAL", Status: 400, Msg: fmt.Sprintf("unsupported fs_type %q (want rafs)", req.FsType)}
+		return errdefs.Errorf(errdefs.ErrInvalid, "unsupported fs_type %q (want rafs)", req.FsType)
 	}
 	cfg, unknown, err := api.ParseConfig([]byte(req.Config))
 	if err != nil {
-		return &Error{Code: "EINVAL", Status: 400, Msg: err.Error()}
+		return errdefs.Errorf(errdefs.ErrInvalid, "%w", err)
 	}
 	for _, u := range unknown {
 		d.o.Log.Warn("ignoring unknown config field", "field", u)
@@ -515,19 +520,19 @@ func (d *Daemon) Mount(ctx context.Context, sub string, req api.MountRequest) er
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		return &Error{Code: "EINVAL", Status: 409, Msg: fmt.Sprintf("mount %s: %v", mp, errClosed)}
+		return errdefs.Errorf(errdefs.ErrConflict, "mount %s: %w", mp, errClosed)
 	}
 	if !d.shared {
 		d.mu.Unlock()
-		return &Error{Code: "EINVAL", Status: 400, Msg: "the daemon serves one image (started with --bootstrap); mounts need a shared daemon"}
+		return errdefs.Errorf(errdefs.ErrInvalid, "the daemon serves one image (started with --bootstrap); mounts need a shared daemon")
 	}
 	if _, ok := d.mounts[mp]; ok {
 		d.mu.Unlock()
-		return &Error{Code: "EEXIST", Status: 409, Msg: fmt.Sprintf("mountpoint %s is already mounted", mp)}
+		return errdefs.Errorf(errdefs.ErrConflict, "mountpoint %s is already mounted", mp)
 	}
 	if d.busy[mp] {
 		d.mu.Unlock()
-		return &Error{Code: "EEXIST", Status: 409, Msg: fmt.Sprintf("mountpoint %s is being mounted or unmounted", mp)}
+		return errdefs.Errorf(errdefs.ErrConflict, "mountpoint %s is being mounted or unmounted", mp)
 	}
 	d.busy[mp] = true
 	fsys := d.fsys
@@ -540,18 +545,18 @@ func (d *Daemon) Mount(ctx context.Context, sub string, req api.MountRequest) er
 	inst, err := d.openImage(ctx, req.Source, cfg)
 	if err != nil {
 		unreserve()
-		return &Error{Code: "EINVAL", Status: 400, Msg: err.Error()}
+		return err
 	}
 	if err := d.admit(mp, inst); err != nil {
 		inst.closer()
 		unreserve()
-		return &Error{Code: "EINVAL", Status: 400, Msg: fmt.Sprintf("mount %s: %v", mp, err)}
+		return errdefs.Errorf(errdefs.ErrInvalid, "mount %s: %w", mp, err)
 	}
 	slot, err := fsys.Add(name, 0, inst.fs)
 	if err != nil {
 		inst.closer()
 		unreserve()
-		return &Error{Code: "EEXIST", Status: 409, Msg: fmt.Sprintf("mountpoint %s: %v", mp, err)}
+		return errdefs.Errorf(errdefs.ErrConflict, "mountpoint %s: %w", mp, err)
 	}
 	inst.slot, inst.prefetchFiles, inst.shared = slot, req.PrefetchFiles, true
 	d.mu.Lock()
@@ -569,7 +574,7 @@ func (d *Daemon) Mount(ctx context.Context, sub string, req api.MountRequest) er
 		if err := d.rec.drop(mp); err != nil {
 			d.o.Log.Warn("mount: the mount record keeps the image", "mountpoint", mp, "err", err)
 		}
-		return &Error{Code: "EINVAL", Status: 409, Msg: fmt.Sprintf("mount %s: %v", mp, errClosed)}
+		return errdefs.Errorf(errdefs.ErrConflict, "mount %s: %w", mp, errClosed)
 	}
 	d.o.Events(fetch.Event{Kind: "mount", Path: "/" + name, BootstrapDigest: inst.digest, Image: inst.image})
 	d.prefetch(inst, req.PrefetchFiles)
@@ -584,7 +589,7 @@ func (d *Daemon) Umount(ctx context.Context, sub string) error {
 	inst, ok := d.mounts[mp]
 	if !ok || !d.shared {
 		d.mu.Unlock()
-		return &Error{Code: "ENOENT", Status: 404, Msg: fmt.Sprintf("mountpoint %s is not mounted", mp)}
+		return errdefs.Errorf(errdefs.ErrNotFound, "mountpoint %s is not mounted", mp)
 	}
 	// Busy until the image is gone and the record forgets it: a Mount
 	// of the mountpoint meanwhile is refused.
@@ -664,7 +669,7 @@ type authSetter interface {
 // and a token that expired is renewed, never removed.
 func (d *Daemon) SetRegistryAuth(ctx context.Context, id, auth string) error {
 	if auth == "" {
-		return &Error{Code: "EINVAL", Status: 400, Msg: "registry_auth is empty: refusing to drop the mount's credentials (send base64 user:password)"}
+		return errdefs.Errorf(errdefs.ErrInvalid, "registry_auth is empty: refusing to drop the mount's credentials (send base64 user:password)")
 	}
 	d.mu.Lock()
 	var targets []authSetter
@@ -680,11 +685,11 @@ func (d *Daemon) SetRegistryAuth(ctx context.Context, id, auth string) error {
 	}
 	d.mu.Unlock()
 	if !found {
-		return &Error{Code: "ENOENT", Status: 404, Msg: fmt.Sprintf("no image mounted at %q", id)}
+		return errdefs.Errorf(errdefs.ErrNotFound, "no image mounted at %q", id)
 	}
 	for _, a := range targets {
 		if err := a.SetAuth(ctx, auth); err != nil {
-			return &Error{Code: "EINVAL", Status: 400, Msg: "registry_auth: " + err.Error()}
+			return errdefs.Errorf(errdefs.ErrInvalid, "registry_auth: %w", err)
 		}
 	}
 	return nil
@@ -777,7 +782,7 @@ func (d *Daemon) reserveSession() error {
 		return errClosed
 	}
 	if d.sess != nil || d.starting {
-		return &Error{Code: "EEXIST", Status: 409, Msg: fmt.Sprintf("the daemon serves %s already", d.o.Mountpoint)}
+		return errdefs.Errorf(errdefs.ErrConflict, "the daemon serves %s already", d.o.Mountpoint)
 	}
 	d.starting = true
 	return nil
@@ -815,15 +820,6 @@ func (d *Daemon) discard(sess *fusefs.Session, insts map[string]*instance) {
 		d.o.Log.Warn("stop: unmounting a mount set up while the daemon stopped", "mountpoint", d.o.Mountpoint, "err", err)
 	}
 }
-
-// Error is an API error with its HTTP status and upstream-style code.
-type Error struct {
-	Code   string
-	Status int
-	Msg    string
-}
-
-func (e *Error) Error() string { return e.Msg }
 
 // fetchLogSize is how many backend fetches an image with access_pattern
 // keeps for GET /api/v1/metrics/fetches (about 2.5 MiB at most).

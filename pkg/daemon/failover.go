@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nydus-go/nydus/pkg/daemon/api"
+	"github.com/nydus-go/nydus/pkg/errdefs"
 	"github.com/nydus-go/nydus/pkg/fetch"
 	"github.com/nydus-go/nydus/pkg/fusefs"
 )
@@ -52,10 +53,10 @@ func (d *Daemon) snapshotState() (*failoverState, int, error) {
 	}
 	d.mu.Unlock()
 	if sess == nil {
-		return nil, -1, &Error{Code: "EINVAL", Status: 400, Msg: "nothing is mounted: no FUSE connection to hand over"}
+		return nil, -1, errdefs.Errorf(errdefs.ErrInvalid, "nothing is mounted: no FUSE connection to hand over")
 	}
 	if sess.Fd() < 0 {
-		return nil, -1, &Error{Code: "ENOTSUP", Status: 501, Msg: "the FUSE connection was mounted through fusermount (not root): its descriptor cannot be handed over"}
+		return nil, -1, errdefs.Errorf(errdefs.ErrUnsupported, "the FUSE connection was mounted through fusermount (not root): its descriptor cannot be handed over")
 	}
 	st := &failoverState{Version: stateVersion, Daemon: "nydus-go", Shared: shared, Mountpoint: d.o.Mountpoint, Init: sess.InitIn()}
 	for mp, inst := range mounts {
@@ -74,7 +75,7 @@ func (d *Daemon) snapshotState() (*failoverState, int, error) {
 // socket and sends the state with the descriptor (SCM_RIGHTS).
 func (d *Daemon) SendStates(ctx context.Context) error {
 	if d.o.Supervisor == "" {
-		return &Error{Code: "EINVAL", Status: 400, Msg: "no supervisor: start nydusd with --id and --supervisor"}
+		return errdefs.Errorf(errdefs.ErrInvalid, "no supervisor: start nydusd with --id and --supervisor")
 	}
 	st, fd, err := d.snapshotState()
 	if err != nil {
@@ -89,7 +90,7 @@ func (d *Daemon) SendStates(ctx context.Context) error {
 	defer cancel()
 	c, err := dl.DialContext(dctx, "unix", d.o.Supervisor)
 	if err != nil {
-		return &Error{Code: "EIO", Status: 500, Msg: fmt.Sprintf("supervisor %s: %v", d.o.Supervisor, err)}
+		return fmt.Errorf("supervisor %s: %w", d.o.Supervisor, err)
 	}
 	defer c.Close()
 	uc := c.(*net.UnixConn)
@@ -98,7 +99,7 @@ func (d *Daemon) SendStates(ctx context.Context) error {
 	for len(data) > 0 || len(oob) > 0 {
 		n, oobn, err := uc.WriteMsgUnix(data, oob, nil)
 		if err != nil {
-			return &Error{Code: "EIO", Status: 500, Msg: fmt.Sprintf("supervisor %s: send state: %v", d.o.Supervisor, err)}
+			return fmt.Errorf("supervisor %s: send state: %w", d.o.Supervisor, err)
 		}
 		data, oob = data[n:], oob[oobn:]
 	}
@@ -171,17 +172,17 @@ func closeFds(oob []byte) {
 // prepares to serve the same mount (state READY); Start resumes serving.
 func (d *Daemon) TakeOver(ctx context.Context) error {
 	if d.o.Supervisor == "" {
-		return &Error{Code: "EINVAL", Status: 400, Msg: "no supervisor: start nydusd with --id and --supervisor"}
+		return errdefs.Errorf(errdefs.ErrInvalid, "no supervisor: start nydusd with --id and --supervisor")
 	}
 	if s := d.State(); s != api.StateInit {
-		return &Error{Code: "EINVAL", Status: 409, Msg: fmt.Sprintf("takeover needs state INIT, the daemon is %s", s)}
+		return errdefs.Errorf(errdefs.ErrConflict, "takeover needs state INIT, the daemon is %s", s)
 	}
 	data, fd, err := recvStates(ctx, d.o.Supervisor)
 	if err != nil {
-		return &Error{Code: "EIO", Status: 500, Msg: fmt.Sprintf("supervisor %s: receive state: %v", d.o.Supervisor, err)}
+		return fmt.Errorf("supervisor %s: receive state: %w", d.o.Supervisor, err)
 	}
 	if err := d.restore(ctx, data, fd); err != nil {
-		return &Error{Code: "EINVAL", Status: 400, Msg: "takeover: " + err.Error()}
+		return errdefs.Errorf(errdefs.ErrInvalid, "takeover: %w", err)
 	}
 	d.SetState(api.StateReady)
 	return nil
@@ -298,7 +299,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 	}
 	d.mu.Unlock()
 	if sess == nil {
-		return &Error{Code: "EINVAL", Status: 409, Msg: "nothing to start: take a connection over first (PUT /api/v1/daemon/fuse/takeover)"}
+		return errdefs.Errorf(errdefs.ErrConflict, "nothing to start: take a connection over first (PUT /api/v1/daemon/fuse/takeover)")
 	}
 	d.serve(sess)
 	switch d.o.FailoverPolicy {

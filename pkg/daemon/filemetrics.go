@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"fmt"
 	"maps"
 	"net/http"
 	"slices"
@@ -9,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/nydus-go/nydus/pkg/daemon/api"
+	"github.com/nydus-go/nydus/pkg/errdefs"
 	nfs "github.com/nydus-go/nydus/pkg/fs"
 )
 
@@ -21,14 +21,14 @@ func (d *Daemon) statsTarget(id string) (*instance, error) {
 		if inst, ok := d.mounts[id]; ok {
 			return inst, nil
 		}
-		return nil, &Error{Code: "ENOENT", Status: 404, Msg: fmt.Sprintf("no image mounted at %q", id)}
+		return nil, errdefs.Errorf(errdefs.ErrNotFound, "no image mounted at %q", id)
 	}
 	if len(d.mounts) == 1 {
 		for _, inst := range d.mounts {
 			return inst, nil
 		}
 	}
-	return nil, &Error{Code: "EINVAL", Status: 400, Msg: fmt.Sprintf("%d images are mounted: name one with ?id=", len(d.mounts))}
+	return nil, errdefs.Errorf(errdefs.ErrInvalid, "%d images are mounted: name one with ?id=", len(d.mounts))
 }
 
 // ino is the inode number the mount reports for nid.
@@ -108,7 +108,7 @@ func (d *Daemon) serveFetches(w http.ResponseWriter, r *http.Request) {
 	}
 	l := inst.fs.FetchLog()
 	if l == nil {
-		writeErr(w, &Error{Code: "EINVAL", Status: 400, Msg: "the fetch log is off: set access_pattern in the image's config"})
+		writeErr(w, errdefs.Errorf(errdefs.ErrInvalid, "the fetch log is off: set access_pattern in the image's config"))
 		return
 	}
 	writeJSON(w, 200, l)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -13,9 +14,11 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/nydus-go/nydus/pkg/daemon/api"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/nydus-go/nydus/pkg/daemon/api"
+	"github.com/nydus-go/nydus/pkg/errdefs"
 )
 
 // ServeAPI serves the HTTP API on a unix socket created with mode 0600
@@ -47,13 +50,31 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
+// writeErr answers err in upstream's error body. Its status and code
+// come from its kind: this is the one place where the daemon's errors
+// become HTTP statuses.
 func writeErr(w http.ResponseWriter, err error) {
-	var e *Error
-	if errors.As(err, &e) {
-		writeJSON(w, e.Status, api.ErrorBody{Code: e.Code, Message: e.Msg})
-		return
+	status, code := httpStatus(err)
+	writeJSON(w, status, api.ErrorBody{Code: code, Message: err.Error()})
+}
+
+// httpStatus maps an error's kind to an HTTP status and an errno name.
+func httpStatus(err error) (int, string) {
+	switch {
+	case errors.Is(err, errdefs.ErrInvalid), errors.Is(err, errdefs.ErrCorrupt), errors.Is(err, fs.ErrInvalid):
+		return http.StatusBadRequest, "EINVAL"
+	case errors.Is(err, errdefs.ErrNotFound), errors.Is(err, fs.ErrNotExist):
+		return http.StatusNotFound, "ENOENT"
+	case errors.Is(err, errdefs.ErrConflict), errors.Is(err, fs.ErrExist):
+		return http.StatusConflict, "EEXIST"
+	case errors.Is(err, errdefs.ErrUnsupported):
+		return http.StatusNotImplemented, "ENOTSUP"
+	case errors.Is(err, errdefs.ErrPermission), errors.Is(err, fs.ErrPermission):
+		return http.StatusForbidden, "EACCES"
+	case errors.Is(err, errdefs.ErrUnavailable):
+		return http.StatusServiceUnavailable, "EIO"
 	}
-	writeJSON(w, http.StatusInternalServerError, api.ErrorBody{Code: "EIO", Message: err.Error()})
+	return http.StatusInternalServerError, "EIO"
 }
 
 // Handler returns the API's HTTP handler.
@@ -75,7 +96,7 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/mount", func(w http.ResponseWriter, r *http.Request) {
 		var req api.MountRequest
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-			writeErr(w, &Error{Code: "EINVAL", Status: 400, Msg: "invalid mount request body: " + err.Error()})
+			writeErr(w, errdefs.Errorf(errdefs.ErrInvalid, "invalid mount request body: %w", err))
 			return
 		}
 		if err := d.Mount(r.Context(), r.URL.Query().Get("mountpoint"), req); err != nil {
@@ -163,7 +184,7 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("PUT /api/v1/config", func(w http.ResponseWriter, r *http.Request) {
 		var body map[string]string
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&body); err != nil {
-			writeErr(w, &Error{Code: "EINVAL", Status: 400, Msg: "invalid config body"})
+			writeErr(w, errdefs.Errorf(errdefs.ErrInvalid, "invalid config body"))
 			return
 		}
 		if auth, ok := body["registry_auth"]; ok {
@@ -183,7 +204,7 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeErr(w, &Error{Code: "ENOENT", Status: 404, Msg: fmt.Sprintf("unknown API %s %s", r.Method, r.URL.Path)})
+		writeErr(w, errdefs.Errorf(errdefs.ErrNotFound, "unknown API %s %s", r.Method, r.URL.Path))
 	})
 	return mux
 }
@@ -199,7 +220,7 @@ const maxEventsWait = time.Minute
 func (d *Daemon) serveEvents(w http.ResponseWriter, r *http.Request) {
 	l := d.o.EventLog
 	if l == nil {
-		writeErr(w, &Error{Code: "ENOSYS", Status: 501, Msg: "this daemon keeps no event log"})
+		writeErr(w, errdefs.Errorf(errdefs.ErrUnsupported, "this daemon keeps no event log"))
 		return
 	}
 	q := r.URL.Query()
@@ -207,7 +228,7 @@ func (d *Daemon) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("since"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
-			writeErr(w, &Error{Code: "EINVAL", Status: 400, Msg: "since: " + err.Error()})
+			writeErr(w, errdefs.Errorf(errdefs.ErrInvalid, "since: %w", err))
 			return
 		}
 		since = n
@@ -215,7 +236,7 @@ func (d *Daemon) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("wait"); v != "" {
 		wait, err := time.ParseDuration(v)
 		if err != nil || wait < 0 {
-			writeErr(w, &Error{Code: "EINVAL", Status: 400, Msg: fmt.Sprintf("wait %q: a duration such as 30s", v)})
+			writeErr(w, errdefs.Errorf(errdefs.ErrInvalid, "wait %q: a duration such as 30s", v))
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), min(wait, maxEventsWait))
@@ -224,7 +245,7 @@ func (d *Daemon) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	evs, err := l.Since(since, 256)
 	if err != nil {
-		writeErr(w, &Error{Code: "EIO", Status: 500, Msg: err.Error()})
+		writeErr(w, err)
 		return
 	}
 	if evs == nil {

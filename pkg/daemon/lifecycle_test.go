@@ -16,6 +16,7 @@ import (
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
+	"github.com/nydus-go/nydus/pkg/errdefs"
 )
 
 func quietDaemon(o Options) *Daemon {
@@ -102,8 +103,7 @@ func TestMountReservations(t *testing.T) {
 			d.Close()
 		}
 	}()
-	var e *Error
-	if err := d.StartShared(ctx); !errors.As(err, &e) || e.Status != 409 {
+	if err := d.StartShared(ctx); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("a second start: %v", err)
 	}
 
@@ -122,7 +122,7 @@ func TestMountReservations(t *testing.T) {
 	for _, err := range errs {
 		if err == nil {
 			ok++
-		} else if !errors.As(err, &e) || e.Status != 409 || e.Code != "EEXIST" {
+		} else if st, code := httpStatus(err); st != 409 || code != "EEXIST" {
 			t.Errorf("a losing mount: %v", err)
 		}
 	}

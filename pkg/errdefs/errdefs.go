@@ -18,6 +18,7 @@ package errdefs
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 )
 
@@ -72,3 +73,19 @@ func (s *sentinel) Is(target error) bool { return errors.Is(s.kind, target) }
 // package whose errors say more than the kind, such as "corrupt blob
 // data".
 func New(kind error, msg string) error { return &sentinel{msg: msg, kind: kind} }
+
+// kindError is an error of a kind: its message and cause are err's.
+type kindError struct {
+	kind error
+	err  error
+}
+
+func (e *kindError) Error() string   { return e.err.Error() }
+func (e *kindError) Unwrap() []error { return []error{e.err, e.kind} }
+
+// Errorf formats an error as fmt.Errorf does (%w wraps a cause) and
+// makes it of kind: errors.Is matches both the kind and the cause, and
+// the message is the formatted one, without the kind's.
+func Errorf(kind error, format string, args ...any) error {
+	return &kindError{kind: kind, err: fmt.Errorf(format, args...)}
+}

@@ -51,3 +51,11 @@ func TestNew(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestErrorf(t *testing.T) {
+	cause := errors.New("disk on fire")
+	err := errdefs.Errorf(errdefs.ErrConflict, "mount %s: %w", "/a", cause)
+	if err.Error() != "mount /a: disk on fire" || !errors.Is(err, errdefs.ErrConflict) || !errors.Is(err, cause) || errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("%v: kind or cause lost", err)
+	}
+}
