@@ -11,14 +11,17 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nydus-go/nydus/pkg/errdefs"
 	"github.com/nydus-go/nydus/pkg/fetch"
 	"github.com/nydus-go/nydus/pkg/rafs"
 )
 
-// Sentinel errors, translated to errno at the FUSE edge.
+// Sentinel errors, translated to errno at the FUSE edge (pkg/fusefs);
+// a missing entry is errNoEntry, of kind errdefs.ErrNotFound (ENOENT).
 var (
-	// ErrNotFound: no such entry (ENOENT).
-	ErrNotFound = errors.New("no such file or directory")
+	// errNoEntry: no such entry. One value, so that a negative lookup
+	// (frequent: search paths) allocates nothing.
+	errNoEntry = errdefs.New(errdefs.ErrNotFound, "no such file or directory")
 	// ErrNotDir: not a directory (ENOTDIR).
 	ErrNotDir = errors.New("not a directory")
 	// ErrIO: data could not be fetched or failed verification (EIO). It
@@ -260,12 +263,12 @@ func (f *FS) inode(ctx context.Context, nid uint64, p string) (*Inode, error) {
 	}
 	di, err := f.rd.Inode(ctx, nid)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrIO, err)
+		return nil, fmt.Errorf("%w: %w", ErrIO, err)
 	}
 	ino := &Inode{DiskInode: di, path: p}
 	if di.IsRegular() {
 		if ino.addrs, err = f.rd.ChunkAddrs(ctx, di); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrIO, err)
+			return nil, fmt.Errorf("%w: %w", ErrIO, err)
 		}
 		// Reads copy from chunk k at the file offset's place in it, so
 		// every chunk must hold exactly its part of the file.
@@ -295,7 +298,7 @@ func (f *FS) Lookup(ctx context.Context, dir uint64, name string) (*Inode, error
 			return f.inode(ctx, e.Nid, childPath(d.path, name))
 		}
 	}
-	return nil, ErrNotFound
+	return nil, errNoEntry
 }
 
 // Child returns the inode of an entry of directory dir's listing (as
@@ -319,7 +322,7 @@ func (f *FS) ReadDir(ctx context.Context, dir uint64) ([]rafs.Dirent, error) {
 	}
 	ents, err := f.rd.ReadDir(ctx, ino.DiskInode)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrIO, err)
+		return nil, fmt.Errorf("%w: %w", ErrIO, err)
 	}
 	f.inodes.addList(f.id, dir, ents)
 	return ents, nil
@@ -333,7 +336,7 @@ func (f *FS) Readlink(ctx context.Context, nid uint64) (string, error) {
 	}
 	s, err := f.rd.Readlink(ctx, ino.DiskInode)
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrIO, err)
+		return "", fmt.Errorf("%w: %w", ErrIO, err)
 	}
 	return s, nil
 }

@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/nydus-go/nydus/pkg/errdefs"
 	nfs "github.com/nydus-go/nydus/pkg/fs"
 	"github.com/nydus-go/nydus/pkg/rafs"
 )
@@ -78,7 +80,7 @@ func errnoOf(err error) fuse.Status {
 	switch {
 	case err == nil:
 		return fuse.OK
-	case errors.Is(err, nfs.ErrNotFound):
+	case errors.Is(err, errdefs.ErrNotFound):
 		return fuse.ENOENT
 	case errors.Is(err, nfs.ErrNotDir):
 		return fuse.ENOTDIR
@@ -345,8 +347,8 @@ func (s *FileSystem) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name strin
 		return fuse.OK
 	}
 	ino, err := img.fs.Lookup(ctx, nid, name)
-	img.fs.CountFop(nid, nfs.FopLookup, err != nil && !errors.Is(err, nfs.ErrNotFound))
-	if errors.Is(err, nfs.ErrNotFound) {
+	img.fs.CountFop(nid, nfs.FopLookup, err != nil && !errors.Is(err, errdefs.ErrNotFound))
+	if errors.Is(err, errdefs.ErrNotFound) {
 		// Negative entries are cached too: the image never changes.
 		*out = fuse.EntryOut{}
 		out.SetEntryTimeout(s.o.Timeout)
