@@ -91,7 +91,7 @@ demo-builder: build
 	./scripts/demo-builder.sh
 
 bench-build: build
-	./scripts/bench-build.sh
+	$(GO) run ./bench/build -go '$(GO)'
 
 bench-convert: build
 	./scripts/bench-convert.sh

@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bufio"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,13 +15,8 @@ import (
 	"time"
 )
 
-// cmdMkbig writes a large, reproducible layer: the input tar repeated
-// under copy0/ .. copyN-1/ (hard-link targets renamed along), followed by
-// random/ holding incompressible files. The copies deduplicate chunk by
-// chunk, the random files do not compress: together they stress the
-// builder's memory (8x the inodes, a large chunk table) and both ends of
-// its data path.
-func cmdMkbig(args []string) error {
+// cmdMkbig is the mkbig subcommand: mkbig with flags.
+func cmdMkbig(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("mkbig", flag.ContinueOnError)
 	in := fs.String("in", "", "input tar (required)")
 	out := fs.String("out", "", "output tar (required; written atomically)")
@@ -33,7 +29,17 @@ func cmdMkbig(args []string) error {
 	if *in == "" || *out == "" {
 		return errors.New("-in and -out are required")
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(*out), "."+filepath.Base(*out)+".tmp-*")
+	return mkbig(ctx, *in, *out, *copies, *randomMiB, *seed)
+}
+
+// mkbig writes a large, reproducible layer: the input tar repeated
+// under copy0/ .. copyN-1/ (hard-link targets renamed along), followed by
+// random/ holding incompressible files. The copies deduplicate chunk by
+// chunk, the random files do not compress: together they stress the
+// builder's memory (8x the inodes, a large chunk table) and both ends of
+// its data path.
+func mkbig(ctx context.Context, in, out string, copies, randomMiB int, seed uint64) error {
+	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp-*")
 	if err != nil {
 		return err
 	}
@@ -50,30 +56,33 @@ func cmdMkbig(args []string) error {
 	dir := func(name string) error {
 		return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: 0o755, ModTime: mtime, Format: tar.FormatPAX})
 	}
-	for c := range *copies {
+	for c := range copies {
 		prefix := fmt.Sprintf("copy%d/", c)
 		if err := dir(prefix); err != nil {
 			return err
 		}
-		if err := copyTar(tw, *in, prefix); err != nil {
+		if err := copyTar(ctx, tw, in, prefix); err != nil {
 			return err
 		}
 	}
-	if *randomMiB > 0 {
+	if randomMiB > 0 {
 		if err := dir("random/"); err != nil {
 			return err
 		}
 		var key [32]byte
 		for i := range 4 {
 			for b := range 8 {
-				key[i*8+b] = byte(*seed >> (8 * b))
+				key[i*8+b] = byte(seed >> (8 * b))
 			}
 		}
 		rng := rand.NewChaCha8(key)
 		const fileSize = 8 << 20
 		buf := make([]byte, 1<<20)
-		left := int64(*randomMiB) << 20
+		left := int64(randomMiB) << 20
 		for i := 0; left > 0; i++ {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			size := min(left, int64(fileSize))
 			hdr := &tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("random/data-%03d.bin", i), Mode: 0o644, Size: size, ModTime: mtime, Format: tar.FormatPAX}
 			if err := tw.WriteHeader(hdr); err != nil {
@@ -99,7 +108,7 @@ func cmdMkbig(args []string) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), *out); err != nil {
+	if err := os.Rename(tmp.Name(), out); err != nil {
 		return err
 	}
 	ok = true
@@ -107,7 +116,7 @@ func cmdMkbig(args []string) error {
 }
 
 // copyTar appends every entry of the tar at path to tw under prefix.
-func copyTar(tw *tar.Writer, path, prefix string) error {
+func copyTar(ctx context.Context, tw *tar.Writer, path, prefix string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -115,6 +124,9 @@ func copyTar(tw *tar.Writer, path, prefix string) error {
 	defer f.Close()
 	tr := tar.NewReader(bufio.NewReaderSize(f, 1<<20))
 	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			return nil
