@@ -363,7 +363,7 @@ func benchCold(b *testing.B) {
 	}
 	ls, _ := img.Layers()
 	rc, _ := ls[len(ls)-1].Compressed()
-	bootData, err := converter.ExtractBootstrap(rc, 1<<30)
+	bootData, err := imageref.ExtractBootstrap(rc, 1<<30)
 	rc.Close()
 	if err != nil {
 		b.Fatal(err)

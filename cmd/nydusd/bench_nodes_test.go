@@ -211,7 +211,7 @@ func convertBenchImage(b *testing.B, origin *registrytest.Registry, tag, target 
 	if err != nil {
 		b.Fatal(err)
 	}
-	data, err := converter.ExtractBootstrap(rc, 1<<30)
+	data, err := imageref.ExtractBootstrap(rc, 1<<30)
 	rc.Close()
 	if err != nil {
 		b.Fatal(err)

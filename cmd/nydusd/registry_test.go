@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/converter"
 	"github.com/nydus-go/nydus/pkg/imageref"
@@ -233,7 +234,7 @@ func convertImageAs(t *testing.T, r *registrytest.Registry, repo string, layer [
 	if err != nil {
 		t.Fatal(err)
 	}
-	boot, err := converter.ExtractBootstrap(rc, 1<<30)
+	boot, err := imageref.ExtractBootstrap(rc, 1<<30)
 	rc.Close()
 	if err != nil {
 		t.Fatal(err)

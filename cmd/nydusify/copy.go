@@ -85,7 +85,7 @@ skipped; blobs in another repository of the same registry are mounted.`,
 						continue
 					}
 					// Prefer the Nydus manifest of a merged index.
-					if d.ArtifactType != converter.ArtifactTypeNydus && hasNydus(im.Manifests, d) {
+					if d.ArtifactType != imageref.ArtifactTypeNydus && hasNydus(im.Manifests, d) {
 						continue
 					}
 					img, err := idx.Image(d.Digest)
@@ -128,7 +128,7 @@ skipped; blobs in another repository of the same registry are mounted.`,
 
 func hasNydus(ms []v1Descriptor, d v1Descriptor) bool {
 	for _, m := range ms {
-		if m.ArtifactType == converter.ArtifactTypeNydus && m.Platform != nil && d.Platform != nil &&
+		if m.ArtifactType == imageref.ArtifactTypeNydus && m.Platform != nil && d.Platform != nil &&
 			m.Platform.OS == d.Platform.OS && m.Platform.Architecture == d.Platform.Architecture {
 			return true
 		}

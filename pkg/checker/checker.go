@@ -259,8 +259,8 @@ func selectTargets(t *opened, o *Options) ([]candidate, error) {
 		if err != nil {
 			return nil, imageref.Describe(t.what(), t.host(), err)
 		}
-		if !isNydusManifest(mf) {
-			return nil, imageref.Errorf(ErrNotNydus, nil, "%s is not a Nydus image: its manifest has no Nydus blob or bootstrap layer (annotation %s)", t.what(), converter.AnnotationNydusBootstrap)
+		if !imageref.IsNydusManifest(mf) {
+			return nil, imageref.Errorf(ErrNotNydus, nil, "%s is not a Nydus image: its manifest has no Nydus blob or bootstrap layer (annotation %s)", t.what(), imageref.AnnotationNydusBootstrap)
 		}
 		c := candidate{img: t.Image, digest: t.Digest, platform: platformOfImage(t.Image)}
 		if o.MultiPlatform {
@@ -274,7 +274,7 @@ func selectTargets(t *opened, o *Options) ([]candidate, error) {
 	}
 	marked := false
 	for _, d := range im.Manifests {
-		marked = marked || isNydusDesc(d)
+		marked = marked || imageref.IsNydusDesc(d)
 	}
 	wanted := func(p *v1.Platform) bool {
 		switch {
@@ -303,7 +303,7 @@ func selectTargets(t *opened, o *Options) ([]candidate, error) {
 		want := wanted(d.Platform)
 		kind := ""
 		switch {
-		case marked && isNydusDesc(d):
+		case marked && imageref.IsNydusDesc(d):
 			kind = "Nydus"
 		case marked:
 			kind = "OCI"
@@ -319,7 +319,7 @@ func selectTargets(t *opened, o *Options) ([]candidate, error) {
 				return nil, imageref.Describe(t.what(), t.host(), err)
 			}
 			kind = "OCI"
-			if isNydusManifest(mf) {
+			if imageref.IsNydusManifest(mf) {
 				kind = "Nydus"
 			} else {
 				ociEntries = append(ociEntries, d)
@@ -384,7 +384,7 @@ func selectSource(s *opened, p *v1.Platform) (v1.Image, v1.Hash, error) {
 		if err != nil {
 			return nil, v1.Hash{}, imageref.Describe(s.what(), s.host(), err)
 		}
-		if isNydusManifest(mf) {
+		if imageref.IsNydusManifest(mf) {
 			return nil, v1.Hash{}, imageref.Errorf(ErrSourceIsNydus, nil, "%s is a Nydus image: the source must be the OCI image the target was converted from", s.what())
 		}
 		return s.Image, s.Digest, nil
@@ -396,7 +396,7 @@ func selectSource(s *opened, p *v1.Platform) (v1.Image, v1.Hash, error) {
 	var avail []string
 	var exact, loose []v1.Descriptor
 	for _, d := range im.Manifests {
-		if !d.MediaType.IsImage() || isNydusDesc(d) {
+		if !d.MediaType.IsImage() || imageref.IsNydusDesc(d) {
 			continue
 		}
 		avail = append(avail, converter.PlatformString(d.Platform))
@@ -417,7 +417,7 @@ func selectSource(s *opened, p *v1.Platform) (v1.Image, v1.Hash, error) {
 		if err != nil {
 			return nil, v1.Hash{}, imageref.Describe(s.what(), s.host(), err)
 		}
-		if !isNydusManifest(mf) {
+		if !imageref.IsNydusManifest(mf) {
 			return img, d.Digest, nil
 		}
 	}

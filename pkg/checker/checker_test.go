@@ -37,7 +37,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/nydus-go/nydus/pkg/builder"
-	"github.com/nydus-go/nydus/pkg/converter"
 	"github.com/nydus-go/nydus/pkg/errdefs"
 	"github.com/nydus-go/nydus/pkg/imageref"
 	"github.com/nydus-go/nydus/pkg/rafs"
@@ -333,14 +332,14 @@ func buildNydus(t testing.TB, tars [][]byte, srcCfg *v1.ConfigFile) *nydusImage 
 	var diffIDs []v1.Hash
 	for _, id := range merged.Blobs {
 		h := v1.Hash{Algorithm: "sha256", Hex: id}
-		layers = append(layers, v1.Descriptor{MediaType: converter.MediaTypeNydusBlob, Digest: h, Size: int64(len(ni.blobs[h])),
-			Annotations: map[string]string{converter.AnnotationNydusBlob: "true"}})
+		layers = append(layers, v1.Descriptor{MediaType: imageref.MediaTypeNydusBlob, Digest: h, Size: int64(len(ni.blobs[h])),
+			Annotations: map[string]string{imageref.AnnotationNydusBlob: "true"}})
 		diffIDs = append(diffIDs, h)
 	}
 	var raw bytes.Buffer
 	tw := tar.NewWriter(&raw)
 	tw.WriteHeader(&tar.Header{Name: "image", Typeflag: tar.TypeDir, Mode: 0o755})
-	tw.WriteHeader(&tar.Header{Name: converter.BootstrapPath, Typeflag: tar.TypeReg, Mode: 0o444, Size: int64(len(merged.Bootstrap))})
+	tw.WriteHeader(&tar.Header{Name: imageref.BootstrapPath, Typeflag: tar.TypeReg, Mode: 0o444, Size: int64(len(merged.Bootstrap))})
 	tw.Write(merged.Bootstrap)
 	tw.Close()
 	var gz bytes.Buffer
@@ -350,7 +349,7 @@ func buildNydus(t testing.TB, tars [][]byte, srcCfg *v1.ConfigFile) *nydusImage 
 	bootDigest := sha(gz.Bytes())
 	ni.blobs[bootDigest] = gz.Bytes()
 	layers = append(layers, v1.Descriptor{MediaType: types.OCILayer, Digest: bootDigest, Size: int64(gz.Len()),
-		Annotations: map[string]string{converter.AnnotationNydusBootstrap: "true", converter.AnnotationFSVersion: "6"}})
+		Annotations: map[string]string{imageref.AnnotationNydusBootstrap: "true", imageref.AnnotationFSVersion: "6"}})
 	diffIDs = append(diffIDs, sha(raw.Bytes()))
 	ni.config = *srcCfg.DeepCopy()
 	ni.config.RootFS = v1.RootFS{Type: "layers", DiffIDs: diffIDs}
@@ -597,15 +596,15 @@ func TestManifestRules(t *testing.T) {
 		want   string
 	}{
 		{"blob media type", func(n *nydusImage) { n.manifest.Layers[0].MediaType = types.OCILayer }, "has media type \"application/vnd.oci.image.layer.v1.tar+gzip\", want \"application/vnd.oci.image.layer.nydus.blob.v1\""},
-		{"blob annotation", func(n *nydusImage) { delete(n.manifest.Layers[1].Annotations, converter.AnnotationNydusBlob) }, "lacks annotation containerd.io/snapshot/nydus-blob"},
+		{"blob annotation", func(n *nydusImage) { delete(n.manifest.Layers[1].Annotations, imageref.AnnotationNydusBlob) }, "lacks annotation containerd.io/snapshot/nydus-blob"},
 		{"bootstrap annotation", func(n *nydusImage) {
-			delete(n.manifest.Layers[len(n.manifest.Layers)-1].Annotations, converter.AnnotationNydusBootstrap)
+			delete(n.manifest.Layers[len(n.manifest.Layers)-1].Annotations, imageref.AnnotationNydusBootstrap)
 		}, "is not the bootstrap layer"},
 		{"bootstrap media type", func(n *nydusImage) {
 			n.manifest.Layers[len(n.manifest.Layers)-1].MediaType = types.OCIUncompressedLayer
 		}, `has media type "application/vnd.oci.image.layer.v1.tar", want`},
 		{"fs version", func(n *nydusImage) {
-			n.manifest.Layers[len(n.manifest.Layers)-1].Annotations[converter.AnnotationFSVersion] = "5"
+			n.manifest.Layers[len(n.manifest.Layers)-1].Annotations[imageref.AnnotationFSVersion] = "5"
 		}, "RAFS v5"},
 		{"diff_ids count", func(n *nydusImage) { n.config.RootFS.DiffIDs = n.config.RootFS.DiffIDs[1:] }, "config lists 3 rootfs.diff_ids for 4 layers"},
 		{"blob diff_id", func(n *nydusImage) { n.config.RootFS.DiffIDs[0] = otherHash }, "rootfs.diff_ids[0] is " + otherHash.String()},
@@ -762,8 +761,8 @@ func TestMergedIndex(t *testing.T) {
 	ni := f.nydus.clone()
 	_, nd := ni.push(t, f.reg, "app:nydus-merged")
 	nplat := plat
-	nplat.OSFeatures = []string{converter.OSFeatureNydus}
-	nd.Platform, nd.ArtifactType = &nplat, converter.ArtifactTypeNydus
+	nplat.OSFeatures = []string{imageref.OSFeatureNydus}
+	nd.Platform, nd.ArtifactType = &nplat, imageref.ArtifactTypeNydus
 	idx := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: []v1.Descriptor{ociDesc, nd}}
 	b, _ := json.Marshal(idx)
 	putManifest(t, f.reg.host+"/app:merged", b, types.OCIImageIndex)

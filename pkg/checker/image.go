@@ -4,13 +4,11 @@ import (
 	"context"
 	"log/slog"
 	"path/filepath"
-	"slices"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/nydus-go/nydus/pkg/converter"
 	"github.com/nydus-go/nydus/pkg/imageref"
 	"github.com/nydus-go/nydus/pkg/registry"
 	"github.com/nydus-go/nydus/pkg/storage"
@@ -65,30 +63,6 @@ func (o *opened) rangeReader(ctx context.Context) (storage.RangeReader, func(), 
 		return nil, nil, imageref.Describe(o.what(), o.host(), err)
 	}
 	return c, func() {}, nil
-}
-
-// isNydusDesc reports whether an index entry is marked as a Nydus
-// manifest (artifactType, or the older os.features marker).
-func isNydusDesc(d v1.Descriptor) bool {
-	if d.ArtifactType == converter.ArtifactTypeNydus {
-		return true
-	}
-	return d.Platform != nil && slices.Contains(d.Platform.OSFeatures, converter.OSFeatureNydus)
-}
-
-// isNydusManifest reports whether a manifest looks like a Nydus image:
-// it has a Nydus blob or bootstrap layer, or the Nydus config type.
-func isNydusManifest(mf *v1.Manifest) bool {
-	if mf.Config.MediaType == converter.ManifestConfigNydus {
-		return true
-	}
-	for _, l := range mf.Layers {
-		if l.MediaType == converter.MediaTypeNydusBlob || l.Annotations[converter.AnnotationNydusBlob] == "true" ||
-			l.Annotations[converter.AnnotationNydusBootstrap] == "true" {
-			return true
-		}
-	}
-	return false
 }
 
 // platformMatches reports whether p satisfies want; a want without a

@@ -9,7 +9,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/nydus-go/nydus/pkg/converter"
+	"github.com/nydus-go/nydus/pkg/imageref"
 )
 
 // checkManifest applies the manifest and config rules to a Nydus
@@ -24,16 +24,16 @@ func checkManifest(r *Report, mf *v1.Manifest, cf *v1.ConfigFile) int {
 	last := len(layers) - 1
 	boot := -1
 	for i, l := range layers {
-		if l.Annotations[converter.AnnotationNydusBootstrap] == "true" {
+		if l.Annotations[imageref.AnnotationNydusBootstrap] == "true" {
 			if i != last {
-				r.problem("layer %d (%s) is annotated %s=\"true\" but the bootstrap layer must be the last of the %d layers", i, l.Digest, converter.AnnotationNydusBootstrap, len(layers))
+				r.problem("layer %d (%s) is annotated %s=\"true\" but the bootstrap layer must be the last of the %d layers", i, l.Digest, imageref.AnnotationNydusBootstrap, len(layers))
 			}
 			boot = i
 		}
 	}
-	if layers[last].Annotations[converter.AnnotationNydusBootstrap] != "true" {
-		r.problem("the last layer (%s) is not the bootstrap layer: annotation %s=\"true\" is missing", layers[last].Digest, converter.AnnotationNydusBootstrap)
-		if boot < 0 && layers[last].MediaType != converter.MediaTypeNydusBlob {
+	if layers[last].Annotations[imageref.AnnotationNydusBootstrap] != "true" {
+		r.problem("the last layer (%s) is not the bootstrap layer: annotation %s=\"true\" is missing", layers[last].Digest, imageref.AnnotationNydusBootstrap)
+		if boot < 0 && layers[last].MediaType != imageref.MediaTypeNydusBlob {
 			// Try it anyway, to report on the rest of the image.
 			boot = last
 		}
@@ -41,28 +41,28 @@ func checkManifest(r *Report, mf *v1.Manifest, cf *v1.ConfigFile) int {
 	if boot >= 0 {
 		l := layers[boot]
 		switch string(l.MediaType) {
-		case converter.MediaTypeOCILayerGzip, converter.MediaTypeDockerLayerGzip:
+		case imageref.MediaTypeOCILayerGzip, imageref.MediaTypeDockerLayerGzip:
 		default:
-			r.problem("bootstrap layer %s has media type %q, want %q or %q", l.Digest, l.MediaType, converter.MediaTypeOCILayerGzip, converter.MediaTypeDockerLayerGzip)
+			r.problem("bootstrap layer %s has media type %q, want %q or %q", l.Digest, l.MediaType, imageref.MediaTypeOCILayerGzip, imageref.MediaTypeDockerLayerGzip)
 		}
-		switch v, ok := l.Annotations[converter.AnnotationFSVersion]; {
+		switch v, ok := l.Annotations[imageref.AnnotationFSVersion]; {
 		case !ok:
-			r.problem("bootstrap layer %s lacks annotation %s=\"6\"", l.Digest, converter.AnnotationFSVersion)
+			r.problem("bootstrap layer %s lacks annotation %s=\"6\"", l.Digest, imageref.AnnotationFSVersion)
 		case v == "5":
-			r.problem("bootstrap layer %s is annotated %s=\"5\": RAFS v5 images are not supported, only \"6\"", l.Digest, converter.AnnotationFSVersion)
+			r.problem("bootstrap layer %s is annotated %s=\"5\": RAFS v5 images are not supported, only \"6\"", l.Digest, imageref.AnnotationFSVersion)
 		case v != "6":
-			r.problem("bootstrap layer %s has annotation %s=%q, want \"6\"", l.Digest, converter.AnnotationFSVersion, v)
+			r.problem("bootstrap layer %s has annotation %s=%q, want \"6\"", l.Digest, imageref.AnnotationFSVersion, v)
 		}
 	}
 	for i, l := range layers {
 		if i == boot || (i == last && boot < 0) {
 			continue
 		}
-		if l.MediaType != converter.MediaTypeNydusBlob {
-			r.problem("blob layer %d (%s) has media type %q, want %q", i, l.Digest, l.MediaType, converter.MediaTypeNydusBlob)
+		if l.MediaType != imageref.MediaTypeNydusBlob {
+			r.problem("blob layer %d (%s) has media type %q, want %q", i, l.Digest, l.MediaType, imageref.MediaTypeNydusBlob)
 		}
-		if l.Annotations[converter.AnnotationNydusBlob] != "true" {
-			r.problem("blob layer %d (%s) lacks annotation %s=\"true\"", i, l.Digest, converter.AnnotationNydusBlob)
+		if l.Annotations[imageref.AnnotationNydusBlob] != "true" {
+			r.problem("blob layer %d (%s) lacks annotation %s=\"true\"", i, l.Digest, imageref.AnnotationNydusBlob)
 		}
 	}
 	if cf == nil {

@@ -13,7 +13,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/nydus-go/nydus/pkg/converter"
 	"github.com/nydus-go/nydus/pkg/imageref"
 	"github.com/nydus-go/nydus/pkg/rafs"
 )
@@ -77,7 +76,7 @@ func buildSourceTree(ctx context.Context, img v1.Image, o *Options) (*fsNode, []
 		if err != nil {
 			return nil, nil, fmt.Errorf("layer %d (%s): %w", i, d, err)
 		}
-		if mt == converter.MediaTypeNydusBlob {
+		if mt == imageref.MediaTypeNydusBlob {
 			return nil, nil, imageref.Errorf(ErrSourceIsNydus, nil, "layer %d (%s) is a Nydus blob: the source must be the OCI image the target was converted from", i, d)
 		}
 		if !isLayerMediaType(mt) {

@@ -15,7 +15,6 @@ import (
 
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/compress"
-	"github.com/nydus-go/nydus/pkg/converter"
 	"github.com/nydus-go/nydus/pkg/digester"
 	"github.com/nydus-go/nydus/pkg/imageref"
 	"github.com/nydus-go/nydus/pkg/rafs"
@@ -43,8 +42,8 @@ func checkImage(ctx context.Context, r *Report, tgt *opened, img v1.Image, src *
 		if cf != nil {
 			compareConfigs(r, srcCf, cf)
 		}
-		if want := mf.Annotations[converter.AnnotationSourceDigest]; want != "" && r.SourceDigest != "" && want != r.SourceDigest {
-			r.warn("the target records source manifest %s (annotation %s) but is compared with %s", want, converter.AnnotationSourceDigest, r.SourceDigest)
+		if want := mf.Annotations[imageref.AnnotationSourceDigest]; want != "" && r.SourceDigest != "" && want != r.SourceDigest {
+			r.warn("the target records source manifest %s (annotation %s) but is compared with %s", want, imageref.AnnotationSourceDigest, r.SourceDigest)
 		}
 	}
 	if boot < 0 {
@@ -163,7 +162,7 @@ func readBootstrap(img v1.Image, d v1.Descriptor, diffID *v1.Hash, r *Report) ([
 		return nil, err
 	}
 	defer closeDec()
-	boot, err := converter.ExtractBootstrap(tarStream, rafs.MaxMetadataSize)
+	boot, err := imageref.ExtractBootstrap(tarStream, rafs.MaxMetadataSize)
 	if err != nil {
 		return nil, err
 	}

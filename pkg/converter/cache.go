@@ -113,7 +113,7 @@ func (bc *BuildCache) open(ctx context.Context) (*cacheRun, error) {
 			return nil, fmt.Errorf("build cache %s: %w", bc.ref, err)
 		}
 		for _, l := range mf.Layers {
-			if l.MediaType != MediaTypeNydusBlob || l.Annotations[AnnotationCacheChainID] == "" {
+			if l.MediaType != imageref.MediaTypeNydusBlob || l.Annotations[AnnotationCacheChainID] == "" {
 				continue
 			}
 			r.ents = append(r.ents, cacheEntry{desc: l, chainID: l.Annotations[AnnotationCacheChainID], options: l.Annotations[AnnotationCacheOptions]})
@@ -141,11 +141,11 @@ func (r *cacheRun) add(chainID, options string, b *built) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	h := v1.Hash{Algorithm: "sha256", Hex: b.res.BlobDigest}
-	d := v1.Descriptor{MediaType: MediaTypeNydusBlob, Digest: h, Size: b.res.BlobSize, Annotations: map[string]string{
-		AnnotationNydusBlob:    "true",
-		AnnotationSourceDigest: b.res.SourceDigest,
-		AnnotationCacheChainID: chainID,
-		AnnotationCacheOptions: options,
+	d := v1.Descriptor{MediaType: imageref.MediaTypeNydusBlob, Digest: h, Size: b.res.BlobSize, Annotations: map[string]string{
+		imageref.AnnotationNydusBlob:    "true",
+		imageref.AnnotationSourceDigest: b.res.SourceDigest,
+		AnnotationCacheChainID:          chainID,
+		AnnotationCacheOptions:          options,
 	}}
 	for i, e := range r.ents {
 		if e.chainID == chainID && e.options == options {

@@ -443,7 +443,7 @@ func (c *conv) inspect(img v1.Image, p *v1.Platform) (*platformImage, error) {
 		}
 		switch mt {
 		case types.DockerLayer, types.OCILayer, types.OCIUncompressedLayer, types.OCILayerZStd, types.DockerUncompressedLayer:
-		case MediaTypeNydusBlob:
+		case imageref.MediaTypeNydusBlob:
 			return nil, fmt.Errorf("%s (%s): layer %d is already a Nydus blob: the source is a Nydus image", c.src.Ref, si.plat, i)
 		default:
 			return nil, fmt.Errorf("%s (%s): layer %d has unsupported media type %q", c.src.Ref, si.plat, i, mt)
@@ -600,8 +600,8 @@ func (c *conv) assemble(si *platformImage, done []*built, merged *builder.MergeR
 		if meta != nil {
 			metas[id] = meta
 		}
-		layerDescs = append(layerDescs, v1.Descriptor{MediaType: MediaTypeNydusBlob, Digest: h, Size: size,
-			Annotations: map[string]string{AnnotationNydusBlob: "true"}})
+		layerDescs = append(layerDescs, v1.Descriptor{MediaType: imageref.MediaTypeNydusBlob, Digest: h, Size: size,
+			Annotations: map[string]string{imageref.AnnotationNydusBlob: "true"}})
 		ir.NydusSize += size
 	}
 	bl, err := makeBootstrapLayer(merged.Bootstrap, metas)
@@ -611,13 +611,13 @@ func (c *conv) assemble(si *platformImage, done []*built, merged *builder.MergeR
 	bootDigest := v1.Hash{Algorithm: "sha256", Hex: sha256Hex(bl.gz)}
 	bootDiff, _ := v1.NewHash(bl.diffID)
 	docker := (si.mf.MediaType == types.DockerManifestSchema2) && !o.OCI
-	bootMT := types.MediaType(MediaTypeOCILayerGzip)
+	bootMT := types.MediaType(imageref.MediaTypeOCILayerGzip)
 	if docker {
-		bootMT = MediaTypeDockerLayerGzip
+		bootMT = imageref.MediaTypeDockerLayerGzip
 	}
 	bootLayer := &blobLayer{data: bl.gz, digest: bootDigest, diffID: bootDiff, size: int64(len(bl.gz)), mt: bootMT}
 	layerDescs = append(layerDescs, v1.Descriptor{MediaType: bootMT, Digest: bootDigest, Size: int64(len(bl.gz)),
-		Annotations: map[string]string{AnnotationNydusBootstrap: "true", AnnotationFSVersion: "6"}})
+		Annotations: map[string]string{imageref.AnnotationNydusBootstrap: "true", imageref.AnnotationFSVersion: "6"}})
 	diffIDs = append(diffIDs, bl.diffID)
 	ir.BootstrapSize = int64(len(bl.gz))
 	ir.NydusSize += int64(len(bl.gz))
@@ -633,7 +633,7 @@ func (c *conv) assemble(si *platformImage, done []*built, merged *builder.MergeR
 		cfgMT, manMT = types.DockerConfigJSON, types.DockerManifestSchema2
 	}
 	if o.MergePlatform {
-		cfgMT = ManifestConfigNydus
+		cfgMT = imageref.ManifestConfigNydus
 	}
 	man := v1.Manifest{
 		SchemaVersion: 2,
@@ -641,10 +641,10 @@ func (c *conv) assemble(si *platformImage, done []*built, merged *builder.MergeR
 		Config:        v1.Descriptor{MediaType: cfgMT, Digest: v1.Hash{Algorithm: "sha256", Hex: sha256Hex(cfgJSON)}, Size: int64(len(cfgJSON))},
 		Layers:        layerDescs,
 		Annotations: map[string]string{
-			AnnotationSourceDigest:   si.digest.String(),
-			AnnotationSourceRef:      c.src.Ref.String(),
-			AnnotationFSVersion:      "6",
-			AnnotationBuilderVersion: version.Version,
+			imageref.AnnotationSourceDigest:   si.digest.String(),
+			imageref.AnnotationSourceRef:      c.src.Ref.String(),
+			imageref.AnnotationFSVersion:      "6",
+			imageref.AnnotationBuilderVersion: version.Version,
 		},
 	}
 	rawMan, err := json.Marshal(man)
@@ -842,7 +842,7 @@ func (c *conv) build(ctx context.Context, fr fetchResult, l v1.Layer, i, n int, 
 	h := v1.Hash{Algorithm: "sha256", Hex: id}
 	b := &built{
 		res:  LayerResult{SourceDigest: d.String(), SourceSize: size, BlobDigest: id, BlobSize: int64(res.BlobSize), Stats: res.Stats},
-		blob: &blobLayer{path: path, digest: h, diffID: h, size: int64(res.BlobSize), mt: MediaTypeNydusBlob},
+		blob: &blobLayer{path: path, digest: h, diffID: h, size: int64(res.BlobSize), mt: imageref.MediaTypeNydusBlob},
 		boot: boot, meta: res.BlobMeta, chunked: res.Stats.UniqueChunks > 0,
 	}
 	o.Events(Event{Kind: "layer-done", Platform: plat, Layer: i, Layers: n, Digest: id, Bytes: int64(res.BlobSize)})
@@ -953,7 +953,7 @@ func openRegistryDict(ctx context.Context, ref imageref.Ref, c *imageref.Client)
 	repo := ref.Name.Context()
 	var bootDesc *v1.Descriptor
 	for i, l := range mf.Layers {
-		if l.Annotations[AnnotationNydusBootstrap] == "true" {
+		if l.Annotations[imageref.AnnotationNydusBootstrap] == "true" {
 			bootDesc = &mf.Layers[i]
 		}
 	}
@@ -968,7 +968,7 @@ func openRegistryDict(ctx context.Context, ref imageref.Ref, c *imageref.Client)
 	if err != nil {
 		return nil, fmt.Errorf("chunk dict %s: bootstrap layer: %w", ref, err)
 	}
-	boot, err := ExtractBootstrap(rc, rafs.MaxMetadataSize)
+	boot, err := imageref.ExtractBootstrap(rc, rafs.MaxMetadataSize)
 	rc.Close()
 	if err != nil {
 		return nil, fmt.Errorf("chunk dict %s: %w", ref, err)
@@ -983,7 +983,7 @@ func openRegistryDict(ctx context.Context, ref imageref.Ref, c *imageref.Client)
 		return nil, err
 	}
 	for _, l := range mf.Layers {
-		if l.MediaType != MediaTypeNydusBlob {
+		if l.MediaType != imageref.MediaTypeNydusBlob {
 			continue
 		}
 		rl, err := remote.Layer(repo.Digest(l.Digest.String()), c.Options(ctx)...)

@@ -77,7 +77,7 @@ func pull(t *testing.T, r *registrytest.Registry, s string) *pulled {
 		t.Fatal(err)
 	}
 	rc, _ := l.Compressed()
-	p.boot, err = ExtractBootstrap(rc, 1<<30)
+	p.boot, err = imageref.ExtractBootstrap(rc, 1<<30)
 	rc.Close()
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +143,7 @@ func TestConvertLayout(t *testing.T) {
 		t.Fatalf("manifest has %d layers", len(m.Layers))
 	}
 	for i, l := range m.Layers[:2] {
-		if l.MediaType != MediaTypeNydusBlob || l.Annotations[AnnotationNydusBlob] != "true" {
+		if l.MediaType != imageref.MediaTypeNydusBlob || l.Annotations[imageref.AnnotationNydusBlob] != "true" {
 			t.Fatalf("blob layer %d: %+v", i, l)
 		}
 		if p.config.RootFS.DiffIDs[i] != l.Digest {
@@ -151,10 +151,10 @@ func TestConvertLayout(t *testing.T) {
 		}
 	}
 	bl := m.Layers[2]
-	if bl.MediaType != MediaTypeOCILayerGzip || bl.Annotations[AnnotationNydusBootstrap] != "true" || bl.Annotations[AnnotationFSVersion] != "6" {
+	if bl.MediaType != imageref.MediaTypeOCILayerGzip || bl.Annotations[imageref.AnnotationNydusBootstrap] != "true" || bl.Annotations[imageref.AnnotationFSVersion] != "6" {
 		t.Fatalf("bootstrap layer %+v", bl)
 	}
-	for _, k := range []string{AnnotationSourceDigest, AnnotationSourceRef, AnnotationFSVersion, AnnotationBuilderVersion} {
+	for _, k := range []string{imageref.AnnotationSourceDigest, imageref.AnnotationSourceRef, imageref.AnnotationFSVersion, imageref.AnnotationBuilderVersion} {
 		if m.Annotations[k] == "" {
 			t.Fatalf("manifest lacks %s: %v", k, m.Annotations)
 		}

@@ -262,7 +262,7 @@ func readDictArtifact(ctx context.Context, ref name.Reference, rc *imageref.Clie
 		return dictArtifact{}, digest, err
 	}
 	defer lrc.Close()
-	boot, err := ExtractBootstrap(lrc, rafs.MaxMetadataSize)
+	boot, err := imageref.ExtractBootstrap(lrc, rafs.MaxMetadataSize)
 	if err != nil {
 		return dictArtifact{}, digest, err
 	}

@@ -14,6 +14,6 @@
 // Entry points: [Convert] converts the image at one [imageref.Ref] into
 // another, as [Options] say, and returns a [Result]; [OpenChunkDict] opens
 // a chunk dictionary image and [NewBuildCache] a build cache for it;
-// [ExtractBootstrap] takes the RAFS bootstrap out of a converted image's
+// [imageref.ExtractBootstrap] takes the RAFS bootstrap out of a converted image's
 // bootstrap layer. See ExampleConvert.
 package converter

@@ -116,10 +116,10 @@ func ExampleConvert() {
 	}
 	for _, l := range m.Layers {
 		switch {
-		case l.MediaType == converter.MediaTypeNydusBlob:
+		case l.MediaType == imageref.MediaTypeNydusBlob:
 			fmt.Println("nydus blob layer")
-		case l.Annotations[converter.AnnotationNydusBootstrap] == "true":
-			fmt.Println("nydus bootstrap layer, RAFS v" + l.Annotations[converter.AnnotationFSVersion])
+		case l.Annotations[imageref.AnnotationNydusBootstrap] == "true":
+			fmt.Println("nydus bootstrap layer, RAFS v" + l.Annotations[imageref.AnnotationFSVersion])
 		}
 	}
 
@@ -133,7 +133,7 @@ func ExampleConvert() {
 		log.Fatal(err)
 	}
 	defer rc.Close()
-	boot, err := converter.ExtractBootstrap(rc, 64<<20)
+	boot, err := imageref.ExtractBootstrap(rc, 64<<20)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -49,7 +49,7 @@ func TestMultiPlatform(t *testing.T) {
 		t.Fatalf("index has %d manifests", len(im.Manifests))
 	}
 	for _, d := range im.Manifests {
-		if d.ArtifactType != ArtifactTypeNydus || len(d.Platform.OSFeatures) != 1 || d.Platform.OSFeatures[0] != OSFeatureNydus {
+		if d.ArtifactType != imageref.ArtifactTypeNydus || len(d.Platform.OSFeatures) != 1 || d.Platform.OSFeatures[0] != imageref.OSFeatureNydus {
 			t.Fatalf("nydus entry not marked: %+v", d)
 		}
 	}
@@ -63,7 +63,7 @@ func TestMultiPlatform(t *testing.T) {
 	}
 	idx, _ = remote.Index(ref(t, r.Host+"/multi:merged").Name, plainC.Options(ctx)...)
 	im, _ = idx.IndexManifest()
-	if len(im.Manifests) != 2 || im.Manifests[0].ArtifactType == ArtifactTypeNydus || im.Manifests[1].ArtifactType != ArtifactTypeNydus {
+	if len(im.Manifests) != 2 || im.Manifests[0].ArtifactType == imageref.ArtifactTypeNydus || im.Manifests[1].ArtifactType != imageref.ArtifactTypeNydus {
 		t.Fatalf("merged index %+v", im.Manifests)
 	}
 	// The OCI manifest is usable in the target repository, and the
@@ -73,7 +73,7 @@ func TestMultiPlatform(t *testing.T) {
 	}
 	nimg, _ := idx.Image(im.Manifests[1].Digest)
 	mf, _ := nimg.Manifest()
-	if mf.Config.MediaType != ManifestConfigNydus {
+	if mf.Config.MediaType != imageref.ManifestConfigNydus {
 		t.Fatalf("config media type %s", mf.Config.MediaType)
 	}
 }

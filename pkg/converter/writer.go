@@ -143,10 +143,10 @@ func (w *writer) writeIndex(ctx context.Context, entries []indexEntry, s *imager
 			}
 		}
 		if e.nydus {
-			d.ArtifactType = ArtifactTypeNydus
+			d.ArtifactType = imageref.ArtifactTypeNydus
 			if d.Platform != nil {
 				p := *d.Platform
-				p.OSFeatures = append(append([]string(nil), p.OSFeatures...), OSFeatureNydus)
+				p.OSFeatures = append(append([]string(nil), p.OSFeatures...), imageref.OSFeatureNydus)
 				d.Platform = &p
 			}
 		}
