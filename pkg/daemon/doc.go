@@ -3,6 +3,12 @@
 // below it, added and removed through the API (shared mode), and serves
 // the HTTP API nydus-snapshotter drives, on a unix socket.
 //
+// Entry points: [MountImage] mounts an image from its registry reference
+// in one call (see ExampleMountImage); [New] makes a daemon that
+// [Daemon.MountDedicated] or [Daemon.StartShared] starts and
+// [Daemon.ServeAPI] exposes, as nydusd does; [api.Client] talks to a
+// running one.
+//
 // # Concurrency
 //
 // Every exported method of [Daemon], [EventLog] and [EventSink] is safe
