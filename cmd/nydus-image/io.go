@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -204,5 +205,66 @@ func blobDirOpener(dir string) builder.BlobOpener {
 			return nil, 0, nil, err
 		}
 		return f, st.Size(), func() { f.Close() }, nil
+	}
+}
+
+// layerInputs are what create and merge read besides their sources: the
+// prefetch list (--prefetch-policy fs|blob, from stdin), the parent
+// bootstrap and its blobs (--parent-bootstrap, --parent-blob-dir or
+// --blob-dir) and the chunk dictionary (--chunk-dict). Close releases
+// the files.
+type layerInputs struct {
+	prefetch    []string
+	parent      *rafs.Reader
+	parentBlobs builder.BlobOpener
+	dict        *rafs.Reader
+	files       []*os.File
+}
+
+// openLayerInputs reads the inputs create and merge share.
+func openLayerInputs(ctx context.Context, stdin io.Reader, prefetchPolicy, parent, parentBlobDir, blobDir, chunkDict string) (*layerInputs, error) {
+	in := &layerInputs{}
+	var err error
+	switch prefetchPolicy {
+	case "none", "":
+	case "fs", "blob":
+		if in.prefetch, err = readPrefetch(stdin); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("invalid --prefetch-policy %q (want fs, blob or none)", prefetchPolicy)
+	}
+	if parent != "" {
+		rd, pf, err := openBootstrap(ctx, parent)
+		if err != nil {
+			return nil, fmt.Errorf("--parent-bootstrap: %w", err)
+		}
+		in.files = append(in.files, pf)
+		in.parent = rd
+		if dir := cmp.Or(parentBlobDir, blobDir); dir != "" {
+			in.parentBlobs = blobDirOpener(dir)
+		}
+	}
+	dict, err := parseChunkDict(chunkDict)
+	if err != nil {
+		in.Close()
+		return nil, err
+	}
+	if dict != "" {
+		rd, df, err := openBootstrap(ctx, dict)
+		if err != nil {
+			in.Close()
+			return nil, fmt.Errorf("--chunk-dict: %w", err)
+		}
+		in.files = append(in.files, df)
+		in.dict = rd
+	}
+	return in, nil
+}
+
+// Close closes the bootstrap files.
+func (in *layerInputs) Close() {
+	for _, f := range in.files {
+		f.Close()
 	}
 }

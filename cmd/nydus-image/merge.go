@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -113,36 +112,12 @@ func runMerge(ctx context.Context, f *mergeFlags, sources []string, stdin io.Rea
 	}
 	var opts builder.MergeOptions
 	opts.Warn = func(m string) { logger.Warn(m) }
-	switch f.prefetchPolicy {
-	case "none", "":
-	case "fs", "blob":
-		if opts.Prefetch, err = readPrefetch(stdin); err != nil {
-			return err
-		}
-	default:
-		return fmt.Errorf("invalid --prefetch-policy %q (want fs, blob or none)", f.prefetchPolicy)
-	}
-	if f.parent != "" {
-		rd, pf, err := openBootstrap(ctx, f.parent)
-		if err != nil {
-			return fmt.Errorf("--parent-bootstrap: %w", err)
-		}
-		defer pf.Close()
-		opts.Parent = rd
-		if dir := cmp.Or(f.parentBlobDir, f.blobDir); dir != "" {
-			opts.ParentBlobs = blobDirOpener(dir)
-		}
-	}
-	if dict, err := parseChunkDict(f.chunkDict); err != nil {
+	in, err := openLayerInputs(ctx, stdin, f.prefetchPolicy, f.parent, f.parentBlobDir, f.blobDir, f.chunkDict)
+	if err != nil {
 		return err
-	} else if dict != "" {
-		rd, df, err := openBootstrap(ctx, dict)
-		if err != nil {
-			return fmt.Errorf("--chunk-dict: %w", err)
-		}
-		defer df.Close()
-		opts.ChunkDict = rd
 	}
+	defer in.Close()
+	opts.Prefetch, opts.Parent, opts.ParentBlobs, opts.ChunkDict = in.prefetch, in.parent, in.parentBlobs, in.dict
 	var srcs []builder.MergeSource
 	for i, p := range sources {
 		rd, sf, err := openBootstrap(ctx, p)
