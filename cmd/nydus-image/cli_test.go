@@ -20,52 +20,28 @@ import (
 	ggcr "github.com/google/go-containerregistry/pkg/registry"
 	"golang.org/x/sys/unix"
 
+	"github.com/nydus-go/nydus/internal/clitest"
 	"github.com/nydus-go/nydus/internal/treetest"
 )
 
 var bin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "nydus-image-cli-")
-	if err != nil {
-		panic(err)
-	}
-	bin = filepath.Join(dir, "nydus-image")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { clitest.Main(m, "nydus-image", &bin) }
 
-type result struct {
-	stdout, stderr string
-	code           int
-}
+type result = clitest.Result
 
 func run(t *testing.T, stdin string, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Stdin = strings.NewReader(stdin)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return result{o.String(), e.String(), code}
+	return clitest.Run(t, cmd)
 }
 
 func mustRun(t *testing.T, stdin string, args ...string) result {
 	t.Helper()
 	r := run(t, stdin, args...)
-	if r.code != 0 {
-		t.Fatalf("nydus-image %s: exit %d\n%s", strings.Join(args, " "), r.code, r.stderr)
+	if r.Code != 0 {
+		t.Fatalf("nydus-image %s: exit %d\n%s", strings.Join(args, " "), r.Code, r.Stderr)
 	}
 	return r
 }
@@ -81,7 +57,7 @@ func writeFile(t *testing.T, p string, b []byte) string {
 func TestCreateHelpAdvertisesConverterFeatures(t *testing.T) {
 	r := mustRun(t, "", "create", "-h")
 	for _, s := range []string{"--type", "tar-rafs", "--batch-size", "--encrypt"} {
-		if !strings.Contains(r.stdout, s) {
+		if !strings.Contains(r.Stdout, s) {
 			t.Errorf("create -h stdout lacks %q", s)
 		}
 	}
@@ -89,23 +65,23 @@ func TestCreateHelpAdvertisesConverterFeatures(t *testing.T) {
 
 func TestVersion(t *testing.T) {
 	r := mustRun(t, "", "--version")
-	if m := regexp.MustCompile(`Version:\s*(v.*)`).FindStringSubmatch(r.stdout); m == nil {
-		t.Fatalf("no Version line: %q", r.stdout)
+	if m := regexp.MustCompile(`Version:\s*(v.*)`).FindStringSubmatch(r.Stdout); m == nil {
+		t.Fatalf("no Version line: %q", r.Stdout)
 	}
-	if !regexp.MustCompile(`(?m)^Git Commit:\s*\S+`).MatchString(r.stdout) {
-		t.Fatalf("no Git Commit line: %q", r.stdout)
+	if !regexp.MustCompile(`(?m)^Git Commit:\s*\S+`).MatchString(r.Stdout) {
+		t.Fatalf("no Git Commit line: %q", r.Stdout)
 	}
 }
 
 // oneLineError asserts a failed run printed exactly one line naming want.
 func oneLineError(t *testing.T, r result, want string) {
 	t.Helper()
-	if r.code == 0 {
+	if r.Code == 0 {
 		t.Fatalf("succeeded; want an error mentioning %q", want)
 	}
-	lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
-	if len(lines) != 1 || !strings.Contains(lines[0], want) || strings.Contains(r.stderr, "panic") {
-		t.Fatalf("stderr %q: want one line containing %q", r.stderr, want)
+	lines := strings.Split(strings.TrimSpace(r.Stderr), "\n")
+	if len(lines) != 1 || !strings.Contains(lines[0], want) || strings.Contains(r.Stderr, "panic") {
+		t.Fatalf("stderr %q: want one line containing %q", r.Stderr, want)
 	}
 }
 
@@ -262,8 +238,8 @@ func TestFIFOs(t *testing.T) {
 		t.Fatalf("merge output %s (%v)", mb, err)
 	}
 	r := mustRun(t, "", "inspect", merged, "-R", "prefetch")
-	if !strings.Contains(r.stdout, `"/data"`) {
-		t.Fatalf("prefetch table: %s", r.stdout)
+	if !strings.Contains(r.Stdout, `"/data"`) {
+		t.Fatalf("prefetch table: %s", r.Stdout)
 	}
 	outFifo := mkfifo(t, filepath.Join(dir, "out.fifo"))
 	var out []byte
@@ -312,8 +288,8 @@ func TestCheckVerifiesChunks(t *testing.T) {
 	mustRun(t, "", "check", boot, "-D", blobs)
 	r := mustRun(t, "", "inspect", boot, "-R", "blobs")
 	var bl []map[string]any
-	if err := json.Unmarshal([]byte(r.stdout), &bl); err != nil || len(bl) != 1 {
-		t.Fatalf("inspect -R blobs: %s %v", r.stdout, err)
+	if err := json.Unmarshal([]byte(r.Stdout), &bl); err != nil || len(bl) != 1 {
+		t.Fatalf("inspect -R blobs: %s %v", r.Stdout, err)
 	}
 	id := bl[0]["blob_id"].(string)
 	p := filepath.Join(blobs, id)
@@ -321,10 +297,10 @@ func TestCheckVerifiesChunks(t *testing.T) {
 	b[100] ^= 0x01 // inside "victim"'s first chunk ("ok" is stored after it? no: in tar order)
 	os.WriteFile(p, b, 0o644)
 	r = run(t, "", "check", boot, "-D", blobs)
-	if r.code == 0 || !strings.Contains(r.stderr, "chunk 0") || !strings.Contains(r.stderr, "digest mismatch") {
-		t.Fatalf("check did not report the corrupt chunk: %d %q", r.code, r.stderr)
+	if r.Code == 0 || !strings.Contains(r.Stderr, "chunk 0") || !strings.Contains(r.Stderr, "digest mismatch") {
+		t.Fatalf("check did not report the corrupt chunk: %d %q", r.Code, r.Stderr)
 	}
-	t.Log(strings.TrimSpace(r.stderr))
+	t.Log(strings.TrimSpace(r.Stderr))
 }
 
 // TestUnpackFromRegistry unpacks an image whose blob lives in a registry

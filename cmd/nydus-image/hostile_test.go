@@ -53,8 +53,8 @@ func TestDuplicateNamesRejected(t *testing.T) {
 	} {
 		r := run(t, "", args...)
 		oneLineError(t, r, `duplicate entry "a"`)
-		if !strings.Contains(r.stderr, boot) {
-			t.Errorf("%s: the error does not name the bootstrap: %s", args[0], r.stderr)
+		if !strings.Contains(r.Stderr, boot) {
+			t.Errorf("%s: the error does not name the bootstrap: %s", args[0], r.Stderr)
 		}
 	}
 	if _, err := os.Stat(out); err == nil {
@@ -98,8 +98,8 @@ func TestHugeDeclaredSizes(t *testing.T) {
 			src := writeFile(t, filepath.Join(dir, tc.name+".tar"), b)
 			r := run(t, "", "create", "-t", "tar-rafs", "-B", filepath.Join(dir, "boot"), "--blob", filepath.Join(dir, "blob"), src)
 			oneLineError(t, r, "huge: size")
-			if r.code != 1 || !strings.Contains(r.stderr, "exceeds the limit") {
-				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			if r.Code != 1 || !strings.Contains(r.Stderr, "exceeds the limit") {
+				t.Fatalf("exit %d: %s", r.Code, r.Stderr)
 			}
 		})
 	}
@@ -131,11 +131,11 @@ func TestUnstorableXattrsExplained(t *testing.T) {
 		`user.big\" dropped: the value is 70000 bytes`,
 		`weird.ns\" dropped: RAFS v6 stores only`,
 	} {
-		if !strings.Contains(r.stderr, want) {
-			t.Errorf("no warning %q:\n%s", want, r.stderr)
+		if !strings.Contains(r.Stderr, want) {
+			t.Errorf("no warning %q:\n%s", want, r.Stderr)
 		}
 	}
-	if strings.Contains(r.stderr, "user.ok") {
-		t.Errorf("a storable xattr was dropped:\n%s", r.stderr)
+	if strings.Contains(r.Stderr, "user.ok") {
+		t.Errorf("a storable xattr was dropped:\n%s", r.Stderr)
 	}
 }

@@ -17,27 +17,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nydus-go/nydus/internal/clitest"
 	"github.com/nydus-go/nydus/internal/roottest"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
-	"golang.org/x/sys/unix"
 )
 
 var bin string
 
-func TestMain(m *testing.M) {
-	dir, _ := os.MkdirTemp("", "nydusd-")
-	bin = filepath.Join(dir, "nydusd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { clitest.Main(m, "nydusd", &bin) }
 
 // image builds a layer into a bootstrap file and a blob directory.
 func image(t testing.TB, layer []byte) (boot, blobs string) {

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,47 +11,23 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/nydus-go/nydus/internal/clitest"
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/registry/registrytest"
 )
 
 var bin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "nydusify-cli-")
-	if err != nil {
-		panic(err)
-	}
-	bin = filepath.Join(dir, "nydusify")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { clitest.Main(m, "nydusify", &bin) }
 
-type result struct {
-	stdout, stderr string
-	code           int
-}
+type result = clitest.Result
 
 func run(t *testing.T, dir string, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "HOME="+dir, "DOCKER_CONFIG="+dir)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return result{o.String(), e.String(), code}
+	return clitest.Run(t, cmd)
 }
 
 func TestConvertCLI(t *testing.T) {
@@ -65,13 +39,13 @@ func TestConvertCLI(t *testing.T) {
 	out := filepath.Join(dir, "report.json")
 	res := run(t, dir, "convert", "--source", r.Host+"/app:1", "--target", r.Host+"/app:1-nydus", "--plain-http",
 		"--platform", "linux/amd64", "--output-json", out)
-	if res.code != 0 {
-		t.Fatalf("convert: %d\n%s", res.code, res.stderr)
+	if res.Code != 0 {
+		t.Fatalf("convert: %d\n%s", res.Code, res.Stderr)
 	}
 	// Not a terminal: plain log lines and a summary table.
 	for _, want := range []string{"layer converted", "PLATFORM", "DEDUPLICATED", "converted " + r.Host + "/app:1"} {
-		if !strings.Contains(res.stderr, want) {
-			t.Fatalf("stderr lacks %q:\n%s", want, res.stderr)
+		if !strings.Contains(res.Stderr, want) {
+			t.Fatalf("stderr lacks %q:\n%s", want, res.Stderr)
 		}
 	}
 	var rep struct {
@@ -94,8 +68,8 @@ func TestConvertCLI(t *testing.T) {
 	// copy to another repository: blobs are mounted, nothing re-uploaded.
 	r.ResetStats()
 	res = run(t, dir, "copy", "--source", r.Host+"/app:1-nydus", "--target", r.Host+"/copy:1", "--plain-http")
-	if res.code != 0 {
-		t.Fatalf("copy: %s", res.stderr)
+	if res.Code != 0 {
+		t.Fatalf("copy: %s", res.Stderr)
 	}
 	if st := r.Stats(); st.Mounts == 0 || st.UploadBytes > 64<<10 {
 		t.Fatalf("copy uploaded %d bytes with %d mounts", st.UploadBytes, st.Mounts)
@@ -122,10 +96,10 @@ func TestConvertCLIErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		res := run(t, dir, c.args...)
-		lines := strings.Split(strings.TrimSpace(res.stderr), "\n")
+		lines := strings.Split(strings.TrimSpace(res.Stderr), "\n")
 		last := lines[len(lines)-1]
-		if res.code == 0 || !strings.Contains(last, c.want) || strings.Contains(res.stderr, "panic") {
-			t.Errorf("%v: exit %d, stderr %q; want an error containing %q", c.args, res.code, res.stderr, c.want)
+		if res.Code == 0 || !strings.Contains(last, c.want) || strings.Contains(res.Stderr, "panic") {
+			t.Errorf("%v: exit %d, stderr %q; want an error containing %q", c.args, res.Code, res.Stderr, c.want)
 		}
 	}
 }
@@ -138,12 +112,12 @@ func TestCheckCLI(t *testing.T) {
 	l1 := treetest.Tar(treetest.Sample())
 	l2 := treetest.Tar([]treetest.File{treetest.Reg("victim/file", 0o644, treetest.Random(2, 2<<20))})
 	registrytest.PushImage(t, r.Host+"/app:1", [][]byte{l1, l2})
-	if res := run(t, dir, "convert", "--source", r.Host+"/app:1", "--target", r.Host+"/app:nydus", "--plain-http", "--platform", "linux/amd64"); res.code != 0 {
-		t.Fatalf("convert: %s", res.stderr)
+	if res := run(t, dir, "convert", "--source", r.Host+"/app:1", "--target", r.Host+"/app:nydus", "--plain-http", "--platform", "linux/amd64"); res.Code != 0 {
+		t.Fatalf("convert: %s", res.Stderr)
 	}
 	res := run(t, dir, "check", "--source", r.Host+"/app:1", "--target", r.Host+"/app:nydus", "--plain-http", "--platform", "linux/amd64")
-	if res.code != 0 || !strings.Contains(res.stderr, "OK") || !strings.Contains(res.stderr, "identical") {
-		t.Fatalf("check: %d %s", res.code, res.stderr)
+	if res.Code != 0 || !strings.Contains(res.Stderr, "OK") || !strings.Contains(res.Stderr, "identical") {
+		t.Fatalf("check: %d %s", res.Code, res.Stderr)
 	}
 	// Tamper with the blob holding /victim/file.
 	out := run(t, dir, "check", "--target", r.Host+"/app:nydus", "--plain-http", "--platform", "linux/amd64", "--log-level", "error")
@@ -161,8 +135,8 @@ func TestCheckCLI(t *testing.T) {
 	b[1000] ^= 0xff
 	os.WriteFile(blobPath, b, 0o644)
 	res = run(t, dir, "check", "--source", r.Host+"/app:1", "--target", r.Host+"/app:nydus", "--plain-http", "--platform", "linux/amd64")
-	if res.code == 0 || !strings.Contains(res.stderr, "/victim/file") {
-		t.Fatalf("tampered blob not reported with its file: %d\n%s", res.code, res.stderr)
+	if res.Code == 0 || !strings.Contains(res.Stderr, "/victim/file") {
+		t.Fatalf("tampered blob not reported with its file: %d\n%s", res.Code, res.Stderr)
 	}
 }
 
@@ -196,8 +170,8 @@ func TestDedupScopeCLI(t *testing.T) {
 	registrytest.PushImage(t, r.Host+"/src:b", [][]byte{treetest.Tar([]treetest.File{treetest.Reg("opt/big.bin", 0o644, big), treetest.Reg("b", 0o644, []byte("b"))})})
 	for _, s := range []string{"a", "b"} {
 		before := r.Stats().UploadBytes
-		if res := run(t, dir, "convert", "--source", r.Host+"/src:"+s, "--target", r.Host+"/app:"+s, "--plain-http", "--platform", "linux/amd64"); res.code != 0 {
-			t.Fatalf("convert %s: %s", s, res.stderr)
+		if res := run(t, dir, "convert", "--source", r.Host+"/src:"+s, "--target", r.Host+"/app:"+s, "--plain-http", "--platform", "linux/amd64"); res.Code != 0 {
+			t.Fatalf("convert %s: %s", s, res.Stderr)
 		}
 		if up := r.Stats().UploadBytes - before; s == "b" && up > 1<<20 {
 			t.Fatalf("b uploaded %d bytes with the default dedup scope", up)
@@ -214,10 +188,10 @@ func TestDedupScopeCLI(t *testing.T) {
 	}
 	r.GarbageCollect(t)
 	res := run(t, dir, "check", "--source", r.Host+"/src:b", "--target", r.Host+"/app:b", "--plain-http", "--platform", "linux/amd64")
-	if res.code != 0 || !strings.Contains(res.stderr, "identical") {
-		t.Fatalf("check of b after a was deleted and collected: %d\n%s", res.code, res.stderr)
+	if res.Code != 0 || !strings.Contains(res.Stderr, "identical") {
+		t.Fatalf("check of b after a was deleted and collected: %d\n%s", res.Code, res.Stderr)
 	}
-	if res := run(t, dir, "convert", "--source", r.Host+"/src:b", "--target-archive", filepath.Join(dir, "b.tar"), "--dedup-scope", "app"); res.code == 0 || !strings.Contains(res.stderr, "--dedup-scope needs a registry") {
-		t.Fatalf("--dedup-scope with an archive target: %d %s", res.code, res.stderr)
+	if res := run(t, dir, "convert", "--source", r.Host+"/src:b", "--target-archive", filepath.Join(dir, "b.tar"), "--dedup-scope", "app"); res.Code == 0 || !strings.Contains(res.Stderr, "--dedup-scope needs a registry") {
+		t.Fatalf("--dedup-scope with an archive target: %d %s", res.Code, res.Stderr)
 	}
 }

@@ -23,10 +23,10 @@ func TestSilentRegistry(t *testing.T) {
 		start := time.Now()
 		res := run(t, dir, append(args, "--plain-http", "--response-timeout", "1s", "--connect-timeout", "1s")...)
 		took := time.Since(start)
-		lines := strings.Split(strings.TrimSpace(res.stderr), "\n")
-		if res.code == 0 || took > 45*time.Second || !strings.Contains(lines[len(lines)-1], host) {
-			t.Fatalf("%s: exit %d after %s:\n%s", args[0], res.code, took, res.stderr)
+		lines := strings.Split(strings.TrimSpace(res.Stderr), "\n")
+		if res.Code == 0 || took > 45*time.Second || !strings.Contains(lines[len(lines)-1], host) {
+			t.Fatalf("%s: exit %d after %s:\n%s", args[0], res.Code, took, res.Stderr)
 		}
-		t.Logf("%s: exit %d after %s: %s", args[0], res.code, took.Round(time.Millisecond), lines[len(lines)-1])
+		t.Logf("%s: exit %d after %s: %s", args[0], res.Code, took.Round(time.Millisecond), lines[len(lines)-1])
 	}
 }
