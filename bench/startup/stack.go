@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nydus-go/nydus/internal/snapshotterconf"
 	"github.com/nydus-go/nydus/internal/sysproc"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
 )
@@ -137,26 +138,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 // one nydusd per image, shared mode starts one nydusd with the
 // snapshotter and mounts every image in it through its API.
 func nydusTOML(root, sock, mode, nydusdConfig string, b bins) string {
-	return fmt.Sprintf(`version = 1
-root = %q
-address = %q
-daemon_mode = %q
-[system]
-enable = false
-[daemon]
-nydusd_config = %q
-nydusd_path = %q
-nydusimage_path = %q
-fs_driver = "fusedev"
-recover_policy = "none"
-[cgroup]
-enable = false
-[log]
-log_to_stdout = true
-level = "warn"
-[metrics]
-address = ""
-`, root, sock, mode, nydusdConfig, b.nydusd, b.nydusImage)
+	return snapshotterconf.Config{Root: root, Address: sock, DaemonMode: mode, NydusdConfig: nydusdConfig,
+		NydusdPath: b.nydusd, NydusImagePath: b.nydusImage}.TOML()
 }
 
 // restartSnapshotters stops the named remote snapshotters (both when

@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/nydus-go/nydus/internal/roottest"
+	"github.com/nydus-go/nydus/internal/snapshotterconf"
 	"github.com/nydus-go/nydus/internal/sysproc"
 	"github.com/nydus-go/nydus/pkg/daemon/api"
 	"github.com/nydus-go/nydus/pkg/registry/registrytest"
@@ -170,26 +171,8 @@ func (e *env) writeSnapshotterConfig() {
 	if err := os.WriteFile(tmpl, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	toml := fmt.Sprintf(`version = 1
-root = %q
-address = %q
-daemon_mode = %q
-[system]
-enable = false
-[daemon]
-nydusd_config = %q
-nydusd_path = %q
-nydusimage_path = %q
-fs_driver = "fusedev"
-recover_policy = %q
-[cgroup]
-enable = false
-[log]
-log_to_stdout = true
-level = %q
-[metrics]
-address = ""
-`, e.snRoot, e.snSock, e.snOpts.mode, tmpl, e.b.nydusd, e.b.nydusImage, e.snOpts.recover, logLevel)
+	toml := snapshotterconf.Config{Root: e.snRoot, Address: e.snSock, DaemonMode: e.snOpts.mode, NydusdConfig: tmpl,
+		NydusdPath: e.b.nydusd, NydusImagePath: e.b.nydusImage, RecoverPolicy: e.snOpts.recover, LogLevel: logLevel}.TOML()
 	e.snCfg = filepath.Join(e.dir, "snapshotter.toml")
 	if err := os.WriteFile(e.snCfg, []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
