@@ -94,7 +94,7 @@ bench-build: build
 	$(GO) run ./bench/build -go '$(GO)'
 
 bench-convert: build
-	./scripts/bench-convert.sh
+	$(GO) run ./bench/convert
 
 # nydusd figures (warm passthrough read, metadata walk, cold registry
 # read, shared-daemon RSS) against native ext4 in one run; needs root.

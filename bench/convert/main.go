@@ -1,62 +1,81 @@
-// Command convert is the helper behind scripts/bench-convert.sh (`make
-// bench-convert`). It is not part of the product; its subcommands are:
+// Command convert is the image conversion benchmark (`make
+// bench-convert`); it is not part of the product.
 //
-//	mirror    print the Debian mirror URI apt is configured with for a suite
-//	freeport  print a free TCP port on 127.0.0.1
-//	waitidle  wait (bounded) until other processes leave the CPUs idle
-//	run       run a command, recording its wall and CPU time
-//	layers    print the layers of an image in a plain-HTTP registry
-//	report    turn the recorded runs and the registry's manifests into a
-//	          markdown section, print it and splice it into docs/benchmarks.md
+// It caches debootstrapped Debian rootfs trees and OCI images built from
+// them (under -dir), starts a temporary docker-registry on 127.0.0.1 and
+// a temporary containerd (own config, root, state and sockets, CRI
+// disabled), pushes the images and measures, in one invocation:
+//
+//  1. Conversion speed and size on a 2-layer image (bookworm minbase +
+//     `apt-get install curl ca-certificates`), -runs interleaved rounds,
+//     median reported: bin/nydusify convert registry → registry with the
+//     defaults and with --independent, against eStargz with Debian's
+//     ctr-remote (`ctr content fetch`, `ctr-remote image convert
+//     --estargz --oci`, `ctr image push`, each timed) and, one run for
+//     reference, zstd:chunked. Before each timed run it waits (bounded)
+//     for idle CPUs and redoes a run other processes contended.
+//  2. Dedup across an image family (bookworm minbase, + curl, two more
+//     bookworm minbase debootstraps, trixie minbase, + curl): OCI gzip
+//     layer bytes against the unique Nydus blob bytes read back from the
+//     registry, converting with --chunk-dict, with nydusify's defaults
+//     (the dedup scope), with --dedup-scope none and upstream-style with
+//     --independent.
+//
+// It prints the report and rewrites the "## Conversion" section of
+// docs/benchmarks.md (other sections are kept). Everything it starts is
+// stopped by PID, everything it mounts is unmounted and its temporary
+// directory removed, also on SIGINT or SIGTERM. It needs root (apt-get,
+// debootstrap, chroot, containerd). Flags take their defaults from the
+// BENCH_* environment variables; see -help.
 package main
 
 import (
-	"github.com/nydus-go/nydus/bench/internal/benchkit"
-
+	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
 )
 
-const usage = `usage: convert SUBCOMMAND [flags]
-
-subcommands:
-  mirror   [-suite bookworm] [-component main] [-apt /etc/apt]
-  freeport
-  waitidle [-max 30] [-threshold 0.15] [-window 500ms]
-  run      -label L -results FILE [-round N] [-services PID,...] [-reject-others CORES] -- CMD ARGS...
-  layers   REF                       (HOST:PORT/REPO:TAG, plain HTTP)
-  report   -results FILE -plan FILE -doc FILE -heading H [-kv key=value]...
-`
-
 func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprint(os.Stderr, usage)
-		os.Exit(2)
-	}
-	var err error
-	args := os.Args[2:]
-	switch os.Args[1] {
-	case "mirror":
-		err = benchkit.CmdMirror(args)
-	case "freeport":
-		err = cmdFreePort(args)
-	case "waitidle":
-		err = benchkit.CmdWaitIdle(args)
-	case "run":
-		err = cmdRun(args)
-	case "layers":
-		err = cmdLayers(args)
-	case "report":
-		err = cmdReport(args)
-	case "-h", "-help", "--help", "help":
-		fmt.Print(usage)
+	start := time.Now()
+	cfg, err := parseConfig(os.Args[1:], os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
 		return
-	default:
-		fmt.Fprintf(os.Stderr, "bench-convert: unknown subcommand %q\n%s", os.Args[1], usage)
-		os.Exit(2)
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "bench-convert %s: %v\n", os.Args[1], err)
+		fmt.Fprintf(os.Stderr, "bench-convert: %v\n", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err = chdirRoot()
+	if err == nil {
+		err = runBench(ctx, cfg)
+	}
+	interrupted := ctx.Err() != nil
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench-convert: error: %v\nbench-convert: FAILED after %ds\n", err, int(time.Since(start).Seconds()))
+		if interrupted {
+			os.Exit(130)
+		}
 		os.Exit(1)
 	}
+}
+
+// chdirRoot makes the repository root the working directory: bin/, the
+// document and git are found from there.
+func chdirRoot() error {
+	wd, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	root, err := repoRoot(wd)
+	if err != nil {
+		return err
+	}
+	return os.Chdir(root)
 }

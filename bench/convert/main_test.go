@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -24,10 +23,6 @@ func TestMedianAndSums(t *testing.T) {
 	s := sumTiming(res, "a", "b")
 	if got := fmt.Sprint(s.walls); got != "[11 33]" {
 		t.Fatalf("sum walls = %s", got)
-	}
-	r, err := parseRecord(record{label: "x/y", round: 2, wall: 1.5, cpu: 2.25, svc: 0.75, others: 0.5}.line())
-	if err != nil || r.label != "x/y" || r.round != 2 || r.wall != 1.5 || r.cpu != 2.25 || r.svc != 0.75 || r.others != 0.5 {
-		t.Fatalf("round trip: %+v %v", r, err)
 	}
 }
 
@@ -96,28 +91,6 @@ func TestFetchImageAndUniq(t *testing.T) {
 	}
 	if _, err := fetchImage(host + "/missing:t"); err == nil {
 		t.Fatal("missing image: no error")
-	}
-}
-
-func TestReadPlan(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "plan.tsv")
-	text := "# comment\nimage\tspeed/oci\t127.0.0.1:1/a:oci\njson\tspeed/nydus\t/x.json\nfamily\tbookworm-min\t-\tminbase\nfamily\tbookworm-curl\tbookworm-min\t+ curl\ncmd\tconvert\tnydusify convert --source $REG/a\nnote\tsome note\n"
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p, err := readPlan(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.images["speed/oci"] != "127.0.0.1:1/a:oci" || p.jsons["speed/nydus"] != "/x.json" || len(p.family) != 2 ||
-		p.family[1].dict != "bookworm-min" || len(p.cmds) != 1 || len(p.notes) != 1 {
-		t.Fatalf("plan = %+v", p)
-	}
-	if err := os.WriteFile(path, []byte("image\tonly-two\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := readPlan(path); err == nil {
-		t.Fatal("malformed plan: no error")
 	}
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -205,19 +204,4 @@ func fetchImage(ref string) (*image, error) {
 		im.layers = append(im.layers, layer{descriptor: d, role: roleOf(d)})
 	}
 	return im, nil
-}
-
-// cmdLayers prints digest, size, media type and role of each layer.
-func cmdLayers(args []string) error {
-	if len(args) != 1 {
-		return errors.New("usage: layers HOST:PORT/REPO:TAG")
-	}
-	im, err := fetchImage(args[0])
-	if err != nil {
-		return err
-	}
-	for _, l := range im.layers {
-		fmt.Printf("%s\t%d\t%s\t%s\n", l.Digest, l.Size, l.MediaType, l.role)
-	}
-	return nil
 }

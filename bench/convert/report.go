@@ -1,12 +1,11 @@
 package main
 
 import (
+	"context"
 	"github.com/nydus-go/nydus/bench/internal/benchkit"
 
-	"bufio"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"slices"
@@ -21,26 +20,12 @@ const (
 	targetSizeRatio  = 1.0 // Nydus image size / OCI gzip image size, at most
 )
 
-type kvFlag struct {
-	m map[string]string
-}
-
-func (k *kvFlag) String() string { return "" }
-func (k *kvFlag) Set(s string) error {
-	key, v, ok := strings.Cut(s, "=")
-	if !ok {
-		return fmt.Errorf("want key=value, got %q", s)
-	}
-	k.m[key] = v
-	return nil
-}
-
 // famEntry is one image of the dedup family, in conversion order.
 type famEntry struct {
 	name, dict, desc string
 }
 
-// plan is what the script tells the report about the run: the images it
+// plan is what the benchmark tells the report about the run: the images it
 // pushed and converted (registry references), nydusify's JSON reports,
 // the family's order, the exact commands and free-form notes.
 type plan struct {
@@ -50,86 +35,6 @@ type plan struct {
 	tags   [][3]string // image key prefix, HOST:PORT/REPO, tag prefix
 	cmds   [][2]string
 	notes  []string
-}
-
-func readPlan(path string) (*plan, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	p := &plan{images: map[string]string{}, jsons: map[string]string{}}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	n := 0
-	for sc.Scan() {
-		n++
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		fl := strings.Split(line, "\t")
-		bad := func() error { return fmt.Errorf("%s:%d: malformed %q line", path, n, fl[0]) }
-		switch fl[0] {
-		case "image":
-			if len(fl) != 3 {
-				return nil, bad()
-			}
-			p.images[fl[1]] = fl[2]
-		case "json":
-			if len(fl) != 3 {
-				return nil, bad()
-			}
-			p.jsons[fl[1]] = fl[2]
-		case "family":
-			if len(fl) != 4 {
-				return nil, bad()
-			}
-			p.family = append(p.family, famEntry{name: fl[1], dict: fl[2], desc: fl[3]})
-		case "tags":
-			if len(fl) != 4 {
-				return nil, bad()
-			}
-			p.tags = append(p.tags, [3]string{fl[1], fl[2], fl[3]})
-		case "cmd":
-			if len(fl) != 3 {
-				return nil, bad()
-			}
-			p.cmds = append(p.cmds, [2]string{fl[1], fl[2]})
-		case "note":
-			if len(fl) != 2 {
-				return nil, bad()
-			}
-			p.notes = append(p.notes, fl[1])
-		default:
-			return nil, fmt.Errorf("%s:%d: unknown line kind %q", path, n, fl[0])
-		}
-	}
-	return p, sc.Err()
-}
-
-// readResults groups the records of the results file by label, sorted by
-// round.
-func readResults(path string) (map[string][]record, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string][]record{}
-	for i, l := range strings.Split(string(data), "\n") {
-		if l == "" || strings.HasPrefix(l, "#") {
-			continue
-		}
-		r, err := parseRecord(l)
-		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, i+1, err)
-		}
-		out[r.label] = append(out[r.label], r)
-	}
-	for _, rs := range out {
-		slices.SortFunc(rs, func(a, b record) int { return a.round - b.round })
-	}
-	return out, nil
 }
 
 func median(v []float64) float64 {
@@ -247,28 +152,10 @@ func readNydusReport(path string) (*nydusReport, error) {
 	return &r, nil
 }
 
-func cmdReport(args []string) error {
-	fs := flag.NewFlagSet("report", flag.ContinueOnError)
-	results := fs.String("results", "", "results file written by run (required)")
-	planPath := fs.String("plan", "", "plan file written by the script (required)")
-	doc := fs.String("doc", "", "markdown file whose section is rewritten (required)")
-	heading := fs.String("heading", "", "the section's heading line (required)")
-	kv := &kvFlag{m: map[string]string{}}
-	fs.Var(kv, "kv", "key=value facts about the run (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *results == "" || *planPath == "" || *doc == "" || *heading == "" {
-		return errors.New("-results, -plan, -doc and -heading are required")
-	}
-	res, err := readResults(*results)
-	if err != nil {
-		return err
-	}
-	p, err := readPlan(*planPath)
-	if err != nil {
-		return err
-	}
+// writeReport reads the plan's images back from the registry (and the
+// tags it names) and nydusify's JSON reports, renders the section,
+// prints it and splices it into doc.
+func writeReport(ctx context.Context, doc string, res map[string][]record, p *plan, kv map[string]string) error {
 	for _, t := range p.tags {
 		host, repo, _, err := splitRef(t[1])
 		if err != nil {
@@ -286,6 +173,9 @@ func cmdReport(args []string) error {
 	}
 	imgs := map[string]*image{}
 	for k, ref := range p.images {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		im, err := fetchImage(ref)
 		if err != nil {
 			return fmt.Errorf("image %s: %w", k, err)
@@ -300,12 +190,12 @@ func cmdReport(args []string) error {
 		}
 		reps[k] = r
 	}
-	body, err := render(*heading, res, p, imgs, reps, kv.m)
+	body, err := render(heading, res, p, imgs, reps, kv)
 	if err != nil {
 		return err
 	}
 	fmt.Print(body)
-	return benchkit.SpliceSection(*doc, *heading, body, docHeader)
+	return benchkit.SpliceSection(doc, heading, body, docHeader)
 }
 
 // shortRef drops the registry host (a temporary port) from a reference.
@@ -326,7 +216,7 @@ func runsText(v []float64) string {
 	return strings.Join(s, " / ")
 }
 
-// Labels of the speed runs, as the script records them.
+// Labels of the speed runs.
 const (
 	lNydus      = "speed/nydus"
 	lNydusIndep = "speed/nydus-independent"
@@ -373,7 +263,7 @@ func render(heading string, res map[string][]record, p *plan, imgs map[string]*i
 		return "?"
 	}
 	w("%s\n\n", heading)
-	w("Written by `scripts/bench-convert.sh`; rerun it to refresh these figures. All figures below come from one invocation.\n\n")
+	w("Written by `bench/convert` (`make bench-convert`); rerun it to refresh these figures. All figures below come from one invocation.\n\n")
 	w("- Command: `%s` (as root; cache `%s`, temporary files on %s)\n", get("command"), get("workdir"), get("tmpfs"))
 	w("- Date: %s; commit `%s`; %s\n", get("date"), get("commit"), get("go"))
 	w("- Machine: nproc %s, %s, kernel %s, %s RAM\n", get("nproc"), get("cpu"), get("kernel"), get("mem"))
