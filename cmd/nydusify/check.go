@@ -10,7 +10,6 @@ import (
 
 	"github.com/nydus-go/nydus/internal/cliutil"
 	"github.com/nydus-go/nydus/pkg/checker"
-	"github.com/nydus-go/nydus/pkg/converter"
 	"github.com/nydus-go/nydus/pkg/imageref"
 )
 
@@ -44,7 +43,7 @@ It exits non-zero and lists the differences when anything is wrong.`,
 			nf.apply(&sro, &dro)
 			o := checker.Options{MultiPlatform: multi, AllPlatforms: all, Source: sro, Target: dro, Nydusd: nydusd, Log: log}
 			if !all {
-				p, err := converter.ParsePlatforms(platform)
+				p, err := imageref.ParsePlatforms(platform)
 				if err != nil {
 					return err
 				}

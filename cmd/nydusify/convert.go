@@ -176,7 +176,7 @@ func runConvert(cmd *cobra.Command, f *convertFlags, lo *logOptions) error {
 		Concurrency: f.concurrency, Log: log,
 	}
 	if !f.allPlatforms {
-		if o.Platforms, err = converter.ParsePlatforms(f.platform); err != nil {
+		if o.Platforms, err = imageref.ParsePlatforms(f.platform); err != nil {
 			return err
 		}
 	}

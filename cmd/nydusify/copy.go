@@ -8,7 +8,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/spf13/cobra"
 
-	"github.com/nydus-go/nydus/pkg/converter"
 	"github.com/nydus-go/nydus/pkg/imageref"
 )
 
@@ -72,7 +71,7 @@ skipped; blobs in another repository of the same registry are mounted.`,
 					log.Info("copied index", "source", source, "target", target, "digest", desc.Digest)
 					return nil
 				}
-				plats, err := converter.ParsePlatforms(platform)
+				plats, err := imageref.ParsePlatforms(platform)
 				if err != nil {
 					return err
 				}
@@ -95,7 +94,7 @@ skipped; blobs in another repository of the same registry are mounted.`,
 					if err := remote.Write(dst.Name, img, dc.Options(ctx)...); err != nil {
 						return fmt.Errorf("copy to %s: %w", target, err)
 					}
-					log.Info("copied image", "source", source, "target", target, "digest", d.Digest, "platform", converter.PlatformString(d.Platform))
+					log.Info("copied image", "source", source, "target", target, "digest", d.Digest, "platform", imageref.PlatformString(d.Platform))
 					return nil
 				}
 				return fmt.Errorf("%s: index has no manifest for %s", source, platform)

@@ -10,7 +10,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/nydus-go/nydus/pkg/converter"
 	"github.com/nydus-go/nydus/pkg/errdefs"
 	"github.com/nydus-go/nydus/pkg/imageref"
 	"github.com/nydus-go/nydus/pkg/storage"
@@ -219,7 +218,7 @@ func Check(ctx context.Context, source *imageref.Ref, target imageref.Ref, o Opt
 	defer func() { closeRR() }()
 	var reports []Report
 	for _, c := range cands {
-		r := Report{Target: target.String(), Digest: c.digest.String(), Platform: converter.PlatformString(c.platform)}
+		r := Report{Target: target.String(), Digest: c.digest.String(), Platform: imageref.PlatformString(c.platform)}
 		r.ManifestProblems = append(r.ManifestProblems, c.problems...)
 		var s *compareSource
 		switch {
@@ -231,7 +230,7 @@ func Check(ctx context.Context, source *imageref.Ref, target imageref.Ref, o Opt
 			s = &compareSource{img: img, what: src.what(), host: src.host()}
 			r.Source, r.SourceDigest = source.String(), d.String()
 			if p := platformOfImage(img); src.Image != nil && p != nil && c.platform != nil && !samePlatform(p, c.platform) {
-				r.warn("the source image is for %s, the target manifest for %s", converter.PlatformString(p), converter.PlatformString(c.platform))
+				r.warn("the source image is for %s, the target manifest for %s", imageref.PlatformString(p), imageref.PlatformString(c.platform))
 			}
 		case c.oci != nil:
 			r.Source = fmt.Sprintf("OCI manifest %s of the target index", c.ociDigest)
@@ -286,7 +285,7 @@ func selectTargets(t *opened, o *Options) ([]candidate, error) {
 			return true
 		}
 		for _, w := range o.Platforms {
-			if platformMatches(w, p) {
+			if imageref.PlatformMatches(w, p) {
 				return true
 			}
 		}
@@ -326,7 +325,7 @@ func selectTargets(t *opened, o *Options) ([]candidate, error) {
 				wantedOCI++
 			}
 		}
-		label := converter.PlatformString(d.Platform)
+		label := imageref.PlatformString(d.Platform)
 		if kind != "" {
 			label += " (" + kind + ")"
 		}
@@ -345,7 +344,7 @@ func selectTargets(t *opened, o *Options) ([]candidate, error) {
 		if !o.AllPlatforms {
 			var ws []string
 			for i := range o.Platforms {
-				ws = append(ws, converter.PlatformString(&o.Platforms[i]))
+				ws = append(ws, imageref.PlatformString(&o.Platforms[i]))
 			}
 			want = strings.Join(ws, ",")
 		}
@@ -371,7 +370,7 @@ func selectTargets(t *opened, o *Options) ([]candidate, error) {
 			}
 		}
 		if o.MultiPlatform && c.oci == nil {
-			c.problems = append(c.problems, fmt.Sprintf("multi-platform check: the index has no OCI manifest for %s next to the Nydus one", converter.PlatformString(c.platform)))
+			c.problems = append(c.problems, fmt.Sprintf("multi-platform check: the index has no OCI manifest for %s next to the Nydus one", imageref.PlatformString(c.platform)))
 		}
 	}
 	return cands, nil
@@ -399,7 +398,7 @@ func selectSource(s *opened, p *v1.Platform) (v1.Image, v1.Hash, error) {
 		if !d.MediaType.IsImage() || imageref.IsNydusDesc(d) {
 			continue
 		}
-		avail = append(avail, converter.PlatformString(d.Platform))
+		avail = append(avail, imageref.PlatformString(d.Platform))
 		switch {
 		case p == nil || d.Platform == nil:
 		case samePlatform(p, d.Platform):
@@ -421,5 +420,5 @@ func selectSource(s *opened, p *v1.Platform) (v1.Image, v1.Hash, error) {
 			return img, d.Digest, nil
 		}
 	}
-	return nil, v1.Hash{}, imageref.Errorf(ErrNoPlatform, nil, "%s: index has no OCI manifest for %s (it has %s)", s.what(), converter.PlatformString(p), strings.Join(avail, ", "))
+	return nil, v1.Hash{}, imageref.Errorf(ErrNoPlatform, nil, "%s: index has no OCI manifest for %s (it has %s)", s.what(), imageref.PlatformString(p), strings.Join(avail, ", "))
 }

@@ -65,15 +65,6 @@ func (o *opened) rangeReader(ctx context.Context) (storage.RangeReader, func(), 
 	return c, func() {}, nil
 }
 
-// platformMatches reports whether p satisfies want; a want without a
-// variant matches every variant.
-func platformMatches(want v1.Platform, p *v1.Platform) bool {
-	if p == nil {
-		return false
-	}
-	return want.OS == p.OS && want.Architecture == p.Architecture && (want.Variant == "" || want.Variant == p.Variant)
-}
-
 func platformOfImage(img v1.Image) *v1.Platform {
 	cf, err := img.ConfigFile()
 	if err != nil || cf == nil {

@@ -158,35 +158,6 @@ func (o *Options) defaults() {
 	}
 }
 
-// PlatformString renders a platform as os/arch[/variant].
-func PlatformString(p *v1.Platform) string {
-	if p == nil {
-		return "unknown"
-	}
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
-}
-
-// ParsePlatforms parses a comma-separated list of os/arch[/variant].
-func ParsePlatforms(s string) ([]v1.Platform, error) {
-	var out []v1.Platform
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		p, err := v1.ParsePlatform(f)
-		if err != nil || p.OS == "" || p.Architecture == "" {
-			return nil, fmt.Errorf("invalid platform %q (want os/arch[/variant])", f)
-		}
-		out = append(out, *p)
-	}
-	return out, nil
-}
-
 func (o *Options) wants(p *v1.Platform) bool {
 	if o.AllPlatforms {
 		return true
@@ -195,7 +166,7 @@ func (o *Options) wants(p *v1.Platform) bool {
 		return false
 	}
 	for _, w := range o.Platforms {
-		if w.OS == p.OS && w.Architecture == p.Architecture && (w.Variant == "" || w.Variant == p.Variant) {
+		if imageref.PlatformMatches(w, p) {
 			return true
 		}
 	}
@@ -254,7 +225,7 @@ func Convert(ctx context.Context, src, dst imageref.Ref, o Options) (*Result, er
 		}
 		var avail []string
 		for _, d := range im.Manifests {
-			avail = append(avail, PlatformString(d.Platform))
+			avail = append(avail, imageref.PlatformString(d.Platform))
 			if !d.MediaType.IsImage() || !o.wants(d.Platform) {
 				continue
 			}
@@ -271,7 +242,7 @@ func Convert(ctx context.Context, src, dst imageref.Ref, o Options) (*Result, er
 		if len(targets) == 0 {
 			var want []string
 			for i := range o.Platforms {
-				want = append(want, PlatformString(&o.Platforms[i]))
+				want = append(want, imageref.PlatformString(&o.Platforms[i]))
 			}
 			return nil, fmt.Errorf("%s: index has no manifest for %s (it has %s)", src, strings.Join(want, ","), strings.Join(avail, ", "))
 		}
@@ -418,7 +389,7 @@ func (c *conv) convertImage(ctx context.Context, img v1.Image, p *v1.Platform) (
 // inspect reads and checks one platform image of the source: ordinary
 // OCI or Docker layers, one diff_id each.
 func (c *conv) inspect(img v1.Image, p *v1.Platform) (*platformImage, error) {
-	si := &platformImage{plat: PlatformString(p)}
+	si := &platformImage{plat: imageref.PlatformString(p)}
 	var err error
 	if si.digest, err = img.Digest(); err != nil {
 		return nil, err
