@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -132,7 +133,7 @@ batch), and --build-cache reuses layers converted earlier, on any machine.`,
 	return c
 }
 
-func runtimeArch() string { return goarch }
+func runtimeArch() string { return runtime.GOARCH }
 
 func runConvert(cmd *cobra.Command, f *convertFlags, lo *logOptions) error {
 	ctx := cmd.Context()

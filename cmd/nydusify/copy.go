@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/spf13/cobra"
 
@@ -125,7 +126,7 @@ skipped; blobs in another repository of the same registry are mounted.`,
 	return c
 }
 
-func hasNydus(ms []v1Descriptor, d v1Descriptor) bool {
+func hasNydus(ms []v1.Descriptor, d v1.Descriptor) bool {
 	for _, m := range ms {
 		if m.ArtifactType == imageref.ArtifactTypeNydus && m.Platform != nil && d.Platform != nil &&
 			m.Platform.OS == d.Platform.OS && m.Platform.Architecture == d.Platform.Architecture {

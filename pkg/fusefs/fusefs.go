@@ -11,6 +11,13 @@
 // directory listings and file data are kept in the page cache, and files
 // whose data is fully cached are handed to the kernel through FUSE
 // passthrough.
+//
+// Entry points: [MountImage] serves one image at a directory; for a
+// daemon, [NewDedicated] (one image) or [NewShared] (images added and
+// removed with [FileSystem.Add] and [FileSystem.Remove]) makes the
+// filesystem that [Mount] serves, and [Resume] takes a FUSE connection
+// over from a predecessor. fs errors become errnos here, in one place
+// (errdefs.ErrNotFound is ENOENT; anything unknown is EIO).
 package fusefs
 
 import (

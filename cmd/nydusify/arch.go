@@ -1,5 +1,0 @@
-package main
-
-import "runtime"
-
-var goarch = runtime.GOARCH
