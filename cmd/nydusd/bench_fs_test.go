@@ -18,7 +18,6 @@ import (
 	"github.com/nydus-go/nydus/internal/roottest"
 
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/builder"
@@ -342,7 +341,6 @@ func benchWalk(b *testing.B, t *benchTree) {
 }
 
 func benchCold(b *testing.B) {
-	ctx := context.Background()
 	r := registrytest.Start(b, registrytest.Options{})
 	want := treetest.Random(42, 100<<20)
 	layer := treetest.Tar([]treetest.File{treetest.Reg("data/big.bin", 0o644, want), treetest.Reg("etc/x", 0o644, []byte("x"))})
@@ -350,24 +348,7 @@ func benchCold(b *testing.B) {
 	ro := imageref.RegistryOptions{PlainHTTP: true}
 	src, _ := imageref.Parse(r.Host+"/cold:1", false, ro)
 	dst, _ := imageref.Parse(r.Host+"/cold:nydus", false, ro)
-	if _, err := converter.Convert(ctx, src, dst, converter.Options{Source: ro, Target: ro, WorkDir: b.TempDir()}); err != nil {
-		b.Fatal(err)
-	}
-	regc, err := imageref.NewClient(ro)
-	if err != nil {
-		b.Fatal(err)
-	}
-	img, err := remote.Image(dst.Name, regc.Options(ctx)...)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ls, _ := img.Layers()
-	rc, _ := ls[len(ls)-1].Compressed()
-	bootData, err := imageref.ExtractBootstrap(rc, 1<<30)
-	rc.Close()
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, bootData := convertInto(b, src, dst, ro, converter.Options{})
 	var mbs, gets, bytes []float64
 	b.ResetTimer()
 	for i := 0; i < benchRuns(); i++ {

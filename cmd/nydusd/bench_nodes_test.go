@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -14,8 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/nydus-go/nydus/internal/roottest"
 	"github.com/nydus-go/nydus/internal/sysproc"
@@ -183,7 +180,6 @@ func nodesImage(b *testing.B, origin *registrytest.Registry) string {
 // convertBenchImage converts a tag of the Debian image layout of `make
 // image` into the origin and returns its bootstrap file.
 func convertBenchImage(b *testing.B, origin *registrytest.Registry, tag, target string, o converter.Options) string {
-	ctx := context.Background()
 	src := os.Getenv("BENCH_IMAGE_DIR")
 	if src == "" {
 		src = "/var/tmp/nydus-images/debian"
@@ -194,28 +190,7 @@ func convertBenchImage(b *testing.B, origin *registrytest.Registry, tag, target 
 		b.Fatal(err)
 	}
 	to, _ := imageref.Parse(origin.Host+"/"+target, false, ro)
-	o.Source, o.Target, o.WorkDir = ro, ro, b.TempDir()
-	if _, err := converter.Convert(ctx, from, to, o); err != nil {
-		b.Fatalf("converting the Debian %s image (make image bench-images, or BENCH_IMAGE_DIR): %v", tag, err)
-	}
-	regc, err := imageref.NewClient(ro)
-	if err != nil {
-		b.Fatal(err)
-	}
-	img, err := remote.Image(to.Name, regc.Options(ctx)...)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ls, _ := img.Layers()
-	rc, err := ls[len(ls)-1].Compressed()
-	if err != nil {
-		b.Fatal(err)
-	}
-	data, err := imageref.ExtractBootstrap(rc, 1<<30)
-	rc.Close()
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, data := convertInto(b, from, to, ro, o)
 	boot := filepath.Join(b.TempDir(), "image.boot")
 	if err := os.WriteFile(boot, data, 0o644); err != nil {
 		b.Fatal(err)

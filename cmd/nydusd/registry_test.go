@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/nydus-go/nydus/internal/treetest"
 	"github.com/nydus-go/nydus/pkg/converter"
@@ -209,36 +207,11 @@ func (k staticKeychain) Resolve(authn.Resource) (authn.Authenticator, error) { r
 // convertImageAs is convertImage on a registry that wants credentials.
 func convertImageAs(t *testing.T, r *registrytest.Registry, repo string, layer []byte, o converter.Options, auth authn.Authenticator) (string, v1.Image) {
 	t.Helper()
-	ctx := context.Background()
 	registrytest.PushImage(t, r.Host+"/"+repo+":1", [][]byte{layer}, registrytest.WithAuth(auth))
 	ro := imageref.RegistryOptions{PlainHTTP: true, Keychain: staticKeychain{auth}}
 	src, _ := imageref.Parse(r.Host+"/"+repo+":1", false, ro)
 	dst, _ := imageref.Parse(r.Host+"/"+repo+":nydus", false, ro)
-	o.Source, o.Target, o.WorkDir = ro, ro, t.TempDir()
-	if _, err := converter.Convert(ctx, src, dst, o); err != nil {
-		t.Fatal(err)
-	}
-	regc, err := imageref.NewClient(ro)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := remote.Image(dst.Name, regc.Options(ctx)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc, err := ls[len(ls)-1].Compressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	boot, err := imageref.ExtractBootstrap(rc, 1<<30)
-	rc.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	img, boot := convertInto(t, src, dst, ro, o)
 	bootPath := filepath.Join(t.TempDir(), "image.boot")
 	if err := os.WriteFile(bootPath, boot, 0o644); err != nil {
 		t.Fatal(err)
