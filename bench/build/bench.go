@@ -37,8 +37,8 @@ func runBench(ctx context.Context, cfg config, start time.Time) error {
 		return fmt.Errorf("output dir: %w", err)
 	}
 	defer out.remove()
-	m := describeMachine()
-	logf("machine: nproc %d (GOMAXPROCS %d), %s, kernel %s, %s RAM", m.nproc, m.gomaxprocs, m.cpu, m.kernel, m.mem)
+	m := benchkit.ReadMachine()
+	logf("machine: nproc %d (GOMAXPROCS %d), %s, kernel %s, %s RAM", m.NumCPU, runtime.GOMAXPROCS(0), m.CPU, m.Kernel, m.Memory)
 	logf("work dir %s, outputs on %s", cfg.benchDir, out.dir)
 	in, err := prepareInputs(ctx, cfg)
 	if err != nil {
@@ -104,19 +104,19 @@ func shownCommands() [][2]string {
 }
 
 // reportFacts are the facts about the run the report quotes.
-func reportFacts(ctx context.Context, cfg config, m machine, out outputs, in inputs, b *bench) map[string]string {
+func reportFacts(ctx context.Context, cfg config, m benchkit.Machine, out outputs, in inputs, b *bench) map[string]string {
 	return map[string]string{
 		"command":       "make bench-build",
 		"workdir":       cfg.benchDir,
 		"outfs":         out.fs,
 		"date":          time.Now().UTC().Format("2006-01-02 15:04 UTC"),
-		"commit":        gitCommit(ctx, cfg.root),
+		"commit":        benchkit.GitCommit(ctx, cfg.root),
 		"go":            runtime.Version(),
-		"nproc":         fmt.Sprint(m.nproc),
-		"gomaxprocs":    fmt.Sprint(m.gomaxprocs),
-		"cpu":           m.cpu,
-		"kernel":        m.kernel,
-		"mem":           m.mem,
+		"nproc":         fmt.Sprint(m.NumCPU),
+		"gomaxprocs":    fmt.Sprint(runtime.GOMAXPROCS(0)),
+		"cpu":           m.CPU,
+		"kernel":        m.Kernel,
+		"mem":           m.Memory,
 		"zstd_version":  "zstd " + zstdVersion(ctx),
 		"erofs_version": "mkfs.erofs " + erofsVersion(ctx),
 		"reject":        fmt.Sprint(cfg.reject),

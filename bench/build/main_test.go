@@ -114,23 +114,7 @@ func TestParseConfig(t *testing.T) {
 	}
 }
 
-func TestParseMountinfo(t *testing.T) {
-	mnt, typ, ok := parseMountinfo(`36 35 98:0 / /mnt/my\040disk rw,noatime master:1 - ext4 /dev/root rw,errors=continue`)
-	if !ok || mnt != "/mnt/my disk" || typ != "ext4" {
-		t.Fatalf("%q %q %v", mnt, typ, ok)
-	}
-	if _, _, ok := parseMountinfo("garbage"); ok {
-		t.Fatal("garbage parsed")
-	}
-	if !within("/dev/shm/x", "/dev/shm") || within("/dev/shmx", "/dev/shm") || !within("/a", "/") {
-		t.Fatal("within")
-	}
-}
-
 func TestSmallParts(t *testing.T) {
-	if v := procField("processor\t: 0\nmodel name\t: AMD EPYC\n", "model name"); v != "AMD EPYC" {
-		t.Errorf("procField = %q", v)
-	}
 	if v := secondsText(27.0000001); v != "27" {
 		t.Errorf("secondsText = %q", v)
 	}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/nydus-go/nydus/bench/internal/benchkit"
 )
 
 // outputs is where the contenders write: a directory and how the report
@@ -50,7 +52,7 @@ func fsDesc(dir, shown string) string {
 	if err != nil {
 		real = dir
 	}
-	t, err := fsType(real)
+	t, err := benchkit.FSType(real)
 	if err != nil {
 		t = "?"
 	}

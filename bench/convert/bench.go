@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nydus-go/nydus/bench/internal/benchkit"
 	"github.com/nydus-go/nydus/internal/sysproc"
 )
 
@@ -95,8 +96,8 @@ func runBench(ctx context.Context, cfg *config) (err error) {
 			return err
 		}
 	}
-	m := readMachine()
-	say("machine: nproc %d, %s, kernel %s, %s RAM; cache %s, temporary files in %s", m.nproc, m.cpu, m.kernel, m.memory, cfg.dir, b.tmp)
+	m := benchkit.ReadMachine()
+	say("machine: nproc %d, %s, kernel %s, %s RAM; cache %s, temporary files in %s", m.NumCPU, m.CPU, m.Kernel, m.Memory, cfg.dir, b.tmp)
 
 	if err := b.ensureRootfs(ctx); err != nil {
 		return err
@@ -145,7 +146,7 @@ func (b *bench) cleanup() {
 
 // report fills in the plan's commands and notes and the facts about the
 // run, renders the section, prints it and splices it into the document.
-func (b *bench) report(ctx context.Context, m machine) error {
+func (b *bench) report(ctx context.Context, m benchkit.Machine) error {
 	p := b.plan
 	p.cmds = [][2]string{
 		{"Build an image: layer 1", "tar --numeric-owner --xattrs --acls -C ROOTFS --exclude='dev/*' --exclude='proc/*' --exclude='sys/*' -cf layer.tar $(ls -A ROOTFS) && umoci new --image LAYOUT:NAME && umoci raw add-layer --image LAYOUT:NAME layer.tar && umoci config --image LAYOUT:NAME --config.cmd /bin/bash --config.env " + imagePathEnv},
@@ -181,12 +182,12 @@ func (b *bench) report(ctx context.Context, m machine) error {
 		"workdir":  b.cfg.dir,
 		"tmpfs":    tmpFSText(b.tmp),
 		"date":     time.Now().UTC().Format("2006-01-02 15:04 UTC"),
-		"commit":   gitCommit(ctx),
+		"commit":   benchkit.GitCommit(ctx, "."),
 		"go":       runtime.Version(),
-		"nproc":    strconv.Itoa(m.nproc),
-		"cpu":      m.cpu,
-		"kernel":   m.kernel,
-		"mem":      m.memory,
+		"nproc":    strconv.Itoa(m.NumCPU),
+		"cpu":      m.CPU,
+		"kernel":   m.Kernel,
+		"mem":      m.Memory,
 		"tools":    tools,
 		"registry": "127.0.0.1 (a free port)",
 		"runs":     strconv.Itoa(b.cfg.runs),

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -67,65 +66,13 @@ func makeTmp(parent, cacheDir string) (string, error) {
 	return os.MkdirTemp(cacheDir, "tmp-convert.")
 }
 
-// fsType returns the type of the filesystem path is on, from the text of
-// /proc/self/mountinfo: the type of the deepest mount point containing it.
-func fsType(mountinfo, path string) string {
-	best, typ := -1, "?"
-	for _, l := range strings.Split(mountinfo, "\n") {
-		pre, post, ok := strings.Cut(l, " - ")
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if !ok || len(f) < 5 || len(g) < 1 {
-			continue
-		}
-		mp := strings.ReplaceAll(f[4], `\040`, " ")
-		if (path == mp || mp == "/" || strings.HasPrefix(path, mp+"/")) && len(mp) > best {
-			best, typ = len(mp), g[0]
-		}
-	}
-	return typ
-}
-
 // tmpFSText describes where the temporary files are: "tmpfs (/dev/shm)".
 func tmpFSText(tmp string) string {
-	mi, _ := os.ReadFile("/proc/self/mountinfo")
-	return fmt.Sprintf("%s (%s)", fsType(string(mi), tmp), filepath.Dir(tmp))
-}
-
-// machine is what the report says about the host.
-type machine struct {
-	nproc               int
-	cpu, kernel, memory string
-}
-
-func readMachine() machine {
-	m := machine{nproc: runtime.NumCPU(), cpu: "unknown CPU", kernel: "?", memory: "?"}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.kernel = strings.TrimSpace(string(b))
+	typ, err := benchkit.FSType(tmp)
+	if err != nil {
+		typ = "?"
 	}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		if v := procField(string(b), "model name"); v != "" {
-			m.cpu = v
-		}
-	}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		var kb float64
-		if _, err := fmt.Sscanf(procField(string(b), "MemTotal"), "%g kB", &kb); err == nil {
-			m.memory = fmt.Sprintf("%.0f GiB", kb/1048576)
-		}
-	}
-	return m
-}
-
-// procField returns the value of the first "key: value" line of a /proc
-// file such as cpuinfo or meminfo.
-func procField(text, key string) string {
-	for _, l := range strings.Split(text, "\n") {
-		k, v, ok := strings.Cut(l, ":")
-		if ok && strings.TrimSpace(k) == key {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
+	return fmt.Sprintf("%s (%s)", typ, filepath.Dir(tmp))
 }
 
 // pkgVersion is the installed version of a Debian package, or "?".
@@ -135,20 +82,6 @@ func pkgVersion(ctx context.Context, pkg string) string {
 		return "?"
 	}
 	return strings.TrimSpace(out)
-}
-
-// gitCommit is HEAD's short hash, with "+ uncommitted changes" when
-// tracked files differ from it.
-func gitCommit(ctx context.Context) string {
-	out, err := output(ctx, "git", "rev-parse", "--short", "HEAD")
-	if err != nil {
-		return "unknown"
-	}
-	c := strings.TrimSpace(out)
-	if st, err := output(ctx, "git", "status", "--porcelain", "--untracked-files=no"); err == nil && strings.TrimSpace(st) != "" {
-		c += " + uncommitted changes"
-	}
-	return c
 }
 
 // versionLine returns the value of the "Version:" line of a --version

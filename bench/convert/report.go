@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+
 	"github.com/nydus-go/nydus/bench/internal/benchkit"
 
 	"encoding/json"
