@@ -250,7 +250,8 @@ func startNodes(b *testing.B, n int, boot, host, mirror string, settled func()) 
 				errs[i] = err
 				return
 			}
-			d := &daemonProc{cmd: nd.cmd, sock: nd.sock, mnt: nd.mnt, log: nd.log}
+			d := &daemonProc{cmd: nd.cmd, sock: nd.sock, mnt: nd.mnt, log: nd.log, client: api.NewClient(nd.sock)}
+			defer d.client.Close()
 			for {
 				if info, err := d.info(); err == nil && info.State == api.StateRunning {
 					break
