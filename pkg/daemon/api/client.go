@@ -284,6 +284,11 @@ func (c *Client) call(ctx context.Context, method, path string, body, v any, ext
 	defer resp.Body.Close()
 	if v == nil {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		// The lifecycle routes answer 204 No Content, and nothing else
+		// means success (nydus-snapshotter's client checks the same).
+		if resp.StatusCode != http.StatusNoContent {
+			return c.errorf(method, path, fmt.Errorf("answered %s, want 204 No Content", resp.Status))
+		}
 		return nil
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxBody)).Decode(v); err != nil {

@@ -110,6 +110,13 @@ func TestClientStatusError(t *testing.T) {
 	if !errors.As(err, &se) || se.StatusCode != http.StatusBadGateway || se.Code != "" || !strings.HasSuffix(err.Error(), ": 502 Bad Gateway: upstream proxy broke") {
 		t.Fatalf("plain error: %v", err)
 	}
+	// A lifecycle call succeeds on 204 only, as nydus-snapshotter's
+	// client wants it.
+	ok200 := filepath.Join(t.TempDir(), "ok200.sock")
+	serveFunc(t, ok200, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
+	if err := api.NewClient(ok200).Umount(ctx, "/img1"); err == nil || !strings.Contains(err.Error(), "want 204 No Content") {
+		t.Fatalf("umount answered 200: %v", err)
+	}
 	// No daemon at all.
 	if _, err := api.NewClient(filepath.Join(t.TempDir(), "none.sock")).DaemonInfo(ctx); err == nil || errors.As(err, &se) || !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("no socket: %v", err)
