@@ -5,9 +5,7 @@ import (
 	"bytes"
 	"compress/flate"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 )
 
@@ -25,6 +23,9 @@ type Checkpoint struct {
 	// Window is the uncompressed data before Out (at most 32 KiB, less
 	// at the start of a stream or of a gzip member, where it is empty).
 	Window []byte
+	// First is the byte at In when Bits is not 0: its high 8-Bits bits
+	// are the block's first.
+	First byte
 }
 
 // Index lists the checkpoints of a gzip file, in order, and its
@@ -34,78 +35,35 @@ type Index struct {
 	Checkpoints []Checkpoint
 }
 
-// countingReader counts the bytes read through it.
-type countingReader struct {
-	r *bufio.Reader
-	n int64
-}
-
-func (c *countingReader) ReadByte() (byte, error) {
-	b, err := c.r.ReadByte()
-	if err == nil {
-		c.n++
-	}
-	return b, err
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
 // Build reads a gzip file (one or more members) and returns its index,
-// with a checkpoint at the first block boundary at least span
-// uncompressed bytes after the previous checkpoint (span <= 0: every
-// block). Every member's CRC-32 and size are checked.
+// with a checkpoint at the start of each member and at the first block
+// boundary at least span uncompressed bytes after the previous checkpoint
+// (span <= 0: every block). Every member's CRC-32 and size are checked.
 func Build(r io.Reader, span int64) (*Index, error) {
-	cr := &countingReader{r: bufio.NewReaderSize(r, 1<<16)}
+	z := NewReader(r)
 	idx := &Index{}
-	for member := 0; ; member++ {
-		if _, err := cr.r.Peek(1); err == io.EOF {
-			if member == 0 {
-				return nil, fmt.Errorf("gzip: empty input: %w", io.ErrUnexpectedEOF)
-			}
+	last, member := int64(0), -1
+	for {
+		err := z.next()
+		if err == io.EOF {
+			idx.Size = z.start.Out
 			return idx, nil
 		}
-		if err := skipHeader(cr); err != nil {
-			return nil, fmt.Errorf("gzip member %d at offset %d: %w", member, cr.n, err)
+		if err != nil {
+			return nil, err
 		}
-		start := cr.n
-		f := newInflater(cr)
-		crc := crc32.NewIEEE()
-		last := int64(-1)
-		for !f.final {
-			bit := start*8 + f.br.pos
-			if last < 0 || f.out-last >= span {
-				idx.Checkpoints = append(idx.Checkpoints, Checkpoint{In: bit / 8, Bits: uint8(bit % 8), Out: idx.Size + f.out, Window: f.window()})
-				last = f.out
-			}
-			if err := f.block(); err != nil {
-				if errors.Is(err, io.ErrUnexpectedEOF) {
-					return nil, fmt.Errorf("gzip member %d: deflate stream truncated at offset %d: %w", member, cr.n, err)
-				}
-				return nil, fmt.Errorf("gzip member %d: block at bit %d: %w", member, bit, err)
-			}
-			crc.Write(f.outBuf)
+		if z.member != member || z.start.Out-last >= span {
+			idx.Checkpoints = append(idx.Checkpoints, z.start)
+			last, member = z.start.Out, z.member
 		}
-		f.br.align()
-		var tr [8]byte
-		if _, err := io.ReadFull(cr, tr[:]); err != nil {
-			return nil, fmt.Errorf("gzip member %d: trailer: %w", member, io.ErrUnexpectedEOF)
-		}
-		if got := binary.LittleEndian.Uint32(tr[:4]); got != crc.Sum32() {
-			return nil, fmt.Errorf("gzip member %d: CRC-32 %08x, trailer says %08x: %w", member, crc.Sum32(), got, ErrCorrupt)
-		}
-		if got := binary.LittleEndian.Uint32(tr[4:]); got != uint32(f.out) {
-			return nil, fmt.Errorf("gzip member %d: %d bytes, trailer says %d (mod 2^32): %w", member, f.out, got, ErrCorrupt)
-		}
-		idx.Size += f.out
 	}
 }
 
 // skipHeader reads a gzip member header (RFC 1952).
-func skipHeader(cr *countingReader) error {
+func skipHeader(cr interface {
+	io.Reader
+	io.ByteReader
+}) error {
 	var h [10]byte
 	if _, err := io.ReadFull(cr, h[:]); err != nil {
 		return fmt.Errorf("header: %w", io.ErrUnexpectedEOF)

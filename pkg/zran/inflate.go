@@ -155,6 +155,17 @@ type inflater struct {
 	out    int64  // bytes of output so far
 	final  bool   // the last block was decoded
 	outBuf []byte // output of the current block, handed to emit
+	marks  []mark // where each markEvery bytes of outBuf were reached
+	next   int    // len(outBuf) at which the next mark is due
+}
+
+// mark notes the input position once another markEvery bytes of the
+// block's output are decoded.
+func (f *inflater) mark() {
+	if len(f.outBuf) >= f.next {
+		f.marks = append(f.marks, mark{len(f.outBuf), f.br.pos})
+		f.next = (len(f.outBuf)/markEvery + 1) * markEvery
+	}
 }
 
 func newInflater(r io.ByteReader) *inflater {
@@ -170,16 +181,17 @@ func (f *inflater) put(c byte) {
 // window returns the last min(out, 32 KiB) bytes of output, oldest first.
 func (f *inflater) window() []byte {
 	n := min(f.out, windowSize)
-	w := make([]byte, n)
-	for i := int64(0); i < n; i++ {
-		w[i] = f.win[(f.out-n+i)%windowSize]
+	w := make([]byte, 0, n)
+	if f.out > windowSize {
+		w = append(w, f.win[f.out%windowSize:]...)
 	}
-	return w
+	return append(w, f.win[:f.out%windowSize]...)
 }
 
 // block decodes one block; its output is in f.outBuf.
 func (f *inflater) block() error {
 	f.outBuf = f.outBuf[:0]
+	f.marks, f.next = f.marks[:0], markEvery
 	br := f.br
 	final, err := br.take(1)
 	if err != nil {
@@ -207,6 +219,7 @@ func (f *inflater) block() error {
 				return err
 			}
 			f.put(byte(c))
+			f.mark()
 		}
 		return nil
 	case 1:
@@ -306,6 +319,7 @@ func (f *inflater) codes(lit, dist *huffman) error {
 		switch {
 		case sym < 256:
 			f.put(byte(sym))
+			f.mark()
 		case sym == 256:
 			return nil
 		default:
@@ -336,6 +350,7 @@ func (f *inflater) codes(lit, dist *huffman) error {
 			for range n {
 				f.put(f.win[(f.out-d)%windowSize])
 			}
+			f.mark()
 		}
 	}
 }

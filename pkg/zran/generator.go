@@ -1,0 +1,109 @@
+package zran
+
+import (
+	"errors"
+	"fmt"
+)
+
+// DefaultSpan is the default Generator span: upstream Nydus's (a
+// context grows to half of it in compressed bytes, its 1 MiB chunk size).
+const DefaultSpan = 1 << 20
+
+// maxContexts is upstream's limit on the contexts of one file.
+const maxContexts = 1 << 24
+
+// Generator makes the contexts of a gzip file's chunks while the file is
+// read through its Reader (a tar walker reads the layer, and marks each
+// file chunk with BeginChunk and EndChunk), with upstream Nydus's rules:
+// a chunk joins the current context unless that context already holds
+// half a span of compressed bytes, or would exceed two spans
+// uncompressed, or the chunk starts in another gzip member, or the gap
+// since the context's last chunk is large. A context starts at the block
+// boundary before its first chunk.
+type Generator struct {
+	r      *Reader
+	span   int64
+	ctxs   []Context
+	cur    int   // current context, -1 before the first
+	block  int64 // bit offset of the boundary the current context starts at
+	member int   // gzip member of the current context
+	chunk  struct {
+		in, out int64 // where the open chunk starts
+		open    bool
+	}
+}
+
+// ChunkRef locates a chunk: its context, its offset and size in the
+// context's output, and the compressed range its data was decoded from
+// (In, InLen: informative, as upstream records them).
+type ChunkRef struct {
+	Context      int
+	Offset, Size uint32
+	In           int64
+	InLen        uint32
+}
+
+// NewGenerator returns a Generator reading r; span <= 0 means
+// DefaultSpan.
+func NewGenerator(r *Reader, span int64) *Generator {
+	if span <= 0 {
+		span = DefaultSpan
+	}
+	return &Generator{r: r, span: span, cur: -1}
+}
+
+// Contexts returns the contexts made so far.
+func (g *Generator) Contexts() []Context { return g.ctxs }
+
+func bitOf(c Checkpoint) int64 { return c.In*8 + int64(c.Bits) }
+
+// BeginChunk marks the start of a chunk of size uncompressed bytes at
+// the Reader's current offset and returns its context's index.
+func (g *Generator) BeginChunk(size int64) (int, error) {
+	if g.chunk.open {
+		return 0, errors.New("zran: BeginChunk with a chunk open")
+	}
+	in, out := g.r.Pos()
+	b := g.r.Boundary()
+	newCtx := g.cur < 0
+	if !newCtx {
+		c := g.ctxs[g.cur]
+		comp, uncomp := in-c.InOffset, out-c.OutOffset
+		first := bitOf(b) == g.block
+		switch {
+		case g.r.Member() != g.member:
+			newCtx = true
+		case !first && (comp >= g.span/2 || uncomp+size >= 2*g.span):
+			newCtx = true // the context is big enough
+		case !first && comp > 2*int64(c.InLen) && int64(c.InLen) > g.span/2:
+			newCtx = true // a large gap after the context's last chunk
+		}
+	}
+	if newCtx {
+		if len(g.ctxs) >= maxContexts {
+			return 0, fmt.Errorf("zran: more than %d contexts", maxContexts)
+		}
+		g.ctxs = append(g.ctxs, ContextAt(b))
+		g.cur, g.block, g.member = len(g.ctxs)-1, bitOf(b), g.r.Member()
+	}
+	g.chunk.in, g.chunk.out, g.chunk.open = in, out, true
+	return g.cur, nil
+}
+
+// EndChunk marks the end of the open chunk at the Reader's current
+// offset and returns where the chunk is.
+func (g *Generator) EndChunk() (ChunkRef, error) {
+	if !g.chunk.open {
+		return ChunkRef{}, errors.New("zran: EndChunk with no chunk open")
+	}
+	g.chunk.open = false
+	in, out := g.r.Pos()
+	c := &g.ctxs[g.cur]
+	inLen, outLen := in-c.InOffset, out-c.OutOffset
+	if inLen > 1<<31 || outLen > 1<<31 {
+		return ChunkRef{}, fmt.Errorf("zran: context %d grew to %d compressed, %d uncompressed bytes", g.cur, inLen, outLen)
+	}
+	c.InLen, c.OutLen = uint32(inLen), uint32(outLen)
+	return ChunkRef{Context: g.cur, Offset: uint32(g.chunk.out - c.OutOffset), Size: uint32(out - g.chunk.out),
+		In: g.chunk.in, InLen: uint32(in - g.chunk.in)}, nil
+}

@@ -1,0 +1,215 @@
+package zran
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"io"
+)
+
+// markEvery is the granularity, in uncompressed bytes, at which a
+// Reader records the input position reached inside a block: Pos's input
+// offset is at most this much output past what is strictly needed.
+const markEvery = 512
+
+// mark records that n bytes of a block's output are decoded once the
+// decoder has consumed bit bits of its member's deflate stream.
+type mark struct {
+	n   int
+	bit int64
+}
+
+// inputReader reads the compressed file for a Reader: it counts and
+// hashes what it reads and remembers the last bytes (a checkpoint whose
+// block starts inside a byte needs that byte).
+type inputReader struct {
+	r    *bufio.Reader
+	n    int64
+	hash hash.Hash
+	last [16]byte // last[i%16] is the byte at offset i, for the last 16
+}
+
+func (c *inputReader) ReadByte() (byte, error) {
+	b, err := c.r.ReadByte()
+	if err == nil {
+		c.hash.Write([]byte{b})
+		c.last[c.n%16] = b
+		c.n++
+	}
+	return b, err
+}
+
+func (c *inputReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.hash.Write(p[:n])
+	for i := max(0, n-16); i < n; i++ {
+		c.last[(c.n+int64(i))%16] = p[i]
+	}
+	c.n += int64(n)
+	return n, err
+}
+
+// byteAt returns the byte at offset off, one of the last 16 read.
+func (c *inputReader) byteAt(off int64) byte {
+	if off < c.n-16 || off >= c.n {
+		panic(fmt.Sprintf("zran: byte %d is not among the last read before %d", off, c.n))
+	}
+	return c.last[off%16]
+}
+
+// Reader inflates a gzip file (one or more members) as a stream, block
+// by block, and tells at every point where inflating could restart: the
+// block boundary at or before the current output offset ([Reader.Boundary])
+// and the compressed bytes the output so far needs ([Reader.Pos]). It
+// checks every member's CRC-32 and size, and hashes the compressed file
+// ([Reader.Digest]).
+type Reader struct {
+	in          *inputReader
+	f           *inflater // the current member's decoder, nil between members
+	member      int
+	memberStart int64 // offset of the current member's deflate data
+	memberOut   int64 // uncompressed offset the current member starts at
+	crc         hash.Hash32
+	blk         []byte     // the current block's output
+	off         int        // read cursor in blk
+	start       Checkpoint // the current block's first bit
+	marks       []mark     // positions inside the current block
+	err         error
+}
+
+// NewReader returns a Reader of the gzip file r.
+func NewReader(r io.Reader) *Reader {
+	return &Reader{in: &inputReader{r: bufio.NewReaderSize(r, 1<<16), hash: sha256.New()}, crc: crc32.NewIEEE()}
+}
+
+// Read reads uncompressed data.
+func (z *Reader) Read(p []byte) (int, error) {
+	for z.off == len(z.blk) {
+		if z.err != nil {
+			return 0, z.err
+		}
+		if z.err = z.next(); z.err != nil && z.err != io.EOF {
+			return 0, z.err
+		}
+	}
+	n := copy(p, z.blk[z.off:])
+	z.off += n
+	return n, nil
+}
+
+// Offset returns the uncompressed offset of the next byte Read returns.
+func (z *Reader) Offset() int64 { return z.start.Out + int64(z.off) }
+
+// Pos returns the uncompressed offset of the next byte Read returns, and
+// how many bytes of the compressed file decoding up to it needs: from a
+// checkpoint at or before it, inflating the file's bytes up to in
+// produces every byte before out (with the standard library's inflater,
+// or zlib's).
+func (z *Reader) Pos() (in, out int64) {
+	out = z.Offset()
+	bit := z.start.In*8 + int64(z.start.Bits)
+	if z.off > 0 {
+		i := 0
+		for i < len(z.marks)-1 && z.marks[i].n < z.off {
+			i++
+		}
+		bit = z.memberStart*8 + z.marks[i].bit
+	}
+	// The standard library's inflater reads a literal/length code only
+	// once it holds as many bits as the end-of-block code has (at most
+	// 15), so the last symbol may need up to two more bytes. Every
+	// symbol is followed by at least an end-of-block code and the gzip
+	// trailer, so those bytes exist.
+	return (bit+7)/8 + 2, out
+}
+
+// Boundary returns the start of the block holding the next byte Read
+// returns (or of the block that ends right before it): a checkpoint at
+// or before Offset.
+func (z *Reader) Boundary() Checkpoint { return z.start }
+
+// Member returns the index of the gzip member the current block is in.
+func (z *Reader) Member() int { return z.member }
+
+// Size returns the compressed bytes read so far: at io.EOF, the file's
+// size.
+func (z *Reader) Size() int64 { return z.in.n }
+
+// Digest returns the sha256 of the compressed bytes read so far: at
+// io.EOF, of the whole file.
+func (z *Reader) Digest() [32]byte {
+	var d [32]byte
+	z.in.hash.Sum(d[:0])
+	return d
+}
+
+// next decodes the next block, ending and starting members as needed;
+// io.EOF after the last member.
+func (z *Reader) next() error {
+	z.start.Out += int64(len(z.blk))
+	z.blk, z.off, z.marks = nil, 0, z.marks[:0]
+	if z.f != nil && z.f.final {
+		if err := z.endMember(); err != nil {
+			return err
+		}
+	}
+	if z.f == nil {
+		if _, err := z.in.r.Peek(1); err == io.EOF {
+			if z.member == 0 && z.in.n == 0 {
+				return fmt.Errorf("gzip: empty input: %w", io.ErrUnexpectedEOF)
+			}
+			return io.EOF
+		}
+		if z.in.n > 0 {
+			z.member++
+		}
+		if err := skipHeader(z.in); err != nil {
+			return fmt.Errorf("gzip member %d at offset %d: %w", z.member, z.in.n, err)
+		}
+		z.memberStart, z.memberOut = z.in.n, z.start.Out
+		z.f = newInflater(z.in)
+		z.crc.Reset()
+	}
+	f := z.f
+	bit := z.memberStart*8 + f.br.pos
+	z.start = Checkpoint{In: bit / 8, Bits: uint8(bit % 8), Out: z.start.Out, Window: f.window()}
+	if z.start.Bits != 0 {
+		z.start.First = z.in.byteAt(z.start.In)
+	}
+	f.marks = z.marks
+	if err := f.block(); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("gzip member %d: deflate stream truncated at offset %d: %w", z.member, z.in.n, err)
+		}
+		return fmt.Errorf("gzip member %d: block at offset %d (bit %d): %w", z.member, bit/8, bit%8, err)
+	}
+	z.marks = append(f.marks, mark{len(f.outBuf), f.br.pos})
+	z.blk = f.outBuf
+	z.crc.Write(z.blk)
+	return nil
+}
+
+// endMember reads the trailer of the member that just ended and checks
+// it.
+func (z *Reader) endMember() error {
+	f := z.f
+	f.br.align()
+	var tr [8]byte
+	// The bit reader takes input a byte at a time, so after align no
+	// byte of the trailer is in its buffer.
+	if _, err := io.ReadFull(z.in, tr[:]); err != nil {
+		return fmt.Errorf("gzip member %d: trailer: %w", z.member, io.ErrUnexpectedEOF)
+	}
+	if got := binary.LittleEndian.Uint32(tr[:4]); got != z.crc.Sum32() {
+		return fmt.Errorf("gzip member %d: CRC-32 %08x, trailer says %08x: %w", z.member, z.crc.Sum32(), got, ErrCorrupt)
+	}
+	if got := binary.LittleEndian.Uint32(tr[4:]); got != uint32(f.out) {
+		return fmt.Errorf("gzip member %d: %d bytes, trailer says %d (mod 2^32): %w", z.member, f.out, got, ErrCorrupt)
+	}
+	z.f = nil
+	return nil
+}
