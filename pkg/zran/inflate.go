@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 )
 
 // ErrCorrupt is wrapped by errors about a deflate stream that does not
@@ -11,25 +12,39 @@ import (
 var ErrCorrupt = errors.New("corrupt deflate stream")
 
 // bitReader reads a deflate stream LSB first, counting the bits it has
-// consumed from the start of the stream.
+// consumed. It reads ahead of what it consumes (up to 8 bytes), so the
+// gzip framing between deflate streams is read through it too
+// (ReadByte, Read, atEOF).
 type bitReader struct {
 	r     io.ByteReader
 	bits  uint64 // buffered bits, LSB first
 	nbits uint
-	pos   int64 // bits consumed from the start of the stream
+	pos   int64 // bits consumed from the start
+	err   error // the error that stopped reading ahead
 }
 
-func (b *bitReader) need(n uint) error {
-	for b.nbits < n {
+// fill reads ahead as many whole bytes as fit.
+func (b *bitReader) fill() {
+	for b.nbits <= 56 && b.err == nil {
 		c, err := b.r.ReadByte()
 		if err != nil {
-			if err == io.EOF {
-				return io.ErrUnexpectedEOF
-			}
-			return err
+			b.err = err
+			return
 		}
 		b.bits |= uint64(c) << b.nbits
 		b.nbits += 8
+	}
+}
+
+func (b *bitReader) need(n uint) error {
+	if b.nbits < n {
+		b.fill()
+		if b.nbits < n {
+			if b.err == io.EOF {
+				return io.ErrUnexpectedEOF
+			}
+			return b.err
+		}
 	}
 	return nil
 }
@@ -50,19 +65,49 @@ func (b *bitReader) take(n uint) (uint32, error) {
 
 // align drops the bits up to the next byte boundary.
 func (b *bitReader) align() {
-	drop := uint(b.pos & 7)
-	if drop != 0 {
-		drop = 8 - drop
-		b.bits >>= drop
-		b.nbits -= drop
-		b.pos += int64(drop)
+	if drop := uint(-b.pos & 7); drop != 0 {
+		b.take(drop) // buffered: the byte they are in was read
 	}
 }
+
+// ReadByte reads a whole byte; the reader must be aligned.
+func (b *bitReader) ReadByte() (byte, error) {
+	v, err := b.take(8)
+	if err == io.ErrUnexpectedEOF && b.nbits == 0 {
+		err = io.EOF
+	}
+	return byte(v), err
+}
+
+// Read reads whole bytes; the reader must be aligned.
+func (b *bitReader) Read(p []byte) (int, error) {
+	for i := range p {
+		c, err := b.ReadByte()
+		if err != nil {
+			return i, err
+		}
+		p[i] = c
+	}
+	return len(p), nil
+}
+
+// atEOF reports whether no input is left.
+func (b *bitReader) atEOF() bool {
+	b.fill()
+	return b.nbits == 0
+}
+
+// tableBits is how many bits of a code the lookup table resolves; a
+// longer code is decoded bit by bit.
+const tableBits = 10
 
 // huffman is a canonical Huffman decoding table.
 type huffman struct {
 	counts  [16]uint16 // codes of each length
 	symbols []uint16   // symbols ordered by code
+	// table maps the next tableBits input bits to symbol<<4 | length
+	// for codes of at most tableBits bits; 0 where a longer code starts.
+	table [1 << tableBits]uint16
 }
 
 func newHuffman(lengths []uint8) (*huffman, error) {
@@ -89,11 +134,44 @@ func newHuffman(lengths []uint8) (*huffman, error) {
 			offs[l]++
 		}
 	}
+	// Canonical codes: within a length, consecutive codes in symbol
+	// order; the stream holds them MSB first, the table is indexed LSB
+	// first.
+	code, index := 0, 0
+	for l := 1; l <= tableBits; l++ {
+		for range int(h.counts[l]) {
+			rev := int(bits.Reverse16(uint16(code)) >> (16 - l))
+			for k := rev; k < 1<<tableBits; k += 1 << l {
+				h.table[k] = h.symbols[index]<<4 | uint16(l)
+			}
+			code++
+			index++
+		}
+		code <<= 1
+	}
 	return h, nil
 }
 
-// decode reads one symbol (codes are stored MSB first, bit by bit).
+// decode reads one symbol: through the lookup table when the code is
+// short enough, else bit by bit (codes are stored MSB first).
 func (b *bitReader) decode(h *huffman) (uint16, error) {
+	if b.nbits < tableBits {
+		b.fill()
+	}
+	// Bits past the end of the input read as 0: an entry is only used
+	// when its code lies within the bits there are.
+	if e := h.table[b.bits&(1<<tableBits-1)]; e != 0 && uint(e&15) <= b.nbits {
+		n := uint(e & 15)
+		b.bits >>= n
+		b.nbits -= n
+		b.pos += int64(n)
+		return e >> 4, nil
+	}
+	return b.slowDecode(h)
+}
+
+// slowDecode reads one symbol bit by bit.
+func (b *bitReader) slowDecode(h *huffman) (uint16, error) {
 	code, first, index := 0, 0, 0
 	for l := 1; l < 16; l++ {
 		v, err := b.take(1)
@@ -168,12 +246,12 @@ func (f *inflater) mark() {
 	}
 }
 
-func newInflater(r io.ByteReader) *inflater {
-	return &inflater{br: &bitReader{r: r}, win: make([]byte, windowSize)}
+func newInflater(br *bitReader) *inflater {
+	return &inflater{br: br, win: make([]byte, windowSize)}
 }
 
 func (f *inflater) put(c byte) {
-	f.win[f.out%windowSize] = c
+	f.win[f.out&(windowSize-1)] = c
 	f.out++
 	f.outBuf = append(f.outBuf, c)
 }
@@ -183,9 +261,9 @@ func (f *inflater) window() []byte {
 	n := min(f.out, windowSize)
 	w := make([]byte, 0, n)
 	if f.out > windowSize {
-		w = append(w, f.win[f.out%windowSize:]...)
+		w = append(w, f.win[f.out&(windowSize-1):]...)
 	}
-	return append(w, f.win[:f.out%windowSize]...)
+	return append(w, f.win[:f.out&(windowSize-1)]...)
 }
 
 // block decodes one block; its output is in f.outBuf.
@@ -348,7 +426,7 @@ func (f *inflater) codes(lit, dist *huffman) error {
 				return fmt.Errorf("distance %d before the start of the output: %w", d, ErrCorrupt)
 			}
 			for range n {
-				f.put(f.win[(f.out-d)%windowSize])
+				f.put(f.win[(f.out-d)&(windowSize-1)])
 			}
 			f.mark()
 		}

@@ -23,42 +23,43 @@ type mark struct {
 	bit int64
 }
 
-// inputReader reads the compressed file for a Reader: it counts and
-// hashes what it reads and remembers the last bytes (a checkpoint whose
-// block starts inside a byte needs that byte).
+// hashReader hashes what is read through it.
+type hashReader struct {
+	r    io.Reader
+	hash hash.Hash
+}
+
+func (h *hashReader) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	h.hash.Write(p[:n])
+	return n, err
+}
+
+// inputReader reads the compressed file for a Reader a byte at a time:
+// it counts what it reads and remembers the last bytes (a checkpoint
+// whose block starts inside a byte needs that byte).
 type inputReader struct {
 	r    *bufio.Reader
+	h    *hashReader
 	n    int64
-	hash hash.Hash
-	last [16]byte // last[i%16] is the byte at offset i, for the last 16
+	last [32]byte // last[i%32] is the byte at offset i, for the last 32
 }
 
 func (c *inputReader) ReadByte() (byte, error) {
 	b, err := c.r.ReadByte()
 	if err == nil {
-		c.hash.Write([]byte{b})
-		c.last[c.n%16] = b
+		c.last[c.n%32] = b
 		c.n++
 	}
 	return b, err
 }
 
-func (c *inputReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.hash.Write(p[:n])
-	for i := max(0, n-16); i < n; i++ {
-		c.last[(c.n+int64(i))%16] = p[i]
-	}
-	c.n += int64(n)
-	return n, err
-}
-
-// byteAt returns the byte at offset off, one of the last 16 read.
+// byteAt returns the byte at offset off, one of the last 32 read.
 func (c *inputReader) byteAt(off int64) byte {
-	if off < c.n-16 || off >= c.n {
+	if off < c.n-32 || off >= c.n {
 		panic(fmt.Sprintf("zran: byte %d is not among the last read before %d", off, c.n))
 	}
-	return c.last[off%16]
+	return c.last[off%32]
 }
 
 // Reader inflates a gzip file (one or more members) as a stream, block
@@ -68,12 +69,11 @@ func (c *inputReader) byteAt(off int64) byte {
 // checks every member's CRC-32 and size, and hashes the compressed file
 // ([Reader.Digest]).
 type Reader struct {
-	in          *inputReader
-	f           *inflater // the current member's decoder, nil between members
-	member      int
-	memberStart int64 // offset of the current member's deflate data
-	memberOut   int64 // uncompressed offset the current member starts at
-	crc         hash.Hash32
+	in     *inputReader
+	br     *bitReader
+	f      *inflater // the current member's decoder, nil between members
+	member int
+	crc    hash.Hash32
 	blk         []byte     // the current block's output
 	off         int        // read cursor in blk
 	start       Checkpoint // the current block's first bit
@@ -83,7 +83,9 @@ type Reader struct {
 
 // NewReader returns a Reader of the gzip file r.
 func NewReader(r io.Reader) *Reader {
-	return &Reader{in: &inputReader{r: bufio.NewReaderSize(r, 1<<16), hash: sha256.New()}, crc: crc32.NewIEEE()}
+	h := &hashReader{r: r, hash: sha256.New()}
+	in := &inputReader{r: bufio.NewReaderSize(h, 1<<16), h: h}
+	return &Reader{in: in, br: &bitReader{r: in}, crc: crc32.NewIEEE()}
 }
 
 // Read reads uncompressed data.
@@ -117,7 +119,7 @@ func (z *Reader) Pos() (in, out int64) {
 		for i < len(z.marks)-1 && z.marks[i].n < z.off {
 			i++
 		}
-		bit = z.memberStart*8 + z.marks[i].bit
+		bit = z.marks[i].bit
 	}
 	// The standard library's inflater reads a literal/length code only
 	// once it holds as many bits as the end-of-block code has (at most
@@ -135,15 +137,15 @@ func (z *Reader) Boundary() Checkpoint { return z.start }
 // Member returns the index of the gzip member the current block is in.
 func (z *Reader) Member() int { return z.member }
 
-// Size returns the compressed bytes read so far: at io.EOF, the file's
-// size.
-func (z *Reader) Size() int64 { return z.in.n }
+// Size returns the size of the compressed file, once Read has returned
+// io.EOF.
+func (z *Reader) Size() int64 { return z.br.pos / 8 }
 
-// Digest returns the sha256 of the compressed bytes read so far: at
-// io.EOF, of the whole file.
+// Digest returns the sha256 of the compressed file, once Read has
+// returned io.EOF.
 func (z *Reader) Digest() [32]byte {
 	var d [32]byte
-	z.in.hash.Sum(d[:0])
+	z.in.h.hash.Sum(d[:0])
 	return d
 }
 
@@ -158,24 +160,26 @@ func (z *Reader) next() error {
 		}
 	}
 	if z.f == nil {
-		if _, err := z.in.r.Peek(1); err == io.EOF {
-			if z.member == 0 && z.in.n == 0 {
+		if z.br.atEOF() {
+			if z.br.err != io.EOF {
+				return fmt.Errorf("gzip: read at offset %d: %w", z.br.pos/8, z.br.err)
+			}
+			if z.br.pos == 0 {
 				return fmt.Errorf("gzip: empty input: %w", io.ErrUnexpectedEOF)
 			}
 			return io.EOF
 		}
-		if z.in.n > 0 {
+		if z.br.pos > 0 {
 			z.member++
 		}
-		if err := skipHeader(z.in); err != nil {
-			return fmt.Errorf("gzip member %d at offset %d: %w", z.member, z.in.n, err)
+		if err := skipHeader(z.br); err != nil {
+			return fmt.Errorf("gzip member %d at offset %d: %w", z.member, z.br.pos/8, err)
 		}
-		z.memberStart, z.memberOut = z.in.n, z.start.Out
-		z.f = newInflater(z.in)
+		z.f = newInflater(z.br)
 		z.crc.Reset()
 	}
 	f := z.f
-	bit := z.memberStart*8 + f.br.pos
+	bit := f.br.pos
 	z.start = Checkpoint{In: bit / 8, Bits: uint8(bit % 8), Out: z.start.Out, Window: f.window()}
 	if z.start.Bits != 0 {
 		z.start.First = z.in.byteAt(z.start.In)
@@ -183,7 +187,7 @@ func (z *Reader) next() error {
 	f.marks = z.marks
 	if err := f.block(); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return fmt.Errorf("gzip member %d: deflate stream truncated at offset %d: %w", z.member, z.in.n, err)
+			return fmt.Errorf("gzip member %d: deflate stream truncated at offset %d: %w", z.member, z.br.pos/8, err)
 		}
 		return fmt.Errorf("gzip member %d: block at offset %d (bit %d): %w", z.member, bit/8, bit%8, err)
 	}
@@ -199,9 +203,7 @@ func (z *Reader) endMember() error {
 	f := z.f
 	f.br.align()
 	var tr [8]byte
-	// The bit reader takes input a byte at a time, so after align no
-	// byte of the trailer is in its buffer.
-	if _, err := io.ReadFull(z.in, tr[:]); err != nil {
+	if _, err := io.ReadFull(z.br, tr[:]); err != nil {
 		return fmt.Errorf("gzip member %d: trailer: %w", z.member, io.ErrUnexpectedEOF)
 	}
 	if got := binary.LittleEndian.Uint32(tr[:4]); got != z.crc.Sum32() {

@@ -196,7 +196,7 @@ func FuzzBuild(f *testing.F) {
 func TestPrefix(t *testing.T) {
 	for bits := uint8(1); bits < 8; bits++ {
 		p := prefix(bits, 0xff)
-		f := newInflater(bytes.NewReader(append(p, 0xff, 0xff, 0xff)))
+		f := newInflater(&bitReader{r: bytes.NewReader(append(p, 0xff, 0xff, 0xff))})
 		for f.br.pos < int64(len(p)-1)*8 {
 			if err := f.block(); err != nil || f.final || f.out != 0 {
 				t.Fatalf("bits %d: %v, final %v, %d bytes out", bits, err, f.final, f.out)
