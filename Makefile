@@ -6,7 +6,7 @@ GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X github.com/nydus-go/nydus/internal/version.GitCommit=$(GIT_COMMIT)
 FUZZTIME ?= 10s
 
-.PHONY: all build deps test unit lint fuzz interop e2e image demo demo-builder bench bench-images bench-build bench-convert bench-fs bench-nodes bench-smoke snapshotter stargz clean
+.PHONY: all build deps test unit lint fuzz interop e2e image demo demo-builder bench bench-images bench-build bench-convert bench-fs bench-nodes bench-smoke snapshotter stargz soci clean
 
 all: build
 
@@ -18,8 +18,9 @@ build:
 # root): the registry, containerd with runc and ctr-remote (package
 # stargz-snapshotter), what builds the Debian test image, ClamAV (the
 # reference event subscriber, examples/scanner), squid (a forward proxy,
-# as Dragonfly's dfdaemon is) and nginx (a slice cache, for bench-nodes).
-APT_PACKAGES := zstd erofs-utils debootstrap umoci skopeo docker-registry containerd runc stargz-snapshotter curl clamav squid nginx-light
+# as Dragonfly's dfdaemon is), nginx (a slice cache, for bench-nodes) and
+# zlib's static library (SOCI's zTOC code links it through cgo, make soci).
+APT_PACKAGES := zstd erofs-utils debootstrap umoci skopeo docker-registry containerd runc stargz-snapshotter curl clamav squid nginx-light zlib1g-dev
 # staticcheck, pinned, from the Go module proxy (make lint runs it on
 # every module of the repository).
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -37,15 +38,18 @@ lint:
 	cd test/interop && $(GO) vet -tags e2e ./...
 	cd bench/startup && $(GO) vet ./...
 	cd tools/stargz && $(GO) vet ./...
+	cd tools/soci && $(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 	cd test/interop && $(GO) run $(STATICCHECK) -tags e2e ./...
 	cd bench/startup && $(GO) run $(STATICCHECK) ./...
 	cd tools/stargz && $(GO) run $(STATICCHECK) ./...
+	cd tools/soci && $(GO) run $(STATICCHECK) ./...
 	@# go.mod files must be tidy (the interop module follows the main one).
 	$(GO) mod tidy -diff
 	cd test/interop && $(GO) mod tidy -diff
 	cd bench/startup && $(GO) mod tidy -diff
 	cd tools/stargz && $(GO) mod tidy -diff
+	cd tools/soci && $(GO) mod tidy -diff
 
 unit: build
 	NYDUS_IMAGE=$(BIN)/nydus-image $(GO) test -count=1 ./...
@@ -127,6 +131,18 @@ stargz:
 	@mkdir -p $(BIN)
 	cd tools/stargz && $(GO) build -trimpath -o $(BIN)/containerd-stargz-grpc .
 
+# The SOCI peer, from the root module of soci-snapshotter v0.16.1
+# (tools/soci; its cmd module is not on the Go module proxy): a minimal
+# snapshotter daemon on its service package, and a small soci CLI on its
+# soci package: `soci convert` makes an image in a registry SOCI-enabled
+# (zTOCs + a SOCI index v2) and pushes it, `soci rpull` pulls it with the
+# labels the snapshotter reads (ctr-remote's rpull sets stargz's only).
+# The zTOC code needs cgo and zlib's static library (zlib1g-dev, make deps).
+soci:
+	@mkdir -p $(BIN)
+	cd tools/soci && CGO_ENABLED=1 $(GO) build -trimpath -o $(BIN)/soci-snapshotter-grpc ./snapshotter
+	cd tools/soci && CGO_ENABLED=1 $(GO) build -trimpath -o $(BIN)/soci ./cli
+
 # Container startup benchmark (bench/startup): cold pull + run of
 # HelloBench-style workloads as OCI on overlayfs, eStargz on
 # stargz-snapshotter and Nydus-Go on nydus-snapshotter, unlimited and
@@ -142,7 +158,7 @@ WORKLOADS ?=
 BENCH_RUNS ?= 3
 BENCH_OUT ?= /tmp/nydus-bench-startup
 bench: deps
-	$(MAKE) -j3 build snapshotter stargz bench-images QUICK=$(QUICK)
+	$(MAKE) -j3 build snapshotter stargz soci bench-images QUICK=$(QUICK)
 	rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
 	$(if $(QUICK),,BENCH_FS_RUNS=3 $(GO) test ./cmd/nydusd -count=1 -run '^$$' -bench 'BenchmarkFS/(warm|walk)$$' \
 	  -benchtime 1x -timeout 20m > $(BENCH_OUT)/fs.txt || { cat $(BENCH_OUT)/fs.txt; exit 1; })
