@@ -43,6 +43,12 @@ type WriterOptions struct {
 	// chunk digests may be stored, the inline bootstrap is zstd
 	// compressed, and the features get HAS_TOC and HAS_TAR_HEADER.
 	TOC bool
+	// Zran writes the "ref" blob of a gzip layer read in place (upstream
+	// `create --type targz-ref`): no chunk data, zran chunk infos
+	// pointing into the original gzip file, the zran context table after
+	// them; features ZRAN, SEPARATE and CHUNK_INFO_V2. Compressor then
+	// compresses the CI array only (upstream uses zstd).
+	Zran bool
 }
 
 // FinishParams carries the metadata written after the chunk data.
@@ -59,6 +65,13 @@ type FinishParams struct {
 	// BatchContexts are appended to the CI array of a BATCH blob (needs
 	// ChunkInfoV2); batch chunks refer to them by index.
 	BatchContexts []BatchContext
+	// ZranContexts and ZranDicts (their dictionaries, which
+	// ZranContext.DictOffset indexes) are appended to the CI array of a
+	// Zran blob; zran chunks refer to the contexts by index.
+	ZranContexts []ZranContext
+	ZranDicts    []byte
+	// DataSize is the size of the original gzip file of a Zran blob.
+	DataSize uint64
 	// Bootstrap is the RAFS bootstrap to inline; use it or BootstrapFunc
 	// when InlineMeta is set.
 	Bootstrap []byte
@@ -237,11 +250,17 @@ func (w *Writer) finish(p FinishParams) (Result, error) {
 	if n > MaxChunksPerBlob {
 		return Result{}, fmt.Errorf("%d chunks exceed %d", n, MaxChunksPerBlob)
 	}
-	if n == 0 && w.dataSize > 0 {
+	if n == 0 && (w.dataSize > 0 || len(p.ZranContexts) > 0) {
 		return Result{}, fmt.Errorf("%d bytes of chunk data but no chunk infos", w.dataSize)
 	}
-	if len(p.BatchContexts) > 0 && !o.ChunkInfoV2 {
-		return Result{}, errors.New("batch contexts need chunk-info v2")
+	if (len(p.BatchContexts) > 0 || o.Zran) && !o.ChunkInfoV2 {
+		return Result{}, errors.New("batch and zran contexts need chunk-info v2")
+	}
+	if o.Zran && (w.dataSize > 0 || len(p.BatchContexts) > 0) {
+		return Result{}, errors.New("a zran blob holds no chunk data and no batches")
+	}
+	if !o.Zran && (len(p.ZranContexts) > 0 || len(p.ZranDicts) > 0) {
+		return Result{}, errors.New("zran contexts need the Zran option")
 	}
 	if len(p.ChunkDigests) > 0 && !o.TOC {
 		return Result{}, errors.New("chunk digests are stored only with the ToC option (upstream writes blob.digest only with blob-toc)")
@@ -277,6 +296,9 @@ func (w *Writer) finish(p FinishParams) (Result, error) {
 		if len(p.BatchContexts) > 0 {
 			features |= FeatureBatch
 		}
+		if o.Zran {
+			features |= FeatureZran | FeatureSeparate
+		}
 		if writeDigests {
 			features |= FeatureInlinedChunkDigest
 		}
@@ -284,13 +306,16 @@ func (w *Writer) finish(p FinishParams) (Result, error) {
 			if err := ci.Validate(o.ChunkInfoV2); err != nil {
 				return Result{}, fmt.Errorf("chunk info %d: %w", i, err)
 			}
-			if ci.IsZran() || ci.IsEncrypted() {
-				return Result{}, fmt.Errorf("chunk info %d: zran and encrypted chunks: %w", i, ErrUnsupported)
+			if ci.IsEncrypted() || ci.IsZran() != o.Zran {
+				return Result{}, fmt.Errorf("chunk info %d: encrypted chunks, and zran chunks outside a zran blob: %w", i, ErrUnsupported)
 			}
 			res.UncompressedSize = max(res.UncompressedSize, ci.AlignedUncompressedEnd())
 		}
-		lim := ChunkLimits{Features: features, CompressedSize: uint64(w.dataSize), BatchContexts: p.BatchContexts}
-		if w.dataSize == 0 {
+		lim := ChunkLimits{Features: features, CompressedSize: uint64(w.dataSize), BatchContexts: p.BatchContexts, ZranContexts: p.ZranContexts}
+		if o.Zran {
+			lim.CompressedSize = p.DataSize
+			res.CompressedDataSize = p.DataSize
+		} else if w.dataSize == 0 {
 			return Result{}, errors.New("chunk infos but no chunk data")
 		}
 		if err := ValidateChunkInfos(p.ChunkInfos, lim); err != nil {
@@ -311,7 +336,10 @@ func (w *Writer) finish(p FinishParams) (Result, error) {
 	}
 
 	if n > 0 {
-		if tarHeaders {
+		// A zran blob's data is the original gzip file: it has no
+		// chunk-data section of its own (upstream writes none for
+		// SEPARATE blobs).
+		if tarHeaders && !o.Zran {
 			if err := w.writeTar(SectionChunkData, w.dataSize); err != nil {
 				return Result{}, err
 			}
@@ -407,18 +435,22 @@ func (w *Writer) writeMeta(p FinishParams, features Features, res *Result, tarHe
 	addEntry func(string, compress.Algorithm, digester.Digest, uint64, uint64, uint64) error) error {
 	v2 := w.opts.ChunkInfoV2
 	size := entrySize(v2)
-	ci := make([]byte, 0, len(p.ChunkInfos)*size+len(p.BatchContexts)*ContextSize)
+	ci := make([]byte, 0, len(p.ChunkInfos)*size+(len(p.BatchContexts)+len(p.ZranContexts))*ContextSize+len(p.ZranDicts))
 	for _, c := range p.ChunkInfos {
 		ci = AppendChunkInfo(ci, c, v2)
 	}
 	h := MetaHeader{Features: features, CIEntries: uint32(len(p.ChunkInfos))}
-	if len(p.BatchContexts) > 0 {
+	if len(p.BatchContexts) > 0 || len(p.ZranContexts) > 0 {
 		h.ContextOffset = uint64(len(ci))
 		for _, bc := range p.BatchContexts {
 			ci, _ = bc.AppendBinary(ci)
 		}
+		for _, zc := range p.ZranContexts {
+			ci, _ = zc.AppendBinary(ci)
+		}
+		ci = append(ci, p.ZranDicts...)
 		h.ContextSize = uint64(len(ci)) - h.ContextOffset
-		h.ContextCount = uint32(len(p.BatchContexts))
+		h.ContextCount = uint32(len(p.BatchContexts) + len(p.ZranContexts))
 	}
 	stored, compressed, err := compress.CompressIfSmaller(w.opts.Compressor, nil, ci)
 	if err != nil {

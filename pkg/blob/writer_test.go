@@ -463,8 +463,8 @@ func TestWriterErrors(t *testing.T) {
 		{"unaligned", zstd, 10, FinishParams{ChunkInfos: []ChunkInfo{{CompressedSize: 10, UncompressedOffset: 100, UncompressedSize: 100, Compressed: true}}}, "chunk info 0: uncompressed offset 0x64 not 4 KiB aligned"},
 		{"beyond data", zstd, 5, FinishParams{ChunkInfos: []ChunkInfo{ci}}, "chunk info 0: compressed end 0xa beyond chunk data size 0x5"},
 		{"v1 flags", zstd, 10, FinishParams{ChunkInfos: []ChunkInfo{{CompressedSize: 10, UncompressedSize: 100, Compressed: true, Flags: ChunkHasCRC32, Data: 1}}}, "v1 entry with flags 0x10"},
-		{"zran", WriterOptions{Compressor: compress.Zstd, ChunkInfoV2: true}, 10, FinishParams{ChunkInfos: []ChunkInfo{{CompressedSize: 10, UncompressedSize: 100, Compressed: true, Flags: ChunkZran}}}, "zran and encrypted chunks: unsupported"},
-		{"batch v1", zstd, 10, FinishParams{ChunkInfos: []ChunkInfo{ci}, BatchContexts: []BatchContext{{}}}, "batch contexts need chunk-info v2"},
+		{"zran", WriterOptions{Compressor: compress.Zstd, ChunkInfoV2: true}, 10, FinishParams{ChunkInfos: []ChunkInfo{{CompressedSize: 10, UncompressedSize: 100, Compressed: true, Flags: ChunkZran}}}, "zran chunks outside a zran blob: unsupported"},
+		{"batch v1", zstd, 10, FinishParams{ChunkInfos: []ChunkInfo{ci}, BatchContexts: []BatchContext{{}}}, "batch and zran contexts need chunk-info v2"},
 	}
 	for _, c := range cases {
 		w := newW(c.opts)

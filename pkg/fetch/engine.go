@@ -474,33 +474,45 @@ func (e *Engine) planSpan(ctx context.Context, info rafs.ChunkInfo, bi rafs.Blob
 		if err != nil {
 			break
 		}
-		sameUnit := u.Batch && cur.Batch && u.Offset == cur.Offset
-		// A batch holds small files that are rarely read together with
-		// what is stored next to them: a span takes the rest of its
-		// batch (no extra bytes) but reaches no further, and a plain
-		// chunk's span stops at a batch (make bench: reaching across
-		// batches doubled the bytes a cold python start fetched).
-		if !sameUnit && (cur.Batch || u.Batch || u.Offset < end || u.Offset-end > storage.MaxSpanGap || size+int64(u.Offset-end)+int64(u.Size) > e.o.Amplify) {
+		var joins bool
+		switch {
+		case u.Zran || cur.Zran:
+			// A zran unit runs from its context's start to the
+			// chunk's end: the next chunk of the context needs a bit
+			// more input, and the next context starts at or before
+			// where the last one's input ended.
+			joins = u.Zran && cur.Zran && u.Offset >= cur.Offset && u.Offset <= end+storage.MaxSpanGap
+		case u.Batch || cur.Batch:
+			// A batch holds small files that are rarely read together
+			// with what is stored next to them: a span takes the rest
+			// of its batch (no extra bytes) but reaches no further, and
+			// a plain chunk's span stops at a batch (make bench:
+			// reaching across batches doubled the bytes a cold python
+			// start fetched).
+			joins = u.Batch && cur.Batch && u.Offset == cur.Offset
+		default:
+			joins = u.Offset >= end && u.Offset-end <= storage.MaxSpanGap
+		}
+		extra := int64(max(end, u.Offset+u.Size) - end) // bytes the chunk adds to the request
+		if !joins || size+extra > e.o.Amplify {
 			break
 		}
 		if hc != nil && hc.Has(ctx, bi.BlobID, idx) {
-			if sameUnit {
-				continue // costs no bytes: the batch comes anyway
+			if extra == 0 {
+				continue // costs no bytes: its unit comes anyway
 			}
 			break
 		}
 		if _, busy := e.spans.LoadOrStore(k, make(chan struct{})); busy {
-			if sameUnit {
+			if extra == 0 {
 				continue
 			}
 			break
 		}
 		span = append(span, spanChunk{c, u})
-		if !sameUnit {
-			size += int64(u.Offset-end) + int64(u.Size)
-			end = u.Offset + u.Size
-			cur = u
-		}
+		size += extra
+		end = max(end, u.Offset+u.Size)
+		cur = u
 	}
 	return span
 }

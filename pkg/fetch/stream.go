@@ -138,6 +138,11 @@ func (e *Engine) planStream(ctx context.Context, refs []Ref, o StreamOptions) []
 			ua = &unitAt{segUnit: segUnit{u: u}, rank: rank}
 			units[u.Offset] = ua
 		}
+		if u.Size > ua.u.Size {
+			// A zran context's later chunk needs more of its input:
+			// the unit grows to hold every wanted chunk.
+			ua.u = u
+		}
 		ua.chunks = append(ua.chunks, r)
 	}
 	var segs []*segment
@@ -163,7 +168,11 @@ func (e *Engine) planStream(ctx context.Context, refs []Ref, o StreamOptions) []
 				if !newRun {
 					add += gap
 				}
-				if gap < 0 || bytes+add > limit || (newRun && runs >= maxRuns) {
+				// Zran units overlap: the next context starts before
+				// the last one's input ends. The stream reads the
+				// shared bytes once.
+				overlap := gap < 0 && u.u.Zran && cur.units[len(cur.units)-1].u.Zran && int64(u.u.Offset+u.u.Size) > int64(end)
+				if (gap < 0 && !overlap) || bytes+add > limit || (newRun && runs >= maxRuns) {
 					segs = append(segs, cur)
 					cur = nil
 					limit = min(limit*4, o.Max)
@@ -310,8 +319,13 @@ func (e *Engine) streamSegment(ctx context.Context, s *segment, o StreamOptions)
 	ranges := make([][2]int64, len(runs))
 	var total int64
 	for k, r := range runs {
-		a, b := s.units[r.from].u, s.units[r.to].u
-		ranges[k] = [2]int64{int64(a.Offset), int64(b.Offset + b.Size - a.Offset)}
+		a, end := s.units[r.from].u, uint64(0)
+		for i := r.from; i <= r.to; i++ {
+			if len(claims[i]) > 0 {
+				end = max(end, s.units[i].u.Offset+s.units[i].u.Size)
+			}
+		}
+		ranges[k] = [2]int64{int64(a.Offset), int64(end - a.Offset)}
 		total += ranges[k][1]
 	}
 	off := s.units[first].u.Offset
@@ -333,6 +347,7 @@ func (e *Engine) streamSegment(ctx context.Context, s *segment, o StreamOptions)
 	var attr []attributed
 	err := e.be.ReadRanges(fctx, bi.BlobID, ranges, func(k int, rd io.Reader) error {
 		pos := uint64(ranges[k][0])
+		var prev []byte // the last unit read
 		for i := runs[k].from; i <= runs[k].to; i++ {
 			u := s.units[i].u
 			if len(claims[i]) == 0 {
@@ -342,13 +357,19 @@ func (e *Engine) streamSegment(ctx context.Context, s *segment, o StreamOptions)
 				if _, err := io.CopyN(io.Discard, rd, int64(u.Offset-pos)); err != nil {
 					return unexpectedEOF(err)
 				}
+				pos = u.Offset
 			}
+			// A zran unit may start inside the previous one: its
+			// first bytes were read with it.
 			stored := make([]byte, u.Size)
-			if _, err := io.ReadFull(rd, stored); err != nil {
+			have := copy(stored, prev[max(0, len(prev)-int(pos-u.Offset)):])
+			if _, err := io.ReadFull(rd, stored[have:]); err != nil {
 				return err
 			}
-			attr = append(attr, attributed{ref: claims[i][0].ref, off: u.Offset, bytes: int64(u.Offset + u.Size - pos), chunks: len(claims[i])})
-			pos = u.Offset + u.Size
+			attr = append(attr, attributed{ref: claims[i][0].ref, off: u.Offset, bytes: max(int64(u.Offset+u.Size)-int64(pos), 0), chunks: len(claims[i])})
+			if end := u.Offset + u.Size; end > pos {
+				pos, prev = end, stored
+			}
 			for _, c := range claims[i] {
 				if e.serveStreamed(fctx, c.ref, u, stored) {
 					served++

@@ -231,10 +231,20 @@ func (cr *ChunkReader) loadMeta(ctx context.Context, idx uint32) (*blob.Meta, er
 			}
 		}
 	}
+	if m == nil && isRefBlob(bi) {
+		var err error
+		if m, hdr, err = cr.loadRefMeta(ctx, bi); err != nil {
+			return nil, err
+		}
+	}
 	if m == nil {
-		raw, err := cr.rr.ReadRange(ctx, bi.BlobID, int64(bi.CIOffset), int64(bi.CICompressedSize)+blob.MetaHeaderSize)
+		id, err := metaBlobID(bi)
 		if err != nil {
-			return nil, fmt.Errorf("blob %s: the chunk-info table at offset %d (%d bytes) could not be read: %w", bi.BlobID, bi.CIOffset, bi.CICompressedSize+blob.MetaHeaderSize, err)
+			return nil, err
+		}
+		raw, err := cr.rr.ReadRange(ctx, id, int64(bi.CIOffset), int64(bi.CICompressedSize)+blob.MetaHeaderSize)
+		if err != nil {
+			return nil, fmt.Errorf("blob %s: the chunk-info table at offset %d (%d bytes) of blob %s could not be read: %w", bi.BlobID, bi.CIOffset, bi.CICompressedSize+blob.MetaHeaderSize, id, err)
 		}
 		if hdr, err = blob.UnmarshalMetaHeader(raw[bi.CICompressedSize:]); err != nil {
 			return nil, fmt.Errorf("blob %s: %w", bi.BlobID, err)
@@ -275,6 +285,20 @@ func (cr *ChunkReader) loadMeta(ctx context.Context, idx uint32) (*blob.Meta, er
 	cr.metas[idx] = m
 	cr.mu.Unlock()
 	return m, nil
+}
+
+// metaBlobID returns the id of the blob holding a blob's chunk-info
+// table: the blob itself, or for a SEPARATE blob (a zran layer's
+// original gzip file) the "ref" blob its bootstrap names by
+// blob_meta_digest (upstream BlobInfo::get_blob_meta_id).
+func metaBlobID(bi rafs.BlobInfo) (string, error) {
+	if !bi.Features.Has(blob.FeatureSeparate) {
+		return bi.BlobID, nil
+	}
+	if bi.MetaDigest == ([32]byte{}) {
+		return "", fmt.Errorf("blob %s keeps its chunk-info table in a separate blob, but the bootstrap records no digest for it (a layer bootstrap before merge: merge it with --blob-digests)", bi.BlobID)
+	}
+	return hex.EncodeToString(bi.MetaDigest[:]), nil
 }
 
 // metaMatches reports whether a blob's meta header records the
@@ -328,6 +352,7 @@ func (cr *ChunkReader) checkRecord(ctx context.Context, c rafs.ChunkInfo, fetch 
 	}
 	ci := m.ChunkInfos[c.Index]
 	batch := c.Flags&rafs.ChunkBatch != 0
+	zran := bi.Features.Has(blob.FeatureZran)
 	var bad string
 	switch {
 	case ci.UncompressedOffset != c.UncompressedOffset:
@@ -336,8 +361,10 @@ func (cr *ChunkReader) checkRecord(ctx context.Context, c rafs.ChunkInfo, fetch 
 		bad = fmt.Sprintf("uncompressed size %d, the blob's %d", c.UncompressedSize, ci.UncompressedSize)
 	case ci.IsBatch() != batch:
 		bad = fmt.Sprintf("batch flag %v, the blob's %v", batch, ci.IsBatch())
-	case ci.IsZran() || ci.IsEncrypted():
-		bad = "the blob's entry is a zran or encrypted chunk"
+	case ci.IsEncrypted():
+		bad = "the blob's entry is an encrypted chunk"
+	case ci.IsZran() != zran:
+		bad = fmt.Sprintf("the blob's entry has zran flag %v in a blob whose zran feature is %v", ci.IsZran(), zran)
 	case !batch && ci.CompressedOffset != c.CompressedOffset:
 		bad = fmt.Sprintf("compressed offset %d, the blob's %d", c.CompressedOffset, ci.CompressedOffset)
 	case !batch && ci.CompressedSize != c.CompressedSize:
@@ -363,7 +390,7 @@ func (cr *ChunkReader) ReadChunk(ctx context.Context, c rafs.ChunkInfo) ([]byte,
 		return nil, fmt.Errorf("chunk of %d bytes exceeds the maximum chunk size", c.UncompressedSize)
 	}
 	bi := cr.rd.Blobs[c.BlobIndex]
-	if c.Flags&rafs.ChunkBatch == 0 {
+	if c.Flags&rafs.ChunkBatch == 0 && !cr.isZran(c) {
 		if c.CompressedSize == 0 || c.CompressedSize > rafs.MaxChunkSize*2 {
 			return nil, fmt.Errorf("blob %s chunk %d: stored size %d out of range", bi.BlobID, c.Index, c.CompressedSize)
 		}
@@ -372,6 +399,20 @@ func (cr *ChunkReader) ReadChunk(ctx context.Context, c rafs.ChunkInfo) ([]byte,
 			return nil, err
 		}
 		return cr.DecodeUnit(ctx, c, Unit{Offset: c.CompressedOffset, Size: uint64(c.CompressedSize)}, raw)
+	}
+	if cr.isZran(c) {
+		u, err := cr.Unit(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		if data, ok := cr.zranCached(ctx, c); ok {
+			return data, nil
+		}
+		raw, err := cr.rr.ReadRange(ctx, bi.BlobID, int64(u.Offset), int64(u.Size))
+		if err != nil {
+			return nil, err
+		}
+		return cr.DecodeUnit(ctx, c, u, raw)
 	}
 	loc, err := cr.batchLoc(ctx, c)
 	if err != nil {

@@ -56,6 +56,12 @@ type Unit struct {
 	// Batch reports a batch; its chunks' data lie inside its
 	// uncompressed buffer.
 	Batch bool
+	// Zran reports a zran chunk of a gzip layer read in place: Offset is
+	// its context's input offset, Size covers the input up to the
+	// chunk's end, and the chunk's data lies inside the context's
+	// output. The units of a context's chunks share Offset and grow with
+	// the chunk's place; a unit holds every earlier chunk of its context.
+	Zran bool
 }
 
 // Unit returns the stored unit holding chunk c: its own range for a
@@ -64,6 +70,13 @@ type Unit struct {
 func (cr *ChunkReader) Unit(ctx context.Context, c rafs.ChunkInfo) (Unit, error) {
 	if int(c.BlobIndex) >= len(cr.rd.Blobs) {
 		return Unit{}, fmt.Errorf("blob index %d out of range", c.BlobIndex)
+	}
+	if cr.isZran(c) {
+		loc, err := cr.zranLoc(ctx, c)
+		if err != nil {
+			return Unit{}, err
+		}
+		return Unit{Offset: loc.in, Size: loc.need, Zran: true}, nil
 	}
 	if c.Flags&rafs.ChunkBatch == 0 {
 		if c.CompressedSize == 0 || c.CompressedSize > rafs.MaxChunkSize*2 || c.UncompressedSize > rafs.MaxChunkSize {
@@ -110,9 +123,15 @@ func (cr *ChunkReader) DecodeUnit(ctx context.Context, c rafs.ChunkInfo, u Unit,
 	}
 	bi := cr.rd.Blobs[c.BlobIndex]
 	comp := cr.compressor(c.BlobIndex)
+	if u.Zran {
+		return cr.decodeZran(ctx, c, u, stored)
+	}
 	if !u.Batch {
 		if !c.IsCompressed() {
 			return append([]byte(nil), stored...), nil
+		}
+		if isRefBlob(bi) {
+			return decodeRef(bi, c, stored)
 		}
 		out, err := compress.Decompress(comp, nil, stored, int(c.UncompressedSize))
 		if err != nil {

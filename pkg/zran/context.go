@@ -53,6 +53,17 @@ var ErrTruncated = errors.New("compressed data ends early")
 // bits before InOffset are fed to it after empty blocks that keep the
 // file's byte alignment, which stored blocks rely on.
 func Inflate(x Context, dict, in []byte, n int) ([]byte, error) {
+	out, err := InflatePrefix(x, dict, in, n)
+	if err == nil && len(out) < n {
+		return nil, fmt.Errorf("zran: %d of %d bytes inflated from %d compressed bytes: %w", len(out), n, len(in), ErrTruncated)
+	}
+	return out, err
+}
+
+// InflatePrefix is Inflate for an input that may end early: it returns
+// the output decoded before the input ends (up to n bytes), and an error
+// only for input that does not decode.
+func InflatePrefix(x Context, dict, in []byte, n int) ([]byte, error) {
 	if len(dict) > windowSize {
 		return nil, fmt.Errorf("zran: dictionary of %d bytes, more than %d: %w", len(dict), windowSize, ErrCorrupt)
 	}
@@ -72,9 +83,12 @@ func Inflate(x Context, dict, in []byte, n int) ([]byte, error) {
 			// The previous member ended: skip its trailer and the next
 			// header, and go on with no history.
 			if _, err := br.Seek(8, io.SeekCurrent); err != nil || br.Len() == 0 {
-				return nil, fmt.Errorf("zran: %d of %d bytes inflated, then the gzip member ends: %w", got, n, ErrTruncated)
+				return out[:got], nil
 			}
 			if err := skipHeader(br); err != nil {
+				if errors.Is(err, io.ErrUnexpectedEOF) {
+					return out[:got], nil
+				}
 				return nil, fmt.Errorf("zran: gzip member after %d of %d bytes: %w", got, n, err)
 			}
 			dict = nil
@@ -92,7 +106,7 @@ func Inflate(x Context, dict, in []byte, n int) ([]byte, error) {
 			// Done, or the member's deflate stream ended: go on with
 			// the next member.
 		case errors.Is(err, io.ErrUnexpectedEOF):
-			return nil, fmt.Errorf("zran: %d of %d bytes inflated from %d compressed bytes: %w", got, n, len(in), ErrTruncated)
+			return out[:got], nil
 		default:
 			return nil, fmt.Errorf("zran: inflate at offset %d: %w: %w", x.InOffset, ErrCorrupt, err)
 		}

@@ -104,6 +104,10 @@ func (g *Generator) EndChunk() (ChunkRef, error) {
 		return ChunkRef{}, fmt.Errorf("zran: context %d grew to %d compressed, %d uncompressed bytes", g.cur, inLen, outLen)
 	}
 	c.InLen, c.OutLen = uint32(inLen), uint32(outLen)
+	// A small chunk may come from input the previous one already
+	// needed; its range still ends where its data is decodable, and
+	// holds at least one byte (a chunk-info entry's size is not 0).
+	start := min(g.chunk.in, in-1)
 	return ChunkRef{Context: g.cur, Offset: uint32(g.chunk.out - c.OutOffset), Size: uint32(out - g.chunk.out),
-		In: g.chunk.in, InLen: uint32(in - g.chunk.in)}, nil
+		In: start, InLen: uint32(in - start)}, nil
 }

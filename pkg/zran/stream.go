@@ -74,11 +74,11 @@ type Reader struct {
 	f      *inflater // the current member's decoder, nil between members
 	member int
 	crc    hash.Hash32
-	blk         []byte     // the current block's output
-	off         int        // read cursor in blk
-	start       Checkpoint // the current block's first bit
-	marks       []mark     // positions inside the current block
-	err         error
+	blk    []byte     // the current block's output
+	off    int        // read cursor in blk
+	start  Checkpoint // the current block's first bit
+	marks  []mark     // positions inside the current block
+	err    error
 }
 
 // NewReader returns a Reader of the gzip file r.
