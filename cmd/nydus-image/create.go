@@ -57,6 +57,7 @@ type createFlags struct {
 	blobDataSize   string
 	externalBlob   string
 	attributes     string
+	chunkSizeSet   bool // --chunk-size was given (estargztoc-ref's default differs)
 }
 
 func newCreateCmd() *cobra.Command {
@@ -71,9 +72,17 @@ stream (--type tar-rafs) or a gzip-compressed tar (--type targz-rafs). It
 may be a FIFO. The blob is written strictly sequentially, so --blob may be
 a FIFO too.
 
-Supported --type values: dir-rafs (alias directory), tar-rafs, targz-rafs.
-Not supported yet: estargz-rafs, estargz-ref, estargztoc-ref, targz-ref,
-tar-tarfs, stargz_index.
+--type estargztoc-ref (alias stargz_index) builds only a bootstrap (-B, or
+-D DIR for DIR/<its sha256>) that references an eStargz or zstd:chunked
+layer as its data blob, unchanged: SOURCE is the layer file (its id and
+size are read from it), or its TOC JSON with --blob-id and --blob-data-size
+(hex), as upstream takes it. Chunks are the layer's own (gzip, sha256, 4 MiB
+unless --chunk-size gives the layer's eStargz chunk size). Plain gzip and
+plain zstd layers have no TOC and are refused.
+
+Supported --type values: dir-rafs (alias directory), tar-rafs, targz-rafs,
+estargztoc-ref (alias stargz_index). Not supported yet: estargz-rafs,
+estargz-ref, targz-ref, tar-tarfs.
 
 Chunks are deduplicated against this layer, --parent-bootstrap and
 --chunk-dict. With --parent-bootstrap, every chunk of the parent's blobs
@@ -98,12 +107,13 @@ while the tar is read).`,
 				return err
 			}
 			defer done()
+			f.chunkSizeSet = cmd.Flags().Changed("chunk-size")
 			return runCreate(cmd.Context(), f, args[0], cmd.InOrStdin())
 		},
 	}
 	fl := c.Flags()
 	f.log.register(c)
-	fl.StringVarP(&f.typ, "type", "t", "", "conversion type: dir-rafs (default), directory, tar-rafs, targz-rafs")
+	fl.StringVarP(&f.typ, "type", "t", "", "conversion type: dir-rafs (default), directory, tar-rafs, targz-rafs, estargztoc-ref, stargz_index")
 	fl.StringVar(&f.sourceType, "source-type", "", "alias of --type")
 	fl.StringVarP(&f.bootstrap, "bootstrap", "B", "", "file to write the RAFS bootstrap to (conflicts with --blob-inline-meta)")
 	fl.StringVarP(&f.blob, "blob", "b", "", "file (or FIFO) to write the data blob to")
@@ -129,12 +139,12 @@ while the tar is read).`,
 	// Listed although it only errors: nydus-snapshotter's converter
 	// detects the features it may use from this help text.
 	fl.BoolVarP(&f.encrypt, "encrypt", "E", false, "NOT SUPPORTED YET, fails with an error (listed for nydus-snapshotter's feature detection)")
-	fl.StringVar(&f.blobID, "blob-id", "", "blob id to record instead of the blob's sha256 (not supported yet)")
+	fl.StringVar(&f.blobID, "blob-id", "", "blob id: the layer's sha256, with --type estargztoc-ref and a TOC JSON SOURCE (otherwise not supported yet)")
 	fl.StringVar(&f.blobCacheDir, "blob-cache-dir", "", "also write <blob_id>.blob.data (uncompressed, 4K-aligned: kernel/nydusd cache layout) and <blob_id>.blob.meta here")
 	fl.StringVarP(&f.config, "config", "C", "", "configuration file (ignored by create)")
 	fl.BoolVar(&f.disableCheck, "disable-check", false, "skip validating the output")
 	fl.StringVar(&f.blobOffset, "blob-offset", "0", "offset of the blob in the output (only 0 is supported)")
-	fl.StringVar(&f.blobDataSize, "blob-data-size", "", "size of the blob data (not supported yet)")
+	fl.StringVar(&f.blobDataSize, "blob-data-size", "", "size of the layer in hex, with --type estargztoc-ref and a TOC JSON SOURCE (otherwise not supported yet)")
 	fl.StringVar(&f.externalBlob, "external-blob", "", "external blob (not supported yet)")
 	fl.StringVar(&f.attributes, "attributes", "", "attributes file (not supported yet)")
 	for _, h := range []string{"inline-bootstrap", "source-type", "disable-check", "blob-offset"} {
@@ -160,7 +170,9 @@ func runCreate(ctx context.Context, f *createFlags, source string, stdin io.Read
 	}
 	switch typ {
 	case "dir-rafs", "directory", "tar-rafs", "targz-rafs":
-	case "estargz-rafs", "estargz-ref", "estargztoc-ref", "targz-ref", "tar-tarfs", "stargz_index":
+	case "estargztoc-ref", "stargz_index":
+		return runCreateTOCRef(ctx, f, source, stdin)
+	case "estargz-rafs", "estargz-ref", "targz-ref", "tar-tarfs":
 		return notSupported("--type " + typ)
 	default:
 		return fmt.Errorf("invalid --type %q (want dir-rafs, directory, tar-rafs or targz-rafs)", typ)
