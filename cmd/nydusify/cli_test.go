@@ -87,7 +87,7 @@ func TestConvertCLIErrors(t *testing.T) {
 		{[]string{"convert", "--source", r.Host + "/nope:1", "--target", r.Host + "/x:1", "--plain-http", "--push-retry-count", "1"}, "nope"},
 		{[]string{"convert", "--source", "a", "--target", "b", "--all-platforms", "--platform", "linux/arm64"}, "--all-platforms conflicts"},
 		{[]string{"convert", "--source", "a", "--target", "b", "--prefetch-patterns", "--prefetch-dir", "/x"}, "conflicts"},
-		{[]string{"convert", "--source", "a", "--target", "b", "--oci-ref"}, "not supported yet"},
+		{[]string{"convert", "--source", "a", "--target", "b", "--oci-ref", "--batch-size", "0x1000"}, "--batch-size does not apply to --oci-ref"},
 		{[]string{"convert", "--source", "a", "--target", "b", "--fs-version", "5"}, "only RAFS v6"},
 		{[]string{"convert", "--source", "a", "--target", "b", "--chunk-dict", "registry:x"}, "bootstrap:registry:REF"},
 		{[]string{"convert", "--source", "a", "--target", "b", "--build-cache", "c", "--build-cache-max-records", "500"}, "1–200"},

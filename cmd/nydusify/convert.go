@@ -59,6 +59,7 @@ type convertFlags struct {
 	nydusImage                     string
 	fsAlignChunk                   bool
 	ociRef, withReferrer, reverse  bool
+	zranSpan                       string
 	concurrency                    int
 }
 
@@ -126,7 +127,8 @@ batch), and --build-cache reuses layers converted earlier, on any machine.`,
 	fl.StringVar(&f.targetSuffix, "target-suffix", "", "derive --target by appending this to the source tag")
 	fl.StringVar(&f.nydusImage, "nydus-image", "", "ignored: nydusify builds in-process")
 	fl.BoolVar(&f.fsAlignChunk, "fs-align-chunk", false, "ignored: RAFS v6 always aligns chunks")
-	fl.BoolVar(&f.ociRef, "oci-ref", false, "zran conversion (not supported yet)")
+	fl.BoolVar(&f.ociRef, "oci-ref", false, "reference the source's gzip layers instead of converting them (zran): only small ref blobs and the bootstrap are pushed, and the original layers are mounted into the target repository if they are not there; implies --oci")
+	fl.StringVar(&f.zranSpan, "zran-span", "0x100000", "with --oci-ref: compressed bytes between zran checkpoints (a context holds about half; each costs a 32 KiB window in the ref blob, and a lazy read fetches from its context's start)")
 	fl.BoolVar(&f.withReferrer, "with-referrer", false, "link to the source manifest with an OCI subject (not supported yet)")
 	fl.BoolVar(&f.reverse, "reverse", false, "convert a Nydus image back to OCI (not supported yet)")
 	fl.IntVar(&f.concurrency, "concurrency", 3, "layers downloaded at the same time")
@@ -138,7 +140,7 @@ func runtimeArch() string { return runtime.GOARCH }
 func runConvert(cmd *cobra.Command, f *convertFlags, lo *logOptions) error {
 	ctx := cmd.Context()
 	log := lo.logger()
-	for flag, on := range map[string]bool{"--oci-ref": f.ociRef, "--with-referrer": f.withReferrer, "--reverse": f.reverse} {
+	for flag, on := range map[string]bool{"--with-referrer": f.withReferrer, "--reverse": f.reverse} {
 		if on {
 			return fmt.Errorf("%s is not supported yet", flag)
 		}
@@ -226,6 +228,29 @@ func runConvert(cmd *cobra.Command, f *convertFlags, lo *logOptions) error {
 		return fmt.Errorf("invalid --batch-limit %#x: larger than 4 GiB", bl)
 	}
 	o.ChunkSize, o.BatchSize, o.BatchLimit = uint32(cs), uint32(bs), uint32(bl)
+	if f.ociRef {
+		for _, fl := range []string{"compressor", "compression-level", "batch-size", "batch-limit", "chunk-dict", "build-cache", "independent"} {
+			if cmd.Flags().Changed(fl) {
+				return fmt.Errorf("--%s does not apply to --oci-ref: the original gzip layers are read in place, nothing is recompressed", fl)
+			}
+		}
+		if f.dedupScope != "" && f.dedupScope != "none" {
+			return errors.New("--dedup-scope does not apply to --oci-ref: the original gzip layers are read in place")
+		}
+		span, err := cliutil.ParseNumber("zran-span", f.zranSpan)
+		if err != nil {
+			return err
+		}
+		if span < 64<<10 || span > 64<<20 {
+			return fmt.Errorf("invalid --zran-span %#x: want 64 KiB to 64 MiB", span)
+		}
+		if !f.oci {
+			log.Warn("--oci-ref writes OCI media types (--oci), as upstream does")
+		}
+		o.OCIRef, o.ZranSpan, o.OCI, o.BatchSize, o.BatchLimit = true, int64(span), true, 0, 0
+	} else if cmd.Flags().Changed("zran-span") {
+		return errors.New("--zran-span needs --oci-ref")
+	}
 	switch {
 	case f.prefetchPatterns:
 		sc := bufio.NewScanner(cmd.InOrStdin())

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/nydus-go/nydus/pkg/blob"
 	"github.com/nydus-go/nydus/pkg/digester"
 	"github.com/nydus-go/nydus/pkg/rafs"
 	"github.com/nydus-go/nydus/pkg/storage"
@@ -24,7 +25,9 @@ type MergeSource struct {
 	// BlobDigest, BlobSize, TOCDigest and TOCSize override the layer
 	// blob's id, compressed size and ToC fields when set
 	// (`--blob-digests`, `--blob-sizes`, `--blob-toc-digests`,
-	// `--blob-toc-sizes`).
+	// `--blob-toc-sizes`). For a zran layer (a SEPARATE blob) BlobDigest
+	// and BlobSize are its ref blob's, recorded as blob_meta_digest and
+	// blob_meta_size, as upstream does.
 	BlobDigest string
 	BlobSize   uint64
 	TOCDigest  string
@@ -172,14 +175,36 @@ func Merge(ctx context.Context, sources []MergeSource, o MergeOptions) (*MergeRe
 				case storage.IsBlobID(BlobIDFromPath(src.Path)):
 					id = BlobIDFromPath(src.Path)
 				}
+				separate := bi.Features.Has(blob.FeatureSeparate)
 				if src.BlobDigest != "" {
-					id = strings.TrimPrefix(src.BlobDigest, "sha256:")
+					d := strings.TrimPrefix(src.BlobDigest, "sha256:")
+					if !separate {
+						id = d
+					} else {
+						// A zran layer: the digest is its ref blob's,
+						// which holds the chunk-info table (upstream
+						// sets blob_meta_digest); the blob id stays the
+						// original layer's.
+						md, err := hex.DecodeString(d)
+						if err != nil || len(md) != 32 {
+							return nil, fmt.Errorf("%s: invalid blob digest %q", what, src.BlobDigest)
+						}
+						copy(bi.MetaDigest[:], md)
+					}
 				}
 				if !storage.IsBlobID(id) || id == rafs.PlaceholderBlobID {
 					return nil, fmt.Errorf("%s: cannot determine the layer blob id: name the bootstrap file after the blob digest or pass --blob-digests", what)
 				}
 				bi.BlobID = id
-				if src.BlobSize != 0 {
+				if separate {
+					// The merged bootstrap names the ref blob by digest:
+					// upstream's nydusd takes a SEPARATE blob's meta id
+					// from its file name while INLINED_FS_META is set.
+					bi.Features &^= blob.FeatureInlinedFSMeta
+					if src.BlobSize != 0 {
+						bi.MetaSize = src.BlobSize
+					}
+				} else if src.BlobSize != 0 {
 					bi.CompressedSize = src.BlobSize
 				}
 				if src.TOCDigest != "" {

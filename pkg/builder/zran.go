@@ -23,6 +23,10 @@ type ZranResult struct {
 	// Contexts is the number of zran contexts, and DictBytes the bytes
 	// of their windows (before the CI array is compressed).
 	Contexts, DictBytes int
+	// TOCDigest and TOCSize are the ref blob's ToC digest and size (with
+	// the TOC option), which merge records (--blob-toc-digests).
+	TOCDigest digester.Digest
+	TOCSize   uint32
 }
 
 // CreateZranRef builds one layer from a gzip-compressed tar without
@@ -164,7 +168,7 @@ func CreateZranRef(ctx context.Context, gz io.Reader, refOut io.Writer, span int
 	}
 	out := &ZranResult{Result: Result{Bootstrap: boot, BlobID: res.BlobID(), BlobSize: uint64(res.Size), HasBlob: hasOwn,
 		Blobs: used, UncompressedSize: zs.uncompOff, Stats: zs.stats}, DataBlobID: dataID, DataSize: dataSize,
-		Contexts: len(zcs), DictBytes: len(dicts)}
+		Contexts: len(zcs), DictBytes: len(dicts), TOCDigest: res.TOCDigest, TOCSize: res.TOCSize}
 	if len(zs.cis) > 0 {
 		var ci []byte
 		for _, c := range zs.cis {

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -61,6 +62,16 @@ type Options struct {
 	// Independent packs every layer on its own, like upstream, instead
 	// of against the chunks of the layers below it.
 	Independent bool
+	// OCIRef builds a zran image (upstream nydusify --oci-ref): the
+	// source's gzip layers are not recompressed or copied; each gets a
+	// small ref blob (its zran chunk-info table and bootstrap) and the
+	// image reads the original layers, which must be in the target's
+	// repository: they are mounted or copied there when they are not.
+	// Chunk dictionaries, the dedup scope and batches do not apply.
+	OCIRef bool
+	// ZranSpan is the zran checkpoint spacing in compressed bytes (0:
+	// zran.DefaultSpan); a context holds about half of it.
+	ZranSpan int64
 	// ChunkDict is another Nydus image whose chunks are reused. When set,
 	// the dedup scope's dictionary is not read (it is still updated).
 	ChunkDict *ChunkDict
@@ -202,8 +213,11 @@ func Convert(ctx context.Context, src, dst imageref.Ref, o Options) (*Result, er
 			return nil, err
 		}
 	}
+	if o.OCIRef && (o.ChunkDict != nil || o.Cache != nil || o.BatchSize != 0) {
+		return nil, errors.New("--oci-ref reads the original gzip layers: it takes no chunk dictionary, build cache or batch size")
+	}
 	var scope *scopeDict
-	if !o.NoDedupScope && dst.Name != nil {
+	if !o.NoDedupScope && !o.OCIRef && dst.Name != nil {
 		scope = &scopeDict{}
 		if o.ChunkDict == nil {
 			if scope, err = c.loadScope(ctx); err != nil {
@@ -264,6 +278,11 @@ func Convert(ctx context.Context, src, dst imageref.Ref, o Options) (*Result, er
 	w, err := newWriter(ctx, dst, dstC, work)
 	if err != nil {
 		return nil, err
+	}
+	for _, t := range targets {
+		if err := w.writeLayers(ctx, t.img.refs); err != nil {
+			return nil, err
+		}
 	}
 	if s.Index == nil && !o.MergePlatform {
 		d, err := w.writeImage(ctx, targets[0].img)
@@ -348,6 +367,11 @@ type built struct {
 	boot    *rafs.Reader
 	meta    []byte // <id>.blob.meta cache file (nil if no chunks)
 	chunked bool
+	// For a zran layer (OCIRef): the original gzip layer the bootstrap
+	// reads (blob id dataID), blob is its ref blob.
+	orig   v1.Layer
+	dataID string
+	toc    builder.MergeSource // the ref blob's ToC digest and size
 }
 
 // platformImage is one platform image of the source, checked: its
@@ -413,7 +437,11 @@ func (c *conv) inspect(img v1.Image, p *v1.Platform) (*platformImage, error) {
 			return nil, err
 		}
 		switch mt {
-		case types.DockerLayer, types.OCILayer, types.OCIUncompressedLayer, types.OCILayerZStd, types.DockerUncompressedLayer:
+		case types.DockerLayer, types.OCILayer:
+		case types.OCIUncompressedLayer, types.OCILayerZStd, types.DockerUncompressedLayer:
+			if c.o.OCIRef {
+				return nil, fmt.Errorf("%s (%s): layer %d is %s: --oci-ref reads gzip layers in place (zran), other layers cannot be read at random; convert without --oci-ref", c.src.Ref, si.plat, i, mt)
+			}
 		case imageref.MediaTypeNydusBlob:
 			return nil, fmt.Errorf("%s (%s): layer %d is already a Nydus blob: the source is a Nydus image", c.src.Ref, si.plat, i)
 		default:
@@ -517,6 +545,14 @@ func (c *conv) merge(ctx context.Context, si *platformImage, done []*built) (*bu
 	var srcs []builder.MergeSource
 	var known []string
 	for _, b := range done {
+		if b.orig != nil {
+			// A zran layer: its blob is the original layer; the ref
+			// blob is recorded as the home of its chunk-info table.
+			srcs = append(srcs, builder.MergeSource{Reader: b.boot, Path: b.dataID, BlobDigest: b.res.BlobDigest,
+				BlobSize: uint64(b.res.BlobSize), TOCDigest: b.toc.TOCDigest, TOCSize: b.toc.TOCSize})
+			known = append(known, b.dataID)
+			continue
+		}
 		srcs = append(srcs, builder.MergeSource{Reader: b.boot, Path: b.res.BlobDigest})
 		known = append(known, b.res.BlobDigest)
 	}
@@ -538,8 +574,13 @@ func (c *conv) assemble(si *platformImage, done []*built, merged *builder.MergeR
 	o := c.o
 	byID := map[string]*built{}
 	for _, b := range done {
+		if b.orig != nil {
+			byID[b.dataID] = b
+			continue
+		}
 		byID[b.res.BlobDigest] = b
 	}
+	var refs []v1.Layer
 	ir := &ImageResult{Platform: si.plat, SourceDigest: si.digest.String()}
 	var blobLayers []v1.Layer
 	var diffIDs []string
@@ -566,13 +607,22 @@ func (c *conv) assemble(si *platformImage, done []*built, merged *builder.MergeR
 			return nil, nil, fmt.Errorf("merged image refers to unknown blob %s", id)
 		}
 		h := v1.Hash{Algorithm: "sha256", Hex: id}
+		ann := map[string]string{imageref.AnnotationNydusBlob: "true"}
+		if b, ok := byID[id]; ok && b.orig != nil {
+			// The manifest lists the ref blob and names the original
+			// layer (upstream's layout); the chunk-info table with its
+			// windows stays in the ref blob only.
+			h = v1.Hash{Algorithm: "sha256", Hex: b.res.BlobDigest}
+			ann[imageref.AnnotationNydusRef] = "sha256:" + id
+			refs = append(refs, b.orig)
+			meta = nil
+		}
 		blobLayers = append(blobLayers, l)
 		diffIDs = append(diffIDs, h.String())
 		if meta != nil {
 			metas[id] = meta
 		}
-		layerDescs = append(layerDescs, v1.Descriptor{MediaType: imageref.MediaTypeNydusBlob, Digest: h, Size: size,
-			Annotations: map[string]string{imageref.AnnotationNydusBlob: "true"}})
+		layerDescs = append(layerDescs, v1.Descriptor{MediaType: imageref.MediaTypeNydusBlob, Digest: h, Size: size, Annotations: ann})
 		ir.NydusSize += size
 	}
 	bl, err := makeBootstrapLayer(merged.Bootstrap, metas)
@@ -627,7 +677,7 @@ func (c *conv) assemble(si *platformImage, done []*built, merged *builder.MergeR
 		ir.SourceSize += b.res.SourceSize
 		ir.DedupBytes += b.res.Stats.DedupBytes
 	}
-	return &nydusImage{manifest: rawMan, config: cfgJSON, mt: manMT, layers: append(blobLayers, bootLayer), boot: merged.Bootstrap}, ir, nil
+	return &nydusImage{manifest: rawMan, config: cfgJSON, mt: manMT, layers: append(blobLayers, bootLayer), boot: merged.Bootstrap, refs: refs}, ir, nil
 }
 
 // nydusConfig rewrites the image config: diff_ids become the blob
@@ -762,6 +812,9 @@ func (c *conv) build(ctx context.Context, fr fetchResult, l v1.Layer, i, n int, 
 			o.Events(Event{Kind: "layer-progress", Platform: plat, Layer: i, Layers: n, Digest: d.String(), Bytes: b, Total: size})
 		}
 	}
+	if o.OCIRef {
+		return c.buildZran(ctx, counted, l, i, n, plat)
+	}
 	tarStream, closeDec, err := decompress(counted)
 	if err != nil {
 		return nil, fmt.Errorf("layer %d %s: %w", i, d, err)
@@ -816,6 +869,58 @@ func (c *conv) build(ctx context.Context, fr fetchResult, l v1.Layer, i, n int, 
 		blob: &blobLayer{path: path, digest: h, diffID: h, size: int64(res.BlobSize), mt: imageref.MediaTypeNydusBlob},
 		boot: boot, meta: res.BlobMeta, chunked: res.Stats.UniqueChunks > 0,
 	}
+	o.Events(Event{Kind: "layer-done", Platform: plat, Layer: i, Layers: n, Digest: id, Bytes: int64(res.BlobSize)})
+	return b, nil
+}
+
+// buildZran builds the ref blob of a gzip layer (OCIRef).
+func (c *conv) buildZran(ctx context.Context, gz io.Reader, l v1.Layer, i, n int, plat string) (*built, error) {
+	o := c.o
+	d, _ := l.Digest()
+	size, _ := l.Size()
+	blobFile, err := os.CreateTemp(c.work, "ref-*")
+	if err != nil {
+		return nil, err
+	}
+	bw := bufio.NewWriterSize(blobFile, 1<<20)
+	res, err := builder.CreateZranRef(ctx, gz, bw, o.ZranSpan, builder.Options{
+		ChunkSize:  o.ChunkSize,
+		Whiteout:   builder.WhiteoutNone,
+		InlineMeta: true,
+		TOC:        true,
+		Warn:       func(m string) { o.Log.Warn(m, "layer", i) },
+	})
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := blobFile.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && res.DataBlobID != d.Hex {
+		err = fmt.Errorf("the layer read has digest sha256:%s, the manifest says %s", res.DataBlobID, d)
+	}
+	if err != nil {
+		os.Remove(blobFile.Name())
+		return nil, fmt.Errorf("layer %d %s: %w", i, d, err)
+	}
+	id := res.BlobID
+	path := filepath.Join(c.work, id)
+	if err := os.Rename(blobFile.Name(), path); err != nil {
+		return nil, err
+	}
+	boot, err := openLayerBootstrap(ctx, res.Bootstrap, res.DataBlobID)
+	if err != nil {
+		return nil, fmt.Errorf("layer %d: %w", i, err)
+	}
+	h := v1.Hash{Algorithm: "sha256", Hex: id}
+	b := &built{
+		res:  LayerResult{SourceDigest: d.String(), SourceSize: size, BlobDigest: id, BlobSize: int64(res.BlobSize), Stats: res.Stats},
+		blob: &blobLayer{path: path, digest: h, diffID: h, size: int64(res.BlobSize), mt: imageref.MediaTypeNydusBlob},
+		boot: boot, meta: res.BlobMeta, chunked: res.Stats.UniqueChunks > 0,
+		orig: l, dataID: res.DataBlobID,
+		toc: builder.MergeSource{TOCDigest: res.TOCDigest.String(), TOCSize: res.TOCSize},
+	}
+	o.Log.Debug("zran layer", "layer", i, "contexts", res.Contexts, "windows", res.DictBytes, "ref_blob", res.BlobSize, "layer_size", size)
 	o.Events(Event{Kind: "layer-done", Platform: plat, Layer: i, Layers: n, Digest: id, Bytes: int64(res.BlobSize)})
 	return b, nil
 }

@@ -43,6 +43,9 @@ type nydusImage struct {
 	mt       types.MediaType
 	layers   []v1.Layer
 	boot     []byte // the merged bootstrap
+	// refs are the original layers a zran image reads: they are not in
+	// its manifest, but must be in its repository.
+	refs []v1.Layer
 }
 
 var _ v1.Image = (*nydusImage)(nil)

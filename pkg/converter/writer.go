@@ -231,3 +231,37 @@ func (w *writer) finish() error {
 	}
 	return f.Commit()
 }
+
+// writeLayers makes sure the target holds layers that an image reads
+// without listing them (a zran image's original gzip layers): a
+// registry gets each one it lacks mounted from the source repository
+// when both are on the same registry, else copied; a layout gets the
+// blobs written.
+func (w *writer) writeLayers(ctx context.Context, layers []v1.Layer) error {
+	for _, l := range layers {
+		d, err := l.Digest()
+		if err != nil {
+			return err
+		}
+		if w.ref.Name != nil {
+			if err := remote.WriteLayer(w.ref.Name.Context(), l, w.c.Options(ctx)...); err != nil {
+				return fmt.Errorf("push the original layer %s to %s: %w", d, w.ref.Name.Context(), err)
+			}
+			continue
+		}
+		if rc, err := w.lp.Blob(d); err == nil {
+			rc.Close()
+			continue
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			return fmt.Errorf("original layer %s: %w", d, err)
+		}
+		err = w.lp.WriteBlob(d, rc)
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("write the original layer %s to %s: %w", d, w.ref, err)
+		}
+	}
+	return nil
+}

@@ -31,7 +31,11 @@ const (
 	// OSFeatureNydus is the older index marker of Nydus manifests.
 	OSFeatureNydus = "nydus.remoteimage.v1"
 
-	AnnotationNydusBlob      = "containerd.io/snapshot/nydus-blob"
+	AnnotationNydusBlob = "containerd.io/snapshot/nydus-blob"
+	// AnnotationNydusRef marks the blob layer of a zran layer (nydusify
+	// --oci-ref): its value is the digest of the original gzip layer the
+	// bootstrap reads, which must be in the same repository.
+	AnnotationNydusRef       = "containerd.io/snapshot/nydus-ref"
 	AnnotationNydusBootstrap = "containerd.io/snapshot/nydus-bootstrap"
 	AnnotationFSVersion      = "containerd.io/snapshot/nydus-fs-version"
 	AnnotationSourceDigest   = "containerd.io/snapshot/nydus-source-digest"
