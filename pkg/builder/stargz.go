@@ -67,7 +67,7 @@ type TOCOptions struct {
 // whose regular files' chunks are the layer's own gzip members (eStargz)
 // or zstd frames (zstd:chunked), with the TOC's chunk digests (sha256).
 // The layer is the image's data blob, unchanged; no data is written.
-// docs/format.md §9 gives the layout. Whiteout entries are kept as
+// docs/format.md §10 gives the layout. Whiteout entries are kept as
 // ordinary files (merge applies them), as upstream does for a layer
 // built without a parent.
 func CreateFromTOC(ctx context.Context, l TOCLayer, o TOCOptions) (*Result, error) {

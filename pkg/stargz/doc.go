@@ -10,7 +10,7 @@
 // the read path (package storage), which derives a blob's chunk-info table
 // from the TOC the layer itself holds and checks every bootstrap chunk
 // record against it, as it does against the chunk-info table of a native
-// Nydus blob. docs/format.md §9 specifies the layout.
+// Nydus blob. docs/format.md §10 specifies the layout.
 //
 // Entry points: [ReadTOC] (a layer's footer and TOC through a read
 // function), [ParseTOC] (TOC JSON), [NewLayout] (the chunks of a TOC),

@@ -102,7 +102,7 @@ func gzipBound(size uint64) uint64 {
 // NewLayout derives the chunk layout of a TOC for a layer of layerSize
 // bytes, with chunkSize the image's chunk size (the eStargz chunk size the
 // layer was built with). Rules (upstream StargzBuilder, docs/format.md
-// §9): data entries ("reg" and "chunk", eStargz's own files left out)
+// §10): data entries ("reg" and "chunk", eStargz's own files left out)
 // give chunks in TOC order; a chunk's size is its chunkSize, or the rest
 // of its file for the last one, and must be the image's chunk size except
 // for a file's last chunk; chunk offsets in a file are multiples of the

@@ -10,7 +10,7 @@ import (
 	"github.com/nydus-go/nydus/pkg/stargz"
 )
 
-// TOC-reference blobs (docs/format.md §9): an eStargz or zstd:chunked
+// TOC-reference blobs (docs/format.md §10): an eStargz or zstd:chunked
 // layer used as a data blob as it is. It stores no chunk-info table; the
 // TOC it holds defines one (stargz.LoadMeta), which CheckRecord compares
 // bootstrap records with as it does a native blob's. Each chunk is the
