@@ -224,8 +224,18 @@ func NewLayout(t *TOC, kind Kind, chunkSize uint32, layerSize uint64) (*Layout, 
 		}
 		size = min(size, blob.MaxChunkSize)
 		if size == uint64(c.UncompressedSize) {
-			// A chunk-info entry of equal sizes means "stored as is".
-			return nil, fmt.Errorf("chunk %d of %q: %d stored bytes for %d bytes of data: %w", i, c.Path, size, c.UncompressedSize, ErrCorrupt)
+			// A V1 chunk-info entry of equal sizes means "stored as is":
+			// read one byte more, the next chunk's first, which is never
+			// decoded (the last chunk's range ends with the TOC and the
+			// footer, so one byte less).
+			if i+1 < len(l.Chunks) {
+				size++
+			} else {
+				size--
+			}
+		}
+		if size == 0 || size > blob.MaxChunkSize {
+			return nil, fmt.Errorf("chunk %d of %q: %d stored bytes: %w", i, c.Path, size, ErrCorrupt)
 		}
 		c.CompressedSize = uint32(size)
 	}
