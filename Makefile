@@ -145,7 +145,9 @@ soci:
 
 # Container startup benchmark (bench/startup): cold pull + run of
 # HelloBench-style workloads as OCI on overlayfs, eStargz on
-# stargz-snapshotter and Nydus-Go on nydus-snapshotter, unlimited and
+# stargz-snapshotter and Nydus-Go on nydus-snapshotter, and by reference
+# to the OCI image's layers (a SOCI index on the SOCI snapshotter, a
+# Nydus-Go zran image on nydus-snapshotter), unlimited and
 # constrained network; rewrites its section of docs/benchmarks.md and
 # docs/bench-startup.png. QUICK=1: two workloads, images converted at
 # the same time, no filesystem-level figures (under 10 minutes on a fresh

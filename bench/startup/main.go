@@ -1,16 +1,18 @@
 // Command startup is the container startup benchmark (`make bench`): cold
 // pull + run of HelloBench-style workloads on Debian images, as plain OCI
 // on overlayfs, as eStargz (and its optimized variant) on
-// stargz-snapshotter, and as Nydus-Go images (with and without a prefetch
-// list) on upstream nydus-snapshotter driving our nydusd, over an
-// unlimited and a constrained network profile, all in one invocation on
-// one machine. It writes a JSON file of every run, a Markdown report
-// section and a PNG chart.
+// stargz-snapshotter, as Nydus-Go images (with and without a prefetch
+// list) on upstream nydus-snapshotter driving our nydusd, and by
+// reference to the OCI image's own gzip layers: with a SOCI index on the
+// SOCI snapshotter, and as a Nydus-Go zran image (`nydusify convert
+// --oci-ref`) on nydus-snapshotter; over an unlimited and a constrained
+// network profile, all in one invocation on one machine. It writes a JSON
+// file of every run, a Markdown report section and a PNG chart.
 //
 // It needs root, Debian's containerd, runc, docker-registry and ctr-remote,
 // the images of scripts/debian-image.sh, and the binaries `make bench`
 // builds (bin/nydusd, nydusify, nydus-image, containerd-nydus-grpc,
-// containerd-stargz-grpc).
+// containerd-stargz-grpc, soci-snapshotter-grpc, soci).
 package main
 
 import (
@@ -21,7 +23,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -160,20 +161,45 @@ type form struct {
 	System      string // report name of the system
 	Tag         string // registry tag suffix
 	Snapshotter string // containerd snapshotter
-	Lazy        bool   // pulled with ctr-remote rpull (remote snapshots)
+	Lazy        bool   // pulled with remote snapshots (ctr-remote rpull; soci rpull for SOCI)
+	// ByRef forms index the OCI image's gzip layers instead of converting
+	// them: their images share those layers, and add only what the
+	// report's "bytes added" table counts.
+	ByRef bool
 }
 
 var forms = []form{
-	{"OCI", "overlayfs", "oci", "overlayfs", false},
-	{"eStargz", "stargz", "esgz", "stargz", true},
-	{"eStargz optimized", "stargz", "esgz-opt", "stargz", true},
-	{"Nydus-Go", "nydus", "nydus", "nydus", true},
-	{"Nydus-Go + prefetch", "nydus", "nydus-pf", "nydus", true},
+	{"OCI", "overlayfs", "oci", "overlayfs", false, false},
+	{"eStargz", "stargz", "esgz", "stargz", true, false},
+	{"eStargz optimized", "stargz", "esgz-opt", "stargz", true, false},
+	{"Nydus-Go", "nydus", "nydus", "nydus", true, false},
+	{"Nydus-Go + prefetch", "nydus", "nydus-pf", "nydus", true, false},
 	// The same images under nydus-snapshotter's shared mode: one nydusd,
 	// started with the snapshotter, mounts every image through its API.
-	{"Nydus-Go shared", "nydus shared", "nydus", "nydus-shared", true},
-	{"Nydus-Go + prefetch shared", "nydus shared", "nydus-pf", "nydus-shared", true},
+	{"Nydus-Go shared", "nydus shared", "nydus", "nydus-shared", true, false},
+	{"Nydus-Go + prefetch shared", "nydus shared", "nydus-pf", "nydus-shared", true, false},
+	// By reference: the OCI image plus a SOCI index (zTOCs) on the SOCI
+	// snapshotter, and a Nydus-Go zran image (`nydusify convert
+	// --oci-ref`: a bootstrap and zran checkpoints pointing into the OCI
+	// layers) run exactly as the Nydus-Go form.
+	{"OCI + SOCI index", "soci", "soci", "soci", true, true},
+	{"OCI + Nydus-Go zran", "nydus", "zran", "nydus", true, true},
 }
+
+// The forms prepare and the report refer to by position.
+var (
+	formOCI, formEsgz, formEsgzOpt, formNydus, formNydusPf = forms[0], forms[1], forms[2], forms[3], forms[4]
+	formSOCI, formZran                                     = forms[7], forms[8]
+)
+
+// sociMinLayerSize is the SOCI index's min layer size (soci convert
+// -min-layer-size): layers smaller than this get no zTOC and the SOCI
+// snapshotter pulls them whole. Upstream's default, 10 MiB, would leave the
+// curl image's 7.8 MB package layer out; at 1 MiB every layer of the
+// built-in workloads is indexed (the smallest is 7.4 MiB), while a layer
+// under 1 MiB, which costs about as long to fetch at 100 Mbit/s as a few
+// lazy round trips, is still pulled whole, as SOCI intends.
+const sociMinLayerSize = 1 << 20
 
 // imageForm returns the form whose image f runs: the first form with its
 // tag (the shared-mode forms run the dedicated forms' images).
@@ -198,7 +224,10 @@ type result struct {
 	// Kinds counts nydusd's backend fetches by kind up to the workload's
 	// exit (Nydus-Go dedicated; from GET /api/v1/metrics/fetches).
 	Kinds map[string]kindStat `json:",omitempty"`
-	Err   string              `json:",omitempty"`
+	// RemoteLayers and LocalLayers count the layers the SOCI snapshotter
+	// mounted lazily and those it let containerd pull whole (its log).
+	RemoteLayers, LocalLayers int    `json:",omitempty"`
+	Err                       string `json:",omitempty"`
 }
 
 // kindStat is what nydusd fetched for one reason: requests, bytes, and
@@ -210,9 +239,14 @@ type kindStat struct {
 // prepared is what setup measured about an image form.
 type prepared struct {
 	Workload, Form string
-	Size           int64         // layers in the registry
+	Size           int64         // layers in the registry (by reference: the OCI layers plus Added)
 	Convert        time.Duration // conversion time (0 for the source)
-	Err            string        `json:",omitempty"`
+	// Added is what a by-reference form adds to the registry: every
+	// manifest, index, config and blob its tag reaches that the OCI
+	// image's does not; AddedBlobs the blobs among them (zTOCs; zran's
+	// ref blobs and bootstrap layer).
+	Added, AddedBlobs int64  `json:",omitempty"`
+	Err               string `json:",omitempty"`
 }
 
 func main() {
@@ -290,8 +324,9 @@ func mainErr(wls []workload, quick bool, runs int, bin, layout, out, doc, chart,
 	}
 	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
 	b := bins{nydusd: abs(bin + "/nydusd"), nydusImage: abs(bin + "/nydus-image"), nydusify: abs(bin + "/nydusify"),
-		nydusSnapshotter: abs(bin + "/containerd-nydus-grpc"), stargzSnapshotter: abs(bin + "/containerd-stargz-grpc")}
-	for _, p := range []string{b.nydusd, b.nydusImage, b.nydusify, b.nydusSnapshotter, b.stargzSnapshotter, layout + "/index.json"} {
+		nydusSnapshotter: abs(bin + "/containerd-nydus-grpc"), stargzSnapshotter: abs(bin + "/containerd-stargz-grpc"),
+		sociSnapshotter: abs(bin + "/soci-snapshotter-grpc"), soci: abs(bin + "/soci")}
+	for _, p := range []string{b.nydusd, b.nydusImage, b.nydusify, b.nydusSnapshotter, b.stargzSnapshotter, b.sociSnapshotter, b.soci, layout + "/index.json"} {
 		if _, err := os.Stat(p); err != nil {
 			return fmt.Errorf("%w (run `make bench`, which builds and prepares everything)", err)
 		}
@@ -322,7 +357,7 @@ func mainErr(wls []workload, quick bool, runs int, bin, layout, out, doc, chart,
 	if err != nil {
 		return err
 	}
-	logf("stack up: registry %s behind proxy %s, containerd, nydus-snapshotter, stargz-snapshotter", s.regAddr, s.proxy.Addr)
+	logf("stack up: registry %s behind proxy %s, containerd, nydus-snapshotter, stargz-snapshotter, soci-snapshotter", s.regAddr, s.proxy.Addr)
 
 	profiles := []profile{{Name: profileNames[0]}, {Name: profileNames[1], Mbit: 100, RTT: 20 * time.Millisecond}}
 	// The quick profile prepares its images at the same time (conversion
@@ -343,11 +378,11 @@ func mainErr(wls []workload, quick bool, runs int, bin, layout, out, doc, chart,
 	var prepped []prepared
 	for i, w := range wls {
 		prepped = append(prepped, preps[i]...)
-		if wanted(w, forms[4]) {
-			prepped = append(prepped, s.preparePrefetch(layout, w, !failed(preps[i], w, forms[3])))
+		if wanted(w, formNydusPf) {
+			prepped = append(prepped, s.preparePrefetch(layout, w, !failed(preps[i], w, formNydus)))
 		}
 	}
-	if err := s.cold("nydus", "nydus-shared", "stargz"); err != nil {
+	if err := s.cold("nydus", "nydus-shared", "stargz", "soci"); err != nil {
 		return err
 	}
 	var results []result
@@ -473,9 +508,11 @@ func (s *stack) ref(w workload, f form, pull bool) string {
 }
 
 // prepare pushes the OCI, eStargz, optimized eStargz and Nydus-Go forms
-// of a workload's image and measures their size and conversion time. A
-// form that fails is reported, not fatal. It leaves the snapshotters
-// alone, so workloads can be prepared at the same time.
+// of a workload's image, and the by-reference forms (a SOCI index, a zran
+// image) of its OCI form, and measures their size, conversion time and,
+// by reference, the bytes they add. Forms -run does not select are left
+// out. A form that fails is reported, not fatal. It leaves the
+// snapshotters alone, so workloads can be prepared at the same time.
 func (s *stack) prepare(layout string, w workload) []prepared {
 	var out []prepared
 	add := func(f form, conv time.Duration, err error) {
@@ -483,11 +520,8 @@ func (s *stack) prepare(layout string, w workload) []prepared {
 		if err != nil {
 			p.Err = err.Error()
 			logf("%s %s: %v", w.Name, f.Name, err)
-		} else {
-			p.Size, err = s.imageSize(s.ref(w, f, false))
-			if err != nil {
-				p.Err = err.Error()
-			}
+		} else if err = s.measureImage(w, f, &p); err != nil {
+			p.Err = err.Error()
 		}
 		out = append(out, p)
 	}
@@ -496,7 +530,7 @@ func (s *stack) prepare(layout string, w workload) []prepared {
 		err := fn()
 		return time.Since(t), err
 	}
-	oci, esgz, opt, nydus := forms[0], forms[1], forms[2], forms[3]
+	oci, esgz, opt, nydus := formOCI, formEsgz, formEsgzOpt, formNydus
 	logf("preparing debian-%s for %s", w.Image, w.Name)
 	_, err := run(5*time.Minute, "skopeo", "copy", "--quiet", "--dest-tls-verify=false", "oci:"+layout+":"+w.Image, "docker://"+s.ref(w, oci, false))
 	add(oci, 0, err)
@@ -529,13 +563,65 @@ func (s *stack) prepare(layout string, w workload) []prepared {
 		}
 		add(opt, d, err)
 	}
-	d, err := timed(func() error {
-		_, err := run(5*time.Minute, s.bins.nydusify, "convert", "--log-level", "warn", "--source", "oci:"+layout+":"+w.Image,
-			"--target", s.ref(w, nydus, false), "--plain-http")
-		return err
-	})
-	add(nydus, d, err)
+	if wanted(w, nydus) || wanted(w, formNydusPf) {
+		d, err := timed(func() error {
+			_, err := run(5*time.Minute, s.bins.nydusify, "convert", "--log-level", "warn", "--source", "oci:"+layout+":"+w.Image,
+				"--target", s.ref(w, nydus, false), "--plain-http")
+			return err
+		})
+		add(nydus, d, err)
+	}
+	// By reference: both read the OCI image from the registry and push
+	// only what they add, to a tag of the same repository.
+	if wanted(w, formSOCI) {
+		summary := filepath.Join(s.dir, "soci-"+w.Name+".json")
+		d, err := timed(func() error {
+			_, err := run(5*time.Minute, s.bins.soci, "convert", "-plain-http", "-min-layer-size", fmt.Sprint(sociMinLayerSize),
+				"-json", summary, s.ref(w, oci, false), s.ref(w, formSOCI, false))
+			return err
+		})
+		if err == nil {
+			err = logSOCIIndex(w, summary)
+		}
+		add(formSOCI, d, err)
+	}
+	if wanted(w, formZran) {
+		d, err := timed(func() error {
+			_, err := run(5*time.Minute, s.bins.nydusify, "convert", "--log-level", "warn", "--oci-ref", "--source", s.ref(w, oci, false),
+				"--target", s.ref(w, formZran, false), "--plain-http")
+			return err
+		})
+		add(formZran, d, err)
+	}
 	return out
+}
+
+// logSOCIIndex logs what soci convert indexed (its -json summary): the
+// SOCI snapshotter pulls a layer it left out whole.
+func logSOCIIndex(w workload, path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var sum struct {
+		Ztocs []struct {
+			LayerSize int64 `json:"layer_size"`
+			Size      int64 `json:"size"`
+		} `json:"ztocs"`
+		Skipped []string `json:"skipped"`
+	}
+	if err := json.Unmarshal(b, &sum); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	var zs []string
+	for _, z := range sum.Ztocs {
+		zs = append(zs, fmt.Sprintf("%.1f MB layer: %.0f KB", float64(z.LayerSize)/1e6, float64(z.Size)/1e3))
+	}
+	logf("%s: SOCI index with %d zTOCs (%s)", w.Name, len(sum.Ztocs), strings.Join(zs, ", "))
+	if len(sum.Skipped) > 0 {
+		logf("%s: %d layers under the min layer size (%d bytes) have no zTOC; SOCI pulls them whole: %s", w.Name, len(sum.Skipped), sociMinLayerSize, strings.Join(sum.Skipped, ", "))
+	}
+	return nil
 }
 
 // preparePrefetch builds the Nydus-Go image with a prefetch list: the
@@ -543,7 +629,7 @@ func (s *stack) prepare(layout string, w workload) []prepared {
 // order it first read them (nydusd's access pattern). It needs the
 // snapshotters to itself.
 func (s *stack) preparePrefetch(layout string, w workload, nydusOK bool) prepared {
-	f := forms[4]
+	f := formNydusPf
 	p := prepared{Workload: w.Name, Form: f.Name}
 	err := errors.New("the Nydus-Go image failed")
 	if nydusOK {
@@ -557,7 +643,7 @@ func (s *stack) preparePrefetch(layout string, w workload, nydusOK bool) prepare
 		}
 	}
 	if err == nil {
-		p.Size, err = s.imageSize(s.ref(w, f, false))
+		err = s.measureImage(w, f, &p)
 	}
 	if err != nil {
 		p.Err = err.Error()
@@ -572,7 +658,7 @@ func (s *stack) accessPattern(w workload) ([]string, error) {
 	if err := s.cold("nydus"); err != nil {
 		return nil, err
 	}
-	ref := s.ref(w, forms[3], true)
+	ref := s.ref(w, formNydus, true)
 	if _, err := s.ctrRemote("image", "rpull", "--snapshotter", "nydus", "--plain-http", ref); err != nil {
 		return nil, err
 	}
@@ -613,19 +699,29 @@ func (s *stack) measure(w workload, f form, p profile, rep int) result {
 		r.Err = "reset: " + err.Error()
 		return r
 	}
-	if f.Snapshotter == "stargz" {
-		// stargz keeps fetching whole layers in the background after a
-		// run, which would load the network of the next run, and keeps
-		// its caches after the images are removed: stop it at once.
-		defer s.cold("stargz")
+	if f.Snapshotter == "stargz" || f.Snapshotter == "soci" {
+		// stargz and SOCI keep fetching whole layers in the background
+		// after a run (SOCI after 30 s of silence), which would load the
+		// network of the next run, and keep their caches after the
+		// images are removed: stop them at once.
+		defer s.cold(f.Snapshotter)
+	}
+	var sociLog int64
+	if f.Snapshotter == "soci" {
+		sociLog = fileSize(s.soci.Log)
 	}
 	ref := s.ref(w, f, true)
 	s.proxy.reset()
 	t := time.Now()
 	var err error
-	if f.Lazy {
+	switch {
+	case f.Snapshotter == "soci":
+		// ctr-remote's rpull sets stargz's labels, without which SOCI
+		// lets containerd pull every layer whole.
+		_, err = run(5*time.Minute, s.bins.soci, "rpull", "-address", s.ctdSock, "-plain-http", ref)
+	case f.Lazy:
 		_, err = s.ctrRemote("image", "rpull", "--snapshotter", f.Snapshotter, "--plain-http", ref)
-	} else {
+	default:
 		_, err = s.ctr("images", "pull", "--plain-http", ref)
 	}
 	r.Pull = time.Since(t)
@@ -640,6 +736,12 @@ func (s *stack) measure(w workload, f form, p profile, rep int) result {
 	r.BytesExit = s.proxy.traffic().BlobBytes
 	if err == nil && !strings.Contains(out, w.Want) {
 		err = fmt.Errorf("output lacks %q: %s", w.Want, lastLines(out, 2))
+	}
+	if f.Snapshotter == "soci" {
+		r.RemoteLayers, r.LocalLayers = sociPrepared(s.soci.Log, sociLog)
+		if r.LocalLayers > 0 || r.RemoteLayers == 0 {
+			logf("SOCI mounted %d layers lazily and let containerd pull %d whole (%s)", r.RemoteLayers, r.LocalLayers, s.soci.Log)
+		}
 	}
 	if err != nil {
 		r.Err = "run: " + err.Error()
@@ -676,32 +778,6 @@ func (s *stack) measure(w workload, f form, p profile, rep int) result {
 		}
 	}
 	return r
-}
-
-// imageSize is the size of an image's layers in the registry.
-func (s *stack) imageSize(ref string) (int64, error) {
-	i := strings.Index(ref, "/")
-	j := strings.LastIndex(ref, ":")
-	req, _ := http.NewRequest(http.MethodGet, "http://"+ref[:i]+"/v2/"+ref[i+1:j]+"/manifests/"+ref[j+1:], nil)
-	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var m struct {
-		Layers []struct {
-			Size int64 `json:"size"`
-		} `json:"layers"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
-		return 0, fmt.Errorf("manifest of %s: %w", ref, err)
-	}
-	var n int64
-	for _, l := range m.Layers {
-		n += l.Size
-	}
-	return n, nil
 }
 
 func writeJSON(path string, v any) error {

@@ -113,8 +113,12 @@ func (r *report) prep(w, f string) prepared {
 			return p
 		}
 	}
-	return prepared{Err: "not prepared"}
+	return prepared{Err: errNotPrepared}
 }
+
+// errNotPrepared is the error of a form setup did not prepare (-run left
+// it out, or an earlier step failed).
+const errNotPrepared = "not prepared"
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.2f", d.Seconds()) }
 func mb(n int64) string           { return fmt.Sprintf("%.1f", float64(n)/1e6) }
@@ -150,13 +154,14 @@ func (r *report) markdown() string {
 		cmd, r.Started.UTC().Format("2006-01-02 15:04"), strings.TrimSpace(string(commit)), runtime.NumCPU(), strings.TrimSpace(string(kernel)), r.Took.Round(time.Second))
 	p("- Images: debootstrapped Debian bookworm minbase, plus one layer with the workload's packages (`scripts/debian-image.sh`).\n")
 	p("- Systems: containerd 1.6 with overlayfs (`ctr image pull`, then `ctr run`); stargz-snapshotter v0.19.1 (`ctr-remote image rpull`), images from `ctr-remote image convert --estargz --oci` and `ctr-remote image optimize --oci` (which profiles the workload); upstream nydus-snapshotter v0.16.1 with our nydusd (`ctr-remote image rpull --snapshotter nydus`), in its dedicated mode (a nydusd spawned per image) and, as *shared*, in its shared mode (one nydusd started with the snapshotter mounts every image through its API), images from `nydusify convert`, and from `nydusify convert --prefetch-patterns` with the files one cold run read, in first-read order (nydusd's `/api/v1/metrics/pattern`).\n")
+	p("- By reference, the OCI image's own gzip layers indexed instead of converted: *OCI + SOCI index* is the SOCI snapshotter v0.16.1 (`tools/soci`: its daemon on the root module's service package, and `soci convert`, which builds zTOCs and a v2 SOCI index with its soci package at a min layer size of %s and pushes the SOCI-enabled image, an image index beside the OCI image in its repository; pulled with `soci rpull`, which sets the labels SOCI reads); *OCI + Nydus-Go zran* is `nydusify convert --oci-ref` of the OCI image in the registry, run exactly as the Nydus-Go form.\n", sizeIEC(sociMinLayerSize))
 	var profs []string
 	for _, pr := range r.Profiles {
 		profs = append(profs, pr.String())
 	}
 	p("- Network: the registry (Debian's docker-registry) sits behind a proxy in the harness that every system pulls through: %s.\n", strings.Join(profs, "; "))
-	p("- Each (workload, image form, network) ran %d times, interleaved, and every run was cold: every image removed first (`ctr image rm --sync`, which also makes nydus-snapshotter stop the image's nydusd and delete its cache files; it is restarted with an empty root if anything is left), stargz-snapshotter stopped, its root and caches deleted and restarted after each of its runs (it keeps fetching layers in the background and keeps caches after the images are gone), and the page cache dropped. Tables show medians.\n", r.Runs)
-	p("- **Pull** is `ctr image pull` / `ctr-remote image rpull`; **ready** is from the start of `ctr run` to the workload's first line of output; **total** = pull + ready. **Fetched** counts blob bytes the registry sent from the start of the pull to ready, **requests** every request.\n\n")
+	p("- Each (workload, image form, network) ran %d times, interleaved, and every run was cold: every image removed first (`ctr image rm --sync`, which also makes nydus-snapshotter stop the image's nydusd and delete its cache files; it is restarted with an empty root if anything is left), stargz-snapshotter and the SOCI snapshotter stopped, their roots and caches deleted and restarted after each of their runs (they keep fetching layers in the background and keep caches after the images are gone), and the page cache dropped. Tables show medians.\n", r.Runs)
+	p("- **Pull** is `ctr image pull` / `ctr-remote image rpull` / `soci rpull`; **ready** is from the start of `ctr run` to the workload's first line of output; **total** = pull + ready. **Fetched** counts blob bytes the registry sent from the start of the pull to ready, **requests** every request.\n\n")
 
 	p("### Images\n\n")
 	if r.Quick {
@@ -169,6 +174,9 @@ func (r *report) markdown() string {
 				continue // the same image as an earlier form
 			}
 			pr := r.prep(w.Name, f.Name)
+			if r.Run != "" && pr.Err == errNotPrepared {
+				continue // not selected
+			}
 			if pr.Err != "" {
 				p("| %s | %s | failed: %s | |\n", w.Name, f.Name, oneLine(pr.Err))
 				continue
@@ -181,6 +189,7 @@ func (r *report) markdown() string {
 		}
 	}
 	p("\n")
+	r.added(p)
 
 	var failures []string
 	for _, pr := range r.Profiles {
@@ -222,6 +231,7 @@ func (r *report) markdown() string {
 				ratio(ns.ready.Seconds(), n.ready.Seconds()), ratio(nps.ready.Seconds(), np.ready.Seconds()))
 		}
 		p("\n")
+		r.byRef(p, pr)
 		r.targets(p, pr)
 		r.kinds(p, pr)
 	}
@@ -274,7 +284,7 @@ func (r *report) chart(path string) error {
 		pl.Title.Text = "Cold start (pull + run to first output), " + pr.Name
 		pl.Y.Label.Text = "seconds (median)"
 		pl.Legend.Top = true
-		w := vg.Points(16)
+		w := vg.Points(min(16, 136/float64(len(forms))))
 		var top float64
 		for i, f := range forms {
 			vals := make(plotter.Values, len(r.Workloads))
@@ -365,6 +375,10 @@ func (r *report) targets(p func(string, ...any), pr profile) {
 	p("\n")
 }
 
+// kindForms are the forms whose nydusd fetch log the report breaks down
+// (those that run under a nydusd of their own).
+var kindForms = []string{formNydus.Name, formNydusPf.Name, formZran.Name}
+
 // fetchKinds are the fetch kinds of nydusd's fetch log, in report order.
 var fetchKinds = []string{"demand", "dependency", "sibling", "hotset", "readahead", "prefetch", "wholefile"}
 
@@ -373,7 +387,7 @@ var fetchKinds = []string{"demand", "dependency", "sibling", "hotset", "readahea
 func (r *report) kinds(p func(string, ...any), pr profile) {
 	rows := 0
 	for _, w := range r.Workloads {
-		for _, f := range []string{"Nydus-Go", "Nydus-Go + prefetch"} {
+		for _, f := range kindForms {
 			for _, x := range r.Results {
 				if x.Workload == w.Name && x.Form == f && x.Profile == pr.Name && len(x.Kinds) > 0 {
 					rows++
@@ -394,7 +408,7 @@ func (r *report) kinds(p func(string, ...any), pr profile) {
 	}
 	p("--:|\n")
 	for _, w := range r.Workloads {
-		for _, f := range []string{"Nydus-Go", "Nydus-Go + prefetch"} {
+		for _, f := range kindForms {
 			var runs []map[string]kindStat
 			for _, x := range r.Results {
 				if x.Workload == w.Name && x.Form == f && x.Profile == pr.Name && x.Err == "" && len(x.Kinds) > 0 {
@@ -426,6 +440,104 @@ func (r *report) kinds(p func(string, ...any), pr profile) {
 			}
 			p(" %d |\n", median(amp))
 		}
+	}
+	p("\n")
+}
+
+func sizeIEC(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+func kb(n int64) string { return fmt.Sprintf("%.1f", float64(n)/1e3) }
+
+func pct(a, b int64) string {
+	if b <= 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f%%", 100*float64(a)/float64(b))
+}
+
+// added writes what each by-reference form adds to the registry per
+// image, against the OCI image's compressed layers, with its index or
+// conversion time against nydusify convert's, and the zran targets.
+func (r *report) added(p func(string, ...any)) {
+	var rows []string
+	for _, w := range r.Workloads {
+		oci, nydus := r.prep(w.Name, formOCI.Name), r.prep(w.Name, formNydus.Name)
+		for _, f := range forms {
+			if !f.ByRef {
+				continue
+			}
+			pr := r.prep(w.Name, f.Name)
+			if pr.Err != "" || oci.Err != "" {
+				continue // the Images table says why
+			}
+			ociLayers := oci.Size
+			conv, convTarget := "—", "—"
+			if nydus.Err == "" && nydus.Convert > 0 {
+				conv = ratio(pr.Convert.Seconds(), nydus.Convert.Seconds())
+			}
+			sizeTarget := "—"
+			if f.Name == formZran.Name {
+				sizeTarget = verdict(float64(pr.Added) <= 0.05*float64(ociLayers))
+				if conv != "—" {
+					convTarget = verdict(pr.Convert.Seconds() <= 0.3*nydus.Convert.Seconds())
+				}
+			}
+			rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", w.Name, f.Name, mb(ociLayers), kb(pr.Added), kb(pr.AddedBlobs),
+				pct(pr.Added, ociLayers), sizeTarget, secs(pr.Convert), conv, convTarget))
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	p("What the by-reference forms add to the registry: every manifest, index, config and blob the form's tag reaches that the OCI image's does not (SOCI: the image index, the annotated image manifest, the SOCI index manifest and its zTOCs; zran: the Nydus manifest and config, the ref blobs and the bootstrap layer), against the OCI image's compressed layers, which both share; and the time to build and push it (SOCI's includes copying the OCI image from the registry, as zran's conversion reads it), against `nydusify convert`'s for the same image:\n\n")
+	p("| workload | form | OCI layers (MB) | added (KB) | of which blobs (KB) | added ÷ OCI layers | target ≤ 5%% (zran) | index or conversion (s) | ÷ nydusify convert | target ≤ 0.3× (zran) |\n|---|---|--:|--:|--:|--:|---|--:|--:|---|\n")
+	for _, row := range rows {
+		p("%s", row)
+	}
+	p("\n")
+}
+
+// byRef writes the by-reference forms' cold starts against OCI and each
+// other, and SOCI's lazy mounts (layers mounted lazily of those it saw).
+func (r *report) byRef(p func(string, ...any), pr profile) {
+	var rows []string
+	for _, w := range r.Workloads {
+		so, zr, o := r.cell(w.Name, formSOCI.Name, pr.Name), r.cell(w.Name, formZran.Name, pr.Name), r.cell(w.Name, formOCI.Name, pr.Name)
+		if !so.ok && !zr.ok {
+			continue
+		}
+		target := "—"
+		if pr.Mbit > 0 {
+			target = verdictIf(so.ok && zr.ok, zr.total.Seconds() <= 0.8*so.total.Seconds())
+		}
+		var remote, local []int64
+		for _, x := range r.Results {
+			if x.Workload == w.Name && x.Form == formSOCI.Name && x.Profile == pr.Name && x.Err == "" {
+				remote, local = append(remote, int64(x.RemoteLayers)), append(local, int64(x.LocalLayers))
+			}
+		}
+		lazy := "—"
+		if len(remote) > 0 {
+			lazy = fmt.Sprintf("%d of %d", median(remote), median(remote)+median(local))
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", w.Name,
+			ratio(so.total.Seconds(), o.total.Seconds()), ratio(zr.total.Seconds(), o.total.Seconds()), ratio(zr.total.Seconds(), so.total.Seconds()), target,
+			ratio(float64(so.bytes), float64(o.bytes)), ratio(float64(zr.bytes), float64(so.bytes)), lazy))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	p("By reference (total cold start and bytes fetched; *SOCI lazy layers* are the layers the SOCI snapshotter mounted lazily, of those it was asked for, from its log):\n\n| workload | SOCI ÷ OCI | zran ÷ OCI | zran ÷ SOCI | target ≤ 0.8× (constrained) | fetched, SOCI ÷ OCI | fetched, zran ÷ SOCI | SOCI lazy layers |\n|---|--:|--:|--:|---|--:|--:|--:|\n")
+	for _, row := range rows {
+		p("%s", row)
 	}
 	p("\n")
 }

@@ -12,7 +12,14 @@ func TestMarkdownRatiosAndFailures(t *testing.T) {
 	r := report{Runs: 3, Profiles: []profile{{Name: "unlimited"}, {Name: "constrained", Mbit: 100, RTT: 20 * time.Millisecond}},
 		Workloads: workloads[:1]}
 	for _, f := range forms {
-		r.Prepared = append(r.Prepared, prepared{Workload: "echo", Form: f.Name, Size: 1e6})
+		pr := prepared{Workload: "echo", Form: f.Name, Size: 1e6, Convert: 10 * time.Second}
+		switch f.Name {
+		case "OCI + SOCI index":
+			pr.Added, pr.AddedBlobs, pr.Convert = 60e3, 55e3, 2*time.Second
+		case "OCI + Nydus-Go zran":
+			pr.Added, pr.AddedBlobs, pr.Convert = 40e3, 38e3, 2*time.Second
+		}
+		r.Prepared = append(r.Prepared, pr)
 	}
 	add := func(f, p string, total time.Duration, bytes int64, err string) {
 		reqs := map[string]int64{"eStargz": 12, "Nydus-Go": 5, "Nydus-Go + prefetch": 4}[f]
@@ -30,6 +37,13 @@ func TestMarkdownRatiosAndFailures(t *testing.T) {
 		add("Nydus-Go shared", p, time.Second, 2e6, "")
 		add("Nydus-Go + prefetch shared", p, time.Second/2, 2e6, "")
 		add("eStargz optimized", p, 0, 0, "run: boom")
+		add("OCI + SOCI index", p, 4*time.Second, 5e6, "")
+		add("OCI + Nydus-Go zran", p, 3*time.Second, 4e6, "")
+	}
+	for i := range r.Results {
+		if r.Results[i].Form == "OCI + SOCI index" {
+			r.Results[i].RemoteLayers = 2
+		}
 	}
 	md := r.markdown()
 	for _, want := range []string{
@@ -42,6 +56,14 @@ func TestMarkdownRatiosAndFailures(t *testing.T) {
 		"| echo | 0.50× | — | 1.00× | 0.50× |",            // shared: ÷ eStargz, ÷ eStargz optimized (failed), ready ratios
 		"| echo | 0.50× | met |\n",                        // unlimited: ≤ 0.8× eStargz
 		"| echo | Nydus-Go | 3 / 1.0 | — | — | 2 / 2.0 |", // fetch kinds
+		// By reference: bytes added against the OCI layers (1 MB), index
+		// time against nydusify convert's 10 s; cold starts against OCI's
+		// 8 s and each other.
+		"| echo | OCI + SOCI index | 1.0 | 60.0 | 55.0 | 6.00% | — | 2.00 | 0.20× | — |",
+		"| echo | OCI + Nydus-Go zran | 1.0 | 40.0 | 38.0 | 4.00% | met | 2.00 | 0.20× | met |",
+		"| echo | 0.50× | 0.38× | 0.75× | met | 0.10× | 0.80× | 2 of 2 |",
+		"| echo | 0.50× | 0.38× | 0.75× | — | 0.10× | 0.80× | 2 of 2 |", // unlimited: no target
+		"| echo | OCI + Nydus-Go zran | 3 / 1.0 | — | — | 2 / 2.0 |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)

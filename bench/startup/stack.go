@@ -20,8 +20,8 @@ import (
 	"github.com/nydus-go/nydus/pkg/daemon/api"
 )
 
-// stack is the registry, the proxy, containerd and the two remote
-// snapshotters, all under dir.
+// stack is the registry, the proxy, containerd and the remote
+// snapshotters (nydus in its two modes, stargz, SOCI), all under dir.
 type stack struct {
 	dir  string
 	bins bins
@@ -34,6 +34,7 @@ type stack struct {
 	nydus    *sysproc.Proc
 	nydusSh  *sysproc.Proc // nydus-snapshotter in shared mode
 	stargz   *sysproc.Proc
+	soci     *sysproc.Proc
 	hadRunCD bool
 
 	out          string // output directory
@@ -43,6 +44,7 @@ type stack struct {
 // bins are the programs the harness runs.
 type bins struct {
 	nydusd, nydusImage, nydusify, nydusSnapshotter, stargzSnapshotter string
+	sociSnapshotter, soci                                             string // soci-snapshotter-grpc and the soci CLI (tools/soci)
 }
 
 func newStack(dir string, b bins) (*stack, error) {
@@ -112,11 +114,15 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   [proxy_plugins.stargz]
     type = "snapshot"
     address = %q
+  [proxy_plugins.soci]
+    type = "snapshot"
+    address = %q
 [plugins]
   [plugins."io.containerd.internal.v1.opt"]
     path = %q
 `, filepath.Join(d, "containerd/root"), filepath.Join(d, "containerd/state"), s.ctdSock, s.ctdSock+".ttrpc",
-			filepath.Join(d, "nydus.sock"), filepath.Join(d, "nydus-shared.sock"), filepath.Join(d, "stargz.sock"), filepath.Join(d, "containerd/opt")),
+			filepath.Join(d, "nydus.sock"), filepath.Join(d, "nydus-shared.sock"), filepath.Join(d, "stargz.sock"),
+			filepath.Join(d, "soci.sock"), filepath.Join(d, "containerd/opt")),
 		// Prefetch is on: an image with a prefetch list gets it fetched
 		// in the background; one without has nothing to prefetch.
 		"nydusd.json": `{"device":{"backend":{"type":"registry","config":{"scheme":"http","timeout":10,"connect_timeout":5,"retry_limit":2}},` +
@@ -125,6 +131,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		"nydus.toml":        nydusTOML(filepath.Join(d, "nr"), filepath.Join(d, "nydus.sock"), "dedicated", filepath.Join(d, "nydusd.json"), s.bins),
 		"nydus-shared.toml": nydusTOML(filepath.Join(d, "nrs"), filepath.Join(d, "nydus-shared.sock"), "shared", filepath.Join(d, "nydusd.json"), s.bins),
 		"stargz.toml":       fmt.Sprintf("[resolver.host.%q]\nmirrors = [{ host = %q, insecure = true }]\n", s.proxy.Addr, s.proxy.Addr),
+		// SOCI: upstream's defaults, but its content store (the SOCI
+		// indexes and zTOCs) under its root, so that a restart with an
+		// empty root is cold; its mirror host is a URL.
+		"soci.toml": fmt.Sprintf("[resolver.host.%q]\nmirrors = [{ host = %q, insecure = true }]\n[content_store]\ntype = \"soci\"\n",
+			s.proxy.Addr, "http://"+s.proxy.Addr),
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(d, name), []byte(content), 0o644); err != nil {
@@ -148,7 +159,7 @@ func nydusTOML(root, sock, mode, nydusdConfig string, b bins) string {
 // until containerd reaches them.
 func (s *stack) restartSnapshotters(names ...string) error {
 	if len(names) == 0 {
-		names = []string{"nydus", "nydus-shared", "stargz"}
+		names = []string{"nydus", "nydus-shared", "stargz", "soci"}
 	}
 	for _, sn := range names {
 		var err error
@@ -175,6 +186,15 @@ func (s *stack) restartSnapshotters(names ...string) error {
 			s.stargz, err = sysproc.Start("stargz-snapshotter", filepath.Join(s.dir, "stargz-snapshotter.log"),
 				s.bins.stargzSnapshotter, "-config", filepath.Join(s.dir, "stargz.toml"), "-root", filepath.Join(s.dir, "sr"),
 				"-address", filepath.Join(s.dir, "stargz.sock"), "-log-level", "warn")
+		case "soci":
+			// Its info log says which layers it mounted lazily.
+			s.soci.Stop(syscall.SIGTERM)
+			if err = wipe(filepath.Join(s.dir, "so")); err != nil {
+				return err
+			}
+			s.soci, err = sysproc.Start("soci-snapshotter", filepath.Join(s.dir, "soci-snapshotter.log"),
+				s.bins.sociSnapshotter, "-config", filepath.Join(s.dir, "soci.toml"), "-root", filepath.Join(s.dir, "so"),
+				"-address", filepath.Join(s.dir, "soci.sock"), "-log-level", "info")
 		default:
 			continue
 		}
@@ -224,8 +244,9 @@ func (s *stack) cold(snapshotters ...string) error {
 // coldFor makes the next run of a snapshotter cold at the least cost:
 // removing the images empties overlayfs's content and snapshots, and
 // makes nydus-snapshotter stop the image's nydusd and delete its cache
-// files (it is restarted only if any are left); stargz-snapshotter keeps
-// caches and is restarted with an empty root (after each of its runs).
+// files (it is restarted only if any are left); stargz-snapshotter and the
+// SOCI snapshotter keep caches and are restarted with an empty root
+// (after each of their runs).
 func (s *stack) coldFor(snapshotter string) error {
 	if err := s.cold(); err != nil {
 		return err
@@ -255,6 +276,13 @@ func (s *stack) close() {
 	s.nydus.Stop(syscall.SIGTERM)
 	s.nydusSh.Stop(syscall.SIGTERM)
 	s.stargz.Stop(syscall.SIGTERM)
+	s.soci.Stop(syscall.SIGTERM)
+	if s.soci != nil && s.out != "" {
+		// Kept: which layers SOCI mounted lazily, and why not.
+		if b, err := os.ReadFile(s.soci.Log); err == nil {
+			os.WriteFile(filepath.Join(s.out, "soci-snapshotter.log"), b, 0o644)
+		}
+	}
 	s.ctd.Stop(syscall.SIGTERM)
 	killUnder(s.dir) // nydusd daemons and shims left behind
 	sysproc.UnmountUnder(s.dir)
