@@ -563,7 +563,8 @@ func (s *stack) prepare(layout string, w workload) []prepared {
 		}
 		add(opt, d, err)
 	}
-	if wanted(w, nydus) || wanted(w, formNydusPf) {
+	// The zran form's conversion time is reported against this one's.
+	if wanted(w, nydus) || wanted(w, formNydusPf) || wanted(w, formZran) {
 		d, err := timed(func() error {
 			_, err := run(5*time.Minute, s.bins.nydusify, "convert", "--log-level", "warn", "--source", "oci:"+layout+":"+w.Image,
 				"--target", s.ref(w, nydus, false), "--plain-http")
