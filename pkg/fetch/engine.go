@@ -353,6 +353,17 @@ func (e *Engine) Chunk(ctx context.Context, ref Ref) (data []byte, fetched bool,
 			e.put(ctx, bi, info, data)
 			return data, nil
 		}
+		// A zran chunk whose context an earlier fetch brought decodes
+		// from what the chunk reader kept.
+		if data, ok := e.cr.Local(ctx, info); ok && digester.Sum(e.dig, data) == info.Digest {
+			if err := <-rec; err != nil {
+				return nil, err
+			}
+			if e.o.Cache != nil {
+				e.put(ctx, bi, info, data)
+			}
+			return data, nil
+		}
 		began := time.Now()
 		span := e.planSpan(ctx, info, bi)
 		var data []byte
@@ -478,10 +489,13 @@ func (e *Engine) planSpan(ctx context.Context, info rafs.ChunkInfo, bi rafs.Blob
 		switch {
 		case u.Zran || cur.Zran:
 			// A zran unit runs from its context's start to the
-			// chunk's end: the next chunk of the context needs a bit
-			// more input, and the next context starts at or before
-			// where the last one's input ended.
-			joins = u.Zran && cur.Zran && u.Offset >= cur.Offset && u.Offset <= end+storage.MaxSpanGap
+			// chunk's end. A span takes the chunks of its context that
+			// the input fetched already holds, and no more: each
+			// further chunk costs the input before it too, and files
+			// stored next to each other are rarely read together
+			// (make demo --oci-ref: reaching further fetched 10-30%
+			// more for curl).
+			joins = u.Zran && cur.Zran && u.Offset == cur.Offset && u.Offset+u.Size <= end
 		case u.Batch || cur.Batch:
 			// A batch holds small files that are rarely read together
 			// with what is stored next to them: a span takes the rest

@@ -129,8 +129,12 @@ type ChunkReader struct {
 
 	mu     sync.Mutex
 	metas  map[uint32]*blob.Meta
-	recent map[[2]uint64][]byte // (blob, batch offset) → uncompressed batch
+	recent map[[2]uint64][]byte // (blob, batch offset) → uncompressed batch; zranKey → a context's output
 	order  [][2]uint64
+	// zin keeps the fetched input of recent zran contexts (zranKey →
+	// the bytes from the context's start), in zinOrder.
+	zin      map[[2]uint64][]byte
+	zinOrder [][2]uint64
 	// batches joins concurrent fetches of one batch (its chunks are
 	// often read at the same time: neighbouring small files) and of one
 	// blob's chunk-info table.
@@ -401,12 +405,12 @@ func (cr *ChunkReader) ReadChunk(ctx context.Context, c rafs.ChunkInfo) ([]byte,
 		return cr.DecodeUnit(ctx, c, Unit{Offset: c.CompressedOffset, Size: uint64(c.CompressedSize)}, raw)
 	}
 	if cr.isZran(c) {
+		if data, ok := cr.Local(ctx, c); ok {
+			return data, nil
+		}
 		u, err := cr.Unit(ctx, c)
 		if err != nil {
 			return nil, err
-		}
-		if data, ok := cr.zranCached(ctx, c); ok {
-			return data, nil
 		}
 		raw, err := cr.rr.ReadRange(ctx, bi.BlobID, int64(u.Offset), int64(u.Size))
 		if err != nil {

@@ -76,7 +76,7 @@ func (cr *ChunkReader) Unit(ctx context.Context, c rafs.ChunkInfo) (Unit, error)
 		if err != nil {
 			return Unit{}, err
 		}
-		return Unit{Offset: loc.in, Size: loc.need, Zran: true}, nil
+		return cr.zranUnit(loc, c.BlobIndex), nil
 	}
 	if c.Flags&rafs.ChunkBatch == 0 {
 		if c.CompressedSize == 0 || c.CompressedSize > rafs.MaxChunkSize*2 || c.UncompressedSize > rafs.MaxChunkSize {

@@ -57,6 +57,97 @@ func (cr *ChunkReader) zranLoc(ctx context.Context, c rafs.ChunkInfo) (zranLoc, 
 	return loc, nil
 }
 
+// maxZranInputs is how many contexts' fetched input a ChunkReader keeps,
+// so that a later chunk of a context fetches only the input it adds.
+const maxZranInputs = 16
+
+// zranUnit returns the unit to fetch for a zran chunk: the input of its
+// context up to the chunk's end, less what an earlier fetch of the
+// context brought (kept for the context's later chunks).
+func (cr *ChunkReader) zranUnit(loc zranLoc, blobIdx uint32) Unit {
+	cr.mu.Lock()
+	have := uint64(len(cr.zin[zranKey(blobIdx, loc.ctx)]))
+	cr.mu.Unlock()
+	if have > 0 && have < loc.need {
+		return Unit{Offset: loc.in + have, Size: loc.need - have, Zran: true}
+	}
+	return Unit{Offset: loc.in, Size: loc.need, Zran: true}
+}
+
+// zranInput returns the input of a chunk's context from its start up to
+// the end of stored (the bytes at u.Offset): what an earlier fetch kept,
+// and for the rare gap between the two (the kept input was dropped
+// meanwhile) a read of the gap.
+func (cr *ChunkReader) zranInput(ctx context.Context, c rafs.ChunkInfo, loc zranLoc, u Unit, stored []byte) ([]byte, error) {
+	if u.Offset == loc.in {
+		return stored, nil
+	}
+	if u.Offset < loc.in {
+		return nil, fmt.Errorf("unit at %d before its zran context's input at %d", u.Offset, loc.in)
+	}
+	k := zranKey(c.BlobIndex, loc.ctx)
+	cr.mu.Lock()
+	prev := cr.zin[k]
+	cr.mu.Unlock()
+	head := u.Offset - loc.in
+	if uint64(len(prev)) < head {
+		bi := cr.rd.Blobs[c.BlobIndex]
+		more, err := cr.rr.ReadRange(ctx, bi.BlobID, int64(loc.in)+int64(len(prev)), int64(head)-int64(len(prev)))
+		if err != nil {
+			return nil, err
+		}
+		prev = append(append([]byte(nil), prev...), more...)
+	}
+	in := make([]byte, 0, head+uint64(len(stored)))
+	return append(append(in, prev[:head]...), stored...), nil
+}
+
+// keepZranInput keeps the fetched input of a context, if it is longer
+// than what is kept.
+func (cr *ChunkReader) keepZranInput(k [2]uint64, in []byte) {
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
+	old, ok := cr.zin[k]
+	if ok && len(old) >= len(in) {
+		return
+	}
+	if cr.zin == nil {
+		cr.zin = map[[2]uint64][]byte{}
+	}
+	if !ok {
+		cr.zinOrder = append(cr.zinOrder, k)
+		if len(cr.zinOrder) > maxZranInputs {
+			delete(cr.zin, cr.zinOrder[0])
+			cr.zinOrder = cr.zinOrder[1:]
+		}
+	}
+	cr.zin[k] = in
+}
+
+// Local returns the data of chunk c (not yet verified) when it can be
+// had without the backend: a zran chunk whose context's output, or
+// input, an earlier fetch kept.
+func (cr *ChunkReader) Local(ctx context.Context, c rafs.ChunkInfo) ([]byte, bool) {
+	if !cr.isZran(c) {
+		return nil, false
+	}
+	if data, ok := cr.zranCached(ctx, c); ok {
+		return data, true
+	}
+	loc, err := cr.zranLoc(ctx, c)
+	if err != nil {
+		return nil, false
+	}
+	cr.mu.Lock()
+	in := cr.zin[zranKey(c.BlobIndex, loc.ctx)]
+	cr.mu.Unlock()
+	if uint64(len(in)) < loc.need {
+		return nil, false
+	}
+	data, err := cr.decodeZran(ctx, c, Unit{Offset: loc.in, Size: uint64(len(in)), Zran: true}, in)
+	return data, err == nil
+}
+
 // zranKey is the key of a zran context's output among the recent
 // buffers (batches use the blob index alone).
 func zranKey(blobIdx, ctx uint32) [2]uint64 { return [2]uint64{uint64(blobIdx) | 1<<32, uint64(ctx)} }
@@ -91,9 +182,14 @@ func (cr *ChunkReader) decodeZran(ctx context.Context, c rafs.ChunkInfo, u Unit,
 	if err != nil {
 		return nil, err
 	}
-	if loc.in != u.Offset || loc.need > u.Size {
+	if u.Offset+u.Size < loc.in+loc.need {
 		return nil, fmt.Errorf("blob %s chunk %d: its zran input is %d+%d, not within %d+%d", bi.BlobID, c.Index, loc.in, loc.need, u.Offset, u.Size)
 	}
+	stored, err = cr.zranInput(ctx, c, loc, u, stored)
+	if err != nil {
+		return nil, fmt.Errorf("blob %s chunk %d: zran context %d: %w", bi.BlobID, c.Index, loc.ctx, err)
+	}
+	cr.keepZranInput(zranKey(c.BlobIndex, loc.ctx), stored)
 	x := zran.Context{InOffset: int64(loc.zc.InOffset), CtxByte: loc.zc.CtxByte, CtxBits: loc.zc.CtxBits, OutOffset: int64(loc.zc.OutOffset),
 		InLen: loc.zc.InLen, OutLen: loc.zc.OutLen}
 	out, err := zran.InflatePrefix(x, loc.dict, stored, int(loc.zc.OutLen))
