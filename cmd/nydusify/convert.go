@@ -128,7 +128,7 @@ batch), and --build-cache reuses layers converted earlier, on any machine.`,
 	fl.StringVar(&f.nydusImage, "nydus-image", "", "ignored: nydusify builds in-process")
 	fl.BoolVar(&f.fsAlignChunk, "fs-align-chunk", false, "ignored: RAFS v6 always aligns chunks")
 	fl.BoolVar(&f.ociRef, "oci-ref", false, "reference the source's gzip layers instead of converting them (zran): only small ref blobs and the bootstrap are pushed, and the original layers are mounted into the target repository if they are not there; implies --oci")
-	fl.StringVar(&f.zranSpan, "zran-span", "0x100000", "with --oci-ref: compressed bytes between zran checkpoints (a context holds about half; each costs a 32 KiB window in the ref blob, and a lazy read fetches from its context's start)")
+	fl.StringVar(&f.zranSpan, "zran-span", "0x40000", "with --oci-ref: compressed bytes between zran checkpoints (a context holds about half): a lazy read fetches from its context's start, and each context adds the bytes of its window that its data reads to the ref blob (upstream uses 0x100000)")
 	fl.BoolVar(&f.withReferrer, "with-referrer", false, "link to the source manifest with an OCI subject (not supported yet)")
 	fl.BoolVar(&f.reverse, "reverse", false, "convert a Nydus image back to OCI (not supported yet)")
 	fl.IntVar(&f.concurrency, "concurrency", 3, "layers downloaded at the same time")

@@ -235,6 +235,17 @@ type inflater struct {
 	outBuf []byte // output of the current block, handed to emit
 	marks  []mark // where each markEvery bytes of outBuf were reached
 	next   int    // len(outBuf) at which the next mark is due
+	// refs lists the current block's back-references that reach before
+	// the block's start, while track is set.
+	refs  []backRef
+	track bool
+}
+
+// backRef is a back-reference: the output at p copies n bytes from
+// src (offsets in the member's output).
+type backRef struct {
+	p, src int64
+	n      int
 }
 
 // mark notes the input position once another markEvery bytes of the
@@ -270,6 +281,7 @@ func (f *inflater) window() []byte {
 func (f *inflater) block() error {
 	f.outBuf = f.outBuf[:0]
 	f.marks, f.next = f.marks[:0], markEvery
+	f.refs = f.refs[:0]
 	br := f.br
 	final, err := br.take(1)
 	if err != nil {
@@ -424,6 +436,9 @@ func (f *inflater) codes(lit, dist *huffman) error {
 			d := int64(dstBase[ds]) + int64(de)
 			if d > f.out {
 				return fmt.Errorf("distance %d before the start of the output: %w", d, ErrCorrupt)
+			}
+			if f.track && f.out-d < f.out-int64(len(f.outBuf)) {
+				f.refs = append(f.refs, backRef{p: f.out, src: f.out - d, n: n})
 			}
 			for range n {
 				f.put(f.win[(f.out-d)&(windowSize-1)])

@@ -69,16 +69,21 @@ func (c *inputReader) byteAt(off int64) byte {
 // checks every member's CRC-32 and size, and hashes the compressed file
 // ([Reader.Digest]).
 type Reader struct {
-	in     *inputReader
-	br     *bitReader
-	f      *inflater // the current member's decoder, nil between members
-	member int
-	crc    hash.Hash32
-	blk    []byte     // the current block's output
-	off    int        // read cursor in blk
-	start  Checkpoint // the current block's first bit
-	marks  []mark     // positions inside the current block
-	err    error
+	in        *inputReader
+	br        *bitReader
+	f         *inflater // the current member's decoder, nil between members
+	member    int
+	memberOut int64 // the uncompressed offset the current member starts at
+	crc       hash.Hash32
+	// onBlock, when set, is called after each block is decoded
+	// (Generator: the block's back-references, to find the window
+	// bytes its open contexts use).
+	onBlock func()
+	blk     []byte     // the current block's output
+	off     int        // read cursor in blk
+	start   Checkpoint // the current block's first bit
+	marks   []mark     // positions inside the current block
+	err     error
 }
 
 // NewReader returns a Reader of the gzip file r.
@@ -176,6 +181,8 @@ func (z *Reader) next() error {
 			return fmt.Errorf("gzip member %d at offset %d: %w", z.member, z.br.pos/8, err)
 		}
 		z.f = newInflater(z.br)
+		z.f.track = z.onBlock != nil
+		z.memberOut = z.start.Out
 		z.crc.Reset()
 	}
 	f := z.f
@@ -194,7 +201,23 @@ func (z *Reader) next() error {
 	z.marks = append(f.marks, mark{len(f.outBuf), f.br.pos})
 	z.blk = f.outBuf
 	z.crc.Write(z.blk)
+	if z.onBlock != nil {
+		z.onBlock()
+	}
 	return nil
+}
+
+// blockRefs returns the current block's back-references that reach
+// before its start, in uncompressed offsets of the file.
+func (z *Reader) blockRefs() []backRef {
+	if z.f == nil {
+		return nil
+	}
+	out := make([]backRef, len(z.f.refs))
+	for i, r := range z.f.refs {
+		out[i] = backRef{p: z.memberOut + r.p, src: z.memberOut + r.src, n: r.n}
+	}
+	return out
 }
 
 // endMember reads the trailer of the member that just ended and checks
