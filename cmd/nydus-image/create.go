@@ -58,6 +58,7 @@ type createFlags struct {
 	externalBlob   string
 	attributes     string
 	chunkSizeSet   bool // --chunk-size was given (estargztoc-ref's default differs)
+	zranSpan       string
 }
 
 func newCreateCmd() *cobra.Command {
@@ -80,9 +81,19 @@ size are read from it), or its TOC JSON with --blob-id and --blob-data-size
 unless --chunk-size gives the layer's eStargz chunk size). Plain gzip and
 plain zstd layers have no TOC and are refused.
 
+--type targz-ref reads a gzip-compressed tar in place (zran): its data is
+not recompressed or copied. The bootstrap's only blob is SOURCE itself
+(named by its sha256); --blob receives a small "ref" blob holding the
+chunk-info table with zran contexts, one every --zran-span compressed bytes
+or so, each a deflate block boundary and the bytes of the 32 KiB window
+before it that the data reads; chunks are sha256-digested. nydusd fetches
+a chunk by reading its context's part of the gzip file and inflating it.
+With --bootstrap, the bootstrap names the ref blob by digest; with
+--blob-inline-meta, merge does (--blob-digests).
+
 Supported --type values: dir-rafs (alias directory), tar-rafs, targz-rafs,
-estargztoc-ref (alias stargz_index). Not supported yet: estargz-rafs,
-estargz-ref, targz-ref, tar-tarfs.
+targz-ref, estargztoc-ref (alias stargz_index). Not supported yet:
+estargz-rafs, estargz-ref, tar-tarfs.
 
 Chunks are deduplicated against this layer, --parent-bootstrap and
 --chunk-dict. With --parent-bootstrap, every chunk of the parent's blobs
@@ -113,7 +124,8 @@ while the tar is read).`,
 	}
 	fl := c.Flags()
 	f.log.register(c)
-	fl.StringVarP(&f.typ, "type", "t", "", "conversion type: dir-rafs (default), directory, tar-rafs, targz-rafs, estargztoc-ref, stargz_index")
+	fl.StringVarP(&f.typ, "type", "t", "", "conversion type: dir-rafs (default), directory, tar-rafs, targz-rafs, targz-ref, estargztoc-ref, stargz_index")
+	fl.StringVar(&f.zranSpan, "zran-span", "0x40000", "with --type targz-ref: compressed bytes between zran checkpoints (a lazy read fetches from its context's start; upstream uses 0x100000)")
 	fl.StringVar(&f.sourceType, "source-type", "", "alias of --type")
 	fl.StringVarP(&f.bootstrap, "bootstrap", "B", "", "file to write the RAFS bootstrap to (conflicts with --blob-inline-meta)")
 	fl.StringVarP(&f.blob, "blob", "b", "", "file (or FIFO) to write the data blob to")
@@ -172,7 +184,8 @@ func runCreate(ctx context.Context, f *createFlags, source string, stdin io.Read
 	case "dir-rafs", "directory", "tar-rafs", "targz-rafs":
 	case "estargztoc-ref", "stargz_index":
 		return runCreateTOCRef(ctx, f, source, stdin)
-	case "estargz-rafs", "estargz-ref", "targz-ref", "tar-tarfs":
+	case "targz-ref":
+	case "estargz-rafs", "estargz-ref", "tar-tarfs":
 		return notSupported("--type " + typ)
 	default:
 		return fmt.Errorf("invalid --type %q (want dir-rafs, directory, tar-rafs or targz-rafs)", typ)
@@ -213,6 +226,28 @@ func runCreate(ctx context.Context, f *createFlags, source string, stdin io.Read
 	}
 	opts := builder.Options{InlineMeta: inline, TOC: toc, CompressionLevel: f.level, Warn: func(m string) { logger.Warn(m) }}
 	var err error
+	zranRef := typ == "targz-ref"
+	var span uint64
+	if zranRef {
+		// Upstream takes gzip in place of any --compressor for ref
+		// types; the data is the gzip file itself.
+		if f.compressor != "zstd" && f.compressor != "gzip" {
+			logger.Warn("--compressor is ignored with --type targz-ref: the layer's gzip data is read in place", "compressor", f.compressor)
+		}
+		if f.digester != "" && f.digester != "sha256" && f.digester != "blake3" {
+			return fmt.Errorf("invalid --digester %q", f.digester)
+		}
+		if f.batchSize != "0" && f.batchSize != "" || f.parent != "" || f.chunkDict != "" || f.blobCacheDir != "" {
+			return errors.New("--batch-size, --parent-bootstrap, --chunk-dict and --blob-cache-dir do not apply to --type targz-ref: the layer's gzip data is read in place")
+		}
+		if span, err = cliutil.ParseNumber("zran-span", f.zranSpan); err != nil {
+			return err
+		}
+		if span < 64<<10 || span > 64<<20 {
+			return fmt.Errorf("invalid --zran-span %#x: want 64 KiB to 64 MiB", span)
+		}
+		f.compressor, f.digester = "zstd", "sha256"
+	}
 	if opts.Compressor, err = compress.ParseAlgorithm(f.compressor); err != nil {
 		return fmt.Errorf("invalid --compressor: %w", err)
 	}
@@ -301,8 +336,16 @@ func runCreate(ctx context.Context, f *createFlags, source string, stdin io.Read
 		opts.BlobCache = cache
 	}
 
-	res, err := builder.Create(ctx, src, out, opts)
-	if err != nil {
+	var res *builder.Result
+	if zranRef {
+		zr, err := builder.CreateZranRef(ctx, src, out, int64(span), opts)
+		if err != nil {
+			return fmt.Errorf("source %s: %w", source, err)
+		}
+		logger.Info("zran index", "layer", "sha256:"+zr.DataBlobID, "layer_bytes", zr.DataSize, "contexts", zr.Contexts,
+			"ref_blob_bytes", zr.BlobSize, "ref_blob_percent", fmt.Sprintf("%.2f", 100*float64(zr.BlobSize)/float64(max(zr.DataSize, 1))))
+		res = &zr.Result
+	} else if res, err = builder.Create(ctx, src, out, opts); err != nil {
 		return err
 	}
 	// Publish outputs.
