@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"image/color"
 	"os"
 	"os/exec"
 	"runtime"
@@ -298,7 +299,7 @@ func (r *report) chart(path string) error {
 			if err != nil {
 				return err
 			}
-			bars.Color = plotutil.Color(i)
+			bars.Color = formColor(i)
 			bars.LineStyle.Width = 0
 			bars.Offset = w * vg.Length(float64(i)-float64(len(forms)-1)/2)
 			pl.Add(bars)
@@ -324,6 +325,17 @@ func (r *report) chart(path string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// formColor is the bar colour of the i-th form: plotutil's seven, then
+// colours of their own for the by-reference forms (plotutil's would repeat
+// OCI's and eStargz's).
+func formColor(i int) color.Color {
+	if i < len(plotutil.DefaultColors) {
+		return plotutil.Color(i)
+	}
+	extra := []color.Color{color.RGBA{R: 0x55, G: 0x55, B: 0x55, A: 0xff}, color.RGBA{R: 0x1b, G: 0x9e, B: 0x77, A: 0xff}, color.RGBA{R: 0x8c, G: 0x6d, B: 0x31, A: 0xff}}
+	return extra[(i-len(plotutil.DefaultColors))%len(extra)]
 }
 
 // targets writes the cold-start targets of a profile with their verdicts.
