@@ -22,6 +22,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/nydus-go/nydus/internal/version"
 	"github.com/nydus-go/nydus/pkg/blob"
@@ -498,6 +499,9 @@ func (c *conv) buildLayers(ctx context.Context, si *platformImage) ([]*built, er
 		}(i, l)
 	}
 
+	if o.OCIRef {
+		return c.buildZranLayers(ctx, si, fetched)
+	}
 	var done []*built
 	var below []*rafs.Reader
 	for i, l := range si.layers {
@@ -535,6 +539,41 @@ func (c *conv) buildLayers(ctx context.Context, si *platformImage) ([]*built, er
 		b.res.ChainID = si.chains[i].String()
 		done = append(done, b)
 		below = append(below, b.boot)
+	}
+	return done, nil
+}
+
+// buildZranLayers builds the ref blobs of a zran image's layers (OCIRef)
+// as their downloads arrive, on every core at once: unlike converted
+// layers, they do not depend on the layers below them.
+func (c *conv) buildZranLayers(ctx context.Context, si *platformImage, fetched []chan fetchResult) ([]*built, error) {
+	n := len(si.layers)
+	done := make([]*built, n)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i, l := range si.layers {
+		var fr fetchResult
+		select {
+		case fr = <-fetched[i]:
+		case <-gctx.Done():
+			return nil, g.Wait()
+		}
+		if fr.err != nil {
+			g.Wait()
+			return nil, fr.err
+		}
+		g.Go(func() error {
+			b, err := c.build(gctx, fr, l, i, n, si.plat, nil, nil)
+			if err != nil {
+				return err
+			}
+			b.res.ChainID = si.chains[i].String()
+			done[i] = b
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	return done, nil
 }
