@@ -859,45 +859,37 @@ func (c *conv) build(ctx context.Context, fr fetchResult, l v1.Layer, i, n int, 
 		return nil, fmt.Errorf("layer %d %s: %w", i, d, err)
 	}
 	defer closeDec()
-	blobFile, err := os.CreateTemp(c.work, "blob-*")
-	if err != nil {
-		return nil, err
-	}
-	bw := bufio.NewWriterSize(blobFile, 1<<20)
-	res, err := builder.Create(ctx, tarStream, bw, builder.Options{
-		ChunkSize:        o.ChunkSize,
-		BatchSize:        o.BatchSize,
-		BatchLimit:       o.BatchLimit,
-		Compressor:       o.Compressor,
-		CompressionLevel: o.CompressionLevel,
-		Digester:         o.Digester,
-		Whiteout:         builder.WhiteoutNone,
-		InlineMeta:       true,
-		TOC:              true,
-		ChunkDict:        dict,
-		ChunkDicts:       dicts,
-		// The image's prefetch list is every layer's hot set: its files
-		// go first in their layer's blob, so nydusd streams them in a few
-		// requests; the merged bootstrap's prefetch table names them.
-		HotFiles: o.Prefetch,
-		SpoolDir: c.work,
-		Warn:     func(m string) { o.Log.Warn(m, "layer", i) },
+	var res *builder.Result
+	path, err := c.writeBlob("blob-*", func(bw io.Writer) (string, error) {
+		var err error
+		res, err = builder.Create(ctx, tarStream, bw, builder.Options{
+			ChunkSize:        o.ChunkSize,
+			BatchSize:        o.BatchSize,
+			BatchLimit:       o.BatchLimit,
+			Compressor:       o.Compressor,
+			CompressionLevel: o.CompressionLevel,
+			Digester:         o.Digester,
+			Whiteout:         builder.WhiteoutNone,
+			InlineMeta:       true,
+			TOC:              true,
+			ChunkDict:        dict,
+			ChunkDicts:       dicts,
+			// The image's prefetch list is every layer's hot set: its files
+			// go first in their layer's blob, so nydusd streams them in a few
+			// requests; the merged bootstrap's prefetch table names them.
+			HotFiles: o.Prefetch,
+			SpoolDir: c.work,
+			Warn:     func(m string) { o.Log.Warn(m, "layer", i) },
+		})
+		if err != nil {
+			return "", err
+		}
+		return res.BlobID, nil
 	})
-	if err == nil {
-		err = bw.Flush()
-	}
-	if cerr := blobFile.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
-		os.Remove(blobFile.Name())
 		return nil, fmt.Errorf("layer %d %s: %w", i, d, err)
 	}
 	id := res.BlobID
-	path := filepath.Join(c.work, id)
-	if err := os.Rename(blobFile.Name(), path); err != nil {
-		return nil, err
-	}
 	boot, err := openLayerBootstrap(ctx, res.Bootstrap, id)
 	if err != nil {
 		return nil, fmt.Errorf("layer %d: %w", i, err)
@@ -912,41 +904,61 @@ func (c *conv) build(ctx context.Context, fr fetchResult, l v1.Layer, i, n int, 
 	return b, nil
 }
 
+// writeBlob has write produce a blob into a temporary file of the work
+// directory (buffered), then names the file after the blob id write
+// returns and gives its path; on failure nothing is left.
+func (c *conv) writeBlob(pattern string, write func(w io.Writer) (id string, err error)) (string, error) {
+	f, err := os.CreateTemp(c.work, pattern)
+	if err != nil {
+		return "", err
+	}
+	bw := bufio.NewWriterSize(f, 1<<20)
+	id, err := write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	path := filepath.Join(c.work, id)
+	if err := os.Rename(f.Name(), path); err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return path, nil
+}
+
 // buildZran builds the ref blob of a gzip layer (OCIRef).
 func (c *conv) buildZran(ctx context.Context, gz io.Reader, l v1.Layer, i, n int, plat string) (*built, error) {
 	o := c.o
 	d, _ := l.Digest()
 	size, _ := l.Size()
-	blobFile, err := os.CreateTemp(c.work, "ref-*")
-	if err != nil {
-		return nil, err
-	}
-	bw := bufio.NewWriterSize(blobFile, 1<<20)
-	res, err := builder.CreateZranRef(ctx, gz, bw, o.ZranSpan, builder.Options{
-		ChunkSize:  o.ChunkSize,
-		Whiteout:   builder.WhiteoutNone,
-		InlineMeta: true,
-		TOC:        true,
-		Warn:       func(m string) { o.Log.Warn(m, "layer", i) },
+	var res *builder.ZranResult
+	path, err := c.writeBlob("ref-*", func(bw io.Writer) (string, error) {
+		var err error
+		res, err = builder.CreateZranRef(ctx, gz, bw, o.ZranSpan, builder.Options{
+			ChunkSize:  o.ChunkSize,
+			Whiteout:   builder.WhiteoutNone,
+			InlineMeta: true,
+			TOC:        true,
+			Warn:       func(m string) { o.Log.Warn(m, "layer", i) },
+		})
+		if err == nil && res.DataBlobID != d.Hex {
+			err = fmt.Errorf("the layer read has digest sha256:%s, the manifest says %s", res.DataBlobID, d)
+		}
+		if err != nil {
+			return "", err
+		}
+		return res.BlobID, nil
 	})
-	if err == nil {
-		err = bw.Flush()
-	}
-	if cerr := blobFile.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil && res.DataBlobID != d.Hex {
-		err = fmt.Errorf("the layer read has digest sha256:%s, the manifest says %s", res.DataBlobID, d)
-	}
 	if err != nil {
-		os.Remove(blobFile.Name())
 		return nil, fmt.Errorf("layer %d %s: %w", i, d, err)
 	}
 	id := res.BlobID
-	path := filepath.Join(c.work, id)
-	if err := os.Rename(blobFile.Name(), path); err != nil {
-		return nil, err
-	}
 	boot, err := openLayerBootstrap(ctx, res.Bootstrap, res.DataBlobID)
 	if err != nil {
 		return nil, fmt.Errorf("layer %d: %w", i, err)
